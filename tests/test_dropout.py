@@ -1,0 +1,303 @@
+"""The three properties on every backend, plus the API's contract."""
+
+import math
+
+import numpy as np
+import pytest
+from spec_v1 import keep_bits
+
+import xdrop
+from xdrop._stream import keep_count
+
+SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 1, 9), (4, 0, 2), (1025,)]
+PS = [0.0, 0.1, 1 / 3, 0.5, 0.9, 1.0]
+DTYPES = ["float32", "float64"]
+
+
+def random_input(shape, dtype, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def expected(x, p, seed, step):
+    """Dropout from the independent scalar spec, computed in NumPy."""
+    keep = np.array(keep_bits(seed, step, 0, x.size, p), dtype=bool).reshape(x.shape)
+    k = keep_count(p)
+    scale = x.dtype.type(2**32 / k) if k else x.dtype.type(0)  # float64 -> dtype is correct for k > 0 here
+    return np.where(keep, x * scale, x.dtype.type(0))
+
+
+# -- property 1: seeded equivalence ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("p", PS)
+def test_same_bits_on_every_backend(backend, numpy_ref, shape, dtype, p):
+    x_np = random_input(shape, dtype)
+    out = xdrop.dropout(backend.asarray(x_np), p, seed=7, step=3)
+    ref = xdrop.dropout(x_np, p, seed=7, step=3, impl="reference")
+    got = backend.to_numpy(out)
+    assert got.dtype == x_np.dtype and got.shape == x_np.shape
+    assert got.tobytes() == ref.tobytes()
+    assert isinstance(ref, np.ndarray)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.8])
+def test_equals_independent_scalar_spec(backend, dtype, p):
+    x_np = random_input((6, 11), dtype, seed=1)
+    got = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), p, seed=2**63 + 5, step=2**33))
+    assert got.tobytes() == expected(x_np, p, 2**63 + 5, 2**33).tobytes()
+
+
+@pytest.mark.skip_backend("array_api_strict", reason="the standard has no float16")
+def test_float16_matches_numpy(backend):
+    x_np = random_input((33,), "float16")
+    got = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), 0.3, seed=5))
+    assert got.tobytes() == xdrop.dropout(x_np, 0.3, seed=5).tobytes()
+
+
+@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", reason="bfloat16 is a torch dtype")
+def test_bfloat16_on_torch(backend):
+    import torch
+
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    out = xdrop.dropout(x, 0.5, seed=9)
+    assert out.dtype == torch.bfloat16
+    keep = xdrop.keep_mask((64,), 0.5, seed=9, xp=torch)
+    assert torch.equal(out, torch.where(keep, x * 2.0, torch.zeros_like(x)))
+
+
+def test_non_contiguous_views(backend):
+    base = random_input((8, 10), "float32")
+    view = base[::2, 1::3]
+    out = backend.to_numpy(xdrop.dropout(backend.asarray(view), 0.5, seed=4))
+    assert out.tobytes() == xdrop.dropout(np.ascontiguousarray(view), 0.5, seed=4).tobytes()
+    transposed = backend.to_numpy(xdrop.dropout(backend.xp.permute_dims(backend.asarray(base), (1, 0)), 0.5, seed=4))
+    assert transposed.tobytes() == xdrop.dropout(np.ascontiguousarray(base.T), 0.5, seed=4).tobytes()
+
+
+def test_preserves_namespace_device_dtype_shape(backend):
+    x = backend.asarray(random_input((3, 4), "float32"))
+    out = xdrop.dropout(x, 0.5, seed=1)
+    assert type(out) is type(x)
+    assert out.dtype == x.dtype and tuple(out.shape) == tuple(x.shape)
+    from array_api_compat import device
+
+    assert device(out) == device(x)
+
+
+def test_dropped_elements_are_exact_zeros_even_for_nan_and_inf(backend):
+    x_np = np.array([np.nan, np.inf, -np.inf, -1.0] * 16, dtype="float32")
+    out = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), 0.5, seed=3))
+    keep = xdrop.keep_mask((64,), 0.5, seed=3, xp=np)
+    assert 0 < keep.sum() < 64
+    dropped = out[~keep]
+    assert np.all(dropped == 0) and not np.signbit(dropped).any()
+    np.testing.assert_array_equal(out[keep], x_np[keep] * 2)
+
+
+def test_p_zero_keeps_everything_and_p_one_drops_everything(backend):
+    x_np = random_input((50,), "float64")
+    x = backend.asarray(x_np)
+    assert backend.to_numpy(xdrop.dropout(x, 0.0, seed=1)).tobytes() == x_np.tobytes()
+    assert not backend.to_numpy(xdrop.dropout(x, 1.0, seed=1)).any()
+
+
+def test_input_is_never_modified(backend):
+    x_np = random_input((40,), "float32")
+    x = backend.asarray(x_np.copy())
+    xdrop.dropout(x, 0.5, seed=1)
+    _out, cache = xdrop.dropout_forward(x, 0.5, seed=1)
+    xdrop.dropout_backward(x, cache)
+    assert backend.to_numpy(x).tobytes() == x_np.tobytes()
+
+
+def test_training_false_is_the_identity(backend):
+    x = backend.asarray(random_input((5,), "float32"))
+    assert xdrop.dropout(x, 0.5, seed=1, training=False) is x
+
+
+def test_steps_and_seeds_give_different_masks(numpy_ref):
+    masks = {xdrop.keep_mask((256,), 0.5, seed=s, step=t, xp=np).tobytes() for s in range(3) for t in range(3)}
+    assert len(masks) == 9
+
+
+def test_generator_advances_and_matches_explicit_steps():
+    gen = xdrop.Generator(11, step=5)
+    x = np.ones(32)
+    outs = [xdrop.dropout(x, 0.5, seed=gen) for _ in range(3)]
+    assert gen.step == 8
+    for i, out in enumerate(outs):
+        assert out.tobytes() == xdrop.dropout(x, 0.5, seed=11, step=5 + i).tobytes()
+    _, cache = xdrop.dropout_forward(x, 0.5, seed=gen)
+    assert (cache.seed, cache.step, gen.step) == (11, 8, 9)
+
+
+def test_seed_none_draws_fresh_masks():
+    x = np.ones(1024)
+    assert xdrop.dropout(x, 0.5).tobytes() != xdrop.dropout(x, 0.5).tobytes()
+
+
+def test_no_global_random_state_is_touched():
+    state = np.random.get_state()[1].copy()
+    xdrop.dropout(np.ones(10), 0.5, seed=1)
+    xdrop.dropout(np.ones(10), 0.5)
+    assert np.array_equal(np.random.get_state()[1], state)
+
+
+# -- property 2: the 1/p expectation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_expectation_is_x(backend, p):
+    """Mean of dropout(ones) over n = 2**18 draws is 1 within 5 standard errors.
+
+    Two-sided false-alarm rate per case: 5.7e-7 (normal tail beyond 5 sigma);
+    the seeds are fixed, so the outcome is deterministic.
+    """
+    n = 2**18
+    x = backend.asarray(np.ones(n, dtype="float64"))
+    for seed in (1, 2):
+        out = backend.to_numpy(xdrop.dropout(x, p, seed=seed, step=17))
+        keep = keep_count(p) / 2**32
+        stderr = math.sqrt((1 - keep) / keep / n)
+        assert abs(out.mean() - 1.0) < 5 * stderr
+
+
+def test_kept_fraction_matches_effective_keep(numpy_ref):
+    """Binomial count of kept elements within 5 sigma (false-alarm rate 5.7e-7 per p)."""
+    n = 2**20
+    for p in (0.05, 0.3, 0.7):
+        kept = int(xdrop.keep_mask((n,), p, seed=99, xp=np).sum())
+        keep = keep_count(p) / 2**32
+        assert abs(kept - n * keep) < 5 * math.sqrt(n * keep * (1 - keep))
+
+
+# -- property 3: the gradient identity ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_is_dropout_of_dout(backend, dtype):
+    x = backend.asarray(random_input((9, 7), dtype, seed=1))
+    dout = backend.asarray(random_input((9, 7), dtype, seed=2))
+    out, cache = xdrop.dropout_forward(x, 0.3, seed=5, step=2)
+    dx = xdrop.dropout_backward(dout, cache)
+    again = xdrop.dropout(dout, 0.3, seed=5, step=2)
+    assert backend.to_numpy(dx).tobytes() == backend.to_numpy(again).tobytes()
+    # dx = dout * mask / keep, with the mask that zeroed out
+    zero = backend.to_numpy(out) == 0
+    assert np.all(backend.to_numpy(dx)[zero] == 0)
+
+
+@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", reason="autograd is torch's")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_autograd_equals_backward(backend, dtype):
+    import torch
+
+    x = backend.asarray(random_input((4, 6), dtype)).requires_grad_()
+    dout = backend.asarray(random_input((4, 6), dtype, seed=3))
+    xdrop.dropout(x, 0.4, seed=8, step=1).backward(dout)
+    _, cache = xdrop.dropout_forward(x.detach(), 0.4, seed=8, step=1)
+    assert torch.equal(x.grad, xdrop.dropout_backward(dout, cache))
+
+
+def test_finite_differences_agree_in_float64(numpy_ref):
+    x = random_input((5, 4), "float64")
+    dout = random_input((5, 4), "float64", seed=1)
+    _, cache = xdrop.dropout_forward(x, 0.5, seed=3)
+    dx = xdrop.dropout_backward(dout, cache)
+    h = 1e-6
+    num = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        plus = xdrop.dropout(x + e, 0.5, seed=3)
+        minus = xdrop.dropout(x - e, 0.5, seed=3)
+        num[i] = np.sum((plus - minus) * dout) / (2 * h)
+    np.testing.assert_allclose(dx, num, rtol=1e-7, atol=1e-9)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"p": 1.5}, ValueError, r"p must be a probability in \[0, 1\], got p=1.5"),
+        ({"p": -0.1}, ValueError, "got p=-0.1"),
+        ({"p": float("nan")}, ValueError, "got p=nan"),
+        ({"p": "0.5"}, TypeError, "p must be a real number"),
+        ({"p": True}, TypeError, "p must be a real number"),
+        ({"seed": -1}, ValueError, r"seed must be an integer in \[0, 2\*\*64\), got seed=-1"),
+        ({"seed": 2**64}, ValueError, "got seed=18446744073709551616"),
+        ({"seed": 1.0}, TypeError, "got seed=1.0"),
+        ({"seed": 1, "step": -2}, ValueError, "got step=-2"),
+        ({"seed": 1, "step": 0.5}, TypeError, "got step=0.5"),
+        ({"seed": xdrop.Generator(1), "step": 3}, ValueError, "step must be left at 0"),
+        ({"impl": "fast"}, ValueError, "impl must be one of"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    x = np.ones(4)
+    before = x.copy()
+    with pytest.raises(error, match=match):
+        xdrop.dropout(x, **{"p": 0.5, "seed": 1, **kwargs})
+    assert np.array_equal(x, before)
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (np.ones(3, dtype=np.int64), TypeError, "x must have a real floating dtype, got x.dtype=int64"),
+        (np.ones(3, dtype=bool), TypeError, "x.dtype=bool"),
+        (np.ones(3, dtype=np.complex64), TypeError, "x.dtype=complex64"),
+        ([1.0, 2.0], TypeError, "x must be an array"),
+    ],
+)
+def test_bad_x(x, error, match):
+    with pytest.raises(error, match=match):
+        xdrop.dropout(x, 0.5, seed=1)
+
+
+def test_rejected_call_does_not_advance_generator():
+    gen = xdrop.Generator(1)
+    with pytest.raises(ValueError):
+        xdrop.dropout(np.ones(3), 2.0, seed=gen)
+    assert gen.step == 0
+
+
+def test_dropout_forward_requires_a_seed():
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        xdrop.dropout_forward(np.ones(3), 0.5, seed=None)
+
+
+@pytest.mark.parametrize(
+    "dout, error, match",
+    [
+        (np.ones(5), ValueError, r"dout must have the forward's shape \(4,\), got dout.shape=\(5,\)"),
+        (np.ones(4, dtype=np.float32), TypeError, "dout must have the forward's dtype float64, got dout.dtype=float32"),
+        (np.ones(4, dtype=np.int32), TypeError, "dout must have a real floating dtype"),
+    ],
+)
+def test_backward_rejects_mismatched_dout(dout, error, match):
+    _, cache = xdrop.dropout_forward(np.ones(4), 0.5, seed=1)
+    with pytest.raises(error, match=match):
+        xdrop.dropout_backward(dout, cache)
+
+
+def test_backward_rejects_other_namespace_and_bad_cache():
+    torch = pytest.importorskip("torch", reason="needs a second array library")
+    _, cache = xdrop.dropout_forward(np.ones(4), 0.5, seed=1)
+    with pytest.raises(TypeError, match="dout must be a numpy array like the forward's x, got a torch array"):
+        xdrop.dropout_backward(torch.ones(4, dtype=torch.float64), cache)
+    with pytest.raises(TypeError, match="cache must be the DropoutCache"):
+        xdrop.dropout_backward(np.ones(4), (None, None))
+
+
+def test_keep_mask_checks_its_arguments():
+    with pytest.raises(TypeError, match="shape must be a tuple of non-negative ints, got shape="):
+        xdrop.keep_mask((2, -1), 0.5, seed=1, xp=np)
+    with pytest.raises(TypeError, match="xp must be an array namespace module"):
+        xdrop.keep_mask((2,), 0.5, seed=1, xp="numpy")
+    assert xdrop.keep_mask(5, 0.5, seed=1, xp=np).shape == (5,)

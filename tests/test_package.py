@@ -1,0 +1,41 @@
+import inspect
+import subprocess
+import sys
+
+import xdrop
+
+
+def test_import_loads_no_framework():
+    code = (
+        "import sys, xdrop, xdrop.random, xdrop.compat.cs231n;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'cupy', 'jax', 'jaxlib', 'dask'});"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_all_lists_exactly_the_public_names():
+    public = {n for n in vars(xdrop) if not n.startswith("_") and not inspect.ismodule(getattr(xdrop, n))}
+    public |= {"random", "__version__"}
+    assert set(xdrop.__all__) == public
+
+
+def test_every_public_callable_has_a_numpydoc_docstring():
+    for name in xdrop.__all__:
+        obj = getattr(xdrop, name)
+        if callable(obj):
+            doc = inspect.getdoc(obj) or ""
+            assert "Examples" in doc or (inspect.isclass(obj) and doc), name
+
+
+def test_array_api_compat_is_imported_in_one_place():
+    from pathlib import Path
+
+    root = Path(xdrop.__file__).parent
+    users = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if "array_api_compat" in p.read_text() and p.name != "_compat.py"
+    )
+    assert users == []

@@ -1,0 +1,60 @@
+"""Argument checks shared by the public functions.
+
+Each check names the argument and the offending value, and raises before any
+work is done, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from types import ModuleType
+from typing import Any
+
+from ._compat import array_namespace, is_array_api_obj
+
+MAX_U64 = (1 << 64) - 1
+
+
+def check_probability(p: Any, name: str = "p") -> float:
+    """``p`` as a float in [0, 1]; TypeError for a non-real, ValueError otherwise."""
+    if isinstance(p, bool) or not isinstance(p, Real):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {name}={p!r} of type {type(p).__name__}")
+    value = float(p)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {name}={p!r}")
+    return value
+
+
+def check_u64(value: Any, name: str) -> int:
+    """``value`` as an int in [0, 2**64)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer in [0, 2**64), got {name}={value!r} of type {type(value).__name__}")
+    if not 0 <= int(value) <= MAX_U64:
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {name}={value!r}")
+    return int(value)
+
+
+def check_float_array(x: Any, name: str = "x") -> ModuleType:
+    """The namespace of ``x``, which must be a real floating array."""
+    if not is_array_api_obj(x):
+        raise TypeError(
+            f"{name} must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got {name} of type {type(x).__name__}"
+        )
+    xp = array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype, got {name}.dtype={x.dtype}")
+    return xp
+
+
+def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints (an int is a 1-d shape)."""
+    dims = (shape,) if isinstance(shape, Integral) else shape
+    try:
+        out = tuple(int(d) for d in dims if isinstance(d, Integral) and not isinstance(d, bool) and int(d) >= 0)
+        ok = len(out) == len(tuple(dims))
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{name} must be a tuple of non-negative ints, got {name}={shape!r}")
+    return out

@@ -1,0 +1,270 @@
+"""Inverted dropout on any standard namespace: the public functions."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from . import _kernels
+from ._checks import check_float_array, check_probability, check_shape, check_u64
+from ._compat import array_namespace, device, namespace_name
+from ._generator import Generator
+from ._stream import keep_count, keep_flat, scale_for
+
+SeedLike = int | Generator | None
+
+
+def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True) -> tuple[int, int]:
+    """The ``(seed, step)`` pair a call uses; takes a step from a Generator.
+
+    Call it last among the checks, so a rejected call never advances a Generator.
+    """
+    if isinstance(seed, Generator):
+        if not (isinstance(step, int) and not isinstance(step, bool) and step == 0):
+            raise ValueError(
+                f"step must be left at 0 when seed is a Generator (it supplies the step), got step={step!r}"
+            )
+        return seed.seed, seed.take_step()
+    step = check_u64(step, "step")
+    if seed is None and allow_none:
+        return secrets.randbits(64), step
+    return check_u64(seed, "seed"), step
+
+
+@dataclass(frozen=True)
+class DropoutCache:
+    """What :func:`dropout_backward` needs: O(1) in the size of ``x``, no mask.
+
+    The mask is regenerated from ``(seed, step, p)`` over ``shape``.
+    """
+
+    seed: int
+    step: int
+    p: float
+    shape: tuple[int, ...]
+    dtype: Any
+    namespace: str
+    device: Any
+
+
+def _apply(x: Any, xp: ModuleType, seed: int, step: int, p: float, impl: str) -> Any:
+    k = keep_count(p)
+    kernel = _kernels.select(xp, x, impl)
+    return kernel(x, xp, seed, step, k, scale_for(k, xp, x.dtype))
+
+
+def dropout(
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    impl: str = "auto",
+) -> Any:
+    """Inverted dropout: zero each element with probability ``p``, scale the rest.
+
+    Kept elements are multiplied by ``1 / keep``, where ``keep`` is the keep
+    probability the 32-bit threshold really implements, so ``E[out] = x``.
+    The decision for each element depends only on ``(seed, step, index, p)``
+    (stream spec v1): the same on every backend, device, dtype and layout.
+
+    Parameters
+    ----------
+    x : array
+        A real floating array of any standard namespace (NumPy, PyTorch, CuPy,
+        JAX, Dask, array-api-strict). It is never modified.
+    p : float, optional
+        Probability of *dropping* an element, in ``[0, 1]`` (as in
+        ``torch.nn.functional.dropout``). Resolution 2**-32.
+    seed : int, Generator or None, optional
+        A seed in ``[0, 2**64)``; a :class:`Generator`, whose step is used and
+        advanced; or ``None`` for fresh OS entropy (not reproducible).
+    step : int, optional
+        A step in ``[0, 2**64)``: a second counter, e.g. the training
+        iteration, so one seed gives independent masks at every step.
+    training : bool, optional
+        If false, return ``x`` itself (dropout is the identity at inference).
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        Same namespace, device, dtype and shape as ``x``. Dropped elements are
+        exactly ``+0``, also where ``x`` is NaN or infinite.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a real floating array, or ``p``, ``seed`` or ``step``
+        has the wrong type.
+    ValueError
+        If ``p`` is outside ``[0, 1]`` or NaN, or ``seed`` or ``step`` is out of range.
+
+    See Also
+    --------
+    dropout_forward, dropout_backward, keep_mask
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> xdrop.dropout(np.ones(8, dtype=np.float32), 0.5, seed=7)
+    array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
+
+    The same seed gives the same bits on any backend, e.g. PyTorch:
+
+    >>> import torch  # doctest: +SKIP
+    >>> xdrop.dropout(torch.ones(8), 0.5, seed=7)  # doctest: +SKIP
+    tensor([0., 0., 2., 2., 2., 0., 2., 0.])
+    """
+    xp = check_float_array(x)
+    p = check_probability(p)
+    if not training:
+        return x
+    seed, step = resolve_seed(seed, step)
+    return _apply(x, xp, seed, step, p, impl)
+
+
+def dropout_forward(
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+) -> tuple[Any, DropoutCache]:
+    """Training-mode dropout that also returns what backward needs.
+
+    Parameters
+    ----------
+    x : array
+        A real floating array; never modified.
+    p : float
+        Probability of dropping an element, in ``[0, 1]``.
+    seed : int or Generator
+        A seed in ``[0, 2**64)`` or a :class:`Generator`.
+    step : int, optional
+        A step in ``[0, 2**64)``.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    out : array
+        As :func:`dropout`.
+    cache : DropoutCache
+        ``(seed, step, p, shape, dtype, namespace, device)``: no O(n) mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> x = np.arange(1.0, 5.0)
+    >>> out, cache = xdrop.dropout_forward(x, 0.5, seed=3)
+    >>> out
+    array([0., 4., 0., 0.])
+    >>> xdrop.dropout_backward(np.ones(4), cache)
+    array([0., 2., 0., 0.])
+    """
+    xp = check_float_array(x)
+    p = check_probability(p)
+    seed, step = resolve_seed(seed, step, allow_none=False)
+    out = _apply(x, xp, seed, step, p, impl)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x))
+    return out, cache
+
+
+def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> Any:
+    """Gradient of :func:`dropout_forward`: ``dx = dout * mask / keep``.
+
+    The mask is regenerated from the cache, so ``dx`` equals dropout applied to
+    ``dout`` with the forward's seed, step and p, bit for bit.
+
+    Parameters
+    ----------
+    dout : array
+        Upstream gradient: same shape, dtype, namespace and device as the
+        forward's ``x``. Never modified.
+    cache : DropoutCache
+        The second result of :func:`dropout_forward`.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        ``dx``, like ``dout``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out, cache = xdrop.dropout_forward(np.ones(4), 0.25, seed=1)
+    >>> bool((xdrop.dropout_backward(np.ones(4), cache) == out).all())
+    True
+    """
+    if not isinstance(cache, DropoutCache):
+        raise TypeError(f"cache must be the DropoutCache returned by dropout_forward, got {type(cache).__name__}")
+    xp = check_float_array(dout, "dout")
+    name = namespace_name(xp)
+    if name != cache.namespace:
+        raise TypeError(f"dout must be a {cache.namespace} array like the forward's x, got a {name} array")
+    if tuple(dout.shape) != cache.shape:
+        raise ValueError(f"dout must have the forward's shape {cache.shape}, got dout.shape={tuple(dout.shape)}")
+    if dout.dtype != cache.dtype:
+        raise TypeError(f"dout must have the forward's dtype {cache.dtype}, got dout.dtype={dout.dtype}")
+    if device(dout) != cache.device:
+        raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
+    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl)
+
+
+def keep_mask(
+    shape: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    xp: ModuleType,
+    device: Any = None,
+) -> Any:
+    """The boolean keep mask that :func:`dropout` uses for an array of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The mask's shape; flat row-major indices in it select the stream.
+    p : float
+        Probability of dropping, in ``[0, 1]``.
+    seed : int or Generator
+        A seed in ``[0, 2**64)`` or a :class:`Generator`.
+    step : int, optional
+        A step in ``[0, 2**64)``.
+    xp : namespace
+        The array namespace to build the mask in (a module such as ``numpy``
+        or ``torch``, or its array-api-compat wrapper).
+    device : optional
+        Device to build the mask on.
+
+    Returns
+    -------
+    array
+        ``bool`` array of ``shape``: True where the element is kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> xdrop.keep_mask((2, 4), 0.5, seed=7, xp=np)
+    array([[False, False,  True,  True],
+           [ True, False,  True, False]])
+    """
+    shape = check_shape(shape)
+    p = check_probability(p)
+    if not isinstance(xp, ModuleType):
+        raise TypeError(f"xp must be an array namespace module, got xp={xp!r}")
+    xp = array_namespace(xp.empty(0))
+    seed, step = resolve_seed(seed, step, allow_none=False)
+    n = 1
+    for d in shape:
+        n *= d
+    flat = keep_flat(xp, 0, n, seed, step, keep_count(p), device)
+    return xp.reshape(flat, shape)

@@ -1,0 +1,108 @@
+"""Stream spec v1: how (seed, step, index, p) decide each element.
+
+This module *is* the spec (``docs/stream-spec.md`` states it in words); the
+golden vectors in ``tests/data/golden_v1.json`` freeze its output. Changing any
+of it needs a new stream version, never an edit of v1.
+
+- key    = (seed mod 2**32, seed >> 32)                      seed in [0, 2**64)
+- block  = index >> 2,  lane = index & 3                     index in [0, 2**64)
+- counter = (block mod 2**32, block >> 32, step mod 2**32, step >> 32)
+- word   = Philox4x32-10(counter, key)[lane]
+- keep   = word < K, with K = 2**32 - round_half_even(p * 2**32)
+- scale  = 2**32 / K, correctly rounded to the output dtype
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from types import ModuleType
+from typing import Any
+
+from .random._philox import DEFAULT_ROUNDS, philox_rounds
+from .random._words import MASK32, add_with_carry, word_dtype
+
+STREAM_VERSION = 1
+TWO32 = 1 << 32
+WORDS_PER_BLOCK = 4
+# Blocks generated at once by the reference, to bound its temporaries.
+PIECE_BLOCKS = 1 << 18
+
+
+def key_words(seed: int) -> tuple[int, int]:
+    """The Philox key of a 64-bit seed: (low word, high word)."""
+    return seed & MASK32, seed >> 32
+
+
+def keep_count(p: float) -> int:
+    """K: how many of the 2**32 word values keep an element (drop probability p).
+
+    ``p * 2**32`` is exact in binary64, so the only rounding is the documented
+    half-even rounding to an integer: p has a resolution of 2**-32.
+    """
+    return TWO32 - round(p * TWO32)
+
+
+def effective_keep(p: float) -> float:
+    """The keep probability the threshold really implements, K / 2**32."""
+    return keep_count(p) / TWO32
+
+
+def round_to_significand(value: Fraction, bits: int) -> float:
+    """``value`` (>= 1) correctly rounded (half-even) to ``bits`` significant bits."""
+    exponent = (value.numerator // value.denominator).bit_length() - 1
+    shift = bits - 1 - exponent
+    scaled = value * Fraction(2) ** shift
+    return float(Fraction(round(scaled)) / Fraction(2) ** shift)
+
+
+def significand_bits(xp: ModuleType, dtype: Any) -> int:
+    """Significant bits of a floating dtype, from its machine epsilon."""
+    _, exponent = math.frexp(float(xp.finfo(dtype).eps))  # eps = 2**(1 - bits)
+    return 2 - exponent
+
+
+def scale_for(k: int, xp: ModuleType, dtype: Any) -> float:
+    """The inverted-dropout scale 2**32 / K, correctly rounded to ``dtype``.
+
+    Returned as a Python float that ``dtype`` represents exactly, so every
+    backend's conversion of it is exact too. It is ``inf`` where the rounded
+    value overflows ``dtype`` (float16 with p > 1 - 2**-16), and 0 for
+    K = 0 (p = 1), where every element is dropped and the scale is unused.
+    """
+    if k == 0:
+        return 0.0
+    scale = round_to_significand(Fraction(TWO32, k), significand_bits(xp, dtype))
+    return scale if scale <= float(xp.finfo(dtype).max) else float("inf")
+
+
+def block_words(
+    xp: ModuleType, first_block: int, n_blocks: int, seed: int, step: int, dev: Any
+) -> tuple[Any, Any, Any, Any]:
+    """The four Philox words of blocks ``first_block .. first_block + n_blocks - 1``."""
+    j = xp.arange(n_blocks, dtype=word_dtype(xp), device=dev)
+    c0, carry = add_with_carry(j, first_block & MASK32)
+    c1 = carry + (first_block >> 32)
+    k0, k1 = key_words(seed)
+    return philox_rounds(c0, c1, step & MASK32, step >> 32, k0, k1, DEFAULT_ROUNDS)
+
+
+def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, dev: Any) -> Any:
+    """Keep decisions (bool, length n) for flat indices ``start .. start + n - 1``.
+
+    The pure-standard reference of the stream: every fast path must equal it.
+    """
+    if k == TWO32 or k == 0 or n == 0:
+        return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
+    pieces = []
+    stop = start + n
+    block = start // WORDS_PER_BLOCK
+    while block * WORDS_PER_BLOCK < stop:
+        n_blocks = min(PIECE_BLOCKS, -(-stop // WORDS_PER_BLOCK) - block)
+        words = block_words(xp, block, n_blocks, seed, step, dev)
+        keep = xp.reshape(xp.stack([w < k for w in words], axis=1), (-1,))
+        lo = max(start - block * WORDS_PER_BLOCK, 0)
+        hi = min(stop - block * WORDS_PER_BLOCK, n_blocks * WORDS_PER_BLOCK)
+        pieces.append(keep[lo:hi])
+        block += n_blocks
+    return pieces[0] if len(pieces) == 1 else xp.concat(pieces)

@@ -1,0 +1,1 @@
+"""Drop-in interfaces for code written against other dropout APIs."""

@@ -1,0 +1,84 @@
+"""The CS231n dropout interface, on xdrop's stream.
+
+Assignment code calls ``dropout_forward(x, dropout_param)`` and
+``dropout_backward(dout, cache)`` with CS231n's conventions:
+``dropout_param["p"]`` is the probability of *keeping* a neuron,
+``dropout_param["mode"]`` is ``"train"`` or ``"test"``, and an optional
+``dropout_param["seed"]`` makes the mask reproducible. Unlike the original,
+a seed never reseeds NumPy's global random state, and the cache holds no mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._checks import check_probability
+from .._dropout import DropoutCache
+from .._dropout import dropout_backward as _backward
+from .._dropout import dropout_forward as _forward
+
+__all__ = ["dropout_backward", "dropout_forward"]
+
+Cache = tuple[dict[str, Any], DropoutCache | None]
+
+
+def _mode(dropout_param: dict[str, Any]) -> str:
+    mode = dropout_param.get("mode")
+    if mode not in ("train", "test"):
+        raise ValueError(f'dropout_param["mode"] must be "train" or "test", got {mode!r}')
+    return str(mode)
+
+
+def dropout_forward(x: Any, dropout_param: dict[str, Any]) -> tuple[Any, Cache]:
+    """Inverted dropout with CS231n's ``dropout_param`` (``p`` = keep probability).
+
+    Parameters
+    ----------
+    x : array
+        Input of any shape (a NumPy array in the assignment; any backend works).
+    dropout_param : dict
+        ``"p"``: keep probability in ``[0, 1]``; ``"mode"``: ``"train"`` or
+        ``"test"``; optional ``"seed"``: an int in ``[0, 2**64)``. Without a
+        seed each call draws a fresh mask from OS entropy.
+
+    Returns
+    -------
+    out : array
+        ``x`` with each element kept with probability ``p`` and scaled by
+        ``1 / keep``; ``x`` itself in test mode.
+    cache : tuple
+        ``(dropout_param, xdrop_cache)`` for :func:`dropout_backward`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xdrop.compat.cs231n import dropout_forward, dropout_backward
+    >>> x = np.ones((2, 3))
+    >>> out, cache = dropout_forward(x, {"p": 0.5, "mode": "train", "seed": 123})
+    >>> out
+    array([[2., 2., 0.],
+           [2., 0., 2.]])
+    >>> dropout_backward(np.full((2, 3), 0.5), cache)
+    array([[1., 1., 0.],
+           [1., 0., 1.]])
+    """
+    keep = check_probability(dropout_param.get("p"), 'dropout_param["p"]')
+    if _mode(dropout_param) == "test":
+        return x, (dropout_param, None)
+    seed = dropout_param.get("seed")
+    if seed is None:
+        import secrets
+
+        seed = secrets.randbits(64)
+    out, cache = _forward(x, 1.0 - keep, seed=seed)
+    return out, (dropout_param, cache)
+
+
+def dropout_backward(dout: Any, cache: Cache) -> Any:
+    """Gradient of :func:`dropout_forward`: ``dout * mask / keep`` (``dout`` in test mode)."""
+    dropout_param, xdrop_cache = cache
+    if _mode(dropout_param) == "test":
+        return dout
+    if xdrop_cache is None:
+        raise ValueError("cache holds no training-mode forward; pass the cache dropout_forward returned")
+    return _backward(dout, xdrop_cache)
