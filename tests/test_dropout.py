@@ -301,3 +301,32 @@ def test_keep_mask_checks_its_arguments():
     with pytest.raises(TypeError, match="xp must be an array namespace module"):
         xdrop.keep_mask((2,), 0.5, seed=1, xp="numpy")
     assert xdrop.keep_mask(5, 0.5, seed=1, xp=np).shape == (5,)
+
+
+# -- noise_shape ----------------------------------------------------------------------------------
+
+
+def test_noise_shape_shares_decisions_along_size_one_axes(backend):
+    x_np = random_input((3, 4, 5), "float32")
+    out = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), 0.5, seed=6, noise_shape=(None, 1, 5)))
+    keep = xdrop.keep_mask((3, 1, 5), 0.5, seed=6, xp=np)
+    np.testing.assert_array_equal(out, np.where(keep, x_np * 2, 0))
+    full = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), 0.5, seed=6, noise_shape=(3, 4, None)))
+    assert full.tobytes() == xdrop.dropout(x_np, 0.5, seed=6).tobytes()
+
+
+def test_noise_shape_backward_uses_the_same_mask(backend):
+    x = backend.asarray(random_input((2, 6), "float64"))
+    out, cache = xdrop.dropout_forward(x, 0.5, seed=2, noise_shape=(2, 1))
+    dx = xdrop.dropout_backward(backend.asarray(np.ones((2, 6))), cache)
+    assert cache.noise_shape == (2, 1)
+    np.testing.assert_array_equal(backend.to_numpy(dx) == 0, backend.to_numpy(out) == 0)
+
+
+@pytest.mark.parametrize(
+    "noise_shape, match",
+    [((3, 2), r"noise_shape\[1\] must be None, 1 or x.shape\[1\]=4"), ((3,), "one entry per axis"), (5, "one entry")],
+)
+def test_bad_noise_shape(noise_shape, match):
+    with pytest.raises(ValueError, match=match):
+        xdrop.dropout(np.ones((3, 4)), 0.5, seed=1, noise_shape=noise_shape)

@@ -58,3 +58,32 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
     if not ok:
         raise TypeError(f"{name} must be a tuple of non-negative ints, got {name}={shape!r}")
     return out
+
+
+def resolve_noise_shape(noise_shape: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The mask shape: ``shape`` itself, or ``noise_shape`` with ``None`` filled in.
+
+    Keras semantics: one entry per axis of ``x``; each is ``None`` (take x's
+    size), x's size, or 1 (one decision shared along that axis).
+    """
+    if noise_shape is None:
+        return shape
+    try:
+        entries = tuple(noise_shape)
+    except TypeError:
+        entries = None
+    if entries is None or len(entries) != len(shape):
+        raise ValueError(
+            f"noise_shape must have one entry per axis of x.shape={shape}, got noise_shape={noise_shape!r}"
+        )
+    out = []
+    for axis, (n, d) in enumerate(zip(entries, shape, strict=True)):
+        if n is None:
+            out.append(d)
+        elif isinstance(n, Integral) and not isinstance(n, bool) and int(n) in (1, d):
+            out.append(int(n))
+        else:
+            raise ValueError(
+                f"noise_shape[{axis}] must be None, 1 or x.shape[{axis}]={d}, got noise_shape={noise_shape!r}"
+            )
+    return tuple(out)

@@ -8,10 +8,10 @@ from types import ModuleType
 from typing import Any
 
 from . import _kernels
-from ._checks import check_float_array, check_probability, check_shape, check_u64
+from ._checks import check_float_array, check_probability, check_shape, check_u64, resolve_noise_shape
 from ._compat import array_namespace, device, namespace_name
 from ._generator import Generator
-from ._stream import keep_count, keep_flat, scale_for
+from ._stream import keep_count, scale_for
 
 SeedLike = int | Generator | None
 
@@ -47,12 +47,29 @@ class DropoutCache:
     dtype: Any
     namespace: str
     device: Any
+    noise_shape: tuple[int, ...]
 
 
-def _apply(x: Any, xp: ModuleType, seed: int, step: int, p: float, impl: str) -> Any:
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _mask(xp: ModuleType, shape: tuple[int, ...], seed: int, step: int, k: int, dev: Any, impl: str) -> Any:
+    flat = _kernels.select_mask(xp, impl)(xp, 0, _prod(shape), seed, step, k, dev)
+    return xp.reshape(flat, shape)
+
+
+def _apply(x: Any, xp: ModuleType, seed: int, step: int, p: float, impl: str, noise_shape: tuple[int, ...]) -> Any:
+    """Dropout of ``x`` with the mask drawn on ``noise_shape`` (broadcast over x)."""
     k = keep_count(p)
-    kernel = _kernels.select(xp, x, impl)
-    return kernel(x, xp, seed, step, k, scale_for(k, xp, x.dtype))
+    scale = scale_for(k, xp, x.dtype)
+    if noise_shape == tuple(x.shape):
+        return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
+    keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+    return xp.where(keep, x * scale, xp.zeros_like(x))
 
 
 def dropout(
@@ -62,6 +79,7 @@ def dropout(
     seed: SeedLike = None,
     step: int = 0,
     training: bool = True,
+    noise_shape: Any = None,
     impl: str = "auto",
 ) -> Any:
     """Inverted dropout: zero each element with probability ``p``, scale the rest.
@@ -87,6 +105,10 @@ def dropout(
         iteration, so one seed gives independent masks at every step.
     training : bool, optional
         If false, return ``x`` itself (dropout is the identity at inference).
+    noise_shape : tuple, optional
+        Shape of the mask, one entry per axis of ``x``: ``None`` takes x's
+        size, 1 shares one decision along that axis (Keras semantics). The
+        stream's flat indices run over this shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
 
@@ -123,14 +145,22 @@ def dropout(
     """
     xp = check_float_array(x)
     p = check_probability(p)
+    mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
+    _kernels.check_impl(impl)
     if not training:
         return x
     seed, step = resolve_seed(seed, step)
-    return _apply(x, xp, seed, step, p, impl)
+    return _apply(x, xp, seed, step, p, impl, mask_shape)
 
 
 def dropout_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    noise_shape: Any = None,
+    impl: str = "auto",
 ) -> tuple[Any, DropoutCache]:
     """Training-mode dropout that also returns what backward needs.
 
@@ -144,6 +174,8 @@ def dropout_forward(
         A seed in ``[0, 2**64)`` or a :class:`Generator`.
     step : int, optional
         A step in ``[0, 2**64)``.
+    noise_shape : tuple, optional
+        Shape of the mask, as in :func:`dropout`.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
 
@@ -167,9 +199,11 @@ def dropout_forward(
     """
     xp = check_float_array(x)
     p = check_probability(p)
+    mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
+    _kernels.check_impl(impl)
     seed, step = resolve_seed(seed, step, allow_none=False)
-    out = _apply(x, xp, seed, step, p, impl)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x))
+    out = _apply(x, xp, seed, step, p, impl, mask_shape)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), mask_shape)
     return out, cache
 
 
@@ -214,7 +248,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
         raise TypeError(f"dout must have the forward's dtype {cache.dtype}, got dout.dtype={dout.dtype}")
     if device(dout) != cache.device:
         raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
-    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl)
+    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape)
 
 
 def keep_mask(
@@ -225,6 +259,7 @@ def keep_mask(
     step: int = 0,
     xp: ModuleType,
     device: Any = None,
+    impl: str = "auto",
 ) -> Any:
     """The boolean keep mask that :func:`dropout` uses for an array of ``shape``.
 
@@ -243,6 +278,8 @@ def keep_mask(
         or ``torch``, or its array-api-compat wrapper).
     device : optional
         Device to build the mask on.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
 
     Returns
     -------
@@ -262,9 +299,6 @@ def keep_mask(
     if not isinstance(xp, ModuleType):
         raise TypeError(f"xp must be an array namespace module, got xp={xp!r}")
     xp = array_namespace(xp.empty(0))
+    _kernels.check_impl(impl)
     seed, step = resolve_seed(seed, step, allow_none=False)
-    n = 1
-    for d in shape:
-        n *= d
-    flat = keep_flat(xp, 0, n, seed, step, keep_count(p), device)
-    return xp.reshape(flat, shape)
+    return _mask(xp, shape, seed, step, keep_count(p), device, impl)
