@@ -68,7 +68,7 @@ def tests_gpu(session: nox.Session, backend: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) and strict mypy on the package."""
-    session.install("ruff", "mypy", "numpy")
+    session.install(*CONSTRAINTS, "-e", ".", "ruff", "mypy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "xdrop")
