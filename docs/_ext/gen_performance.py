@@ -73,6 +73,11 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> bool:
     return True
 
 
+def image(name: str, alt: str) -> str:
+    # The fragment is included into docs/performance.md, so paths resolve from docs/.
+    return f"```{{image}} _generated/{name}\n:alt: {alt}\n```\n"
+
+
 def section(path: Path) -> str:
     data = json.loads(path.read_text())
     parts = [f"## `{path.name}`\n"]
@@ -84,14 +89,14 @@ def section(path: Path) -> str:
     own_png = path.with_suffix(".png")
     if own_png.exists():
         shutil.copyfile(own_png, GENERATED / f"bench-{path.stem}-own.png")
-        parts.append(f"```{{image}} bench-{path.stem}-own.png\n:alt: benchmark plot from {own_png.name}\n```\n")
+        parts.append(image(f"bench-{path.stem}-own.png", f"benchmark plot from {own_png.name}"))
     rows = records(data)
     if rows is None:
         parts.append("The layout of this file is not one this page reads; its content:\n")
         parts.append("```json\n" + json.dumps(data, indent=1)[:20000] + "\n```\n")
         return "\n".join(parts)
     if plot(rows, GENERATED / f"bench-{path.stem}.png", path.stem):
-        parts.append(f"```{{image}} bench-{path.stem}.png\n:alt: ns per element against size, {path.stem}\n```\n")
+        parts.append(image(f"bench-{path.stem}.png", f"ns per element against size, {path.stem}"))
     header = list(dict.fromkeys(k for r in rows for k in r))
     shown = rows[:MAX_ROWS]
     parts.append(md_table(header, [[_fmt(r.get(k, "")) for k in header] for r in shown]))
