@@ -13,7 +13,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "tests_gpu", "lint"]
+nox.options.sessions = ["tests", "tests_gpu", "lint", "docs"]
 
 CONSTRAINTS = ("-c", "tests/constraints.txt")
 # Each backend's session installs its library beside the test extra.
@@ -72,6 +72,35 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "xdrop")
+
+
+DOCS_BUILD = "docs/_build"
+
+
+def ensure_chromium(session: nox.Session) -> None:
+    """Debian's chromium for the offline browser check; installed with apt-get when missing."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.geteuid() != 0:
+        session.error("the docs browser check needs chromium: run `apt-get install -y chromium` as root")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", "chromium", external=True, env=env)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site (warnings are errors), run every example, check it offline in headless Chromium."""
+    session.install(*CONSTRAINTS, "-e", ".[docs,test,torch]")
+    shutil.rmtree(DOCS_BUILD, ignore_errors=True)  # a fresh build: an incremental one hides warnings
+    shutil.rmtree("docs/generated", ignore_errors=True)
+    session.run("python", "docs/_ext/generate.py")
+    sphinx = ("sphinx-build", "-W", "--keep-going", "-q", "-d", f"{DOCS_BUILD}/doctrees")
+    session.run(*sphinx, "-b", "html", "docs", f"{DOCS_BUILD}/html")
+    session.run(*sphinx, "-b", "doctest", "docs", f"{DOCS_BUILD}/doctest")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/test_docs_site.py")
+    ensure_chromium(session)
+    session.run("python", "docs/check_site.py", f"{DOCS_BUILD}/html")
 
 
 if os.environ.get("CI"):

@@ -1,0 +1,214 @@
+"""Check the built site as a reader would see it, offline, in a real headless browser.
+
+Usage: ``python docs/check_site.py docs/_build/html`` (``nox -s docs`` runs it).
+
+1. No page loads anything from another host: every script, stylesheet, image,
+   font or frame in the HTML and CSS is served from the site itself.
+2. The Theory page, opened in headless Chromium with every external fetch
+   sent to a proxy that does not exist (127.0.0.1:9), has its math typeset by
+   MathJax: one ``mjx-container`` per math element, and no raw TeX left.
+3. The site search, opened as ``search.html?q=philox``, lists the stream spec.
+
+The site is served on the loopback interface only. Exits non-zero on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",  # running as root in CI
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-extensions",
+    "--proxy-server=127.0.0.1:9",  # nothing listens there: any fetch beyond loopback fails
+    "--virtual-time-budget=20000",
+    "--dump-dom",
+]
+EXTERNAL = re.compile(r"^(https?:)?//", re.IGNORECASE)
+# (tag, attribute) pairs that make the browser fetch something while rendering the page.
+FETCHING = {
+    ("script", "src"),
+    ("img", "src"),
+    ("iframe", "src"),
+    ("source", "src"),
+    ("embed", "src"),
+    ("object", "data"),
+    ("video", "src"),
+    ("audio", "src"),
+    ("link", "href"),
+}
+LINK_RELS_FETCHED = {"stylesheet", "preload", "icon", "shortcut", "modulepreload", "prefetch", "manifest"}
+RAW_TEX = ("\\frac", "\\mathbb", "\\operatorname", "\\(", "\\[", "$$")
+
+
+class Collector(HTMLParser):
+    """Fetched URLs, and the text outside MathJax output, scripts and styles."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.fetched: list[str] = []
+        self.text: list[str] = []
+        self.mjx = 0
+        self.math_elements = 0
+        self.search_links: list[str] = []
+        self._skip = 0  # depth inside mjx-container / script / style
+        self._stack: list[tuple[str, bool, bool]] = []  # (tag, skipping, in ul.search)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        for t, attr in FETCHING:
+            if tag == t and a.get(attr):
+                rels = set(a.get("rel", "").lower().split())
+                if tag != "link" or rels & LINK_RELS_FETCHED:
+                    self.fetched.append(a[attr])
+        classes = a.get("class", "").split()
+        if "math" in classes:
+            self.math_elements += 1
+        if tag == "mjx-container":
+            self.mjx += 1
+        in_search = (tag == "ul" and "search" in classes) or (bool(self._stack) and self._stack[-1][2])
+        if in_search and tag == "a" and a.get("href"):
+            self.search_links.append(a["href"])
+        skipping = tag in ("mjx-container", "script", "style")
+        self._skip += skipping
+        if tag not in ("br", "img", "meta", "link", "input", "hr", "source", "wbr"):
+            self._stack.append((tag, skipping, in_search))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._stack:
+            t, skipping, _ = self._stack.pop()
+            self._skip -= skipping
+            if t == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.text.append(data)
+
+
+def parse(html: str) -> Collector:
+    c = Collector()
+    c.feed(html)
+    return c
+
+
+def check_offline_assets(site: Path) -> list[str]:
+    problems = []
+    for page in sorted(site.rglob("*.html")):
+        for url in parse(page.read_text(encoding="utf-8")).fetched:
+            if EXTERNAL.match(url):
+                problems.append(f"{page.relative_to(site)} fetches {url} from another host")
+    for css in sorted(site.rglob("*.css")):
+        for url in re.findall(r"url\(\s*['\"]?([^'\")]+)", css.read_text(encoding="utf-8", errors="replace")):
+            if EXTERNAL.match(url):
+                problems.append(f"{css.relative_to(site)} fetches {url} from another host")
+    if not (site / "_static" / "mathjax" / "tex-chtml.js").is_file():
+        problems.append("MathJax is not in the built site (_static/mathjax/tex-chtml.js)")
+    return problems
+
+
+class Served:
+    """The site on a loopback port; records the paths the browser asked for."""
+
+    def __init__(self, site: Path) -> None:
+        self.requested: list[str] = []
+        served = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                served.requested.append(self.path)
+
+        handler = functools.partial(Handler, directory=str(site))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    sys.exit("check_site: chromium not found (nox -s docs installs Debian's chromium with apt-get)")
+
+
+def dump_dom(browser: str, url: str) -> str:
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    if proc.returncode != 0 or "<html" not in proc.stdout:
+        raise RuntimeError(f"chromium failed on {url} (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def check_theory(browser: str, served: Served, site: Path) -> tuple[list[str], str]:
+    source = parse((site / "theory.html").read_text(encoding="utf-8"))
+    dom = parse(dump_dom(browser, f"{served.url}/theory.html"))
+    text = "".join(dom.text)
+    problems = []
+    if source.math_elements == 0:
+        problems.append("theory.html has no math elements to check")
+    if dom.mjx < source.math_elements:
+        problems.append(f"theory: {dom.mjx} mjx-container for {source.math_elements} math elements")
+    raw = sorted({t for t in RAW_TEX if t in text})
+    if raw:
+        problems.append(f"theory: raw TeX left on the rendered page: {raw}")
+    if not any(p.startswith("/_static/mathjax/tex-chtml.js") for p in served.requested):
+        problems.append("theory: the browser never loaded MathJax from the site")
+    note = f"theory: {dom.mjx} mjx-container for {source.math_elements} math elements, raw TeX left: {raw or 'none'}"
+    return problems, note
+
+
+def check_search(browser: str, served: Served) -> tuple[list[str], str]:
+    dom = parse(dump_dom(browser, f"{served.url}/search.html?q=philox"))
+    pages = sorted({link.split("?")[0].split("#")[0] for link in dom.search_links})
+    problems = []
+    if "stream-spec.html" not in pages:
+        problems.append(f"search for 'philox' does not list stream-spec.html; results: {pages}")
+    return problems, f"search 'philox' -> {pages}"
+
+
+def main(site_dir: str) -> int:
+    site = Path(site_dir).resolve()
+    problems = check_offline_assets(site)
+    browser = chromium()
+    served = Served(site)
+    try:
+        theory, theory_note = check_theory(browser, served, site)
+        search, search_note = check_search(browser, served)
+    finally:
+        served.close()
+    problems += theory + search
+    print(f"check_site: {theory_note}; {search_note}; {len(served.requested)} requests served by the site")
+    for p in problems:
+        print("FAIL:", p, file=sys.stderr)
+    print("check_site: passed" if not problems else f"check_site: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/_build/html"))

@@ -1,0 +1,199 @@
+"""The docs site's own checks: that each can fail, and (once built) that the site is complete.
+
+These need the docs toolchain (the ``docs`` extra); ``nox -s docs`` runs them
+after building the site into docs/_build/html. The built-site tests skip,
+saying so, when no built site is there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SITE = DOCS / "_build" / "html"
+sys.path[:0] = [str(DOCS), str(DOCS / "_ext")]
+
+pytest.importorskip("sphinx", reason="the docs toolchain (pip install -e '.[docs]') is not installed")
+pytest.importorskip("docutils", reason="the docs toolchain (pip install -e '.[docs]') is not installed")
+
+import check_site  # noqa: E402
+import gen_golden  # noqa: E402
+import gen_matrix  # noqa: E402
+import gen_performance  # noqa: E402
+import xdrop_docs  # noqa: E402
+from docutils import nodes  # noqa: E402
+
+import xdrop  # noqa: E402
+
+needs_site = pytest.mark.skipif(not (SITE / "index.html").exists(), reason="docs not built (run nox -s docs)")
+
+
+# --- the checks can fail -------------------------------------------------------------------------
+
+
+def test_api_check_flags_missing_docstring_and_entry() -> None:
+    def undocumented(x: int) -> int:
+        return x
+
+    class Bare:
+        pass
+
+    names = [("xdrop.undocumented", undocumented), ("xdrop.Bare", Bare), ("xdrop.dropout", xdrop.dropout)]
+    problems = xdrop_docs.api_problems(names, documented={"xdrop.dropout", "xdrop.Bare"})
+    assert problems == [
+        "public name xdrop.undocumented has no docstring",
+        "public name xdrop.undocumented is missing from the API reference: add it to docs/api.md",
+        "public name xdrop.Bare has no docstring",
+    ]
+
+
+def test_api_check_sees_a_dataclass_without_docstring() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Record:
+        a: int
+
+    assert xdrop_docs.api_problems([("xdrop.Record", Record)], {"xdrop.Record"}) == [
+        "public name xdrop.Record has no docstring"
+    ]
+
+
+def test_public_names_cover_all_and_submodules() -> None:
+    names = {q for q, _ in xdrop_docs.public_names()}
+    assert {f"xdrop.{n}" for n in xdrop.__all__} <= names
+    assert {"xdrop.random.philox4x32", "xdrop.compat.cs231n.dropout_forward"} <= names
+
+
+def test_untested_python_block_is_flagged() -> None:
+    doc = nodes.section()
+    plain = nodes.literal_block("x = 1", "x = 1", language="python")
+    tested = nodes.literal_block(">>> 1", ">>> 1", language="python", testnodetype="doctest")
+    shell = nodes.literal_block("pip install xdrop", "pip install xdrop", language="bash")
+    doc += [plain, tested, shell]
+    assert xdrop_docs.untested_examples(doc) == [plain]
+
+
+def test_offline_check_flags_external_assets(tmp_path: Path) -> None:
+    (tmp_path / "_static" / "mathjax").mkdir(parents=True)
+    (tmp_path / "_static" / "mathjax" / "tex-chtml.js").write_text("")
+    (tmp_path / "ok.html").write_text(
+        '<html><script src="_static/x.js"></script><a href="https://example.org/">a link is fine</a></html>'
+    )
+    assert check_site.check_offline_assets(tmp_path) == []
+    (tmp_path / "bad.html").write_text(
+        '<html><script src="https://cdn.example.org/mathjax.js"></script>'
+        '<link rel="stylesheet" href="//fonts.example.org/f.css"></html>'
+    )
+    (tmp_path / "_static" / "bad.css").write_text("@font-face { src: url('https://fonts.example.org/a.woff') }")
+    problems = check_site.check_offline_assets(tmp_path)
+    assert len(problems) == 3, problems
+    assert all("another host" in p for p in problems)
+
+
+def test_dom_collector_counts_typeset_math_and_raw_tex() -> None:
+    typeset = check_site.parse(
+        '<p><span class="math"><mjx-container jax="CHTML"><mjx-math>q</mjx-math></mjx-container></span></p>'
+    )
+    raw = check_site.parse(r'<p><span class="math">\(\frac{1}{q}\)</span></p>')
+    assert (typeset.math_elements, typeset.mjx, "".join(typeset.text)) == (1, 1, "")
+    assert (raw.math_elements, raw.mjx) == (1, 0)
+    assert "\\frac" in "".join(raw.text)
+
+
+def test_dom_collector_reads_search_results() -> None:
+    dom = check_site.parse(
+        '<a href="index.html">home</a><ul class="search"><li><a href="stream-spec.html?highlight=philox">'
+        "Stream spec</a></li></ul>"
+    )
+    assert dom.search_links == ["stream-spec.html?highlight=philox"]
+
+
+# --- the generators read what they claim ------------------------------------------------------
+
+
+def test_golden_packing_matches_the_spec_bit_order() -> None:
+    import numpy as np
+
+    mask = np.array([True, False, False, False, False, True, False, True, True])  # 1000 0101 1...
+    assert gen_golden.packed_bits(mask) == "8580"
+
+
+def test_matrix_normalize_reads_run_output_and_other_layouts() -> None:
+    run_like = {
+        "results": {
+            "numpy": {"equivalence": {"passed": True, "figure": "0 bits differ"}},
+            "cupy": {"skipped": "not installed"},
+        }
+    }
+    assert gen_matrix.normalize(run_like) == {
+        "numpy": {"equivalence": (True, "0 bits differ")},
+        "cupy": "not installed",
+    }
+    rows = [{"backend": "torch", "gradient": {"ok": False, "summary": "max err 1"}}, {"backend": "jax", "reason": "x"}]
+    assert gen_matrix.normalize({"backends": rows}) == {"torch": {"gradient": (False, "max err 1")}, "jax": "x"}
+    text, failures = gen_matrix.render({"source": "test", **{"results": rows}}, {"cpu": "test"})
+    assert failures == ["backend matrix: torch / gradient fails: max err 1"]
+    assert "**FAIL**: max err 1" in text
+
+
+def test_performance_records_and_plot(tmp_path: Path) -> None:
+    data = {"machine": {"cpu": "test"}, "results": [{"backend": "numpy", "size": 2**16, "ns_per_element": 3.0}]}
+    rows = gen_performance.records(data)
+    assert rows == data["results"]
+    assert gen_performance.records({"something": 1}) is None
+    assert gen_performance.plot(rows, tmp_path / "p.png", "t")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert not gen_performance.plot([{"backend": "numpy"}], tmp_path / "q.png", "t")
+
+
+# --- the built site ------------------------------------------------------------------------------
+
+
+@needs_site
+def test_built_site_has_every_page() -> None:
+    for page in (
+        "getting-started",
+        "user-guide",
+        "theory",
+        "stream-spec",
+        "golden-vectors",
+        "backend-matrix",
+        "performance",
+        "migrating",
+        "api",
+        "changelog",
+    ):
+        assert (SITE / f"{page}.html").is_file(), page
+
+
+@needs_site
+def test_built_api_reference_lists_every_public_name() -> None:
+    from sphinx.util.inventory import InventoryFile
+
+    with open(SITE / "objects.inv", "rb") as f:
+        inv = InventoryFile.load(f, "", lambda base, uri: uri)
+    data = getattr(inv, "data", inv)  # an Inventory object in newer Sphinx, a dict before
+    objects = {name for kind, entries in data.items() if kind.startswith("py:") for name in entries}
+    missing = sorted(q for q, _ in xdrop_docs.public_names() if q not in objects)
+    assert missing == []
+
+
+@needs_site
+def test_built_golden_table_reproduces_every_case() -> None:
+    cases = json.loads((ROOT / "tests" / "data" / "golden_v1.json").read_text())["cases"]
+    html = (SITE / "golden-vectors.html").read_text()
+    assert html.count("<td><p>yes</p></td>") == len(cases)
+    assert "NO" not in html.split("reproduced", 1)[1].split("</table>", 1)[0]
+
+
+@needs_site
+def test_built_theory_page_shows_the_generated_figure() -> None:
+    html = (SITE / "theory.html").read_text()
+    assert "theory_expectation.png" in html
+    assert (SITE / "_images" / "theory_expectation.png").stat().st_size > 10_000
