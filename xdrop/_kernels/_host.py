@@ -52,13 +52,23 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
-    """``body(lo, hi)`` over a partition of ``[0, n)``, on several threads when ``n`` is large."""
+    """``body(lo, hi)`` over a partition of ``[0, n)``, on several threads when ``n`` is large.
+
+    Floating-point warnings are off in ``body`` (NumPy's error state is per
+    thread): a product such as ``-0 * inf`` (float16 at p near 1) is the
+    specified result, as in torch, which never warns either.
+    """
+
+    def quiet(lo: int, hi: int) -> None:
+        with np.errstate(all="ignore"):
+            body(lo, hi)
+
     parts = min(_workers(), n // (PARALLEL_MIN // 2)) if n >= PARALLEL_MIN else 1
     if parts <= 1:
-        body(0, n)
+        quiet(0, n)
         return
     edges = [min(n, (n * i // parts) // ALIGN * ALIGN) for i in range(parts)] + [n]
-    futures = [_executor().submit(body, lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
+    futures = [_executor().submit(quiet, lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
     for f in futures:
         f.result()
 
@@ -188,7 +198,7 @@ def dropout_into(src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int,
     if k == 0:
         dst.fill(0)
     elif k == 1 << 32:
-        np.multiply(src, factor, out=dst)
+        run_ranges(src.shape[0], lambda lo, hi: np.multiply(src[lo:hi], factor, out=dst[lo:hi]))
     elif (lib := _native.library() if engine == "c" else None) is not None:
         if src.dtype in (np.float32, np.float64):
             _dropout_c(lib, src, dst, seed, step, k, factor)
