@@ -29,10 +29,9 @@ def test_bench_rejects_an_unknown_backend(capsys):
 def test_bench_quick_run_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"
-    code = main(
-        ["bench", "--quick", "--sizes", "10,12", "--backend", "numpy", "--backend", "torch", "--backend", "cupy"]
-        + ["--dtype", "float32", "--dtype", "float64", "--json", str(path), "--plot", str(plot)]
-    )
+    backends = ["--backend", "numpy", "--backend", "torch", "--backend", "cupy"]
+    dtypes = ["--dtype", "float32", "--dtype", "float64"]
+    code = main(["bench", "--quick", "--sizes", "10,12", *backends, *dtypes, "--json", str(path), "--plot", str(plot)])
     assert code == 0
     out = capsys.readouterr().out
     report = json.loads(path.read_text())
