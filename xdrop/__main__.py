@@ -1,4 +1,4 @@
-"""Command line: ``python -m xdrop verify``."""
+"""Command line: ``python -m xdrop verify`` and ``python -m xdrop bench``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     verify = sub.add_parser("verify", help="check the three properties on every installed backend")
     verify.add_argument("--backend", action="append", help="a backend to check (repeatable); default: all")
+    bench = sub.add_parser("bench", help="time xdrop against native dropouts (see benchmarks/README.md)")
+    from . import bench as b
+
+    b.add_arguments(bench)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return b.main(args)
 
     from . import verify as v
 

@@ -63,7 +63,13 @@ def _mask(xp: ModuleType, shape: tuple[int, ...], seed: int, step: int, k: int, 
 
 
 def _apply(x: Any, xp: ModuleType, seed: int, step: int, p: float, impl: str, noise_shape: tuple[int, ...]) -> Any:
-    """Dropout of ``x`` with the mask drawn on ``noise_shape`` (broadcast over x)."""
+    """Dropout of ``x`` with the mask drawn on ``noise_shape`` (broadcast over x).
+
+    Torch tensors that autograd records go through an autograd Function whose
+    backward is this same dropout of ``dout``: no mask or tensor is saved.
+    """
+    if _kernels.tracks_grad(xp, x):
+        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape))
     k = keep_count(p)
     scale = scale_for(k, xp, x.dtype)
     if noise_shape == tuple(x.shape):

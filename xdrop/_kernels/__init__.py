@@ -6,6 +6,11 @@ the flat row-major indices of ``x``. A mask kernel takes
 ``(xp, start, n, seed, step, k, device)`` and returns the keep decisions of
 flat indices ``start .. start + n - 1`` as a 1-d bool array. Every fast path
 must equal the reference bit for bit; the tests compare them on the same inputs.
+
+``impl`` chooses: ``"auto"`` the fastest available for the array,
+``"reference"`` the pure-standard one, ``"numpy"`` the blocked NumPy host
+kernel, ``"c"`` the compiled host kernel (NumPy arrays and torch CPU tensors),
+``"cuda"`` the NVRTC kernel (CuPy arrays and torch CUDA tensors).
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
+from .._compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace, namespace_name
 from .._stream import keep_flat
+from . import _host, _native
 from ._reference import reference
 
 Kernel = Callable[[Any, ModuleType, int, int, int, float], Any]
 MaskKernel = Callable[[ModuleType, int, int, int, int, int, Any], Any]
 
-IMPLS = ("auto", "reference")
+IMPLS = ("auto", "reference", "numpy", "c", "cuda")
+HOST_IMPLS = ("numpy", "c")
 
 
 def check_impl(impl: str) -> str:
@@ -29,13 +39,101 @@ def check_impl(impl: str) -> str:
     return impl
 
 
+def _is_cuda_device(device: Any) -> bool:
+    return device is not None and "cuda" in str(getattr(device, "type", device))
+
+
+def _family(xp: ModuleType, device: Any) -> str:
+    """Which fast paths apply: "host" (NumPy, torch CPU), "cuda" (CuPy, torch CUDA) or "none"."""
+    if is_numpy_namespace(xp):
+        return "host"
+    if is_torch_namespace(xp):
+        return "cuda" if _is_cuda_device(device) else "host"
+    if is_cupy_namespace(xp):
+        return "cuda"
+    return "none"
+
+
+def _engine(xp: ModuleType, impl: str, family: str) -> str:
+    """The fast path that ``impl`` names for this family: "numpy", "c", "cuda" or "reference"."""
+    if impl == "reference":
+        return impl
+    if impl == "auto":
+        return {"host": _host.default_engine(), "cuda": "cuda", "none": "reference"}[family]
+    wanted = "host" if impl in HOST_IMPLS else "cuda"
+    if family != wanted:
+        raise ValueError(f"impl={impl!r} does not apply to {namespace_name(xp)} arrays on this device")
+    if impl == "c" and _native.library() is None:
+        raise RuntimeError(f"impl='c' needs the compiled kernel, which is unavailable: {_native.build_info().error}")
+    return impl
+
+
+def _cuda_available(xp: ModuleType) -> bool:
+    if is_cupy_namespace(xp):
+        return True
+    try:
+        import cupy  # noqa: F401
+    except ImportError:  # torch CUDA without CuPy: the reference, on the device
+        return False
+    return True
+
+
 def select(xp: ModuleType, x: Any, impl: str) -> Kernel:
     """The dropout kernel for ``x`` in namespace ``xp``: ``impl="reference"`` forces the reference."""
     check_impl(impl)
+    family = _family(xp, getattr(x, "device", None))
+    engine = _engine(xp, impl, family)
+    if engine in HOST_IMPLS:
+        if is_torch_namespace(xp):
+            from . import _torch
+
+            return lambda x, xp, seed, step, k, scale: _torch.cpu_dropout(x, seed, step, k, scale, engine)
+        return lambda x, xp, seed, step, k, scale: _host.dropout_array(np.asarray(x), seed, step, k, scale, engine)
+    if engine == "cuda" and _cuda_available(xp):
+        from . import _cuda
+
+        return _cuda.cupy_dropout if is_cupy_namespace(xp) else _cuda.torch_dropout
     return reference
 
 
 def select_mask(xp: ModuleType, impl: str) -> MaskKernel:
     """The mask kernel for namespace ``xp``: ``impl="reference"`` forces the reference."""
     check_impl(impl)
-    return keep_flat
+    if impl == "reference" or _family(xp, None) == "none":
+        return keep_flat
+
+    def kernel(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, device: Any) -> Any:
+        family = _family(xp, device)
+        engine = _engine(xp, impl, family)
+        if engine in HOST_IMPLS:
+            if is_torch_namespace(xp):
+                from . import _torch
+
+                return _torch.cpu_mask(start, n, seed, step, k, engine)
+            out = np.empty(n, np.bool_)
+            _host.mask_into(out, start, seed, step, k, engine)
+            return out
+        if engine == "cuda" and _cuda_available(xp):
+            from . import _cuda
+
+            fn = _cuda.cupy_mask if is_cupy_namespace(xp) else _cuda.torch_mask
+            return fn(xp, start, n, seed, step, k, device)
+        return keep_flat(xp, start, n, seed, step, k, device)
+
+    return kernel
+
+
+def tracks_grad(xp: ModuleType, x: Any) -> bool:
+    """Whether ``x`` is a torch tensor that autograd records now (routes it through the Function)."""
+    if not is_torch_namespace(xp):
+        return False
+    from . import _torch
+
+    return _torch.tracks_grad(x)
+
+
+def autograd_dropout(x: Any, run: Callable[[Any], Any]) -> Any:
+    """``run(x)`` as a torch autograd Function whose backward is ``run(dout)``: saves no tensor."""
+    from . import _torch
+
+    return _torch.autograd_dropout(x, run)

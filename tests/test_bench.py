@@ -1,0 +1,66 @@
+"""``python -m xdrop bench`` runs and reports what it promises (functional only: no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from xdrop.__main__ import main
+
+
+def test_bench_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--backend", "--sizes", "--dtype", "--json", "--plot", "--quick"):
+        assert flag in text
+
+
+def test_bench_rejects_an_unknown_backend(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--backend", "tpu"])
+    assert exc.value.code == 2
+    assert "tpu" in capsys.readouterr().err
+
+
+def test_bench_quick_run_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    plot = tmp_path / "bench.png"
+    backends = ["--backend", "numpy", "--backend", "torch", "--backend", "cupy"]
+    dtypes = ["--dtype", "float32", "--dtype", "float64"]
+    code = main(["bench", "--quick", "--sizes", "10,12", *backends, *dtypes, "--json", str(path), "--plot", str(plot)])
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads(path.read_text())
+    assert "ratio xdrop/impl" in out and "compiled kernel: first use" in out
+    names = {(r["backend"], r["name"], r["direction"]) for r in report["results"]}
+    for case in ["xdrop", "cs231n", "numpy-generator"]:
+        assert ("numpy", case, "forward") in names and ("numpy", case, "backward") in names
+    assert ("numpy", "multiply", "forward") in names and ("numpy", "copy", "forward") in names
+    assert {r["size"] for r in report["results"]} == {1 << 10, 1 << 12}
+    assert {r["dtype"] for r in report["results"]} == {"float32", "float64"}
+    assert all(r["median_s"] > 0 and r["ns_per_element"] > 0 and r["gb_per_s"] > 0 for r in report["results"])
+    peers = {q["peer"] for q in report["ratios"] if q["backend"] == "numpy" and q["xdrop"] == "xdrop"}
+    assert {"cs231n", "numpy-generator", "multiply", "copy"} <= peers
+    mem = report["memory"][0]["memory"]
+    assert mem["xdrop"]["peak_extra_bytes"] >= 4 * (1 << 10)  # at least the output itself
+    assert mem["cs231n"]["ratio_to_output"] > mem["xdrop"]["ratio_to_output"]  # float64 mask + rand
+    if importlib.util.find_spec("torch") is not None:
+        saved = [s for s in report["saved"] if s["backend"] == "torch"]
+        assert saved and all(s["saved_for_backward_bytes"]["xdrop"] == 0 for s in saved)
+        assert all(s["saved_for_backward_bytes"]["torch"] >= s["size"] for s in saved)
+        assert ("torch", "torch", "backward") in names
+    if importlib.util.find_spec("cupy") is None:
+        assert report["skipped"]["cupy"].startswith("not installed")
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "matplotlib is not installed" in out and not plot.exists()
+    else:
+        assert plot.stat().st_size > 0
+
+
+def test_bench_rejects_a_bad_dtype(capsys):
+    assert main(["bench", "--quick", "--sizes", "8", "--backend", "numpy", "--dtype", "int8"]) == 2
+    assert "--dtype" in capsys.readouterr().err

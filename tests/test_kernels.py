@@ -1,0 +1,358 @@
+"""Every fast path equals the reference bit for bit; the autograd Function saves no tensor.
+
+The CUDA kernels cannot run here (no GPU), so their source text is also
+compiled for the host by the machine's C++ compiler, with the launch grid
+emulated, and compared with the reference: the same Philox arithmetic and
+index logic the GPU runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import xdrop
+from xdrop import _kernels
+from xdrop._kernels import _cuda, _host, _native
+from xdrop._stream import keep_count, keep_flat, scale_for
+from xdrop.random import philox4x32
+
+HOST_IMPLS = ["numpy", "c"]
+TINY = [2.0**-33, 2.0**-32, 1e-9]
+PS = [0.0, *TINY, 0.1, 1 / 3, 0.5, 0.9, 1 - 2.0**-32, 1.0]
+SEEDS = [(0, 0), (7, 3), (2**64 - 1, 2**64 - 1), (0xDEADBEEF << 32 | 5, 1 << 63)]
+SHAPES = [(), (0,), (1,), (3,), (5,), (7, 9), (2, 3, 5), (4, 0, 3), (64,), (65,), (1023,)]
+DTYPES = ["float16", "float32", "float64"]
+# Crosses the NumPy engine's piece size and the threading threshold, with an odd tail.
+LARGE = _host.PARALLEL_MIN + 4099
+
+xp_np = pytest.importorskip("array_api_compat.numpy")
+
+
+def needs_native() -> None:
+    if _native.library() is None:
+        pytest.skip(f"compiled kernel unavailable: {_native.build_info().error}")
+
+
+def host_impl(impl: str) -> str:
+    if impl == "c":
+        needs_native()
+    return impl
+
+
+def random_input(shape, dtype, seed=0):
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)  # specials: NaN, inf and -0 follow the product's rules when kept
+    idx = np.arange(min(3, flat.size)) * max(1, flat.size // 3)
+    flat[idx] = np.array([np.nan, -np.inf, -0.0], dtype)[: idx.size]
+    return x
+
+
+def reference(x, p, seed, step):
+    with np.errstate(all="ignore"):  # -0 * inf in float16 at p near 1: NaN, as specified
+        return xdrop.dropout(x, p, seed=seed, step=step, impl="reference")
+
+
+# -- host kernels on NumPy arrays -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", HOST_IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_host_kernels_match_reference_on_shapes(impl, dtype, shape):
+    x = random_input(shape, dtype)
+    for p in (0.1, 0.5):
+        for seed, step in SEEDS[1:3]:
+            got = xdrop.dropout(x, p, seed=seed, step=step, impl=host_impl(impl))
+            ref = reference(x, p, seed, step)
+            assert type(got) is type(ref) and got.dtype == ref.dtype and got.shape == ref.shape
+            assert got.tobytes() == ref.tobytes()
+
+
+@pytest.mark.parametrize("impl", HOST_IMPLS)
+@pytest.mark.parametrize("p", PS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_host_kernels_match_reference_on_p(impl, p, dtype):
+    x = random_input((37, 29), dtype, seed=3)
+    for seed, step in SEEDS:
+        got = xdrop.dropout(x, p, seed=seed, step=step, impl=host_impl(impl))
+        assert got.tobytes() == reference(x, p, seed, step).tobytes()
+
+
+@pytest.mark.parametrize("impl", HOST_IMPLS)
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_host_kernels_large_threaded(impl, dtype):
+    x = random_input((LARGE,), dtype, seed=4)
+    seed, step = SEEDS[3]
+    got = xdrop.dropout(x, 1 / 3, seed=seed, step=step, impl=host_impl(impl))
+    assert got.tobytes() == reference(x, 1 / 3, seed, step).tobytes()
+
+
+@pytest.mark.parametrize("impl", HOST_IMPLS)
+def test_host_kernels_on_views_and_leave_input_alone(impl):
+    base = random_input((12, 20), "float32", seed=5)
+    before = base.copy()
+    views = [base[::2, 1::3], base[::-1], base[:, ::-3], base.T, base[3], base[2:9:2, ::-1].T]
+    for v in views:
+        got = xdrop.dropout(v, 0.5, seed=11, step=2**40, impl=host_impl(impl))
+        assert got.tobytes() == reference(np.ascontiguousarray(v), 0.5, 11, 2**40).tobytes()
+        assert got.flags.c_contiguous
+    assert base.tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize("impl", ["auto", *HOST_IMPLS])
+@pytest.mark.parametrize("start", [0, 1, 2, 3, 5, 63, 64, 65, 2**40 + 3, 2**63 - 7])
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 7, 64, 129, 1000])
+def test_host_mask_kernels_with_offsets(impl, start, n):
+    if impl != "auto":
+        host_impl(impl)
+    for p in (0.3, 0.0, 1.0):
+        k = keep_count(p)
+        seed, step = SEEDS[2]
+        got = _kernels.select_mask(xp_np, impl)(xp_np, start, n, seed, step, k, None)
+        ref = keep_flat(xp_np, start, n, seed, step, k, None)
+        assert got.dtype == np.bool_ and got.shape == (n,)
+        assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("impl", HOST_IMPLS)
+def test_host_mask_large_threaded(impl):
+    k = keep_count(0.25)
+    got = _kernels.select_mask(xp_np, host_impl(impl))(xp_np, 13, LARGE, 5, 6, k, None)
+    assert np.array_equal(got, keep_flat(xp_np, 13, LARGE, 5, 6, k, None))
+
+
+def test_keep_mask_and_noise_shape_use_fast_masks():
+    needs_native()
+    for impl in HOST_IMPLS:
+        got = xdrop.keep_mask((5, 7), 0.4, seed=3, step=1, xp=np, impl=impl)
+        assert np.array_equal(got, xdrop.keep_mask((5, 7), 0.4, seed=3, step=1, xp=np, impl="reference"))
+        x = random_input((4, 5, 6), "float32")
+        got = xdrop.dropout(x, 0.4, seed=3, noise_shape=(4, 1, 6), impl=impl)
+        assert got.tobytes() == xdrop.dropout(x, 0.4, seed=3, noise_shape=(4, 1, 6), impl="reference").tobytes()
+
+
+def test_run_ranges_partitions_exactly():
+    for n in (0, 1, _host.PARALLEL_MIN - 1, _host.PARALLEL_MIN, 3 * _host.PARALLEL_MIN + 17):
+        seen = np.zeros(n, np.int64)
+
+        def body(lo, hi, seen=seen):
+            seen[lo:hi] += 1
+
+        _host.run_ranges(n, body)
+        assert (seen == 1).all()
+
+
+# -- selection and fallbacks ----------------------------------------------------------------------
+
+
+def test_impl_names_are_checked():
+    with pytest.raises(ValueError, match="impl must be one of"):
+        xdrop.dropout(np.ones(3), 0.5, seed=1, impl="fast")
+    with pytest.raises(ValueError, match="impl='cuda' does not apply to numpy"):
+        xdrop.dropout(np.ones(3), 0.5, seed=1, impl="cuda")
+
+
+def test_auto_falls_back_to_numpy_without_compiler(monkeypatch):
+    monkeypatch.setattr(_native, "library", lambda: None)
+    assert _host.default_engine() == "numpy"
+    x = random_input((300,), "float32")
+    assert xdrop.dropout(x, 0.5, seed=2).tobytes() == reference(x, 0.5, 2, 0).tobytes()
+    monkeypatch.setattr(_native, "build_info", lambda: _native.BuildInfo(None, False, 0.0, "no C compiler found"))
+    with pytest.raises(RuntimeError, match=r"impl='c' needs the compiled kernel.*no C compiler"):
+        xdrop.dropout(x, 0.5, seed=2, impl="c")
+
+
+def test_native_build_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("XDROP_NO_NATIVE", "1")
+    lib, info = _native._load()
+    assert lib is None and "XDROP_NO_NATIVE" in (info.error or "")
+
+
+def test_native_build_into_fresh_cache(monkeypatch, tmp_path):
+    needs_native()
+    monkeypatch.setenv("XDROP_CACHE_DIR", str(tmp_path))
+    lib, info = _native._load()
+    assert lib is not None and info.compiled and info.path is not None and info.path.startswith(str(tmp_path))
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]  # no temporary left behind
+    lib, info = _native._load()
+    assert lib is not None and not info.compiled
+
+
+def test_native_block_words_match_random123_philox():
+    needs_native()
+    lib = _native.library()
+    w = (ctypes.c_uint32 * 4)()
+    for block, step, seed in [(0, 0, 0), (2**62 - 1, 2**64 - 1, 2**64 - 1), (12345, 2**33 + 7, 0xA409382229F31D0)]:
+        lib.xd_block_words(block, step, seed, w)
+        counter = (block & 0xFFFFFFFF, block >> 32, step & 0xFFFFFFFF, step >> 32)
+        expected = philox4x32(counter, (seed & 0xFFFFFFFF, seed >> 32))
+        assert list(w) == [int(e) for e in expected]
+
+
+# -- the CUDA source, compiled for the host ------------------------------------------------------
+
+HARNESS = r"""
+struct xd_dim3 { unsigned int x; };
+static xd_dim3 blockIdx, blockDim, threadIdx;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+    return (unsigned int)(((unsigned long long)a * b) >> 32);
+}
+#define XD_GRID(call) \
+    blockDim.x = block; \
+    for (blockIdx.x = 0; blockIdx.x < grid; blockIdx.x++) \
+        for (threadIdx.x = 0; threadIdx.x < block; threadIdx.x++) call;
+"""
+LAUNCHERS = r"""
+extern "C" void run_mask(unsigned grid, unsigned block, xd_u64 start, xd_u64 n, xd_u64 seed, xd_u64 step,
+                         xd_u64 k, bool *out) { XD_GRID(xd_mask(start, n, seed, step, k, out)) }
+extern "C" void run_dropout(unsigned grid, unsigned block, const XD_T *x, XD_T *out, xd_u64 n, xd_u64 seed,
+                            xd_u64 step, xd_u64 k, XD_S scale) { XD_GRID(xd_dropout(x, out, n, seed, step, k, scale)) }
+"""
+
+
+@pytest.fixture(scope="module")
+def cuda_on_host(tmp_path_factory):
+    """The NVRTC source built by the host C++ compiler, one library per dtype."""
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the CUDA source for the host")
+    libs = {}
+    for dtype, ctype in (("float32", ctypes.c_float), ("float64", ctypes.c_double)):
+        src = tmp_path_factory.mktemp("cuda") / f"kernels_{dtype}.cpp"
+        src.write_text(HARNESS + _cuda.cuda_source(dtype) + LAUNCHERS)
+        so = src.with_suffix(".so")
+        subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(so), str(src)], check=True, capture_output=True)
+        lib = ctypes.CDLL(str(so))
+        u, ptr, ui = ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint
+        lib.run_mask.argtypes = [ui, ui, u, u, u, u, u, ptr]
+        lib.run_dropout.argtypes = [ui, ui, ptr, ptr, u, u, u, u, ctype]
+        libs[dtype] = lib
+    return libs
+
+
+@pytest.mark.parametrize("start", [0, 1, 3, 6, 2**40 + 5])
+@pytest.mark.parametrize("n", [0, 1, 5, 255, 1029])
+def test_cuda_mask_kernel_on_host(cuda_on_host, start, n):
+    k = keep_count(0.3)
+    seed, step = SEEDS[3]
+    out = np.zeros(n, np.bool_)
+    grid, block = _cuda._grid(-(-(start + n) // 4) - start // 4)
+    if n:
+        cuda_on_host["float32"].run_mask(grid[0], block[0], start, n, seed, step, k, out.ctypes.data)
+    assert np.array_equal(out, keep_flat(xp_np, start, n, seed, step, k, None))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 3, 4, 1021, 4096])
+@pytest.mark.parametrize("p", [0.0, 2.0**-33, 0.1, 0.5, 0.9, 1.0])
+def test_cuda_dropout_kernel_on_host(cuda_on_host, dtype, n, p):
+    x = random_input((n,), dtype, seed=n)
+    out = np.full(n, 7, dtype)
+    k = keep_count(p)
+    scale = scale_for(k, xp_np, x.dtype)
+    seed, step = SEEDS[2]
+    grid, block = _cuda._grid(-(-n // 4))
+    cuda_on_host[dtype].run_dropout(grid[0], block[0], x.ctypes.data, out.ctypes.data, n, seed, step, k, scale)
+    assert out.tobytes() == reference(x, p, seed, step).tobytes()
+
+
+# -- torch: CPU kernels and the autograd Function --------------------------------------------------
+
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch", reason="torch is not installed")
+
+
+@pytest.mark.parametrize("impl", ["auto", *HOST_IMPLS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_cpu_kernels_match_reference(torch, impl, dtype):
+    if impl != "auto":
+        host_impl(impl)
+    for shape in [(), (0,), (5,), (7, 9), (LARGE,)]:
+        x_np = random_input(shape, dtype, seed=8)
+        x = torch.from_numpy(x_np.copy())
+        for p in (0.0, 1 / 3, 1.0):
+            got = xdrop.dropout(x, p, seed=SEEDS[2][0], step=SEEDS[2][1], impl=impl)
+            assert isinstance(got, torch.Tensor) and got.dtype == x.dtype and tuple(got.shape) == shape
+            assert got.numpy().tobytes() == reference(x_np, p, *SEEDS[2]).tobytes()
+        assert x.numpy().tobytes() == x_np.tobytes()  # input untouched
+
+
+@pytest.mark.parametrize("impl", ["auto", *HOST_IMPLS])
+def test_torch_cpu_views_and_bfloat16(torch, impl):
+    if impl != "auto":
+        host_impl(impl)
+    base = torch.from_numpy(random_input((10, 12), "float32", seed=9))
+    for v in (base.T, base[::3, 1::2], base[4]):
+        got = xdrop.dropout(v, 0.5, seed=4, impl=impl)
+        assert got.numpy().tobytes() == xdrop.dropout(v.contiguous(), 0.5, seed=4, impl="reference").numpy().tobytes()
+    b = base.to(torch.bfloat16)
+    got = xdrop.dropout(b, 0.5, seed=4, impl=impl)
+    ref = xdrop.dropout(b, 0.5, seed=4, impl="reference")
+    assert got.dtype == torch.bfloat16 and torch.equal(got.view(torch.int16), ref.view(torch.int16))
+
+
+@pytest.mark.parametrize("noise_shape", [None, (4, 1, 6), (1, 5, 1)])
+def test_autograd_saves_no_tensor_and_backward_is_dropout(torch, noise_shape):
+    x = torch.randn(4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = xdrop.dropout(x, 0.3, seed=5, step=9, noise_shape=noise_shape)
+    assert saved == []
+    dout = torch.randn(4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (dx,) = torch.autograd.grad(y, x, dout)
+    expected = xdrop.dropout(dout, 0.3, seed=5, step=9, noise_shape=noise_shape, impl="reference")
+    assert torch.equal(dx, expected)
+    assert torch.equal(y.detach(), xdrop.dropout(x.detach(), 0.3, seed=5, step=9, noise_shape=noise_shape))
+
+
+def test_saved_tensors_hook_sees_torch_dropout_mask(torch):
+    """The hook in the test above can fail: it sees what torch's own dropout saves."""
+    x = torch.randn(100, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        torch.nn.functional.dropout(x, 0.5, training=True)
+    assert sum(t.numel() for t in saved) >= 100
+
+
+def test_autograd_double_backward(torch):
+    x = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    y = xdrop.dropout(x, 0.4, seed=3)
+    (g,) = torch.autograd.grad(y, x, v, create_graph=True)
+    w = torch.randn(50, dtype=torch.float64)
+    (gg,) = torch.autograd.grad(g, v, w)
+    assert torch.equal(gg, xdrop.dropout(w, 0.4, seed=3, impl="reference"))
+
+
+def test_autograd_under_checkpoint(torch):
+    from torch.utils.checkpoint import checkpoint
+
+    def block(t):
+        return torch.tanh(xdrop.dropout(t * 2, 0.5, seed=21, step=4)) * t
+
+    x = torch.randn(64, dtype=torch.float64, requires_grad=True)
+    (plain,) = torch.autograd.grad(block(x).sum(), x)
+    (ckpt,) = torch.autograd.grad(checkpoint(block, x, use_reentrant=False).sum(), x)
+    assert torch.equal(plain, ckpt)
+
+
+def test_autograd_gradcheck(torch):
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: xdrop.dropout(t, 0.25, seed=8), (x,))
+
+
+def test_no_grad_returns_plain_tensor(torch):
+    x = torch.randn(8, requires_grad=True)
+    with torch.no_grad():
+        y = xdrop.dropout(x, 0.5, seed=1)
+    assert not y.requires_grad and y.grad_fn is None

@@ -1,0 +1,222 @@
+"""Host (CPU) fast paths on NumPy buffers: blocked NumPy and the compiled C kernel.
+
+Both work on flat ranges of a C-contiguous buffer, so one driver splits a call
+into per-thread ranges (NumPy ufuncs and ctypes calls release the GIL) and the
+torch CPU path reuses them zero-copy through ``Tensor.numpy()``.
+
+The NumPy engine generates Philox words for a piece of ``PIECE`` elements at a
+time in preallocated ``uint64`` buffers (one 64-bit multiply gives both halves
+of a 32x32-bit product), so its temporaries are a few hundred KiB whatever the
+size of the array: no full-size uint32/uint64/float64 temporary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..random._philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
+from ..random._words import MASK32
+from . import _native
+
+ENGINES = ("numpy", "c")
+# Elements per piece of the NumPy engine: its ~10 buffers (~200 KiB) stay in L2.
+PIECE = 1 << 14
+# Below this many elements a call stays on the calling thread.
+PARALLEL_MIN = 1 << 17
+# Ranges handed to threads start at multiples of this (whole Philox blocks and C chunks).
+ALIGN = 64
+
+_M0, _M1, _LO = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1), np.uint64(MASK32)
+_S32 = np.uint64(32)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="xdrop")
+        return _pool
+
+
+def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
+    """``body(lo, hi)`` over a partition of ``[0, n)``, on several threads when ``n`` is large.
+
+    Floating-point warnings are off in ``body`` (NumPy's error state is per
+    thread): a product such as ``-0 * inf`` (float16 at p near 1) is the
+    specified result, as in torch, which never warns either.
+    """
+
+    def quiet(lo: int, hi: int) -> None:
+        with np.errstate(all="ignore"):
+            body(lo, hi)
+
+    parts = min(_workers(), n // (PARALLEL_MIN // 2)) if n >= PARALLEL_MIN else 1
+    if parts <= 1:
+        quiet(0, n)
+        return
+    edges = [min(n, (n * i // parts) // ALIGN * ALIGN) for i in range(parts)] + [n]
+    futures = [_executor().submit(quiet, lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
+    for f in futures:
+        f.result()
+
+
+class _Scratch:
+    """Buffers of the NumPy engine for one piece of up to ``PIECE`` elements."""
+
+    def __init__(self) -> None:
+        nb = PIECE // 4 + 1  # +1: a piece that starts mid-block spans one more block
+        self.q0, self.q2, self.c1, self.c3, self.p0, self.p1 = (np.empty(nb, np.uint64) for _ in range(6))
+        self.words = np.empty((nb, 4), np.uint32)
+        self.flags = np.empty(4 * nb, np.bool_)
+
+
+def _philox_words(s: _Scratch, block0: int, nb: int, seed: int, step: int) -> np.ndarray:
+    """Words of Philox blocks ``block0 .. block0 + nb - 1``, shape (nb, 4): element order."""
+    q0, q2, c1, c3, p0, p1 = (a[:nb] for a in (s.q0, s.q2, s.c1, s.c3, s.p0, s.p1))
+    np.add(np.arange(nb, dtype=np.uint64), np.uint64(block0), out=p0)  # block < 2**62: no overflow
+    np.bitwise_and(p0, _LO, out=q0)
+    np.right_shift(p0, _S32, out=c1)
+    q2.fill(step & MASK32)
+    c3.fill(step >> 32)
+    k0, k1 = seed & MASK32, seed >> 32
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + PHILOX_W0) & MASK32, (k1 + PHILOX_W1) & MASK32
+        np.multiply(q0, _M0, out=p0)  # exact: both factors < 2**32
+        np.multiply(q2, _M1, out=p1)
+        np.right_shift(p1, _S32, out=q0)  # c0 = hi(c2 * M1) ^ c1 ^ k0
+        np.bitwise_xor(q0, c1, out=q0)
+        np.bitwise_xor(q0, np.uint64(k0), out=q0)
+        np.right_shift(p0, _S32, out=q2)  # c2 = hi(c0 * M0) ^ c3 ^ k1
+        np.bitwise_xor(q2, c3, out=q2)
+        np.bitwise_xor(q2, np.uint64(k1), out=q2)
+        np.bitwise_and(p1, _LO, out=c1)  # c1 = lo(c2 * M1)
+        np.bitwise_and(p0, _LO, out=c3)  # c3 = lo(c0 * M0)
+    words = s.words[:nb]
+    for lane, w in enumerate((q0, c1, q2, c3)):
+        np.copyto(words[:, lane], w, casting="unsafe")  # values < 2**32: exact
+    return words
+
+
+def _numpy_flags(s: _Scratch, first: int, n: int, seed: int, step: int, k: int, keep: bool) -> np.ndarray:
+    """Keep (or drop) flags of flat indices ``first .. first + n - 1``, n <= PIECE, 0 < k < 2**32."""
+    block0 = first // 4
+    nb = -(-(first + n) // 4) - block0
+    words = _philox_words(s, block0, nb, seed, step)
+    flags = s.flags[: 4 * nb].reshape(nb, 4)
+    (np.less if keep else np.greater_equal)(words, np.uint32(k), out=flags)
+    lo = first - 4 * block0
+    return s.flags[lo : lo + n]
+
+
+def _mask_numpy(out: np.ndarray, start: int, seed: int, step: int, k: int) -> None:
+    def body(lo: int, hi: int) -> None:
+        s = _Scratch()
+        for i in range(lo, hi, PIECE):
+            j = min(i + PIECE, hi)
+            out[i:j] = _numpy_flags(s, start + i, j - i, seed, step, k, True)
+
+    run_ranges(out.shape[0], body)
+
+
+def _mask_c(lib: Any, out: np.ndarray, start: int, seed: int, step: int, k: int) -> None:
+    ptr = out.ctypes.data
+
+    def body(lo: int, hi: int) -> None:
+        lib.xd_mask(start + lo, hi - lo, seed, step, k, ptr + lo)
+
+    run_ranges(out.shape[0], body)
+
+
+def mask_into(out: np.ndarray, start: int, seed: int, step: int, k: int, engine: str) -> None:
+    """Keep flags of flat indices ``start ..`` into the contiguous 1-d bool ``out``."""
+    if k in (0, 1 << 32):
+        out.fill(k != 0)
+        return
+    lib = _native.library() if engine == "c" else None
+    if lib is not None:
+        _mask_c(lib, out, start, seed, step, k)
+    else:
+        _mask_numpy(out, start, seed, step, k)
+
+
+def _dropout_numpy(src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any) -> None:
+    def body(lo: int, hi: int) -> None:
+        s = _Scratch()
+        for i in range(lo, hi, PIECE):
+            j = min(i + PIECE, hi)
+            drop = _numpy_flags(s, i, j - i, seed, step, k, False)
+            np.multiply(src[i:j], scale, out=dst[i:j])
+            np.copyto(dst[i:j], 0, where=drop)  # +0, also where x is NaN or inf
+
+    run_ranges(src.shape[0], body)
+
+
+def _dropout_c(lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any) -> None:
+    fn = lib.xd_dropout_f32 if src.dtype == np.float32 else lib.xd_dropout_f64
+    size = src.dtype.itemsize
+    sp, dp, sc = src.ctypes.data, dst.ctypes.data, float(scale)
+
+    def body(lo: int, hi: int) -> None:
+        fn(sp + lo * size, dp + lo * size, lo, hi - lo, seed, step, k, sc)
+
+    run_ranges(src.shape[0], body)
+
+
+def _dropout_c_mask(lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any) -> None:
+    """Other dtypes (float16): the C mask a piece at a time, the product in NumPy."""
+
+    def body(lo: int, hi: int) -> None:
+        drop = np.empty(min(PIECE, hi - lo), np.bool_)
+        for i in range(lo, hi, PIECE):
+            j = min(i + PIECE, hi)
+            d = drop[: j - i]
+            lib.xd_mask(i, j - i, seed, step, k, d.ctypes.data)
+            np.logical_not(d, out=d)
+            np.multiply(src[i:j], scale, out=dst[i:j])
+            np.copyto(dst[i:j], 0, where=d)
+
+    run_ranges(src.shape[0], body)
+
+
+def dropout_into(src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str) -> None:
+    """``dst = where(keep, src * scale, 0)`` over flat indices 0.. of contiguous 1-d ``src``/``dst``."""
+    factor = src.dtype.type(scale)  # exact: scale_for rounds to the dtype
+    if k == 0:
+        dst.fill(0)
+    elif k == 1 << 32:
+        run_ranges(src.shape[0], lambda lo, hi: np.multiply(src[lo:hi], factor, out=dst[lo:hi]))
+    elif (lib := _native.library() if engine == "c" else None) is not None:
+        if src.dtype in (np.float32, np.float64):
+            _dropout_c(lib, src, dst, seed, step, k, factor)
+        else:
+            _dropout_c_mask(lib, src, dst, seed, step, k, factor)
+    else:
+        _dropout_numpy(src, dst, seed, step, k, factor)
+
+
+def dropout_array(x: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str, out: Any = None) -> Any:
+    """Dropout of a NumPy array into a new C-contiguous array (or ``out``, a NumPy view of one)."""
+    src = x if x.flags.c_contiguous else x.copy(order="C")  # a copy only for strided views
+    dst = np.empty(src.shape, src.dtype) if out is None else out
+    if src.size:
+        dropout_into(src.reshape(-1), dst.reshape(-1), seed, step, k, scale, engine)
+    return dst
+
+
+def default_engine() -> str:
+    """``"c"`` when the compiled kernel is available, else ``"numpy"``."""
+    return "c" if _native.library() is not None else "numpy"
