@@ -52,7 +52,7 @@ def test_passes_on_numpy_and_writes_the_table(tmp_path, capsys):
     assert eq["differing_bits"] == 0 and eq["total_bits"] > 0 and eq["golden_failures"] == eq["kat_failures"] == 0
     assert ex["max_abs_z"] < verify.Z_LIMIT and ex["identity_error_units"] <= 1
     assert gr["differing_bits"] == 0 and gr["max_error_units"] <= verify.GRADIENT_UNITS
-    assert {"xdrop", "numpy", "array_api_compat", "python"} <= set(report["versions"])
+    assert {"xdrop", "numpy", "array-api-compat", "python"} <= set(report["versions"])
     assert report["host"]["name"] and report["date"]
     for prop in verify.PROPERTIES:  # the table shows the figures the JSON holds
         assert "PASS " + row["cells"][prop]["figure"] in out

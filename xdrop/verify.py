@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.metadata
 import json
 import math
 import platform
@@ -31,6 +32,7 @@ import numpy as np
 
 from . import _dropout
 from ._compat import compat_namespace
+from ._compat import device as array_device
 from ._stream import STREAM_VERSION, keep_count, round_to_significand, significand_bits
 from .random import philox4x32
 
@@ -97,7 +99,8 @@ class Backend:
         return self.xp.astype(out, getattr(self.xp, dtype))
 
     def describe_device(self) -> str:
-        return "host" if self.device is None else str(self.device)
+        """The device its arrays land on, as array-api-compat names it."""
+        return str(array_device(self.from_numpy(np.zeros(1))))
 
 
 def _torch(cuda: bool) -> Backend | str:
@@ -429,7 +432,11 @@ def library_versions() -> dict[str, str]:
     from . import __version__
 
     versions = {"xdrop": __version__, "python": platform.python_version()}
-    for mod in ("numpy", "array_api_compat", "array_api_strict", "torch", "cupy", "jax", "dask"):
+    try:  # by distribution name: _compat is the one module that names the compat layer's package
+        versions["array-api-compat"] = importlib.metadata.version("array-api-compat")
+    except importlib.metadata.PackageNotFoundError:
+        versions["array-api-compat"] = "unknown"
+    for mod in ("numpy", "array_api_strict", "torch", "cupy", "jax", "dask"):
         if mod in sys.modules:
             versions[mod] = str(getattr(sys.modules[mod], "__version__", "unknown"))
     return versions
