@@ -5,6 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from spec_v1 import keep_bits
 
 import xdrop
@@ -60,6 +62,23 @@ def test_equals_independent_scalar_spec(backend, dtype, p):
     x_np = random_input((6, 11), dtype, seed=1)
     got = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), p, seed=2**63 + 5, step=2**33))
     assert got.tobytes() == expected(x_np, p, 2**63 + 5, 2**33).tobytes()
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.lists(st.integers(0, 9), max_size=3).map(tuple),
+    p=st.one_of(st.floats(0, 1), st.sampled_from([0.0, 2.0**-32, 0.5, 1 - 2.0**-32, 1.0])),
+    seed=st.integers(0, 2**64 - 1),
+    step=st.integers(0, 2**64 - 1),
+)
+def test_any_shape_p_seed_step(backend, float_dtype, shape, p, seed, step):
+    """Generated cases (derandomized, so the same ones every run): the backend's bits equal
+    the NumPy reference's, and the reference's decisions equal the independent scalar spec."""
+    x, x_np = input_on(backend, shape, float_dtype, seed=len(shape))
+    got = backend.to_numpy(xdrop.dropout(x, p, seed=seed, step=step))
+    assert got.tobytes() == verify.expected_dropout(x_np, p, seed, step, float_dtype).tobytes()
+    mask = xdrop.keep_mask(shape, p, seed=seed, step=step, xp=np, impl="reference")
+    assert mask.reshape(-1).tolist() == keep_bits(seed, step, 0, math.prod(shape), p)
 
 
 @pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", reason="bfloat16 is a torch dtype")
