@@ -1,35 +1,75 @@
-"""Command line: ``python -m xdrop verify`` and ``python -m xdrop bench``."""
+"""Command line: ``python -m xdrop verify`` and ``python -m xdrop bench``.
+
+Each subcommand is one ``add_<name>(subparsers)`` function that declares its
+arguments and sets ``run``, a function ``(args, parser) -> exit status``; to add
+one, write such a function and list it in :data:`SUBCOMMANDS`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import verify
+
+    names = args.backend
+    unknown = sorted(set(names or ()) - set(verify.LOADERS))
+    if unknown:
+        parser.error(f"unknown backend {', '.join(unknown)}; choose from {', '.join(verify.LOADERS)}")
+    results = verify.run(list(dict.fromkeys(names)) if names else None)
+    print(verify.format_table(results))
+    print("\n" + verify.LEGEND)
+    if args.json is not None:
+        verify.write_json(results, args.json)
+        print(f"\nwrote {args.json}")
+    ok = verify.all_passed(results)
+    print("\nall properties hold on every available backend" if ok else "\nFAILED: a property does not hold")
+    return 0 if ok else 1
+
+
+def add_verify(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check the three properties on every installed backend",
+        description="Seeded equivalence, the 1/p expectation and the gradient identity, measured on each "
+        "installed backend. Exits 1 if any cell fails; a backend that is not installed or has no device "
+        "is shown as skipped, which is not a failure.",
+    )
+    p.add_argument("--backend", action="append", metavar="NAME", help="a backend to check (repeatable); default: all")
+    p.add_argument("--json", metavar="PATH", help="also write the matrix, host, date and versions as JSON")
+    p.set_defaults(run=run_verify)
+
+
+def add_bench(sub: Subparsers) -> None:
+    from . import bench
+
+    p = sub.add_parser("bench", help="time xdrop against native dropouts (see benchmarks/README.md)")
+    bench.add_arguments(p)
+    p.set_defaults(run=lambda args, parser: bench.main(args))
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_verify, add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m xdrop", description="xdrop: one dropout, the same bits everywhere")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xdrop", description="xdrop: verify the three properties")
-    sub = parser.add_subparsers(dest="command", required=True)
-    verify = sub.add_parser("verify", help="check the three properties on every installed backend")
-    verify.add_argument("--backend", action="append", help="a backend to check (repeatable); default: all")
-    bench = sub.add_parser("bench", help="time xdrop against native dropouts (see benchmarks/README.md)")
-    from . import bench as b
-
-    b.add_arguments(bench)
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "bench":
-        return b.main(args)
-
-    from . import verify as v
-
-    names = args.backend
-    unknown = sorted(set(names or ()) - set(v.LOADERS))
-    if unknown:
-        parser.error(f"unknown backend {', '.join(unknown)}; choose from {', '.join(v.LOADERS)}")
-    results = v.run(names)
-    print(v.format_table(results))
-    ok = v.all_passed(results)
-    print("\nall properties hold on every available backend" if ok else "\nFAILED: a property does not hold")
-    return 0 if ok else 1
+    status: int = args.run(args, parser)
+    return status
 
 
 if __name__ == "__main__":

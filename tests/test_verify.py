@@ -1,0 +1,181 @@
+"""``python -m xdrop verify``: it passes on what is installed, and it fails when a property breaks.
+
+The breakages are test-only hooks (monkeypatching inside this process), never
+edits of the library: a fast path that is off by one step, a scale that is not
+1/keep (CS231n's "what if we do not divide by p?"), a biased threshold, and a
+backward that regenerates the wrong mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Backend
+
+import xdrop._dropout
+import xdrop._kernels
+from xdrop import verify
+from xdrop.__main__ import main
+
+
+def run_cli(tmp_path: Path, *backends: str) -> tuple[int, dict, str]:
+    path = tmp_path / "verify.json"
+    args = ["verify", "--json", str(path)]
+    for b in backends:
+        args += ["--backend", b]
+    status = main(args)
+    return status, json.loads(path.read_text()), path.read_text()
+
+
+def verdicts(report: dict, backend: str = "numpy") -> dict[str, bool]:
+    return {prop: cell["passed"] for prop, cell in report["backends"][backend]["cells"].items()}
+
+
+# -- it passes, and says what it measured --------------------------------------------------------
+
+
+def test_passes_on_numpy_and_writes_the_table(tmp_path, capsys):
+    status, report, _ = run_cli(tmp_path, "numpy")
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "all properties hold" in out
+    assert report["passed"] is True and report["stream_version"] == 1
+    row = report["backends"]["numpy"]
+    assert row["status"] == "pass" and row["dtypes"] == ["float16", "float32", "float64"]
+    eq, ex, gr = (row["cells"][p]["detail"] for p in verify.PROPERTIES)
+    assert eq["differing_bits"] == 0 and eq["total_bits"] > 0 and eq["golden_failures"] == eq["kat_failures"] == 0
+    assert ex["max_abs_z"] < verify.Z_LIMIT and ex["identity_error_units"] <= 1
+    assert gr["differing_bits"] == 0 and gr["max_error_units"] <= verify.GRADIENT_UNITS
+    assert {"xdrop", "numpy", "array-api-compat", "python"} <= set(report["versions"])
+    assert report["host"]["name"] and report["date"]
+    for prop in verify.PROPERTIES:  # the table shows the figures the JSON holds
+        assert "PASS " + row["cells"][prop]["figure"] in out
+
+
+def test_missing_backend_is_skipped_not_failed(tmp_path, monkeypatch, capsys):
+    def absent() -> verify.Backend:
+        raise ImportError("No module named 'nolib'", name="nolib")
+
+    monkeypatch.setitem(verify.LOADERS, "nolib", absent)
+    status, report, _ = run_cli(tmp_path, "numpy", "nolib")
+    assert status == 0
+    assert report["backends"]["nolib"] == {
+        "status": "skipped",
+        "reason": "not installed (nolib)",
+        "device": None,
+        "dtypes": [],
+        "cells": {},
+    }
+    assert "skipped: not installed (nolib)" in capsys.readouterr().out
+
+
+def test_unknown_backend_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", "--backend", "tensorflow"])
+    assert exc.value.code == 2
+    assert "unknown backend tensorflow; choose from numpy" in capsys.readouterr().err
+
+
+def test_a_crashing_check_is_a_failed_cell(tmp_path, monkeypatch):
+    def crash(b: verify.Backend) -> verify.Cell:
+        raise RuntimeError("kernel launch failed")
+
+    monkeypatch.setitem(verify.CHECKS, "expectation", crash)
+    status, report, _ = run_cli(tmp_path, "numpy")
+    assert status == 1
+    cell = report["backends"]["numpy"]["cells"]["expectation"]
+    assert not cell["passed"] and cell["figure"] == "error: RuntimeError: kernel launch failed"
+
+
+def test_module_entry_point_exits_zero():
+    done = subprocess.run(
+        [sys.executable, "-m", "xdrop", "verify", "--backend", "numpy"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "numpy" in done.stdout and "PASS" in done.stdout and "FAIL" not in done.stdout
+
+
+# -- it fails when a property is broken on purpose -------------------------------------------------
+
+
+def test_fails_when_a_fast_path_is_off_by_one_step(tmp_path, monkeypatch, capsys):
+    """Property 1: a non-reference kernel that draws from step + 1."""
+    select, reference = xdrop._kernels.select, xdrop._kernels.reference
+
+    def broken_select(xp, x, impl):
+        if impl == "reference":
+            return select(xp, x, impl)
+        return lambda x, xp, seed, step, k, scale: reference(x, xp, seed, step + 1, k, scale)
+
+    monkeypatch.setattr(xdrop._kernels, "select", broken_select)
+    status, report, _ = run_cli(tmp_path, "numpy")
+    assert status == 1
+    assert verdicts(report)["equivalence"] is False
+    assert report["backends"]["numpy"]["cells"]["equivalence"]["detail"]["differing_bits"] > 0
+    out = capsys.readouterr().out
+    assert "FAIL " in out and "FAILED: a property does not hold" in out
+
+
+def test_fails_when_kept_values_are_not_divided_by_keep(tmp_path, monkeypatch):
+    """Property 2, CS231n's question: a scale of 1 shrinks E[out] to keep * x."""
+    monkeypatch.setattr(xdrop._dropout, "scale_for", lambda k, xp, dtype: 1.0)
+    status, report, _ = run_cli(tmp_path, "numpy")
+    assert status == 1
+    assert verdicts(report)["expectation"] is False
+    assert verdicts(report)["equivalence"] is True  # the same (wrong) bits everywhere: only E[out] shows it
+    assert report["backends"]["numpy"]["cells"]["expectation"]["detail"]["identity_error_units"] > 1e3
+
+
+def test_fails_when_the_threshold_keeps_too_few(tmp_path, monkeypatch):
+    """Property 2: a threshold that keeps half as often as p says, scaled to match it."""
+    honest = xdrop._dropout.keep_count
+    monkeypatch.setattr(xdrop._dropout, "keep_count", lambda p: honest(p) // 2)
+    status, report, _ = run_cli(tmp_path, "numpy")
+    assert status == 1
+    detail = report["backends"]["numpy"]["cells"]["expectation"]["detail"]
+    assert verdicts(report)["expectation"] is False and detail["max_abs_z"] > verify.Z_LIMIT
+
+
+def test_fails_when_backward_regenerates_the_wrong_mask(tmp_path, monkeypatch):
+    """Property 3: a backward that uses the next step's mask; forward stays correct."""
+    honest = xdrop._dropout.dropout_backward
+
+    def broken_backward(dout, cache, **kwargs):
+        return honest(dout, dataclasses.replace(cache, step=cache.step + 1), **kwargs)
+
+    monkeypatch.setattr(xdrop._dropout, "dropout_backward", broken_backward)
+    status, report, _ = run_cli(tmp_path, "numpy")
+    assert status == 1
+    assert verdicts(report) == {"equivalence": True, "expectation": True, "gradient": False}
+    assert report["backends"]["numpy"]["cells"]["gradient"]["detail"]["differing_bits"] > 0
+
+
+# -- the pieces verify relies on -------------------------------------------------------------------
+
+
+def test_backend_enum_and_loaders_name_the_same_backends():
+    assert [b.value for b in Backend] == list(verify.LOADERS)
+
+
+def test_golden_copies_match_the_golden_file():
+    golden = json.loads((Path(__file__).parent / "data" / "golden_v1.json").read_text())
+    cases = {(c["seed"], c["step"], tuple(c["shape"]), c["p"], c["keep"]) for c in golden["cases"]}
+    assert set(verify.GOLDEN_V1) <= cases
+
+
+def test_round_to_bfloat16_matches_torch():
+    torch = pytest.importorskip("torch", reason="torch is the reference for bfloat16 rounding")
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal(10_000).astype(np.float32) * np.float32(2.0) ** rng.integers(-60, 60, 10_000)
+    bits = values.view(np.uint32)
+    ties = (bits & np.uint32(0xFFFF0000)) | np.uint32(0x8000)  # exactly halfway: half-even decides
+    for a in (values, ties.view(np.float32), np.array([0.0, -0.0, 1.0, 3.0e38, -np.inf], dtype=np.float32)):
+        want = torch.from_numpy(a).to(torch.bfloat16).float().numpy()
+        assert verify.round_to_bfloat16(a).view(np.uint32).tolist() == want.view(np.uint32).tolist()
+    assert verify.round_to_bfloat16(np.float32(1.5)).shape == ()
