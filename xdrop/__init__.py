@@ -8,6 +8,20 @@ from . import random
 from ._dropout import DropoutCache, dropout, dropout_backward, dropout_forward, keep_mask
 from ._generator import Generator
 from ._stream import STREAM_VERSION
+from ._variants import (
+    alpha_dropout,
+    alpha_dropout_forward,
+    drop_path,
+    drop_path_forward,
+    dropout1d,
+    dropout1d_forward,
+    dropout2d,
+    dropout2d_forward,
+    dropout3d,
+    dropout3d_forward,
+    feature_alpha_dropout,
+    feature_alpha_dropout_forward,
+)
 
 __version__ = "0.1.0"
 
@@ -16,9 +30,21 @@ __all__ = [
     "DropoutCache",
     "Generator",
     "__version__",
+    "alpha_dropout",
+    "alpha_dropout_forward",
+    "drop_path",
+    "drop_path_forward",
     "dropout",
+    "dropout1d",
+    "dropout1d_forward",
+    "dropout2d",
+    "dropout2d_forward",
+    "dropout3d",
+    "dropout3d_forward",
     "dropout_backward",
     "dropout_forward",
+    "feature_alpha_dropout",
+    "feature_alpha_dropout_forward",
     "keep_mask",
     "random",
 ]

@@ -37,7 +37,10 @@ def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True) -> tuple[int,
 class DropoutCache:
     """What :func:`dropout_backward` needs: O(1) in the size of ``x``, no mask.
 
-    The mask is regenerated from ``(seed, step, p)`` over ``shape``.
+    The mask is regenerated from ``(seed, step, p)`` over ``noise_shape``.
+    ``grad_scale`` is the factor kept elements of ``dout`` are multiplied by;
+    ``None`` means the inverted-dropout scale ``1 / keep`` (alpha dropout and
+    ``drop_path(scale_by_keep=False)`` set their own factor).
     """
 
     seed: int
@@ -48,6 +51,7 @@ class DropoutCache:
     namespace: str
     device: Any
     noise_shape: tuple[int, ...]
+    grad_scale: float | None = None
 
 
 def _prod(shape: tuple[int, ...]) -> int:
@@ -62,16 +66,26 @@ def _mask(xp: ModuleType, shape: tuple[int, ...], seed: int, step: int, k: int, 
     return xp.reshape(flat, shape)
 
 
-def _apply(x: Any, xp: ModuleType, seed: int, step: int, p: float, impl: str, noise_shape: tuple[int, ...]) -> Any:
+def _apply(
+    x: Any,
+    xp: ModuleType,
+    seed: int,
+    step: int,
+    p: float,
+    impl: str,
+    noise_shape: tuple[int, ...],
+    scale: float | None = None,
+) -> Any:
     """Dropout of ``x`` with the mask drawn on ``noise_shape`` (broadcast over x).
 
-    Torch tensors that autograd records go through an autograd Function whose
-    backward is this same dropout of ``dout``: no mask or tensor is saved.
+    ``scale`` (exact in x's dtype) replaces the inverted-dropout scale when given.
     """
     if _kernels.tracks_grad(xp, x):
-        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape))
+        # Torch tensors that autograd records go through an autograd Function whose
+        # backward is this same dropout of ``dout``: no mask or tensor is saved.
+        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale))
     k = keep_count(p)
-    scale = scale_for(k, xp, x.dtype)
+    scale = scale_for(k, xp, x.dtype) if scale is None else scale
     if noise_shape == tuple(x.shape):
         return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
     keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
@@ -214,10 +228,12 @@ def dropout_forward(
 
 
 def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> Any:
-    """Gradient of :func:`dropout_forward`: ``dx = dout * mask / keep``.
+    """Gradient of :func:`dropout_forward` and its variants: ``dx = dout * mask / keep``.
 
     The mask is regenerated from the cache, so ``dx`` equals dropout applied to
-    ``dout`` with the forward's seed, step and p, bit for bit.
+    ``dout`` with the forward's seed, step and p, bit for bit. For the caches of
+    the variants (:func:`dropout2d_forward`, :func:`alpha_dropout_forward`,
+    ...) the mask is the variant's and the factor is ``cache.grad_scale``.
 
     Parameters
     ----------
@@ -225,7 +241,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
         Upstream gradient: same shape, dtype, namespace and device as the
         forward's ``x``. Never modified.
     cache : DropoutCache
-        The second result of :func:`dropout_forward`.
+        The second result of :func:`dropout_forward` or of a variant's ``*_forward``.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
 
@@ -254,7 +270,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
         raise TypeError(f"dout must have the forward's dtype {cache.dtype}, got dout.dtype={dout.dtype}")
     if device(dout) != cache.device:
         raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
-    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape)
+    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale)
 
 
 def keep_mask(

@@ -1,0 +1,388 @@
+"""The dropout family: channel dropout, alpha dropout, drop path, shared-across-time masks.
+
+Expected values come from the independent scalar spec (tests/spec_v1.py) on the
+noise shape and from the formulas written out here, never from xdrop itself.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from spec_v1 import keep_bits
+
+import xdrop
+from xdrop._stream import keep_count
+
+ALPHA_PRIME = -1.7580993408473766  # PyTorch's -lambda * alpha of SELU (aten/src/ATen/native/Dropout.cpp)
+
+# name -> (function, forward, noise shape of x.shape, example shape)
+CHANNEL = {
+    "dropout1d": (xdrop.dropout1d, xdrop.dropout1d_forward, lambda s: (*s[:-1], 1)),
+    "dropout2d": (xdrop.dropout2d, xdrop.dropout2d_forward, lambda s: (*s[:-2], 1, 1)),
+    "dropout3d": (xdrop.dropout3d, xdrop.dropout3d_forward, lambda s: (*s[:-3], 1, 1, 1)),
+}
+SHAPES = {
+    "dropout1d": [(3, 5, 7), (5, 7)],
+    "dropout2d": [(3, 4, 2, 3), (4, 2, 3)],
+    "dropout3d": [(2, 3, 2, 2, 3), (3, 2, 2, 3)],
+}
+
+
+def random_input(shape, dtype="float64", seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def spec_keep(noise_shape, p, seed, step):
+    n = math.prod(noise_shape)
+    return np.array(keep_bits(seed, step, 0, n, p), dtype=bool).reshape(noise_shape)
+
+
+def inverted(x, keep, p):
+    k = keep_count(p)
+    scale = x.dtype.type(2**32 / k) if k else x.dtype.type(0)
+    return np.where(keep, x * scale, x.dtype.type(0))
+
+
+def alpha_abc(p):
+    """PyTorch's constants with 1 - p replaced by the effective keep probability q."""
+    q = keep_count(p) / 2**32
+    a = 1.0 / math.sqrt(q * (1.0 + (1.0 - q) * ALPHA_PRIME**2))
+    return a, -a * (1.0 - q) * ALPHA_PRIME, a * q * ALPHA_PRIME
+
+
+def alpha_expected(x, keep, p):
+    if keep_count(p) == 0:
+        return np.zeros_like(x)
+    a, b, c = (x.dtype.type(v) for v in alpha_abc(p))  # numpy's cast rounds half-even
+    kept = x * a if b == 0 else x * a + b
+    return np.where(keep, kept, c)
+
+
+# -- the same bits as the independent spec, on every backend ------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("name", list(CHANNEL))
+def test_channel_dropout_matches_spec(backend, name, p, dtype):
+    fn, _, noise = CHANNEL[name]
+    for shape in SHAPES[name]:
+        x_np = random_input(shape, dtype)
+        got = backend.to_numpy(fn(backend.asarray(x_np), p, seed=11, step=4))
+        assert got.tobytes() == inverted(x_np, spec_keep(noise(shape), p, 11, 4), p).tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.9, 1.0])
+def test_alpha_dropout_matches_spec(backend, p, dtype):
+    x_np = random_input((6, 13), dtype)
+    got = backend.to_numpy(xdrop.alpha_dropout(backend.asarray(x_np), p, seed=2**40 + 3, step=9))
+    assert got.tobytes() == alpha_expected(x_np, spec_keep((6, 13), p, 2**40 + 3, 9), p).tobytes()
+
+
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 1.0])
+def test_feature_alpha_dropout_matches_spec(backend, p):
+    x_np = random_input((4, 3, 2, 5), "float32")
+    got = backend.to_numpy(xdrop.feature_alpha_dropout(backend.asarray(x_np), p, seed=5, step=1))
+    assert got.tobytes() == alpha_expected(x_np, spec_keep((4, 3, 1, 1), p, 5, 1), p).tobytes()
+
+
+@pytest.mark.parametrize("scale_by_keep", [True, False])
+@pytest.mark.parametrize("p", [0.0, 0.4, 1.0])
+def test_drop_path_matches_spec(backend, p, scale_by_keep):
+    x_np = random_input((9, 4, 3), "float32")
+    got = backend.to_numpy(xdrop.drop_path(backend.asarray(x_np), p, seed=8, scale_by_keep=scale_by_keep))
+    keep = spec_keep((9, 1, 1), p, 8, 0)
+    expected = inverted(x_np, keep, p) if scale_by_keep else np.where(keep, x_np, np.float32(0))
+    assert got.tobytes() == expected.tobytes()
+
+
+# -- zero patterns ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CHANNEL))
+def test_channel_dropout_zeroes_whole_channels(backend, name):
+    fn = CHANNEL[name][0]
+    batched = SHAPES[name][0]
+    x = backend.asarray(np.ones(batched))
+    out = backend.to_numpy(fn(x, 0.5, seed=3)).reshape(batched[0] * batched[1], -1)
+    per_channel = out[:, 0]
+    assert np.all(out == per_channel[:, None])  # one value per (sample, channel)
+    assert set(np.unique(per_channel)) == {0.0, 2.0}
+
+
+@pytest.mark.parametrize("name", list(CHANNEL))
+def test_unbatched_equals_batch_of_one(backend, name):
+    fn = CHANNEL[name][0]
+    x_np = random_input(SHAPES[name][1], "float32")
+    alone = backend.to_numpy(fn(backend.asarray(x_np), 0.5, seed=21, step=2))
+    batch = backend.to_numpy(fn(backend.asarray(x_np[None]), 0.5, seed=21, step=2))
+    assert alone.tobytes() == batch[0].tobytes()
+
+
+def test_dropout2d_reads_3d_input_as_unbatched_channels(numpy_ref):
+    """A deliberate choice: (C, H, W) as torch documents, not torch 2.x's (N, C, L) fallback."""
+    out = xdrop.dropout2d(np.ones((16, 2, 3)), 0.5, seed=4)
+    assert np.all(out == out[:, :1, :1])  # one decision per channel (axis 0) only
+    assert 0 < (out[:, 0, 0] == 0).sum() < 16
+
+
+def test_drop_path_zeroes_whole_samples(backend):
+    out = backend.to_numpy(xdrop.drop_path(backend.asarray(np.ones((32, 3, 2))), 0.5, seed=6))
+    per_sample = out.reshape(32, -1)
+    assert np.all(per_sample == per_sample[:, :1]) and set(np.unique(per_sample)) == {0.0, 2.0}
+
+
+def test_locked_dropout_shares_the_mask_across_time(backend):
+    """Variational / locked dropout for (N, T, F) sequences is noise_shape=(N, 1, F)."""
+    x_np = random_input((4, 6, 5), "float32")
+    out = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), 0.5, seed=2, noise_shape=(None, 1, None)))
+    zero = out == 0
+    assert np.all(zero == zero[:, :1, :]) and 0 < zero.sum() < zero.size
+    assert out.tobytes() == inverted(x_np, spec_keep((4, 1, 5), 0.5, 2, 0), 0.5).tobytes()
+
+
+def test_feature_alpha_dropout_sets_whole_channels(backend):
+    out = backend.to_numpy(xdrop.feature_alpha_dropout(backend.asarray(np.zeros((8, 4, 3))), 0.5, seed=1))
+    assert np.all(out == out[:, :, :1])
+    _, b, c = alpha_abc(0.5)
+    np.testing.assert_allclose(sorted(set(out.ravel().tolist())), sorted([c, b]), rtol=1e-15)
+
+
+# -- p = 0, p = 1, training = False ------------------------------------------------------------
+
+ALL = {
+    "dropout1d": (xdrop.dropout1d, (2, 3, 4)),
+    "dropout2d": (xdrop.dropout2d, (2, 3, 4, 2)),
+    "dropout3d": (xdrop.dropout3d, (2, 3, 1, 4, 2)),
+    "alpha_dropout": (xdrop.alpha_dropout, (5, 4)),
+    "feature_alpha_dropout": (xdrop.feature_alpha_dropout, (2, 3, 4)),
+    "drop_path": (xdrop.drop_path, (6, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_p_zero_is_identity_p_one_is_zeros_eval_is_x(backend, name):
+    fn, shape = ALL[name]
+    x_np = random_input(shape, "float32")
+    x_np.ravel()[0] = -0.0
+    x = backend.asarray(x_np)
+    assert backend.to_numpy(fn(x, 0.0, seed=1)).tobytes() == x_np.tobytes()
+    ones = backend.to_numpy(fn(x, 1.0, seed=1))
+    assert not ones.any() and not np.signbit(ones).any()
+    assert fn(x, 0.5, seed=1, training=False) is x
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_input_is_never_modified(backend, name):
+    fn, shape = ALL[name]
+    x_np = random_input(shape, "float32")
+    x = backend.asarray(x_np.copy())
+    fn(x, 0.5, seed=3)
+    assert backend.to_numpy(x).tobytes() == x_np.tobytes()
+
+
+def test_generator_supplies_and_advances_the_step():
+    gen = xdrop.Generator(5, step=2)
+    x = np.ones((3, 4, 2))
+    first = xdrop.dropout1d(x, 0.5, seed=gen)
+    _, cache = xdrop.alpha_dropout_forward(x, 0.5, seed=gen)
+    assert gen.step == 4 and cache.step == 3
+    assert first.tobytes() == xdrop.dropout1d(x, 0.5, seed=5, step=2).tobytes()
+
+
+# -- expectation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.2, 0.7])
+@pytest.mark.parametrize(
+    "name, shape",
+    [("dropout1d", (2**14, 8, 2)), ("dropout2d", (2**14, 8, 1, 2)), ("dropout3d", (2**14, 8, 1, 1, 2))],
+)
+def test_channel_dropout_expectation_is_x(backend, name, shape, p):
+    """Mean over 2**17 independent channels within 5 standard errors: false alarm 5.7e-7 per case."""
+    out = backend.to_numpy(CHANNEL[name][0](backend.asarray(np.ones(shape)), p, seed=17, step=1))
+    q = keep_count(p) / 2**32
+    assert abs(out.mean() - 1.0) < 5 * math.sqrt((1 - q) / q / 2**17)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.6])
+def test_drop_path_expectation_is_x(backend, p):
+    """Mean over 2**17 samples within 5 standard errors (false alarm 5.7e-7 per case)."""
+    out = backend.to_numpy(xdrop.drop_path(backend.asarray(np.ones((2**17, 3))), p, seed=4))
+    q = keep_count(p) / 2**32
+    assert abs(out.mean() - 1.0) < 5 * math.sqrt((1 - q) / q / 2**17)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
+def test_alpha_dropout_keeps_mean_zero_and_variance_one(backend, p):
+    """Standard-normal input, n = 2**18: mean and E[out**2] each within 5 standard errors.
+
+    The standard errors are exact: Var(out) = 1, and the fourth moment follows
+    from out = a*x + b (kept, x ~ N(0, 1)) or c (dropped). Two-sided false-alarm
+    rate 5.7e-7 per check (normal approximation); seeds are fixed.
+    """
+    n = 2**18
+    x_np = random_input((n,), "float64", seed=123)
+    out = backend.to_numpy(xdrop.alpha_dropout(backend.asarray(x_np), p, seed=31, step=5))
+    q = keep_count(p) / 2**32
+    a, b, c = alpha_abc(p)
+    mu4 = q * (3 * a**4 + 6 * a**2 * b**2 + b**4) + (1 - q) * c**4
+    assert abs(out.mean()) < 5 / math.sqrt(n)
+    assert abs(np.mean(out**2) - 1.0) < 5 * math.sqrt((mu4 - 1.0) / n)
+
+
+def test_torch_alpha_dropout_has_the_same_moments():
+    """torch's own output passes the moment checks of our formula (5 standard errors, as above)."""
+    torch = pytest.importorskip("torch", reason="compares with torch.nn.functional.alpha_dropout")
+    n, p = 2**18, 0.5
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = torch.nn.functional.alpha_dropout(torch.randn(n, dtype=torch.float64), p, training=True).numpy()
+    a, b, c = alpha_abc(p)
+    mu4 = 0.5 * (3 * a**4 + 6 * a**2 * b**2 + b**4) + 0.5 * c**4
+    assert abs(out.mean()) < 5 / math.sqrt(n)
+    assert abs(np.mean(out**2) - 1.0) < 5 * math.sqrt((mu4 - 1.0) / n)
+
+
+def test_feature_alpha_dropout_keeps_mean_zero_and_variance_one(backend):
+    """2**16 channels of 4 elements: channel means of out and out**2 are i.i.d., so their
+    empirical standard errors apply; 5 of them, false alarm about 5.7e-7 per check."""
+    x_np = random_input((2**14, 4, 4), "float64", seed=5)
+    out = backend.to_numpy(xdrop.feature_alpha_dropout(backend.asarray(x_np), 0.3, seed=9))
+    for values, target in ((out, 0.0), (out**2, 1.0)):
+        per_channel = values.mean(axis=2).ravel()
+        stderr = per_channel.std(ddof=1) / math.sqrt(per_channel.size)
+        assert abs(per_channel.mean() - target) < 5 * stderr
+
+
+def test_alpha_constants_agree_with_torch():
+    """Fit torch's affine map from its own output (its RNG differs, so no bits are compared)."""
+    torch = pytest.importorskip("torch", reason="compares with torch.nn.functional.alpha_dropout")
+    x = torch.linspace(-3, 3, 4001, dtype=torch.float64)
+    for p in (0.1, 0.5, 0.8):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            ref = torch.nn.functional.alpha_dropout(x, p, training=True)
+        a, b, c = alpha_abc(p)
+        dropped_value = torch.mode(ref).values.item()  # the one repeated value
+        kept = ref != dropped_value
+        fit_a, fit_b = np.polyfit(x[kept].numpy(), ref[kept].numpy(), 1)
+        # q differs from 1 - p by at most 2**-33: the constants agree to ~1e-9.
+        np.testing.assert_allclose([fit_a, fit_b, dropped_value], [a, b, c], rtol=1e-8, atol=1e-9)
+
+
+# -- gradient identity -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(CHANNEL))
+def test_channel_backward_is_the_variant_of_dout(backend, name, dtype):
+    fn, forward, _ = CHANNEL[name]
+    shape = SHAPES[name][0]
+    x = backend.asarray(random_input(shape, dtype))
+    dout = backend.asarray(random_input(shape, dtype, seed=1))
+    _, cache = forward(x, 0.4, seed=6, step=3)
+    dx = backend.to_numpy(xdrop.dropout_backward(dout, cache))
+    assert dx.tobytes() == backend.to_numpy(fn(dout, 0.4, seed=6, step=3)).tobytes()
+
+
+@pytest.mark.parametrize("scale_by_keep", [True, False])
+def test_drop_path_backward(backend, scale_by_keep):
+    x = backend.asarray(random_input((7, 3), "float32"))
+    dout_np = random_input((7, 3), "float32", seed=2)
+    _, cache = xdrop.drop_path_forward(x, 0.5, seed=3, scale_by_keep=scale_by_keep)
+    dx = backend.to_numpy(xdrop.dropout_backward(backend.asarray(dout_np), cache))
+    keep = spec_keep((7, 1), 0.5, 3, 0)
+    expected = inverted(dout_np, keep, 0.5) if scale_by_keep else np.where(keep, dout_np, np.float32(0))
+    assert dx.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "name, noise", [("alpha_dropout", lambda s: s), ("feature_alpha_dropout", lambda s: (*s[:2], 1))]
+)
+def test_alpha_backward_is_dout_times_a_where_kept(backend, name, noise, dtype):
+    forward = getattr(xdrop, name + "_forward")
+    shape = (5, 3, 4)
+    x = backend.asarray(random_input(shape, dtype))
+    dout_np = random_input(shape, dtype, seed=4)
+    _, cache = forward(x, 0.3, seed=12, step=7)
+    dx = backend.to_numpy(xdrop.dropout_backward(backend.asarray(dout_np), cache))
+    a = dout_np.dtype.type(alpha_abc(0.3)[0])
+    expected = np.where(spec_keep(noise(shape), 0.3, 12, 7), dout_np * a, dout_np.dtype.type(0))
+    assert dx.tobytes() == expected.tobytes()
+
+
+@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", reason="autograd is torch's")
+@pytest.mark.parametrize("name", ["dropout2d", "alpha_dropout", "feature_alpha_dropout", "drop_path"])
+def test_torch_autograd_equals_backward(backend, name):
+    import torch
+
+    shape = (3, 4, 2, 2)
+    x = backend.asarray(random_input(shape, "float32")).requires_grad_()
+    dout = backend.asarray(random_input(shape, "float32", seed=3))
+    getattr(xdrop, name)(x, 0.4, seed=8, step=1).backward(dout)
+    _, cache = getattr(xdrop, name + "_forward")(x.detach(), 0.4, seed=8, step=1)
+    assert torch.equal(x.grad, xdrop.dropout_backward(dout, cache))
+
+
+def test_alpha_finite_differences_agree_in_float64(numpy_ref):
+    x = random_input((4, 5), "float64")
+    dout = random_input((4, 5), "float64", seed=1)
+    _, cache = xdrop.alpha_dropout_forward(x, 0.5, seed=3)
+    dx = xdrop.dropout_backward(dout, cache)
+    h = 1e-6
+    num = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        plus = xdrop.alpha_dropout(x + e, 0.5, seed=3)
+        minus = xdrop.alpha_dropout(x - e, 0.5, seed=3)
+        num[i] = np.sum((plus - minus) * dout) / (2 * h)
+    np.testing.assert_allclose(dx, num, rtol=1e-7, atol=1e-9)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fn, shape, match",
+    [
+        (
+            xdrop.dropout1d,
+            (2, 3, 4, 5),
+            r"dropout1d expects x with 2 dims \(C, L\) or 3 dims \(N, C, L\), got x.ndim=4",
+        ),
+        (xdrop.dropout1d, (4,), "got x.ndim=1"),
+        (
+            xdrop.dropout2d,
+            (2, 3),
+            r"dropout2d expects x with 3 dims \(C, H, W\) or 4 dims \(N, C, H, W\), got x.ndim=2",
+        ),
+        (xdrop.dropout3d, (2, 3, 4), r"dropout3d expects x with 4 dims \(C, D, H, W\) or 5 dims .*got x.ndim=3"),
+        (xdrop.feature_alpha_dropout, (5,), r"feature_alpha_dropout expects x with at least 2 dims .*got x.ndim=1"),
+        (xdrop.drop_path, (), r"drop_path expects x with at least 1 dim .*got x.ndim=0"),
+    ],
+)
+def test_wrong_rank_names_the_expected_ranks(fn, shape, match):
+    gen = xdrop.Generator(1)
+    with pytest.raises(ValueError, match=match):
+        fn(np.ones(shape), 0.5, seed=gen)
+    assert gen.step == 0  # a rejected call draws nothing
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_bad_p_and_dtype(name):
+    fn, shape = ALL[name]
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\], got p=1.5"):
+        fn(np.ones(shape), 1.5, seed=1)
+    with pytest.raises(TypeError, match=r"x must have a real floating dtype, got x.dtype=int64"):
+        fn(np.ones(shape, dtype=np.int64), 0.5, seed=1)
+
+
+def test_bad_scale_by_keep_and_missing_seed():
+    with pytest.raises(TypeError, match="scale_by_keep must be a bool, got scale_by_keep=1"):
+        xdrop.drop_path(np.ones((2, 2)), 0.5, seed=1, scale_by_keep=1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        xdrop.alpha_dropout_forward(np.ones(3), 0.5, seed=None)

@@ -1,0 +1,647 @@
+"""The dropout family: channel dropout, alpha dropout and drop path.
+
+Every variant draws its keep decisions from stream spec v1 on a *noise shape*
+(Keras semantics, see ``docs/stream-spec.md``): one decision per (sample,
+channel) for ``dropout1d/2d/3d`` and ``feature_alpha_dropout``, one per sample
+for ``drop_path``, one per element for ``alpha_dropout``. So each is the same
+bits on every backend, and its gradient is :func:`xdrop.dropout_backward` of
+the cache its ``*_forward`` returns: the mask is regenerated, never stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from . import _kernels
+from ._checks import check_float_array, check_probability
+from ._compat import device, namespace_name
+from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_seed
+from ._generator import Generator
+from ._stream import TWO32, keep_count, significand_bits
+
+NoiseRule = Callable[[tuple[int, ...]], tuple[int, ...]]
+
+# SELU's saturation value -lambda * alpha (Klambauer et al., "Self-Normalizing
+# Neural Networks", 2017), the constant torch.nn.AlphaDropout uses.
+SELU_ALPHA_PRIME = -1.7580993408473766
+
+_SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+def channel_noise_shape(shape: tuple[int, ...], spatial: int, name: str) -> tuple[int, ...]:
+    """One decision per (sample, channel): PyTorch's ``dropout{1,2,3}d`` rank rules.
+
+    ``spatial + 2`` dims are ``(N, C, *spatial)``; ``spatial + 1`` dims are the
+    unbatched ``(C, *spatial)``, whose flat mask indices equal those of the
+    batched input with ``N = 1``.
+    """
+    dims = _SPATIAL_NAMES[spatial]
+    if len(shape) not in (spatial + 1, spatial + 2):
+        raise ValueError(
+            f"{name} expects x with {spatial + 1} dims (C, {dims}) or {spatial + 2} dims (N, C, {dims}), "
+            f"got x.ndim={len(shape)} (x.shape={shape})"
+        )
+    return shape[: len(shape) - spatial] + (1,) * spatial
+
+
+def feature_noise_shape(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    """``(N, C, 1, ...)``: axis 0 is samples and axis 1 channels, whatever the rank (as PyTorch)."""
+    if len(shape) < 2:
+        raise ValueError(
+            f"{name} expects x with at least 2 dims (N, C, ...), got x.ndim={len(shape)} (x.shape={shape})"
+        )
+    return shape[:2] + (1,) * (len(shape) - 2)
+
+
+def sample_noise_shape(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    """``(N, 1, ...)``: one decision per sample (axis 0)."""
+    if len(shape) < 1:
+        raise ValueError(f"{name} expects x with at least 1 dim (N, ...), got x.ndim=0 (x.shape=())")
+    return shape[:1] + (1,) * (len(shape) - 1)
+
+
+def round_to_dtype(value: float, xp: ModuleType, dtype: Any) -> float:
+    """``value`` rounded half-even to ``dtype``'s significand, as an exact Python float.
+
+    Backends then convert it exactly, so every one multiplies by the same number.
+    """
+    if value == 0.0:
+        return 0.0
+    bits = significand_bits(xp, dtype)
+    mantissa, exponent = math.frexp(value)
+    rounded = math.ldexp(round(math.ldexp(mantissa, bits)), exponent - bits)
+    return rounded if abs(rounded) <= float(xp.finfo(dtype).max) else math.copysign(math.inf, rounded)
+
+
+def alpha_constants(k: int) -> tuple[float, float, float]:
+    """``(a, b, c)`` of alpha dropout in binary64 for keep count ``k``.
+
+    Kept elements become ``a * x + b``, dropped ones ``c = a * alpha' + b``.
+    With ``q = k / 2**32``, the keep probability the threshold implements,
+    ``a = (q * (1 + (1 - q) * alpha'**2)) ** -0.5`` and ``b = -a * (1 - q) * alpha'``
+    give mean 0 and variance 1 for standard-normal input, exactly. ``k = 0``
+    (p = 1) gives zeros, as PyTorch does.
+    """
+    if k == 0:
+        return 0.0, 0.0, 0.0
+    q = k / TWO32
+    a = 1.0 / math.sqrt(q * (1.0 + (1.0 - q) * SELU_ALPHA_PRIME**2))
+    return a, -a * (1.0 - q) * SELU_ALPHA_PRIME, a * q * SELU_ALPHA_PRIME
+
+
+def _run(
+    x: Any,
+    p: Any,
+    seed: Any,
+    step: Any,
+    impl: str,
+    rule: NoiseRule,
+    *,
+    training: bool = True,
+    alpha: bool = False,
+    scale_by_keep: bool = True,
+    allow_none_seed: bool = True,
+) -> tuple[Any, DropoutCache | None]:
+    """Validate everything, then draw: a rejected call never advances a Generator."""
+    xp = check_float_array(x)
+    p = check_probability(p)
+    noise_shape = rule(tuple(x.shape))
+    _kernels.check_impl(impl)
+    if not isinstance(scale_by_keep, bool):
+        raise TypeError(f"scale_by_keep must be a bool, got scale_by_keep={scale_by_keep!r}")
+    if not training:
+        return x, None
+    seed, step = resolve_seed(seed, step, allow_none=allow_none_seed)
+    k = keep_count(p)
+    grad_scale: float | None = None
+    if alpha:
+        a, b, c = (round_to_dtype(v, xp, x.dtype) for v in alpha_constants(k))
+        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        kept = x * a if b == 0.0 else x * a + b  # no add at p = 0: the identity, -0.0 included
+        out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
+        grad_scale = a
+    else:
+        grad_scale = None if scale_by_keep else 1.0
+        out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), noise_shape, grad_scale)
+    return out, cache
+
+
+def _forward(x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule, **kw: Any) -> tuple[Any, DropoutCache]:
+    out, cache = _run(x, p, seed, step, impl, rule, allow_none_seed=False, **kw)
+    assert cache is not None  # training is always on here
+    return out, cache
+
+
+def _full(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape
+
+
+def _dropout1d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return channel_noise_shape(shape, 1, "dropout1d")
+
+
+def _dropout2d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return channel_noise_shape(shape, 2, "dropout2d")
+
+
+def _dropout3d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return channel_noise_shape(shape, 3, "dropout3d")
+
+
+def _feature_alpha_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return feature_noise_shape(shape, "feature_alpha_dropout")
+
+
+def _drop_path_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return sample_noise_shape(shape, "drop_path")
+
+
+# -- dropout1d / dropout2d / dropout3d --------------------------------------------------------------
+
+
+def dropout1d(
+    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+) -> Any:
+    """Channel dropout for ``(N, C, L)`` or unbatched ``(C, L)``: whole channels are zeroed.
+
+    One keep decision per (sample, channel), drawn from the stream on the noise
+    shape ``(N, C, 1)`` (``(C, 1)`` unbatched, which gives the same decisions as
+    ``N = 1``). Kept channels are scaled by ``1 / keep``, as in :func:`xdrop.dropout`.
+    PyTorch's ``torch.nn.functional.dropout1d`` semantics.
+
+    Parameters
+    ----------
+    x : array
+        Real floating, 2 or 3 dims. Never modified.
+    p : float, optional
+        Probability of dropping a channel, in ``[0, 1]``.
+    seed : int, Generator or None, optional
+        As in :func:`xdrop.dropout`.
+    step : int, optional
+        As in :func:`xdrop.dropout`.
+    training : bool, optional
+        If false, return ``x`` itself.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        Like ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` does not have 2 or 3 dims (the message names both), or ``p``,
+        ``seed`` or ``step`` is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> xdrop.dropout1d(np.ones((2, 3, 4)), 0.5, seed=5)
+    array([[[0., 0., 0., 0.],
+            [2., 2., 2., 2.],
+            [0., 0., 0., 0.]],
+    <BLANKLINE>
+           [[0., 0., 0., 0.],
+            [2., 2., 2., 2.],
+            [2., 2., 2., 2.]]])
+    """
+    return _run(x, p, seed, step, impl, _dropout1d_rule, training=training)[0]
+
+
+def dropout1d_forward(
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+) -> tuple[Any, DropoutCache]:
+    """:func:`dropout1d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
+
+    Parameters
+    ----------
+    x, p, step, impl
+        As in :func:`dropout1d`.
+    seed : int or Generator
+        Required (no OS entropy): backward regenerates the mask from it.
+
+    Returns
+    -------
+    out : array
+        As :func:`dropout1d`.
+    cache : DropoutCache
+        O(1) in the size of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out, cache = xdrop.dropout1d_forward(np.ones((3, 2)), 0.5, seed=1)
+    >>> bool((xdrop.dropout_backward(np.ones((3, 2)), cache) == out).all())
+    True
+    """
+    return _forward(x, p, seed, step, impl, _dropout1d_rule)
+
+
+def dropout2d(
+    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+) -> Any:
+    """Channel dropout for ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
+
+    One keep decision per (sample, channel) on the noise shape ``(N, C, 1, 1)``
+    (``(C, 1, 1)`` unbatched). A 3-d input is read as ``(C, H, W)``, as
+    PyTorch documents and announces for ``dropout2d``; PyTorch 2.x itself still
+    treats it as ``(N, C, L)`` with a warning. Use :func:`dropout1d` for that.
+
+    Parameters
+    ----------
+    x : array
+        Real floating, 3 or 4 dims. Never modified.
+    p : float, optional
+        Probability of dropping a channel, in ``[0, 1]``.
+    seed : int, Generator or None, optional
+        As in :func:`xdrop.dropout`.
+    step : int, optional
+        As in :func:`xdrop.dropout`.
+    training : bool, optional
+        If false, return ``x`` itself.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        Like ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` does not have 3 or 4 dims, or an argument is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out = xdrop.dropout2d(np.ones((2, 3, 4, 4)), 0.5, seed=5)
+    >>> out[:, :, 0, 0]
+    array([[0., 2., 0.],
+           [0., 2., 2.]])
+    >>> bool((out == out[:, :, :1, :1]).all())
+    True
+    """
+    return _run(x, p, seed, step, impl, _dropout2d_rule, training=training)[0]
+
+
+def dropout2d_forward(
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+) -> tuple[Any, DropoutCache]:
+    """:func:`dropout2d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
+
+    Parameters
+    ----------
+    x, p, step, impl
+        As in :func:`dropout2d`.
+    seed : int or Generator
+        Required: backward regenerates the mask from it.
+
+    Returns
+    -------
+    out : array
+        As :func:`dropout2d`.
+    cache : DropoutCache
+        O(1) in the size of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out, cache = xdrop.dropout2d_forward(np.ones((3, 2, 2)), 0.5, seed=1)
+    >>> cache.noise_shape
+    (3, 1, 1)
+    """
+    return _forward(x, p, seed, step, impl, _dropout2d_rule)
+
+
+def dropout3d(
+    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+) -> Any:
+    """Channel dropout for ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)``.
+
+    One keep decision per (sample, channel) on the noise shape
+    ``(N, C, 1, 1, 1)`` (``(C, 1, 1, 1)`` unbatched).
+
+    Parameters
+    ----------
+    x : array
+        Real floating, 4 or 5 dims. Never modified.
+    p : float, optional
+        Probability of dropping a channel, in ``[0, 1]``.
+    seed : int, Generator or None, optional
+        As in :func:`xdrop.dropout`.
+    step : int, optional
+        As in :func:`xdrop.dropout`.
+    training : bool, optional
+        If false, return ``x`` itself.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        Like ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` does not have 4 or 5 dims, or an argument is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> xdrop.dropout3d(np.ones((4, 1, 1, 2)), 0.5, seed=7)[:, 0, 0, 0]
+    array([0., 0., 2., 2.])
+    """
+    return _run(x, p, seed, step, impl, _dropout3d_rule, training=training)[0]
+
+
+def dropout3d_forward(
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+) -> tuple[Any, DropoutCache]:
+    """:func:`dropout3d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
+
+    Parameters
+    ----------
+    x, p, step, impl
+        As in :func:`dropout3d`.
+    seed : int or Generator
+        Required: backward regenerates the mask from it.
+
+    Returns
+    -------
+    out : array
+        As :func:`dropout3d`.
+    cache : DropoutCache
+        O(1) in the size of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out, cache = xdrop.dropout3d_forward(np.ones((2, 3, 1, 1, 1)), 0.5, seed=1)
+    >>> cache.noise_shape
+    (2, 3, 1, 1, 1)
+    """
+    return _forward(x, p, seed, step, impl, _dropout3d_rule)
+
+
+# -- alpha dropout ----------------------------------------------------------------------------------
+
+
+def alpha_dropout(
+    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+) -> Any:
+    """Alpha dropout for SELU networks: keeps mean 0 and variance 1 of its input.
+
+    Each element is kept with the keep probability ``q`` that the stream's
+    threshold implements (the decisions of :func:`xdrop.dropout` with the same
+    seed, step and p). Kept elements become ``a * x + b``, dropped ones the
+    constant ``a * alpha' + b``, with ``alpha' = -1.7580993408473766`` (SELU's
+    ``-lambda * alpha``), ``a = (q (1 + (1 - q) alpha'^2))^(-1/2)`` and
+    ``b = -a (1 - q) alpha'``: PyTorch's ``alpha_dropout`` with ``1 - p``
+    replaced by ``q``, so standard-normal input keeps mean 0 and variance 1
+    exactly in expectation. ``a``, ``b`` and the dropped value are computed in
+    binary64 and rounded once to x's dtype. ``p = 0`` is the identity and
+    ``p = 1`` gives zeros, as in PyTorch. Dropped elements do not depend on
+    ``x`` (also where it is NaN).
+
+    Parameters
+    ----------
+    x : array
+        Real floating, any shape. Never modified.
+    p : float, optional
+        Probability of dropping an element, in ``[0, 1]``.
+    seed : int, Generator or None, optional
+        As in :func:`xdrop.dropout`.
+    step : int, optional
+        As in :func:`xdrop.dropout`.
+    training : bool, optional
+        If false, return ``x`` itself.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        Like ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> xdrop.alpha_dropout(np.zeros(6), 0.5, seed=7)
+    array([-0.77919393, -0.77919393,  0.77919393,  0.77919393,  0.77919393,
+           -0.77919393])
+    """
+    return _run(x, p, seed, step, impl, _full, training=training, alpha=True)[0]
+
+
+def alpha_dropout_forward(
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+) -> tuple[Any, DropoutCache]:
+    """:func:`alpha_dropout` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
+
+    The gradient is ``dx = dout * a`` where kept, 0 where dropped:
+    ``cache.grad_scale`` is ``a``.
+
+    Parameters
+    ----------
+    x, p, step, impl
+        As in :func:`alpha_dropout`.
+    seed : int or Generator
+        Required: backward regenerates the mask from it.
+
+    Returns
+    -------
+    out : array
+        As :func:`alpha_dropout`.
+    cache : DropoutCache
+        O(1) in the size of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out, cache = xdrop.alpha_dropout_forward(np.zeros(4), 0.5, seed=7)
+    >>> xdrop.dropout_backward(np.ones(4), cache)
+    array([0.        , 0.        , 0.88640489, 0.88640489])
+    """
+    return _forward(x, p, seed, step, impl, _full, alpha=True)
+
+
+def feature_alpha_dropout(
+    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+) -> Any:
+    """Alpha dropout of whole channels: one decision per (sample, channel).
+
+    As :func:`alpha_dropout` on the noise shape ``(N, C, 1, ...)``: axis 0 is
+    the sample and axis 1 the channel for every rank >= 2, which is what
+    PyTorch's ``feature_alpha_dropout`` does (it has no unbatched form).
+
+    Parameters
+    ----------
+    x : array
+        Real floating, at least 2 dims. Never modified.
+    p : float, optional
+        Probability of dropping a channel, in ``[0, 1]``.
+    seed : int, Generator or None, optional
+        As in :func:`xdrop.dropout`.
+    step : int, optional
+        As in :func:`xdrop.dropout`.
+    training : bool, optional
+        If false, return ``x`` itself.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        Like ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has fewer than 2 dims, or an argument is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> xdrop.feature_alpha_dropout(np.zeros((2, 2, 3)), 0.5, seed=7)[:, :, 0]
+    array([[-0.77919393, -0.77919393],
+           [ 0.77919393,  0.77919393]])
+    """
+    return _run(x, p, seed, step, impl, _feature_alpha_rule, training=training, alpha=True)[0]
+
+
+def feature_alpha_dropout_forward(
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+) -> tuple[Any, DropoutCache]:
+    """:func:`feature_alpha_dropout` in training mode, also returning the cache.
+
+    Parameters
+    ----------
+    x, p, step, impl
+        As in :func:`feature_alpha_dropout`.
+    seed : int or Generator
+        Required: backward regenerates the mask from it.
+
+    Returns
+    -------
+    out : array
+        As :func:`feature_alpha_dropout`.
+    cache : DropoutCache
+        For :func:`xdrop.dropout_backward`; O(1) in the size of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out, cache = xdrop.feature_alpha_dropout_forward(np.zeros((2, 2, 3)), 0.5, seed=7)
+    >>> cache.noise_shape
+    (2, 2, 1)
+    """
+    return _forward(x, p, seed, step, impl, _feature_alpha_rule, alpha=True)
+
+
+# -- drop path --------------------------------------------------------------------------------------
+
+
+def drop_path(
+    x: Any,
+    p: float,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    scale_by_keep: bool = True,
+    impl: str = "auto",
+) -> Any:
+    """Stochastic depth: zero whole samples (axis 0) of a residual branch.
+
+    One decision per sample, on the noise shape ``(N, 1, ...)``. With
+    ``scale_by_keep`` (timm's default) kept samples are scaled by ``1 / keep``
+    as in :func:`xdrop.dropout`; without it they pass unchanged.
+
+    Parameters
+    ----------
+    x : array
+        Real floating, at least 1 dim; axis 0 indexes samples. Never modified.
+    p : float
+        Probability of dropping a sample (timm's ``drop_prob``), in ``[0, 1]``.
+    seed : int, Generator or None, optional
+        As in :func:`xdrop.dropout`.
+    step : int, optional
+        As in :func:`xdrop.dropout`.
+    training : bool, optional
+        If false, return ``x`` itself.
+    scale_by_keep : bool, optional
+        Scale kept samples by ``1 / keep`` (default), or leave them unscaled.
+    impl : {"auto", "reference"}, optional
+        ``"reference"`` forces the pure-standard implementation.
+
+    Returns
+    -------
+    array
+        Like ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is 0-d, or an argument is out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> xdrop.drop_path(np.ones((4, 3)), 0.5, seed=7)
+    array([[0., 0., 0.],
+           [0., 0., 0.],
+           [2., 2., 2.],
+           [2., 2., 2.]])
+    >>> xdrop.drop_path(np.ones((4, 3)), 0.5, seed=7, scale_by_keep=False)[:, 0]
+    array([0., 0., 1., 1.])
+    """
+    return _run(x, p, seed, step, impl, _drop_path_rule, training=training, scale_by_keep=scale_by_keep)[0]
+
+
+def drop_path_forward(
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, scale_by_keep: bool = True, impl: str = "auto"
+) -> tuple[Any, DropoutCache]:
+    """:func:`drop_path` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
+
+    Parameters
+    ----------
+    x, p, step, scale_by_keep, impl
+        As in :func:`drop_path`.
+    seed : int or Generator
+        Required: backward regenerates the mask from it.
+
+    Returns
+    -------
+    out : array
+        As :func:`drop_path`.
+    cache : DropoutCache
+        O(1) in the size of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xdrop
+    >>> out, cache = xdrop.drop_path_forward(np.ones((4, 3)), 0.5, seed=7, scale_by_keep=False)
+    >>> xdrop.dropout_backward(np.full((4, 3), 5.0), cache)[:, 0]
+    array([0., 0., 5., 5.])
+    """
+    return _forward(x, p, seed, step, impl, _drop_path_rule, scale_by_keep=scale_by_keep)
