@@ -88,6 +88,7 @@ PY
         local args=()
         if grep -q -- "--backend" <<<"$help"; then mapfile -t args < <(backend_flags "$BENCH_BACKENDS"); fi
         if grep -q -- "--json" <<<"$help"; then args+=(--json "$OUT/bench.json"); fi
+        if grep -q -- "--plot" <<<"$help"; then args+=(--plot "$OUT/bench.png"); fi
         echo "python -m xdrop bench ${args[*]}"
         timeout "${BENCH_TIMEOUT:-120}" "$PYTHON" -m xdrop bench "${args[@]}"
         local bench_rc=$?
