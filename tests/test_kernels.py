@@ -202,6 +202,7 @@ static xd_dim3 blockIdx, blockDim, threadIdx;
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __align__(n) __attribute__((aligned(n)))
 static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return (unsigned int)(((unsigned long long)a * b) >> 32);
 }
@@ -215,6 +216,10 @@ extern "C" void run_mask(unsigned grid, unsigned block, xd_u64 start, xd_u64 n, 
                          xd_u64 k, bool *out) { XD_GRID(xd_mask(start, n, seed, step, k, out)) }
 extern "C" void run_dropout(unsigned grid, unsigned block, const XD_T *x, XD_T *out, xd_u64 n, xd_u64 seed,
                             xd_u64 step, xd_u64 k, XD_S scale) { XD_GRID(xd_dropout(x, out, n, seed, step, k, scale)) }
+extern "C" void run_dropout_vec(unsigned grid, unsigned block, const XD_T *x, XD_T *out, xd_u64 n, xd_u64 seed,
+                                xd_u64 step, xd_u64 k, XD_S scale) {
+    XD_GRID(xd_dropout_vec(x, out, n, seed, step, k, scale))
+}
 """
 
 
@@ -234,6 +239,7 @@ def cuda_on_host(tmp_path_factory):
         u, ptr, ui = ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint
         lib.run_mask.argtypes = [ui, ui, u, u, u, u, u, ptr]
         lib.run_dropout.argtypes = [ui, ui, ptr, ptr, u, u, u, u, ctype]
+        lib.run_dropout_vec.argtypes = [ui, ui, ptr, ptr, u, u, u, u, ctype]
         libs[dtype] = lib
     return libs
 
@@ -250,17 +256,19 @@ def test_cuda_mask_kernel_on_host(cuda_on_host, start, n):
     assert np.array_equal(out, keep_flat(xp_np, start, n, seed, step, k, None))
 
 
+@pytest.mark.parametrize("kernel", ["run_dropout", "run_dropout_vec"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", [1, 3, 4, 1021, 4096])
 @pytest.mark.parametrize("p", [0.0, 2.0**-33, 0.1, 0.5, 0.9, 1.0])
-def test_cuda_dropout_kernel_on_host(cuda_on_host, dtype, n, p):
-    x = random_input((n,), dtype, seed=n)
+def test_cuda_dropout_kernel_on_host(cuda_on_host, kernel, dtype, n, p):
+    x = random_input((n,), dtype, seed=n)  # NumPy allocations are aligned for the vector kernel
     out = np.full(n, 7, dtype)
     k = keep_count(p)
     scale = scale_for(k, xp_np, x.dtype)
     seed, step = SEEDS[2]
     grid, block = _cuda._grid(-(-n // 4))
-    cuda_on_host[dtype].run_dropout(grid[0], block[0], x.ctypes.data, out.ctypes.data, n, seed, step, k, scale)
+    run = getattr(cuda_on_host[dtype], kernel)
+    run(grid[0], block[0], x.ctypes.data, out.ctypes.data, n, seed, step, k, scale)
     assert out.tobytes() == reference(x, p, seed, step).tobytes()
 
 

@@ -11,6 +11,7 @@ arrays that live on a CUDA device.
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,13 @@ THREADS = 256
 _kernels: dict[str, Any] = {}
 _lock = threading.Lock()
 
-# Per element type: (C type, scale type, +0, product). A half product goes
-# through float, where the product of two halves is exact, so its one
-# rounding is to half, as NumPy and torch do.
+# Per element type: (C type, scale type, +0, product, bytes of 4 elements).
+# A half product goes through float, where the product of two halves is
+# exact, so its one rounding is to half, as NumPy and torch do.
 _TYPES = {
-    "float32": ("float", "float", "0.0f", "((a) * (s))"),
-    "float64": ("double", "double", "0.0", "((a) * (s))"),
-    "float16": ("__half", "float", "__float2half_rn(0.0f)", "__float2half_rn(__half2float(a) * (s))"),
+    "float32": ("float", "float", "0.0f", "((a) * (s))", 16),
+    "float64": ("double", "double", "0.0", "((a) * (s))", 32),
+    "float16": ("__half", "float", "__float2half_rn(0.0f)", "__float2half_rn(__half2float(a) * (s))", 8),
 }
 
 
@@ -35,9 +36,10 @@ def cuda_source(dtype: str | None) -> str:
     """The NVRTC source of the mask kernel and, for ``dtype``, the dropout kernel."""
     head = "#define XDROP_CUDA 1\n"
     if dtype is not None:
-        t, s, zero, mul = _TYPES[dtype]
+        t, s, zero, mul, vec = _TYPES[dtype]
         head += "#include <cuda_fp16.h>\n" if dtype == "float16" else ""
         head += f"#define XD_T {t}\n#define XD_S {s}\n#define XD_ZERO {zero}\n#define XD_MUL(a, s) {mul}\n"
+        head += f"#define XD_VEC_ALIGN {vec}\n"
     return head + SOURCE.read_text()
 
 
@@ -68,8 +70,10 @@ def _launch_dropout(dtype: str, src_ptr: int, dst_ptr: int, n: int, seed: int, s
         return False
     import cupy
 
+    align = _TYPES[dtype][4]
+    name = "xd_dropout_vec" if src_ptr % align == 0 and dst_ptr % align == 0 else "xd_dropout"
     try:
-        kernel = _kernel("xd_dropout", dtype)
+        kernel = _kernel(name, dtype)
         s = np.float64(scale) if dtype == "float64" else np.float32(scale)
         u = np.uint64
         grid, block = _grid(-(-n // 4))
@@ -88,7 +92,7 @@ def cupy_dropout(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) ->
     import cupy
 
     with x.device:
-        src = cupy.ascontiguousarray(x)
+        src = x if x.flags.c_contiguous else x.copy(order="C")  # ascontiguousarray would make 0-d 1-d
         out = cupy.empty(src.shape, src.dtype)
         if src.size and _launch_dropout(str(src.dtype), src.data.ptr, out.data.ptr, src.size, seed, step, k, scale):
             return out
@@ -114,7 +118,11 @@ def _on_torch_stream(device: Any) -> Any:
     import cupy
     import torch
 
-    return cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
+    # cupy 14 deprecates ExternalStream (for Stream.from_external, absent from
+    # older cupy); the raw handle works in both, so only the warning is silenced.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
 
 
 def torch_dropout(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> Any:

@@ -99,6 +99,29 @@ extern "C" __global__ void xd_dropout(const XD_T *x, XD_T *out, xd_u64 n, xd_u64
         for (int l = 0; first + l < n; l++) out[first + l] = (xd_u64)w[l] < k ? XD_MUL(x[first + l], scale) : XD_ZERO;
     }
 }
+
+/* The same with one vector load and one vector store per thread: a thread's
+ * four elements are adjacent, so scalar accesses would stride a warp's loads
+ * by four elements. For x and out aligned to 4 elements (the launcher checks). */
+struct __align__(XD_VEC_ALIGN) xd_vec4 {
+    XD_T v[4];
+};
+
+extern "C" __global__ void xd_dropout_vec(const XD_T *x, XD_T *out, xd_u64 n, xd_u64 seed, xd_u64 step, xd_u64 k,
+                                          XD_S scale) {
+    xd_u64 block = (xd_u64)blockIdx.x * blockDim.x + threadIdx.x;
+    xd_u64 first = block * 4;
+    if (first >= n) return;
+    xd_u32 w[4];
+    xd_philox10(block, step, seed, w);
+    if (first + 4 <= n) {
+        xd_vec4 a = ((const xd_vec4 *)x)[block], o;
+        for (int l = 0; l < 4; l++) o.v[l] = (xd_u64)w[l] < k ? XD_MUL(a.v[l], scale) : XD_ZERO;
+        ((xd_vec4 *)out)[block] = o;
+    } else {
+        for (int l = 0; first + l < n; l++) out[first + l] = (xd_u64)w[l] < k ? XD_MUL(x[first + l], scale) : XD_ZERO;
+    }
+}
 #endif
 
 #else
