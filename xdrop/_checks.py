@@ -60,6 +60,34 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
     return out
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool; only ``True`` and ``False`` are accepted (``None`` would silently mean False)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {name}={value!r} of type {type(value).__name__}")
+    return value
+
+
+def check_mask_size(shape: tuple[int, ...], name: str = "shape") -> int:
+    """The number of elements of ``shape``, which must be below 2**64 (the stream's flat indices are 64-bit)."""
+    n = math.prod(shape)
+    if n > MAX_U64:
+        raise ValueError(
+            f"{name} must have fewer than 2**64 elements (the stream's flat indices are 64-bit), "
+            f"got {name}={shape!r} with {n} elements"
+        )
+    return n
+
+
+def check_device(xp: ModuleType, device: Any, name: str = "device") -> None:
+    """Raise a ValueError naming ``device`` unless ``xp`` can make arrays on it."""
+    if device is None:
+        return
+    try:
+        xp.empty(0, device=device)
+    except Exception as exc:  # each library raises its own type (ValueError, RuntimeError, AssertionError)
+        raise ValueError(f"{name} must be a device of the namespace xp, got {name}={device!r} ({exc})") from None
+
+
 def resolve_noise_shape(noise_shape: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The mask shape: ``shape`` itself, or ``noise_shape`` with ``None`` filled in.
 

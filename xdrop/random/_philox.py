@@ -100,7 +100,13 @@ def philox4x32(
     dev = device(arrays[0]) if arrays else None
     c = _words_in(xp, "counter", counter, 4, dev)
     k = _words_in(xp, "key", key, 2, dev)
-    c0, c1, c2, c3, k0, k1 = xp.broadcast_arrays(*c, *k)
+    try:
+        c0, c1, c2, c3, k0, k1 = xp.broadcast_arrays(*c, *k)
+    except (ValueError, RuntimeError):  # NumPy raises ValueError, torch RuntimeError
+        shapes = [tuple(w.shape) for w in (*c, *k)]
+        raise ValueError(
+            f"counter and key words must broadcast together, got shapes {shapes[:4]} and {shapes[4:]}"
+        ) from None
     out = philox_rounds(c0, c1, c2, c3, k0, k1, rounds)
     # asarray: NumPy turns 0-d results into scalars; the contract is arrays.
     return tuple(xp.asarray(xp.astype(w, xp.uint32)) for w in out)
