@@ -11,7 +11,7 @@ from numbers import Integral, Real
 from types import ModuleType
 from typing import Any
 
-from ._compat import array_namespace, is_array_api_obj
+from ._compat import array_namespace, is_array_api_obj, namespace_name
 
 MAX_U64 = (1 << 64) - 1
 
@@ -84,8 +84,10 @@ def check_device(xp: ModuleType, device: Any, name: str = "device") -> None:
         return
     try:
         xp.empty(0, device=device)
-    except Exception as exc:  # each library raises its own type (ValueError, RuntimeError, AssertionError)
-        raise ValueError(f"{name} must be a device of the namespace xp, got {name}={device!r} ({exc})") from None
+    except Exception:  # each library raises its own type (ValueError, RuntimeError, AssertionError)
+        raise ValueError(
+            f"{name} must be a device of the {namespace_name(xp)} namespace, got {name}={device!r}"
+        ) from None
 
 
 def resolve_noise_shape(noise_shape: Any, shape: tuple[int, ...]) -> tuple[int, ...]:

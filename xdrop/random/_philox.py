@@ -54,7 +54,9 @@ def _words_in(xp: ModuleType, name: str, values: Sequence[Any], length: int, dev
             if v.dtype != xp.uint32:
                 raise TypeError(f"{name}[{i}] must have dtype uint32, got {v.dtype}")
             words.append(xp.astype(v, wdtype))
-        elif isinstance(v, Integral) and not isinstance(v, bool) and 0 <= int(v) <= MASK32:
+        elif isinstance(v, Integral) and not isinstance(v, bool):
+            if not 0 <= int(v) <= MASK32:
+                raise ValueError(f"{name}[{i}] must be an int in [0, 2**32), got {v!r}")
             words.append(xp.asarray(int(v), dtype=wdtype, device=dev))
         else:
             raise TypeError(f"{name}[{i}] must be a uint32 array or an int in [0, 2**32), got {v!r}")
