@@ -205,10 +205,14 @@ def test_battery_parses_dieharder_rows():
     text = (
         "   diehard_birthdays|   0|       100|     100|0.60790133|  PASSED  \n"
         "        sts_serial|   3|    100000|     100|0.00401234|   WEAK   \n"
+        "        sts_serial|   3|    100000|     100|0.51234000|  PASSED  \n"
         "        sts_serial|   3|    100000|     200|0.41234000|  PASSED  \n"
+        "        sts_serial|   3|    100000|     200|0.31234000|  PASSED  \n"
     )
     rows = tool.parse(text)
-    assert [(r.test, r.ntup, r.psamples, r.assessment) for r in rows] == [
-        ("diehard_birthdays", 0, 100, "PASSED"),
-        ("sts_serial", 3, 200, "PASSED"),  # -Y 1 resolved the WEAK result: the last row counts
+    assert [(r.test, r.ntup, r.psamples, r.pvalue) for r in rows] == [
+        ("diehard_birthdays", 0, 100, 0.60790133),
+        # -Y 1 ran the WEAK test again with more psamples: its last pass counts, both of its rows
+        ("sts_serial", 3, 200, 0.41234),
+        ("sts_serial", 3, 200, 0.31234),
     ]
