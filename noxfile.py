@@ -121,5 +121,23 @@ def docs(session: nox.Session) -> None:
     session.run("python", "docs/check_site.py", f"{DOCS_BUILD}/html")
 
 
+@nox.session(default=False)
+def stream_battery(session: nox.Session) -> None:
+    """dieharder on >= 2**30 bits of the mask stream (long; not in the default set).
+
+    Installs dieharder with apt-get when missing and allowed (root), else skips.
+    Arguments go to tools/stream_battery.py run, e.g. ``-- --tests 0,2,100``.
+    """
+    if shutil.which("dieharder") is None:
+        apt = shutil.which("apt-get")
+        if apt is None or os.geteuid() != 0:
+            session.skip("dieharder is not installed and cannot be installed here (needs apt-get as root)")
+        session.run(apt, "install", "-y", "-q", "dieharder", external=True, success_codes=[0, 100])
+        if shutil.which("dieharder") is None:
+            session.skip("dieharder is not installed and apt-get could not install it")
+    session.install(*CONSTRAINTS, "-e", ".")
+    session.run("python", "tools/stream_battery.py", "run", *session.posargs)
+
+
 if os.environ.get("CI"):
     nox.options.reuse_existing_virtualenvs = False

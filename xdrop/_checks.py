@@ -11,7 +11,7 @@ from numbers import Integral, Real
 from types import ModuleType
 from typing import Any
 
-from ._compat import array_namespace, is_array_api_obj
+from ._compat import array_namespace, is_array_api_obj, namespace_name
 
 MAX_U64 = (1 << 64) - 1
 
@@ -58,6 +58,36 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
     if not ok:
         raise TypeError(f"{name} must be a tuple of non-negative ints, got {name}={shape!r}")
     return out
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool; only ``True`` and ``False`` are accepted (``None`` would silently mean False)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {name}={value!r} of type {type(value).__name__}")
+    return value
+
+
+def check_mask_size(shape: tuple[int, ...], name: str = "shape") -> int:
+    """The number of elements of ``shape``, which must be below 2**64 (the stream's flat indices are 64-bit)."""
+    n = math.prod(shape)
+    if n > MAX_U64:
+        raise ValueError(
+            f"{name} must have fewer than 2**64 elements (the stream's flat indices are 64-bit), "
+            f"got {name}={shape!r} with {n} elements"
+        )
+    return n
+
+
+def check_device(xp: ModuleType, device: Any, name: str = "device") -> None:
+    """Raise a ValueError naming ``device`` unless ``xp`` can make arrays on it."""
+    if device is None:
+        return
+    try:
+        xp.empty(0, device=device)
+    except Exception:  # each library raises its own type (ValueError, RuntimeError, AssertionError)
+        raise ValueError(
+            f"{name} must be a device of the {namespace_name(xp)} namespace, got {name}={device!r}"
+        ) from None
 
 
 def resolve_noise_shape(noise_shape: Any, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -52,9 +52,9 @@ def array_namespace(*arrays: Any) -> ModuleType:
     """
     try:
         return _array_namespace(*arrays)
-    except TypeError as exc:
+    except TypeError:
         kinds = sorted({type(a).__module__ + "." + type(a).__qualname__ for a in arrays})
-        raise TypeError(f"expected arrays of one supported library, got {', '.join(kinds)}: {exc}") from None
+        raise TypeError(f"expected arrays of one supported library, got {', '.join(kinds)}") from None
 
 
 def compat_namespace(library: str) -> ModuleType:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from . import _kernels
-from ._checks import check_float_array, check_probability, check_shape, check_u64, resolve_noise_shape
+from ._checks import (
+    check_device,
+    check_flag,
+    check_float_array,
+    check_mask_size,
+    check_probability,
+    check_shape,
+    check_u64,
+    resolve_noise_shape,
+)
 from ._compat import array_namespace, device, namespace_name
 from ._generator import Generator
 from ._stream import keep_count, scale_for
@@ -53,6 +63,12 @@ class DropoutCache:
     noise_shape: tuple[int, ...]
     grad_scale: float | None = None
 
+    def __post_init__(self) -> None:
+        # A hand-made cache is checked like the forward's arguments.
+        check_u64(self.seed, "cache.seed")
+        check_u64(self.step, "cache.step")
+        check_probability(self.p, "cache.p")
+
 
 def _prod(shape: tuple[int, ...]) -> int:
     n = 1
@@ -86,6 +102,12 @@ def _apply(
         return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale))
     k = keep_count(p)
     scale = scale_for(k, xp, x.dtype) if scale is None else scale
+    if math.isinf(scale):
+        # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd
+        # through where(keep, x * inf, 0) would give dropped elements 0 * inf = NaN
+        # gradients; the inner where gives them exactly 0, as dropout_backward does.
+        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        return xp.where(keep, xp.where(keep, x, xp.ones_like(x)) * scale, xp.zeros_like(x))
     if noise_shape == tuple(x.shape):
         return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
     keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
@@ -167,7 +189,7 @@ def dropout(
     p = check_probability(p)
     mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
     _kernels.check_impl(impl)
-    if not training:
+    if not check_flag(training, "training"):
         return x
     seed, step = resolve_seed(seed, step)
     return _apply(x, xp, seed, step, p, impl, mask_shape)
@@ -317,10 +339,12 @@ def keep_mask(
            [ True, False,  True, False]])
     """
     shape = check_shape(shape)
+    check_mask_size(shape)
     p = check_probability(p)
-    if not isinstance(xp, ModuleType):
+    if not isinstance(xp, ModuleType) or not callable(getattr(xp, "empty", None)):
         raise TypeError(f"xp must be an array namespace module, got xp={xp!r}")
     xp = array_namespace(xp.empty(0))
+    check_device(xp, device)
     _kernels.check_impl(impl)
     seed, step = resolve_seed(seed, step, allow_none=False)
     return _mask(xp, shape, seed, step, keep_count(p), device, impl)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from ._checks import check_u64
+from ._checks import MAX_U64, check_u64
 
 
 class Generator:
@@ -55,14 +55,22 @@ class Generator:
 
     @property
     def step(self) -> int:
-        """The step the next call will use."""
+        """The step the next call will use (``2**64`` once every step is used)."""
         return self._step
 
     def take_step(self) -> int:
-        """Return the current step and advance it by one, atomically."""
+        """Return the current step and advance it by one, atomically.
+
+        The last step, ``2**64 - 1``, is usable; after it the Generator is
+        exhausted and every further call raises ValueError (and changes nothing).
+        """
         with self._lock:
             step = self._step
-            self._step = check_u64(step + 1, "step")
+            if step > MAX_U64:
+                raise ValueError(
+                    f"Generator(seed={self._seed}) has used every step up to 2**64 - 1; make a new Generator"
+                )
+            self._step = step + 1
             return step
 
     def __repr__(self) -> str:

@@ -91,7 +91,10 @@ def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, 
     """Keep decisions (bool, length n) for flat indices ``start .. start + n - 1``.
 
     The pure-standard reference of the stream: every fast path must equal it.
+    The spec defines indices in [0, 2**64) only; beyond that the counter would wrap.
     """
+    if start < 0 or n < 0 or start + n > 1 << 64:
+        raise ValueError(f"flat indices must lie in [0, 2**64), got start={start}, n={n}")
     if k == TWO32 or k == 0 or n == 0:
         return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
     pieces = []

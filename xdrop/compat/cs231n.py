@@ -10,9 +10,10 @@ a seed never reseeds NumPy's global random state, and the cache holds no mask.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from .._checks import check_probability
+from .._checks import check_float_array, check_probability
 from .._dropout import DropoutCache
 from .._dropout import dropout_backward as _backward
 from .._dropout import dropout_forward as _forward
@@ -22,7 +23,9 @@ __all__ = ["dropout_backward", "dropout_forward"]
 Cache = tuple[dict[str, Any], DropoutCache | None]
 
 
-def _mode(dropout_param: dict[str, Any]) -> str:
+def _mode(dropout_param: Any) -> str:
+    if not isinstance(dropout_param, Mapping):
+        raise TypeError(f"dropout_param must be a dict with keys 'p' and 'mode', got {type(dropout_param).__name__}")
     mode = dropout_param.get("mode")
     if mode not in ("train", "test"):
         raise ValueError(f'dropout_param["mode"] must be "train" or "test", got {mode!r}')
@@ -62,8 +65,10 @@ def dropout_forward(x: Any, dropout_param: dict[str, Any]) -> tuple[Any, Cache]:
     array([[1., 1., 0.],
            [1., 0., 1.]])
     """
+    check_float_array(x)
+    mode = _mode(dropout_param)
     keep = check_probability(dropout_param.get("p"), 'dropout_param["p"]')
-    if _mode(dropout_param) == "test":
+    if mode == "test":
         return x, (dropout_param, None)
     seed = dropout_param.get("seed")
     if seed is None:
@@ -76,6 +81,10 @@ def dropout_forward(x: Any, dropout_param: dict[str, Any]) -> tuple[Any, Cache]:
 
 def dropout_backward(dout: Any, cache: Cache) -> Any:
     """Gradient of :func:`dropout_forward`: ``dout * mask / keep`` (``dout`` in test mode)."""
+    if not (isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[1], (DropoutCache, type(None)))):
+        raise TypeError(
+            f"cache must be the (dropout_param, cache) pair that dropout_forward returned, got {type(cache).__name__}"
+        )
     dropout_param, xdrop_cache = cache
     if _mode(dropout_param) == "test":
         return dout

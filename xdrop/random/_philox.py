@@ -54,7 +54,9 @@ def _words_in(xp: ModuleType, name: str, values: Sequence[Any], length: int, dev
             if v.dtype != xp.uint32:
                 raise TypeError(f"{name}[{i}] must have dtype uint32, got {v.dtype}")
             words.append(xp.astype(v, wdtype))
-        elif isinstance(v, Integral) and not isinstance(v, bool) and 0 <= int(v) <= MASK32:
+        elif isinstance(v, Integral) and not isinstance(v, bool):
+            if not 0 <= int(v) <= MASK32:
+                raise ValueError(f"{name}[{i}] must be an int in [0, 2**32), got {v!r}")
             words.append(xp.asarray(int(v), dtype=wdtype, device=dev))
         else:
             raise TypeError(f"{name}[{i}] must be a uint32 array or an int in [0, 2**32), got {v!r}")
@@ -100,7 +102,13 @@ def philox4x32(
     dev = device(arrays[0]) if arrays else None
     c = _words_in(xp, "counter", counter, 4, dev)
     k = _words_in(xp, "key", key, 2, dev)
-    c0, c1, c2, c3, k0, k1 = xp.broadcast_arrays(*c, *k)
+    try:
+        c0, c1, c2, c3, k0, k1 = xp.broadcast_arrays(*c, *k)
+    except (ValueError, RuntimeError):  # NumPy raises ValueError, torch RuntimeError
+        shapes = [tuple(w.shape) for w in (*c, *k)]
+        raise ValueError(
+            f"counter and key words must broadcast together, got shapes {shapes[:4]} and {shapes[4:]}"
+        ) from None
     out = philox_rounds(c0, c1, c2, c3, k0, k1, rounds)
     # asarray: NumPy turns 0-d results into scalars; the contract is arrays.
     return tuple(xp.asarray(xp.astype(w, xp.uint32)) for w in out)

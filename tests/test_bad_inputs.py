@@ -1,0 +1,761 @@
+"""Every bad input to every public function: one table, one test per row.
+
+``CASES`` is the single source of the table in ``docs/bad-inputs.md``; a test
+checks the page matches it, and ``python tests/test_bad_inputs.py --write``
+regenerates the page's table. Each row's test checks the exception type and
+the exact message, that no argument was mutated and that no Generator advanced
+(nothing half-written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import xdrop
+from xdrop.compat import cs231n
+from xdrop.random import philox4x32
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
+REGENERATE = "PYTHONPATH=. python tests/test_bad_inputs.py --write"
+BEGIN = f"<!-- BEGIN TABLE: generated from tests/test_bad_inputs.py ({REGENERATE}) -->"
+END = "<!-- END TABLE -->"
+
+Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Case:
+    function: str  # as a user writes it
+    bad: str  # the bad input, in words
+    build: Callable[[], Call]  # fresh arguments for each run
+    error: type[Exception]
+    message: str  # the exact str() of the exception
+    needs_torch: bool = False
+    skip_if: Callable[[], str | None] = lambda: None  # a reason to skip on this host, or None
+
+
+def torch():
+    return pytest.importorskip("torch", reason="needs a second array library (torch)")
+
+
+def x34() -> np.ndarray:
+    return np.arange(12.0).reshape(3, 4)
+
+
+def gen() -> xdrop.Generator:
+    return xdrop.Generator(5, step=7)
+
+
+def exhausted() -> xdrop.Generator:
+    g = xdrop.Generator(1, step=2**64 - 1)
+    g.take_step()  # the last step is usable; after it the Generator is exhausted
+    return g
+
+
+def forward_cache(x: Any) -> xdrop.DropoutCache:
+    return xdrop.dropout_forward(x, 0.5, seed=1)[1]
+
+
+def cuda_present() -> str | None:
+    t = pytest.importorskip("torch", reason="needs torch")
+    return "this host has a CUDA device" if t.cuda.is_available() else None
+
+
+def dropout_case(bad, kwargs, error, message, x=x34, **extra) -> Case:
+    """A dropout row: x34() (or ``x()``) with p=0.5 and a fresh Generator, updated by ``kwargs``."""
+    return Case(
+        "dropout", bad, lambda: (xdrop.dropout, (x(),), {"p": 0.5, "seed": gen(), **kwargs}), error, message, **extra
+    )
+
+
+def forward_case(bad, kwargs, error, message, x=x34, **extra) -> Case:
+    return Case(
+        "dropout_forward",
+        bad,
+        lambda: (xdrop.dropout_forward, (x(),), {"p": 0.5, "seed": gen(), **kwargs}),
+        error,
+        message,
+        **extra,
+    )
+
+
+def backward_case(bad, dout, cache, error, message, **extra) -> Case:
+    return Case(
+        "dropout_backward", bad, lambda: (xdrop.dropout_backward, (dout(), cache()), {}), error, message, **extra
+    )
+
+
+def mask_case(bad, kwargs, error, message, **extra) -> Case:
+    """A keep_mask row; ``kwargs`` may be a function, called when the row runs."""
+
+    def build() -> Call:
+        more = kwargs() if callable(kwargs) else kwargs
+        return xdrop.keep_mask, (), {"shape": (3, 4), "p": 0.5, "seed": gen(), "xp": np, **more}
+
+    return Case("keep_mask", bad, build, error, message, **extra)
+
+
+def generator_case(bad, args, kwargs, error, message) -> Case:
+    return Case("Generator", bad, lambda: (xdrop.Generator, args, kwargs), error, message)
+
+
+def philox_case(bad, counter, key, error, message, rounds=10, **extra) -> Case:
+    return Case(
+        "random.philox4x32",
+        bad,
+        lambda: (philox4x32, (counter(), key()), {"rounds": rounds}),
+        error,
+        message,
+        **extra,
+    )
+
+
+def cs_forward_case(bad, x, param, error, message) -> Case:
+    return Case(
+        "compat.cs231n.dropout_forward", bad, lambda: (cs231n.dropout_forward, (x(), param()), {}), error, message
+    )
+
+
+def cs_backward_case(bad, dout, cache, error, message) -> Case:
+    return Case(
+        "compat.cs231n.dropout_backward", bad, lambda: (cs231n.dropout_backward, (dout(), cache()), {}), error, message
+    )
+
+
+U64_RANGE = "must be an integer in [0, 2**64), got"
+P_REAL = "p must be a real number in [0, 1], got"
+P_RANGE = "p must be a probability in [0, 1], got"
+NOT_ARRAY = "must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got"
+WORDS = (0, 0, 0, 0), (0, 0)
+TRAIN = {"mode": "train", "p": 0.5, "seed": 1}
+NOT_AN_ARRAY_LIBRARY = types.ModuleType("string_tools")  # a module without array functions (repr has no path)
+
+CASES: list[Case] = [
+    # -- dropout (dropout_forward shares every check; a few are repeated for it below) --
+    dropout_case("x a list", {}, TypeError, f"x {NOT_ARRAY} x of type list", x=lambda: [1.0, 2.0]),
+    dropout_case("x None", {}, TypeError, f"x {NOT_ARRAY} x of type NoneType", x=lambda: None),
+    dropout_case("x a Python float", {}, TypeError, f"x {NOT_ARRAY} x of type float", x=lambda: 1.0),
+    dropout_case(
+        "x an int64 array",
+        {},
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=int64",
+        x=lambda: np.arange(4),
+    ),
+    dropout_case(
+        "x a bool array",
+        {},
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=bool",
+        x=lambda: np.ones(3, bool),
+    ),
+    dropout_case(
+        "x a complex array",
+        {},
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=complex64",
+        x=lambda: np.ones(3, np.complex64),
+    ),
+    dropout_case(
+        "x a torch int32 tensor",
+        {},
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=torch.int32",
+        x=lambda: torch().arange(4, dtype=torch().int32),
+        needs_torch=True,
+    ),
+    dropout_case(
+        "x a torch bool tensor",
+        {},
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=torch.bool",
+        x=lambda: torch().ones(4, dtype=torch().bool),
+        needs_torch=True,
+    ),
+    dropout_case("p above one", {"p": 1.5}, ValueError, f"{P_RANGE} p=1.5"),
+    dropout_case("p negative", {"p": -0.1}, ValueError, f"{P_RANGE} p=-0.1"),
+    dropout_case("p NaN", {"p": math.nan}, ValueError, f"{P_RANGE} p=nan"),
+    dropout_case("p +inf", {"p": math.inf}, ValueError, f"{P_RANGE} p=inf"),
+    dropout_case("p -inf", {"p": -math.inf}, ValueError, f"{P_RANGE} p=-inf"),
+    dropout_case("p a Fraction above one", {"p": Fraction(3, 2)}, ValueError, f"{P_RANGE} p=Fraction(3, 2)"),
+    dropout_case("p a string", {"p": "0.5"}, TypeError, f"{P_REAL} p='0.5' of type str"),
+    dropout_case("p a bool", {"p": True}, TypeError, f"{P_REAL} p=True of type bool"),
+    dropout_case("p None", {"p": None}, TypeError, f"{P_REAL} p=None of type NoneType"),
+    dropout_case("p complex", {"p": 0.5j}, TypeError, f"{P_REAL} p=0.5j of type complex"),
+    dropout_case("p a 0-d array", {"p": np.array(0.5)}, TypeError, f"{P_REAL} p=array(0.5) of type ndarray"),
+    dropout_case("seed negative", {"seed": -1}, ValueError, f"seed {U64_RANGE} seed=-1"),
+    dropout_case("seed 2**64", {"seed": 2**64}, ValueError, f"seed {U64_RANGE} seed=18446744073709551616"),
+    dropout_case("seed a float", {"seed": 1.0}, TypeError, f"seed {U64_RANGE} seed=1.0 of type float"),
+    dropout_case("seed a string", {"seed": "1"}, TypeError, f"seed {U64_RANGE} seed='1' of type str"),
+    dropout_case("seed a bool", {"seed": True}, TypeError, f"seed {U64_RANGE} seed=True of type bool"),
+    dropout_case("step negative", {"seed": 1, "step": -2}, ValueError, f"step {U64_RANGE} step=-2"),
+    dropout_case("step 2**64", {"seed": 1, "step": 2**64}, ValueError, f"step {U64_RANGE} step=18446744073709551616"),
+    dropout_case("step a float", {"seed": 1, "step": 0.5}, TypeError, f"step {U64_RANGE} step=0.5 of type float"),
+    dropout_case("step None", {"seed": 1, "step": None}, TypeError, f"step {U64_RANGE} step=None of type NoneType"),
+    dropout_case(
+        "step given with a Generator seed",
+        {"step": 3},
+        ValueError,
+        "step must be left at 0 when seed is a Generator (it supplies the step), got step=3",
+    ),
+    Case(
+        "dropout",
+        "seed an exhausted Generator (step 2**64 - 1 used)",
+        lambda: (xdrop.dropout, (x34(), 0.5), {"seed": exhausted()}),
+        ValueError,
+        "Generator(seed=1) has used every step up to 2**64 - 1; make a new Generator",
+    ),
+    dropout_case(
+        "training None",
+        {"training": None},
+        TypeError,
+        "training must be True or False, got training=None of type NoneType",
+    ),
+    dropout_case(
+        "training a string",
+        {"training": "False"},
+        TypeError,
+        "training must be True or False, got training='False' of type str",
+    ),
+    dropout_case(
+        "noise_shape entry neither 1 nor x's size",
+        {"noise_shape": (3, 2)},
+        ValueError,
+        "noise_shape[1] must be None, 1 or x.shape[1]=4, got noise_shape=(3, 2)",
+    ),
+    dropout_case(
+        "noise_shape too short",
+        {"noise_shape": (3,)},
+        ValueError,
+        "noise_shape must have one entry per axis of x.shape=(3, 4), got noise_shape=(3,)",
+    ),
+    dropout_case(
+        "noise_shape an int",
+        {"noise_shape": 4},
+        ValueError,
+        "noise_shape must have one entry per axis of x.shape=(3, 4), got noise_shape=4",
+    ),
+    dropout_case(
+        "noise_shape entry negative",
+        {"noise_shape": (3, -1)},
+        ValueError,
+        "noise_shape[1] must be None, 1 or x.shape[1]=4, got noise_shape=(3, -1)",
+    ),
+    dropout_case(
+        "noise_shape entry a bool",
+        {"noise_shape": (True, 4)},
+        ValueError,
+        "noise_shape[0] must be None, 1 or x.shape[0]=3, got noise_shape=(True, 4)",
+    ),
+    dropout_case(
+        "impl unknown",
+        {"impl": "fast"},
+        ValueError,
+        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+    ),
+    dropout_case(
+        "impl None",
+        {"impl": None},
+        ValueError,
+        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl=None",
+    ),
+    # -- dropout_forward --
+    forward_case(
+        "seed None (a cache needs a seed)", {"seed": None}, TypeError, f"seed {U64_RANGE} seed=None of type NoneType"
+    ),
+    forward_case(
+        "x a bool array",
+        {},
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=bool",
+        x=lambda: np.ones(3, bool),
+    ),
+    forward_case("p NaN", {"p": math.nan}, ValueError, f"{P_RANGE} p=nan"),
+    forward_case("step 2**64", {"seed": 1, "step": 2**64}, ValueError, f"step {U64_RANGE} step=18446744073709551616"),
+    forward_case(
+        "noise_shape entry neither 1 nor x's size",
+        {"noise_shape": (2, 4)},
+        ValueError,
+        "noise_shape[0] must be None, 1 or x.shape[0]=3, got noise_shape=(2, 4)",
+    ),
+    forward_case(
+        "impl unknown",
+        {"impl": "fast"},
+        ValueError,
+        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+    ),
+    # -- dropout_backward --
+    backward_case(
+        "cache None",
+        x34,
+        lambda: None,
+        TypeError,
+        "cache must be the DropoutCache returned by dropout_forward, got NoneType",
+    ),
+    backward_case(
+        "cache from compat.cs231n",
+        x34,
+        lambda: cs231n.dropout_forward(x34(), dict(TRAIN))[1],
+        TypeError,
+        "cache must be the DropoutCache returned by dropout_forward, got tuple",
+    ),
+    backward_case(
+        "dout of another shape",
+        lambda: np.ones(5),
+        lambda: forward_cache(np.ones(4)),
+        ValueError,
+        "dout must have the forward's shape (4,), got dout.shape=(5,)",
+    ),
+    backward_case(
+        "dout transposed",
+        lambda: np.ones((4, 3)),
+        lambda: forward_cache(x34()),
+        ValueError,
+        "dout must have the forward's shape (3, 4), got dout.shape=(4, 3)",
+    ),
+    backward_case(
+        "dout of another float dtype",
+        lambda: np.ones(4, np.float32),
+        lambda: forward_cache(np.ones(4)),
+        TypeError,
+        "dout must have the forward's dtype float64, got dout.dtype=float32",
+    ),
+    backward_case(
+        "dout an int array",
+        lambda: np.ones(4, np.int32),
+        lambda: forward_cache(np.ones(4)),
+        TypeError,
+        "dout must have a real floating dtype, got dout.dtype=int32",
+    ),
+    backward_case(
+        "dout a list",
+        lambda: [1.0] * 4,
+        lambda: forward_cache(np.ones(4)),
+        TypeError,
+        f"dout {NOT_ARRAY} dout of type list",
+    ),
+    backward_case(
+        "dout from another library (torch, forward numpy)",
+        lambda: torch().ones(4, dtype=torch().float64),
+        lambda: forward_cache(np.ones(4)),
+        TypeError,
+        "dout must be a numpy array like the forward's x, got a torch array",
+        needs_torch=True,
+    ),
+    backward_case(
+        "dout from another library (numpy, forward torch)",
+        lambda: np.ones(4),
+        lambda: forward_cache(torch().ones(4, dtype=torch().float64)),
+        TypeError,
+        "dout must be a torch array like the forward's x, got a numpy array",
+        needs_torch=True,
+    ),
+    backward_case(
+        "dout on another device (torch meta, forward cpu)",
+        lambda: torch().ones(4, device="meta"),
+        lambda: forward_cache(torch().ones(4)),
+        ValueError,
+        "dout must be on the forward's device cpu, got device meta",
+        needs_torch=True,
+    ),
+    Case(
+        "DropoutCache",
+        "a hand-made cache with seed out of range",
+        lambda: (xdrop.DropoutCache, (-1, 0, 0.5, (4,), np.float64, "numpy", "cpu", (4,)), {}),
+        ValueError,
+        f"cache.seed {U64_RANGE} cache.seed=-1",
+    ),
+    Case(
+        "DropoutCache",
+        "a hand-made cache with p out of range",
+        lambda: (xdrop.DropoutCache, (1, 0, 2.0, (4,), np.float64, "numpy", "cpu", (4,)), {}),
+        ValueError,
+        "cache.p must be a probability in [0, 1], got cache.p=2.0",
+    ),
+    # -- keep_mask --
+    mask_case(
+        "shape with a negative size",
+        {"shape": (2, -1)},
+        TypeError,
+        "shape must be a tuple of non-negative ints, got shape=(2, -1)",
+    ),
+    mask_case("shape a float", {"shape": 2.5}, TypeError, "shape must be a tuple of non-negative ints, got shape=2.5"),
+    mask_case(
+        "shape with a float",
+        {"shape": (2, 2.0)},
+        TypeError,
+        "shape must be a tuple of non-negative ints, got shape=(2, 2.0)",
+    ),
+    mask_case(
+        "shape a string", {"shape": "ab"}, TypeError, "shape must be a tuple of non-negative ints, got shape='ab'"
+    ),
+    mask_case("shape None", {"shape": None}, TypeError, "shape must be a tuple of non-negative ints, got shape=None"),
+    mask_case(
+        "shape with 2**64 elements",
+        {"shape": (2**32, 2**32)},
+        ValueError,
+        "shape must have fewer than 2**64 elements (the stream's flat indices are 64-bit), "
+        "got shape=(4294967296, 4294967296) with 18446744073709551616 elements",
+    ),
+    mask_case(
+        "shape with more than 2**64 elements",
+        {"shape": (3, 2**63)},
+        ValueError,
+        "shape must have fewer than 2**64 elements (the stream's flat indices are 64-bit), "
+        "got shape=(3, 9223372036854775808) with 27670116110564327424 elements",
+    ),
+    mask_case("p above one", {"p": 1.5}, ValueError, f"{P_RANGE} p=1.5"),
+    mask_case("seed None", {"seed": None}, TypeError, f"seed {U64_RANGE} seed=None of type NoneType"),
+    mask_case("step negative", {"seed": 1, "step": -1}, ValueError, f"step {U64_RANGE} step=-1"),
+    mask_case("xp a string", {"xp": "numpy"}, TypeError, "xp must be an array namespace module, got xp='numpy'"),
+    mask_case("xp None", {"xp": None}, TypeError, "xp must be an array namespace module, got xp=None"),
+    mask_case(
+        "xp a module that is not an array library",
+        {"xp": NOT_AN_ARRAY_LIBRARY},
+        TypeError,
+        "xp must be an array namespace module, got xp=<module 'string_tools'>",
+    ),
+    mask_case(
+        "device unknown to NumPy",
+        {"device": "cuda"},
+        ValueError,
+        "device must be a device of the numpy namespace, got device='cuda'",
+    ),
+    mask_case(
+        "device absent (torch cuda on a CPU-only host)",
+        lambda: {"xp": torch(), "device": "cuda"},
+        ValueError,
+        "device must be a device of the torch namespace, got device='cuda'",
+        needs_torch=True,
+        skip_if=cuda_present,
+    ),
+    mask_case(
+        "impl unknown",
+        {"impl": "fast"},
+        ValueError,
+        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+    ),
+    # -- Generator --
+    generator_case("seed negative", (-1,), {}, ValueError, f"seed {U64_RANGE} seed=-1"),
+    generator_case("seed 2**64", (2**64,), {}, ValueError, f"seed {U64_RANGE} seed=18446744073709551616"),
+    generator_case("seed a float", (1.5,), {}, TypeError, f"seed {U64_RANGE} seed=1.5 of type float"),
+    generator_case("seed a string", ("1",), {}, TypeError, f"seed {U64_RANGE} seed='1' of type str"),
+    generator_case("seed None", (None,), {}, TypeError, f"seed {U64_RANGE} seed=None of type NoneType"),
+    generator_case("seed a bool", (True,), {}, TypeError, f"seed {U64_RANGE} seed=True of type bool"),
+    generator_case("step negative", (1,), {"step": -1}, ValueError, f"step {U64_RANGE} step=-1"),
+    generator_case("step 2**64", (1,), {"step": 2**64}, ValueError, f"step {U64_RANGE} step=18446744073709551616"),
+    generator_case("step a float", (1,), {"step": 0.5}, TypeError, f"step {U64_RANGE} step=0.5 of type float"),
+    Case(
+        "Generator.take_step",
+        "an exhausted Generator",
+        lambda: (exhausted().take_step, (), {}),
+        ValueError,
+        "Generator(seed=1) has used every step up to 2**64 - 1; make a new Generator",
+    ),
+    # -- random.philox4x32 --
+    philox_case(
+        "counter an int",
+        lambda: 5,
+        lambda: (0, 0),
+        TypeError,
+        "counter must be a sequence of 4 uint32 arrays or ints, got counter=5",
+    ),
+    philox_case(
+        "counter of 3 words",
+        lambda: (0, 0, 0),
+        lambda: (0, 0),
+        TypeError,
+        "counter must be a sequence of 4 uint32 arrays or ints, got counter=(0, 0, 0)",
+    ),
+    philox_case(
+        "counter a string",
+        lambda: "abcd",
+        lambda: (0, 0),
+        TypeError,
+        "counter must be a sequence of 4 uint32 arrays or ints, got counter='abcd'",
+    ),
+    philox_case(
+        "key of 1 word",
+        lambda: (0, 0, 0, 0),
+        lambda: (0,),
+        TypeError,
+        "key must be a sequence of 2 uint32 arrays or ints, got key=(0,)",
+    ),
+    philox_case(
+        "counter word 2**32",
+        lambda: (2**32, 0, 0, 0),
+        lambda: (0, 0),
+        ValueError,
+        "counter[0] must be an int in [0, 2**32), got 4294967296",
+    ),
+    philox_case(
+        "key word negative",
+        lambda: (0, 0, 0, 0),
+        lambda: (0, -1),
+        ValueError,
+        "key[1] must be an int in [0, 2**32), got -1",
+    ),
+    philox_case(
+        "counter word a float",
+        lambda: (0, 1.0, 0, 0),
+        lambda: (0, 0),
+        TypeError,
+        "counter[1] must be a uint32 array or an int in [0, 2**32), got 1.0",
+    ),
+    philox_case(
+        "counter word a bool",
+        lambda: (0, 0, True, 0),
+        lambda: (0, 0),
+        TypeError,
+        "counter[2] must be a uint32 array or an int in [0, 2**32), got True",
+    ),
+    philox_case(
+        "counter word an int64 array",
+        lambda: (np.arange(3), 0, 0, 0),
+        lambda: (0, 0),
+        TypeError,
+        "counter[0] must have dtype uint32, got int64",
+    ),
+    philox_case(
+        "key word a float32 array",
+        lambda: (0, 0, 0, 0),
+        lambda: (np.ones(2, np.float32), 0),
+        TypeError,
+        "key[0] must have dtype uint32, got float32",
+    ),
+    philox_case(
+        "words that do not broadcast",
+        lambda: (np.zeros(3, np.uint32), 0, 0, 0),
+        lambda: (np.zeros(2, np.uint32), 0),
+        ValueError,
+        "counter and key words must broadcast together, got shapes [(3,), (), (), ()] and [(2,), ()]",
+    ),
+    philox_case(
+        "words from two libraries",
+        lambda: (np.zeros(3, np.uint32), 0, 0, 0),
+        lambda: (torch().zeros(3, dtype=torch().uint32), 0),
+        TypeError,
+        "expected arrays of one supported library, got numpy.ndarray, torch.Tensor",
+        needs_torch=True,
+    ),
+    philox_case(
+        "rounds 0",
+        lambda: WORDS[0],
+        lambda: WORDS[1],
+        ValueError,
+        "rounds must be an integer in [1, 16], got rounds=0",
+        rounds=0,
+    ),
+    philox_case(
+        "rounds 17",
+        lambda: WORDS[0],
+        lambda: WORDS[1],
+        ValueError,
+        "rounds must be an integer in [1, 16], got rounds=17",
+        rounds=17,
+    ),
+    philox_case(
+        "rounds a float",
+        lambda: WORDS[0],
+        lambda: WORDS[1],
+        ValueError,
+        "rounds must be an integer in [1, 16], got rounds=10.0",
+        rounds=10.0,
+    ),
+    philox_case(
+        "rounds a bool",
+        lambda: WORDS[0],
+        lambda: WORDS[1],
+        ValueError,
+        "rounds must be an integer in [1, 16], got rounds=True",
+        rounds=True,
+    ),
+    # -- compat.cs231n --
+    cs_forward_case(
+        "dropout_param None",
+        x34,
+        lambda: None,
+        TypeError,
+        "dropout_param must be a dict with keys 'p' and 'mode', got NoneType",
+    ),
+    cs_forward_case(
+        "dropout_param a list",
+        x34,
+        lambda: [0.5, "train"],
+        TypeError,
+        "dropout_param must be a dict with keys 'p' and 'mode', got list",
+    ),
+    cs_forward_case(
+        "mode unknown",
+        x34,
+        lambda: {"mode": "eval", "p": 0.5},
+        ValueError,
+        'dropout_param["mode"] must be "train" or "test", got \'eval\'',
+    ),
+    cs_forward_case(
+        "mode missing", x34, lambda: {"p": 0.5}, ValueError, 'dropout_param["mode"] must be "train" or "test", got None'
+    ),
+    cs_forward_case(
+        "p missing",
+        x34,
+        lambda: {"mode": "train"},
+        TypeError,
+        'dropout_param["p"] must be a real number in [0, 1], got dropout_param["p"]=None of type NoneType',
+    ),
+    cs_forward_case(
+        "p above one",
+        x34,
+        lambda: {"mode": "train", "p": 1.2},
+        ValueError,
+        'dropout_param["p"] must be a probability in [0, 1], got dropout_param["p"]=1.2',
+    ),
+    cs_forward_case(
+        "p NaN (test mode too)",
+        x34,
+        lambda: {"mode": "test", "p": math.nan},
+        ValueError,
+        'dropout_param["p"] must be a probability in [0, 1], got dropout_param["p"]=nan',
+    ),
+    cs_forward_case(
+        "p a string",
+        x34,
+        lambda: {"mode": "train", "p": "0.5"},
+        TypeError,
+        'dropout_param["p"] must be a real number in [0, 1], got dropout_param["p"]=\'0.5\' of type str',
+    ),
+    cs_forward_case("seed negative", x34, lambda: {**TRAIN, "seed": -3}, ValueError, f"seed {U64_RANGE} seed=-3"),
+    cs_forward_case(
+        "seed a float", x34, lambda: {**TRAIN, "seed": 1.5}, TypeError, f"seed {U64_RANGE} seed=1.5 of type float"
+    ),
+    cs_forward_case(
+        "x an int array",
+        lambda: np.arange(4),
+        lambda: dict(TRAIN),
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=int64",
+    ),
+    cs_forward_case(
+        "x a list (test mode too)",
+        lambda: [1.0, 2.0],
+        lambda: {"mode": "test", "p": 0.5},
+        TypeError,
+        f"x {NOT_ARRAY} x of type list",
+    ),
+    cs_backward_case(
+        "cache None",
+        x34,
+        lambda: None,
+        TypeError,
+        "cache must be the (dropout_param, cache) pair that dropout_forward returned, got NoneType",
+    ),
+    cs_backward_case(
+        "cache from xdrop.dropout_forward",
+        x34,
+        lambda: forward_cache(x34()),
+        TypeError,
+        "cache must be the (dropout_param, cache) pair that dropout_forward returned, got DropoutCache",
+    ),
+    cs_backward_case(
+        "train-mode params with a test-mode cache",
+        x34,
+        lambda: (dict(TRAIN), None),
+        ValueError,
+        "cache holds no training-mode forward; pass the cache dropout_forward returned",
+    ),
+    cs_backward_case(
+        "dout of another shape",
+        lambda: np.ones(5),
+        lambda: cs231n.dropout_forward(np.ones(4), dict(TRAIN))[1],
+        ValueError,
+        "dout must have the forward's shape (4,), got dout.shape=(5,)",
+    ),
+]
+
+
+# -- snapshots: proof that nothing was mutated or advanced -----------------------------------------
+
+
+def snapshot(obj: Any) -> Any:
+    """A comparable picture of an argument: array bits, Generator state, containers' contents."""
+    if isinstance(obj, np.ndarray):
+        return ("ndarray", obj.dtype.str, obj.shape, obj.tobytes())
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
+        if obj.device.type == "meta":
+            return ("meta", str(obj.dtype), tuple(obj.shape))
+        return ("tensor", str(obj.dtype), tuple(obj.shape), obj.detach().cpu().numpy().tobytes())
+    if isinstance(obj, xdrop.Generator):
+        return ("Generator", obj.seed, obj.step)
+    if isinstance(obj, dict):
+        return ("dict", tuple((k, snapshot(v)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__, tuple(snapshot(v) for v in obj))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return ("dataclass", tuple(snapshot(getattr(obj, f.name)) for f in dataclasses.fields(obj)))
+    if callable(obj) and hasattr(obj, "__self__"):  # a bound method: its object's state
+        return ("method", snapshot(obj.__self__))
+    return ("value", repr(obj))
+
+
+def case_id(case: Case) -> str:
+    return f"{case.function}: {case.bad}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_bad_input(case):
+    if case.needs_torch:
+        torch()
+    reason = case.skip_if()
+    if reason:
+        pytest.skip(reason)
+    fn, args, kwargs = case.build()
+    before = snapshot((fn, args, kwargs))
+    with pytest.raises(case.error) as info:
+        fn(*args, **kwargs)
+    assert type(info.value) is case.error
+    assert str(info.value) == case.message
+    assert snapshot((fn, args, kwargs)) == before  # no argument mutated, no Generator advanced
+
+
+def test_cases_are_distinct():
+    ids = [case_id(c) for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+# -- the docs table ------------------------------------------------------------------------------------
+
+
+def render_table(cases: list[Case]) -> str:
+    rows = ["| function | bad input | exception | message |", "|---|---|---|---|"]
+    for c in cases:
+        message = c.message.replace("|", "\\|")
+        rows.append(f"| `{c.function}` | {c.bad} | `{c.error.__name__}` | `{message}` |")
+    return "\n".join(rows)
+
+
+def doc_table(text: str) -> str:
+    start = text.index(BEGIN) + len(BEGIN)
+    return text[start : text.index(END, start)].strip("\n")
+
+
+def test_docs_table_is_generated_from_these_cases():
+    assert doc_table(DOC.read_text()) == render_table(CASES), f"run: {REGENERATE}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        text = DOC.read_text()
+        start = text.index(BEGIN) + len(BEGIN)
+        DOC.write_text(text[:start] + "\n" + render_table(CASES) + "\n" + text[text.index(END, start) :])
+    else:
+        print(render_table(CASES))
