@@ -22,6 +22,8 @@ class Backend(Enum):
     TORCH = "torch"
     TORCH_CUDA = "torch-cuda"
     CUPY = "cupy"
+    JAX = "jax"
+    DASK = "dask"
 
     @property
     def is_gpu(self) -> bool:
@@ -51,6 +53,13 @@ class BackendHandle:
             import torch
 
             return torch.asarray(a.copy(), device=self.device)  # copy: torch rejects negative strides
+        if self.backend is Backend.JAX:
+            import jax
+
+            if a.dtype == np.float64 and not jax.config.jax_enable_x64:
+                pytest.skip("jax: float64 needs jax_enable_x64; this session runs JAX's default 32-bit mode")
+        if self.backend is Backend.DASK:  # uneven chunks, about two per axis: chunk invariance on every test
+            return self.xp.asarray(a).rechunk(tuple((d + 2) // 2 or 1 for d in a.shape))
         return self.xp.asarray(a, device=self.device) if self.device is not None else self.xp.asarray(a)
 
     def to_numpy(self, a: Any) -> np.ndarray:
@@ -63,6 +72,8 @@ class BackendHandle:
             return a.get()
         if self.backend is Backend.ARRAY_API_STRICT:
             return np.from_dlpack(a)
+        if self.backend is Backend.DASK:
+            return np.asarray(a.compute())
         return np.asarray(a)
 
 
@@ -83,6 +94,14 @@ def _load(backend: Backend) -> BackendHandle:
                 pytest.skip("torch-cuda: no CUDA device on this host")
             return BackendHandle(backend, xp, torch.device("cuda"))
         return BackendHandle(backend, xp, torch.device("cpu"))
+    if backend is Backend.JAX:
+        jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
+        return BackendHandle(backend, jnp, None)
+    if backend is Backend.DASK:
+        pytest.importorskip("dask.array", reason="dask[array] is not installed")
+        import array_api_compat.dask.array as xp
+
+        return BackendHandle(backend, xp, None)
     cupy = pytest.importorskip("cupy", reason="cupy is not installed")
     try:
         n = cupy.cuda.runtime.getDeviceCount()

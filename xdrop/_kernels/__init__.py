@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from .._compat import is_dask_namespace, is_jax_namespace
 from .._stream import keep_flat
 from ._reference import reference
 
@@ -32,10 +33,26 @@ def check_impl(impl: str) -> str:
 def select(xp: ModuleType, x: Any, impl: str) -> Kernel:
     """The dropout kernel for ``x`` in namespace ``xp``: ``impl="reference"`` forces the reference."""
     check_impl(impl)
+    if is_dask_namespace(xp):  # lazy: each chunk runs the NumPy kernels of impl
+        from ._dask import dask_dropout
+
+        return dask_dropout(impl)
+    if is_jax_namespace(xp) and impl == "auto":
+        from ._jax import jax_dropout
+
+        return jax_dropout
     return reference
 
 
 def select_mask(xp: ModuleType, impl: str) -> MaskKernel:
     """The mask kernel for namespace ``xp``: ``impl="reference"`` forces the reference."""
     check_impl(impl)
+    if is_dask_namespace(xp):
+        from ._dask import dask_mask
+
+        return dask_mask(impl)
+    if is_jax_namespace(xp) and impl == "auto":
+        from ._jax import jax_mask
+
+        return jax_mask
     return keep_flat
