@@ -21,6 +21,8 @@ BACKENDS = {
     "numpy": [],
     "array_api_strict": [],
     "torch": ["torch"],
+    "jax": ["jax"],
+    "dask": ["dask[array]", "distributed"],
 }
 GPU_BACKENDS = {"cupy": ["cupy-cuda12x"], "torch-cuda": ["torch"]}
 

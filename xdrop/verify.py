@@ -92,12 +92,33 @@ def _strict() -> Backend:
     return Backend("array_api_strict", xp, None, np.from_dlpack, xp.asarray)
 
 
+def _jax() -> Backend:
+    jax = importlib.import_module("jax")
+    # The checks are written in float64, which JAX has only with x64: this row turns it on for the process.
+    # The x64-free path (JAX's default) is what tests/test_jax.py and the jax test session check.
+    jax.config.update("jax_enable_x64", True)
+    jnp = importlib.import_module("jax.numpy")
+    return Backend("jax", jnp, None, np.asarray, jnp.asarray)
+
+
+def _dask() -> Backend:
+    da = importlib.import_module("dask.array")
+    xp = compat_namespace("dask.array")
+
+    def from_numpy(a: np.ndarray) -> Any:  # uneven chunks, about two per axis
+        return da.from_array(a, chunks=tuple((d + 2) // 2 or 1 for d in a.shape))
+
+    return Backend("dask", xp, None, lambda a: np.asarray(a.compute()), from_numpy)
+
+
 LOADERS: dict[str, Callable[[], Backend | str]] = {
     "numpy": _numpy,
     "array_api_strict": _strict,
     "torch": lambda: _torch(False),
     "torch-cuda": lambda: _torch(True),
     "cupy": _cupy,
+    "jax": _jax,
+    "dask": _dask,
 }
 
 
@@ -169,10 +190,14 @@ def check_gradient(b: Backend) -> Cell:
         xt = b.from_numpy(x).requires_grad_()
         _dropout.dropout(xt, 0.3, seed=77, step=2).backward(b.from_numpy(dout))
         autograd = float(np.max(np.abs(b.to_numpy(xt.grad) - dx)))
+    if b.name == "jax":
+        jax = importlib.import_module("jax")
+        grad = jax.grad(lambda a: b.xp.vdot(_dropout.dropout(a, 0.3, seed=77, step=2), b.from_numpy(dout)))
+        autograd = float(np.max(np.abs(b.to_numpy(grad(b.from_numpy(x))) - dx)))
     ok = err <= 1e-15 * float(np.max(np.abs(dout))) * 2 and autograd == 0.0
     return Cell(
         ok,
-        f"max err {err:.1e}" + (f"; autograd {autograd:.0e}" if b.name.startswith("torch") else ""),
+        f"max err {err:.1e}" + (f"; autograd {autograd:.0e}" if b.name.startswith(("torch", "jax")) else ""),
         {"max_error": err, "autograd_error": autograd},
     )
 
