@@ -24,6 +24,8 @@ BACKENDS: dict[str, list[str]] = {
     "numpy": [],
     "array_api_strict": [],
     "torch": ["torch"],
+    "jax": ["jax"],
+    "dask": ["dask[array]", "distributed"],
 }
 # GPU backends: (module to import, package to install when the host lacks it).
 # GPU hosts usually have a CUDA build installed (and may have no network), so

@@ -9,9 +9,12 @@ one entry there and one member of :class:`Backend` here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from enum import Enum
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -39,6 +42,8 @@ class Backend(Enum):
     TORCH = "torch"
     TORCH_CUDA = "torch-cuda"
     CUPY = "cupy"
+    JAX = "jax"
+    DASK = "dask"
 
 
 def _selected() -> list[Backend]:
@@ -56,7 +61,24 @@ def _load(backend: Backend) -> verify.Backend:
     loaded = verify.load(backend.value)
     if isinstance(loaded, str):
         pytest.skip(f"{backend.value}: {loaded}")
+    if backend is Backend.JAX:
+        loaded = _jax_default_mode(loaded)
     return loaded
+
+
+def _jax_default_mode(loaded: verify.Backend) -> verify.Backend:
+    """The tests run JAX in its default 32-bit mode (test_jax.py covers x64): float64 is skipped."""
+    import jax
+
+    if jax.config.jax_enable_x64:
+        return loaded
+
+    def from_numpy(a: np.ndarray) -> Any:
+        if a.dtype == np.float64:
+            pytest.skip("jax: float64 needs jax_enable_x64; this session runs JAX's default 32-bit mode")
+        return loaded.from_numpy(a)
+
+    return dataclasses.replace(loaded, from_numpy=from_numpy, dtypes=("float16", "float32"))
 
 
 @pytest.fixture(params=_selected(), ids=lambda b: b.value)

@@ -81,7 +81,7 @@ def test_any_shape_p_seed_step(backend, float_dtype, shape, p, seed, step):
     assert mask.reshape(-1).tolist() == keep_bits(seed, step, 0, math.prod(shape), p)
 
 
-@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", reason="bfloat16 is a torch dtype")
+@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="this test uses torch's bfloat16")
 @pytest.mark.parametrize("p", [0.5, 0.3])
 def test_bfloat16_is_torchs_own_product(backend, p):
     """Independent of the NumPy emulation: torch's bfloat16 multiply by torch's rounding of 1/keep.
@@ -230,7 +230,7 @@ def test_backward_is_dropout_of_dout(backend, float_dtype):
     assert np.all(backend.to_numpy(dx)[zero] == 0)
 
 
-@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", reason="autograd is torch's")
+@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="torch autograd; JAX: test_jax.py")
 def test_torch_autograd_equals_backward(backend, float_dtype):
     import torch
 

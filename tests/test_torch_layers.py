@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint  # noqa: E402
 import xdrop  # noqa: E402
 import xdrop.torch as xt  # noqa: E402
 
-TORCH_ONLY = pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", reason="torch layers")
+TORCH_ONLY = pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="torch layers")
 
 # layer class -> (functional forward, input shape)
 LAYERS = {

@@ -7,11 +7,12 @@ work is done, so nothing is half-written.
 from __future__ import annotations
 
 import math
+import sys
 from numbers import Integral, Real
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
-from ._compat import array_namespace, is_array_api_obj, namespace_name
+from ._compat import array_namespace, is_array_api_obj, is_jax_array, namespace_name
 
 MAX_U64 = (1 << 64) - 1
 
@@ -27,7 +28,22 @@ def check_probability(p: Any, name: str = "p") -> float:
 
 
 def check_u64(value: Any, name: str) -> int:
-    """``value`` as an int in [0, 2**64)."""
+    """``value`` as an int in [0, 2**64).
+
+    A JAX integer array is taken too: a concrete one as its value, a traced one
+    as two uint32 words that only the JAX kernels read (see ``_kernels._jax``).
+    """
+    if "jax" in sys.modules:  # a traced value already split into words stays so
+        from ._kernels._jax import TracedU64
+
+        if isinstance(value, TracedU64):
+            return cast(int, value)
+    if is_jax_array(value):
+        from ._kernels._jax import TracedU64, jax_u64
+
+        value = jax_u64(value, name)
+        if isinstance(value, TracedU64):
+            return cast(int, value)  # it stands in for an int while JAX traces
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer in [0, 2**64), got {name}={value!r} of type {type(value).__name__}")
     if not 0 <= int(value) <= MAX_U64:

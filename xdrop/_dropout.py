@@ -100,6 +100,7 @@ def _apply(
         # Torch tensors that autograd records go through an autograd Function whose
         # backward is this same dropout of ``dout``: no mask or tensor is saved.
         return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale))
+    _kernels.refuse_traced(xp, impl, seed, step)
     k = keep_count(p)
     scale = scale_for(k, xp, x.dtype) if scale is None else scale
     if math.isinf(scale):

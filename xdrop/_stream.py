@@ -80,11 +80,13 @@ def block_words(
     xp: ModuleType, first_block: int, n_blocks: int, seed: int, step: int, dev: Any
 ) -> tuple[Any, Any, Any, Any]:
     """The four Philox words of blocks ``first_block .. first_block + n_blocks - 1``."""
-    j = xp.arange(n_blocks, dtype=word_dtype(xp), device=dev)
+    wdtype = word_dtype(xp)
+    j = xp.arange(n_blocks, dtype=wdtype, device=dev)
     c0, carry = add_with_carry(j, first_block & MASK32)
     c1 = carry + (first_block >> 32)
-    k0, k1 = key_words(seed)
-    return philox_rounds(c0, c1, step & MASK32, step >> 32, k0, k1, DEFAULT_ROUNDS)
+    # Words as 0-d arrays, not Python ints: JAX without x64 rejects ints >= 2**31 beside uint32 arrays.
+    c2, c3, k0, k1 = (xp.asarray(w, dtype=wdtype, device=dev) for w in (step & MASK32, step >> 32, *key_words(seed)))
+    return philox_rounds(c0, c1, c2, c3, k0, k1, DEFAULT_ROUNDS)
 
 
 def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, dev: Any) -> Any:
@@ -97,13 +99,14 @@ def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, 
         raise ValueError(f"flat indices must lie in [0, 2**64), got start={start}, n={n}")
     if k == TWO32 or k == 0 or n == 0:
         return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
+    threshold = xp.asarray(k, dtype=word_dtype(xp), device=dev)  # k < 2**32 here
     pieces = []
     stop = start + n
     block = start // WORDS_PER_BLOCK
     while block * WORDS_PER_BLOCK < stop:
         n_blocks = min(PIECE_BLOCKS, -(-stop // WORDS_PER_BLOCK) - block)
         words = block_words(xp, block, n_blocks, seed, step, dev)
-        keep = xp.reshape(xp.stack([w < k for w in words], axis=1), (-1,))
+        keep = xp.reshape(xp.stack([w < threshold for w in words], axis=1), (-1,))
         lo = max(start - block * WORDS_PER_BLOCK, 0)
         hi = min(stop - block * WORDS_PER_BLOCK, n_blocks * WORDS_PER_BLOCK)
         pieces.append(keep[lo:hi])

@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -90,6 +91,8 @@ class Backend:
     from_numpy: Callable[[np.ndarray], Any]
     dtypes: tuple[str, ...] = ("float32", "float64")
     autograd: Callable[[Any, Any, float, int, int], Any] | None = None
+    # A context the checks run in (JAX: x64 on, for float64).
+    scope: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     def asarray(self, a: np.ndarray, dtype: str | None = None) -> Any:
         """``a`` on this backend, cast to ``dtype`` there (NumPy has no bfloat16)."""
@@ -156,12 +159,46 @@ def _strict() -> Backend:
     return Backend("array_api_strict", xp, None, np.from_dlpack, xp.asarray)
 
 
+def _jax() -> Backend:
+    jax = importlib.import_module("jax")
+    jnp = importlib.import_module("jax.numpy")
+
+    def autograd(x: Any, dout: Any, p: float, seed: int, step: int) -> Any:
+        return jax.grad(lambda a: jnp.vdot(_dropout.dropout(a, p, seed=seed, step=step), dout))(x)
+
+    # The checks need float64, which JAX has only with x64: they run inside
+    # jax.enable_x64 (a context, so the process's mode is left as it was).
+    return Backend(
+        "jax",
+        jnp,
+        None,
+        np.asarray,
+        jnp.asarray,
+        ("float16", "float32", "float64"),
+        autograd,
+        lambda: jax.enable_x64(True),
+    )
+
+
+def _dask() -> Backend:
+    da = importlib.import_module("dask.array")
+    xp = compat_namespace("dask.array")
+
+    def from_numpy(a: np.ndarray) -> Any:  # uneven chunks, about two per axis
+        return da.from_array(a, chunks=tuple((d + 2) // 2 or 1 for d in a.shape))
+
+    # array-api-compat's dask namespace exposes no float16
+    return Backend("dask", xp, None, lambda a: np.asarray(a.compute()), from_numpy, ("float32", "float64"))
+
+
 LOADERS: dict[str, Callable[[], Backend | str]] = {
     "numpy": _numpy,
     "array_api_strict": _strict,
     "torch": lambda: _torch(False),
     "torch-cuda": lambda: _torch(True),
     "cupy": _cupy,
+    "jax": _jax,
+    "dask": _dask,
 }
 
 
@@ -382,7 +419,8 @@ def run_backend(name: str) -> Row:
     for prop, check in CHECKS.items():
         start = time.perf_counter()
         try:
-            cell = check(b)
+            with b.scope():
+                cell = check(b)
         except Exception as exc:
             cell = Cell(False, f"error: {type(exc).__name__}: {exc}")
         cell.seconds = time.perf_counter() - start

@@ -15,13 +15,21 @@ kernel, ``"c"`` the compiled host kernel (NumPy arrays and torch CPU tensors),
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from .._compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace, namespace_name
+from .._compat import (
+    is_cupy_namespace,
+    is_dask_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+    namespace_name,
+)
 from .._stream import keep_flat
 from . import _host, _native
 from ._reference import reference
@@ -78,9 +86,28 @@ def _cuda_available(xp: ModuleType) -> bool:
     return True
 
 
+def refuse_traced(xp: ModuleType, impl: str, *words: Any) -> None:
+    """A traced JAX seed or step reaches only the JAX kernels: elsewhere say what to do."""
+    if "jax" not in sys.modules or (is_jax_namespace(xp) and impl == "auto"):
+        return
+    from ._jax import TracedU64
+
+    for w in words:
+        if isinstance(w, TracedU64):
+            w._refuse()
+
+
 def select(xp: ModuleType, x: Any, impl: str) -> Kernel:
     """The dropout kernel for ``x`` in namespace ``xp``: ``impl="reference"`` forces the reference."""
     check_impl(impl)
+    if is_dask_namespace(xp):  # lazy: each chunk runs the NumPy kernels of impl
+        from ._dask import dask_dropout
+
+        return dask_dropout(impl)
+    if is_jax_namespace(xp) and impl == "auto":
+        from ._jax import jax_dropout
+
+        return jax_dropout
     family = _family(xp, getattr(x, "device", None))
     engine = _engine(xp, impl, family)
     if engine in HOST_IMPLS:
@@ -99,6 +126,14 @@ def select(xp: ModuleType, x: Any, impl: str) -> Kernel:
 def select_mask(xp: ModuleType, impl: str) -> MaskKernel:
     """The mask kernel for namespace ``xp``: ``impl="reference"`` forces the reference."""
     check_impl(impl)
+    if is_dask_namespace(xp):
+        from ._dask import dask_mask
+
+        return dask_mask(impl)
+    if is_jax_namespace(xp) and impl == "auto":
+        from ._jax import jax_mask
+
+        return jax_mask
     if impl == "reference" or _family(xp, None) == "none":
         return keep_flat
 

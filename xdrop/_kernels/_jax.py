@@ -1,0 +1,158 @@
+"""JAX kernels: stream spec v1 compiled by ``jax.jit``, with seed and step static or traced.
+
+JAX's default mode (no x64) has no 64-bit integers, so every 64-bit quantity —
+seed, step, block counter — is carried as two ``uint32`` words, exactly as the
+reference does; nothing here needs ``jax_enable_x64``. The kernels are plain JAX
+functions, so ``jax.jit``, ``jax.grad`` and ``jax.vmap`` apply to them: the
+gradient of ``where(keep, x * scale, 0)`` is ``where(keep, dout * scale, 0)``,
+dropout of the cotangent, bit for bit.
+
+A seed or step may be a *traced* JAX integer (a step counter carried through a
+jitted training loop, say): :func:`jax_u64` turns it into a :class:`TracedU64`
+of two ``uint32`` words, which only these kernels read.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, cast
+
+from .._stream import TWO32
+from ..random._philox import DEFAULT_ROUNDS, philox_rounds
+from ..random._words import MASK32, add_with_carry
+
+TRACED_HELP = (
+    "only dropout of a JAX array with impl='auto' accepts a traced seed or step; "
+    "elsewhere pass a Python int (under jax.jit: close over it or mark it static with static_argnames)"
+)
+
+
+class TracedU64:
+    """A seed or step given as a traced JAX value: its low and high ``uint32`` words.
+
+    It rides in the ``int`` slot of the kernel signature while JAX traces. The
+    JAX kernels read its words; any integer use elsewhere (a non-JAX kernel, the
+    reference) raises a TypeError that says what to do instead.
+    """
+
+    __slots__ = ("hi", "lo", "name")
+
+    def __init__(self, name: str, lo: Any, hi: Any) -> None:
+        self.name, self.lo, self.hi = name, lo, hi
+
+    def __repr__(self) -> str:
+        return f"TracedU64({self.name}: lo={self.lo!r}, hi={self.hi!r})"
+
+    def _refuse(self, *_: Any) -> Any:
+        raise TypeError(f"{self.name} is a traced JAX value: {TRACED_HELP}")
+
+    __and__ = __rand__ = __rshift__ = __lshift__ = __mod__ = __floordiv__ = __int__ = __index__ = _refuse
+
+
+def jax_u64(value: Any, name: str) -> int:
+    """A JAX integer ``value`` as a seed or step: an int if concrete, a :class:`TracedU64` if traced.
+
+    Accepted: a 0-d integer array (traced ones must be unsigned, since a
+    negative value cannot be rejected while tracing), or a ``uint32`` array of
+    two words ``(low, high)`` for a 64-bit value without x64. The caller checks
+    the range of a concrete value.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    dtype, shape = value.dtype, tuple(value.shape)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{name} must be an integer in [0, 2**64), got a JAX array of dtype {dtype}")
+    pair = shape == (2,) and dtype == jnp.uint32
+    if shape != () and not pair:
+        raise TypeError(
+            f"{name} must be a 0-d JAX integer or a uint32 array of 2 words (low, high), got shape {shape} {dtype}"
+        )
+    if not isinstance(value, jax.core.Tracer):
+        return int(value[0]) | int(value[1]) << 32 if pair else int(value)
+    if pair:
+        return cast(int, TracedU64(name, value[0], value[1]))
+    if not jnp.issubdtype(dtype, jnp.unsignedinteger):
+        raise TypeError(
+            f"{name} is a traced {dtype} JAX value; traced values must be unsigned (a negative one cannot be "
+            f"rejected under tracing): pass {name}.astype(jnp.uint32), or a uint32 array of 2 words (low, high)"
+        )
+    if dtype.itemsize <= 4:
+        return cast(int, TracedU64(name, value.astype(jnp.uint32), jnp.zeros((), jnp.uint32)))
+    return cast(int, TracedU64(name, (value & MASK32).astype(jnp.uint32), (value >> 32).astype(jnp.uint32)))
+
+
+def _words(value: int | TracedU64) -> tuple[Any, Any]:
+    """``(low, high)`` uint32 words of a seed or step."""
+    import jax.numpy as jnp
+
+    if isinstance(value, TracedU64):
+        return value.lo, value.hi
+    return jnp.asarray(value & MASK32, dtype=jnp.uint32), jnp.asarray(value >> 32, dtype=jnp.uint32)
+
+
+def _keep(s0: Any, s1: Any, t0: Any, t1: Any, threshold: Any, start_lo: Any, start_hi: Any, n: int) -> Any:
+    """Keep decisions of flat indices ``start .. start + n - 1`` for 0 < K < 2**32 (n static).
+
+    Each element computes the Philox block of its own index and keeps its lane:
+    four times the arithmetic of computing each block once, but it fuses into
+    one loop. (Interleaving the four words of each block with stack/reshape
+    makes XLA:CPU about 50 times slower here.)
+    """
+    import jax.numpy as jnp
+
+    e_lo, carry = add_with_carry(jnp.arange(n, dtype=jnp.uint32), start_lo)
+    e_hi = start_hi + carry  # the index start + i as two words; block = index >> 2 likewise
+    w0, w1, w2, w3 = philox_rounds((e_lo >> 2) | (e_hi << 30), e_hi >> 2, t0, t1, s0, s1, DEFAULT_ROUNDS)
+    lane = e_lo & 3
+    word = jnp.where(lane == 0, w0, jnp.where(lane == 1, w1, jnp.where(lane == 2, w2, w3)))
+    return word < threshold
+
+
+def _dropout(x: Any, s0: Any, s1: Any, t0: Any, t1: Any, threshold: Any, scale: Any) -> Any:
+    import jax.numpy as jnp
+
+    zero = jnp.zeros((), dtype=jnp.uint32)
+    keep = _keep(s0, s1, t0, t1, threshold, zero, zero, x.size).reshape(x.shape)
+    return jnp.where(keep, x * scale, jnp.zeros_like(x))
+
+
+@functools.cache
+def _compiled() -> tuple[Any, Any]:
+    """The jitted kernels, built on first use (``import xdrop`` must not import jax).
+
+    Only shapes are static: one compilation per shape and dtype, whatever p, seed and step.
+    """
+    import jax
+
+    return jax.jit(_dropout), jax.jit(_keep, static_argnames=("n",))
+
+
+def _check_size(n: int) -> None:
+    if n > TWO32:
+        raise ValueError(f"the JAX kernels draw at most 2**32 elements at once, got {n}")
+
+
+def jax_dropout(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> Any:
+    """The dropout kernel for JAX arrays: one compiled XLA computation per shape and dtype."""
+    import jax.numpy as jnp
+
+    _check_size(x.size)
+    if k in (0, TWO32) or x.size == 0:
+        return jnp.where(jnp.full(x.shape, k == TWO32), x * scale, jnp.zeros_like(x))
+    threshold = jnp.asarray(k, dtype=jnp.uint32)
+    return _compiled()[0](x, *_words(seed), *_words(step), threshold, jnp.asarray(scale, dtype=x.dtype))
+
+
+def jax_mask(xp: Any, start: int, n: int, seed: int, step: int, k: int, dev: Any) -> Any:
+    """The mask kernel for JAX: keep decisions of flat indices ``start .. start + n - 1``."""
+    import jax
+    import jax.numpy as jnp
+
+    _check_size(n)
+    if k in (0, TWO32) or n == 0:
+        keep = jnp.full((n,), k == TWO32)
+    else:
+        threshold = jnp.asarray(k, dtype=jnp.uint32)
+        keep = _compiled()[1](*_words(seed), *_words(step), threshold, *_words(start), n=n)
+    return keep if dev is None else jax.device_put(keep, dev)
