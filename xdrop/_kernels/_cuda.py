@@ -114,15 +114,26 @@ def cupy_mask(xp: Any, start: int, n: int, seed: int, step: int, k: int, device:
 # -- torch CUDA tensors ----------------------------------------------------------------------------
 
 
+_streams: dict[tuple[int, int], Any] = {}
+
+
 def _on_torch_stream(device: Any) -> Any:
+    """CuPy's view of torch's current stream on ``device`` (made once per stream)."""
     import cupy
     import torch
 
+    handle = torch.cuda.current_stream(device).cuda_stream
+    key = (torch.device(device).index or 0, handle)
     # cupy 14 deprecates ExternalStream (for Stream.from_external, absent from
-    # older cupy); the raw handle works in both, so only the warning is silenced.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
+    # older cupy); the raw handle works in both, so only the warning is
+    # silenced. catch_warnings swaps process-wide filters, so threads making
+    # streams at once could restore each other's: the lock serialises them.
+    with _lock:
+        if key not in _streams:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                _streams[key] = cupy.cuda.ExternalStream(handle)
+        return _streams[key]
 
 
 def torch_dropout(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> Any:
