@@ -88,7 +88,7 @@ def tests_gpu(session: nox.Session, backend: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) and strict mypy on the package."""
-    session.install(*CONSTRAINTS, "-e", ".", "ruff", "mypy")
+    session.install(*CONSTRAINTS, "-e", ".[torch]", "ruff", "mypy")  # torch: xdrop/torch.py's types
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "xdrop")
@@ -111,7 +111,7 @@ def ensure_chromium(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the site (warnings are errors), run every example, check it offline in headless Chromium."""
-    session.install(*CONSTRAINTS, "-e", ".[docs,test,torch]")
+    session.install(*CONSTRAINTS, "-e", ".[docs,test,torch,dask]", "distributed")
     shutil.rmtree(DOCS_BUILD, ignore_errors=True)  # a fresh build: an incremental one hides warnings
     shutil.rmtree("docs/generated", ignore_errors=True)
     session.run("python", "docs/_ext/generate.py")

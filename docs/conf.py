@@ -64,6 +64,17 @@ try:
     HAVE_TORCH = True
 except ImportError:
     HAVE_TORCH = False
+try:
+    import dask.array
+    import distributed
+    HAVE_DASK = True
+except ImportError:
+    HAVE_DASK = False
+try:
+    import jax
+    HAVE_JAX = True
+except ImportError:
+    HAVE_JAX = False
 """
 
 # Copy buttons copy the code, not the prompts or the output.
