@@ -139,7 +139,3 @@ def stream_battery(session: nox.Session) -> None:
             session.skip("dieharder is not installed and apt-get could not install it")
     session.install(*CONSTRAINTS, "-e", ".")
     session.run("python", "tools/stream_battery.py", "run", *session.posargs)
-
-
-if os.environ.get("CI"):
-    nox.options.reuse_existing_virtualenvs = False

@@ -86,6 +86,12 @@ extern "C" __global__ void xd_mask(xd_u64 start, xd_u64 n, xd_u64 seed, xd_u64 s
 }
 
 #ifdef XD_T
+/* The elements first .. min(first + 4, n) - 1 of one block, one at a time. */
+XD_FN void xd_dropout_scalar(const XD_T *x, XD_T *out, xd_u64 first, xd_u64 n, const xd_u32 w[4], xd_u64 k,
+                             XD_S scale) {
+    for (int l = 0; l < 4 && first + l < n; l++) out[first + l] = (xd_u64)w[l] < k ? XD_MUL(x[first + l], scale) : XD_ZERO;
+}
+
 extern "C" __global__ void xd_dropout(const XD_T *x, XD_T *out, xd_u64 n, xd_u64 seed, xd_u64 step, xd_u64 k,
                                       XD_S scale) {
     xd_u64 block = (xd_u64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -93,11 +99,7 @@ extern "C" __global__ void xd_dropout(const XD_T *x, XD_T *out, xd_u64 n, xd_u64
     if (first >= n) return;
     xd_u32 w[4];
     xd_philox10(block, step, seed, w);
-    if (first + 4 <= n) {
-        for (int l = 0; l < 4; l++) out[first + l] = (xd_u64)w[l] < k ? XD_MUL(x[first + l], scale) : XD_ZERO;
-    } else {
-        for (int l = 0; first + l < n; l++) out[first + l] = (xd_u64)w[l] < k ? XD_MUL(x[first + l], scale) : XD_ZERO;
-    }
+    xd_dropout_scalar(x, out, first, n, w, k, scale);
 }
 
 /* The same with one vector load and one vector store per thread: a thread's
@@ -119,7 +121,7 @@ extern "C" __global__ void xd_dropout_vec(const XD_T *x, XD_T *out, xd_u64 n, xd
         for (int l = 0; l < 4; l++) o.v[l] = (xd_u64)w[l] < k ? XD_MUL(a.v[l], scale) : XD_ZERO;
         ((xd_vec4 *)out)[block] = o;
     } else {
-        for (int l = 0; first + l < n; l++) out[first + l] = (xd_u64)w[l] < k ? XD_MUL(x[first + l], scale) : XD_ZERO;
+        xd_dropout_scalar(x, out, first, n, w, k, scale);  // the last, partial block
     }
 }
 #endif
