@@ -27,11 +27,25 @@ def threshold(p: float) -> int:
     return (1 << 32) - round(Fraction(p) * (1 << 32))
 
 
-def keep(seed: int, step: int, index: int, p: float) -> bool:
+def word(seed: int, step: int, index: int) -> int:
     block, lane = divmod(index, 4)
     ctr = (block & M32, block >> 32, step & M32, step >> 32)
-    word = philox4x32(ctr, (seed & M32, seed >> 32))[lane]
-    return word < threshold(p)
+    return philox4x32(ctr, (seed & M32, seed >> 32))[lane]
+
+
+def keep(seed: int, step: int, index: int, p: float) -> bool:
+    return word(seed, step, index) < threshold(p)
+
+
+def uniform32(seed: int, step: int, index: int) -> Fraction:
+    """The float32 uniform of "Other random numbers": the top 24 bits of word(i), over 2**24."""
+    return Fraction(word(seed, step, index) // 256, 1 << 24)
+
+
+def uniform64(seed: int, step: int, index: int) -> Fraction:
+    """The float64 uniform: 27 bits of word(2i) above 26 bits of word(2i + 1), over 2**53."""
+    high, low = word(seed, step, 2 * index) // 32, word(seed, step, 2 * index + 1) // 64
+    return Fraction(high * (1 << 26) + low, 1 << 53)
 
 
 def keep_bits(seed: int, step: int, start: int, n: int, p: float) -> list[bool]:

@@ -85,3 +85,47 @@ def test_scale_overflows_float16_only_near_one(numpy_ref):
     xp = numpy_ref.xp
     assert math.isinf(scale_for(keep_count(1 - 2.0**-20), xp, xp.float16))
     assert math.isfinite(scale_for(keep_count(1 - 2.0**-20), xp, xp.float32))
+
+
+# -- versioned stream, other random numbers ----------------------------------------------------------
+
+
+def test_stream_version_is_the_current_specs():
+    from xdrop._stream import CURRENT, V1
+
+    assert CURRENT is V1 and xdrop.STREAM_VERSION == V1.version == 1
+    assert V1.tag == "xdrop-stream-v1"
+    assert all((Path(__file__).parent / "data" / name).exists() for name in V1.golden)
+
+
+def test_backward_refuses_a_cache_of_another_stream_version(numpy_ref):
+    import dataclasses
+
+    x = np.ones(6)
+    out, cache = xdrop.dropout_forward(x, 0.5, seed=3)
+    assert cache.stream_version == 1
+    other = dataclasses.replace(cache, stream_version=2)
+    with pytest.raises(ValueError, match=r"cache.stream_version=2.*stream version 1"):
+        xdrop.dropout_backward(x, other)
+    assert np.array_equal(xdrop.dropout_backward(x, cache), out)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("start", [0, 3, 2**33 + 1])
+def test_uniforms_match_the_scalar_spec(backend, dtype, start):
+    """Exact constructions: the same bits on every backend, equal to the scalar statement."""
+    from spec_v1 import uniform32, uniform64
+
+    from xdrop.random._variates import uniform_flat
+
+    if dtype not in backend.dtypes:
+        pytest.skip(f"{backend.name} has no {dtype} here")
+    seed, step, n = 0xDEADBEEF12345678, 7, 11
+    with backend.scope():
+        got = backend.to_numpy(
+            uniform_flat(backend.xp, start, n, seed, step, getattr(backend.xp, dtype), backend.device)
+        )
+    spec = uniform32 if dtype == "float32" else uniform64
+    assert got.dtype == np.dtype(dtype)
+    assert [Fraction(float(u)) for u in got] == [spec(seed, step, i) for i in range(start, start + n)]
+    assert ((got >= 0) & (got < 1)).all()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -58,8 +59,8 @@ def check_stream_version(version: object, name: str) -> None:
     """Refuse state made under another stream version (it would regenerate other masks)."""
     if version != STREAM_VERSION:
         raise ValueError(
-            f"{name}={version!r} was made by stream version {version!r}, but this xdrop draws from "
-            f"stream version {STREAM_VERSION}: its mask cannot be regenerated here"
+            f"{name}={version!r}: it was made under stream version {version!r}, but this xdrop draws from "
+            f"stream version {STREAM_VERSION}, so its mask cannot be regenerated here"
         )
 
 
@@ -126,26 +127,47 @@ def block_words(
     return philox_rounds(c0, c1, c2, c3, k0, k1, DEFAULT_ROUNDS)
 
 
+def _check_flat_range(start: int, n: int) -> None:
+    if start < 0 or n < 0 or start + n > 1 << 64:
+        raise ValueError(f"flat indices must lie in [0, 2**64), got start={start}, n={n}")
+
+
+def word_pieces(xp: ModuleType, start: int, n: int, seed: int, step: int, dev: Any) -> Iterator[Any]:
+    """The words ``word(i)`` of flat indices ``start .. start + n - 1``, in 1-d pieces of at most
+    ``4 * PIECE_BLOCKS`` (to bound the reference's temporaries), in order."""
+    stop = start + n
+    block = start // WORDS_PER_BLOCK
+    while block * WORDS_PER_BLOCK < stop:
+        n_blocks = min(PIECE_BLOCKS, -(-stop // WORDS_PER_BLOCK) - block)
+        words = xp.reshape(xp.stack(block_words(xp, block, n_blocks, seed, step, dev), axis=1), (-1,))
+        lo = max(start - block * WORDS_PER_BLOCK, 0)
+        hi = min(stop - block * WORDS_PER_BLOCK, n_blocks * WORDS_PER_BLOCK)
+        yield words[lo:hi]
+        block += n_blocks
+
+
+def words_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, dev: Any) -> Any:
+    """``word(i)`` for flat indices ``start .. start + n - 1`` (1-d, in ``word_dtype(xp)``).
+
+    The raw material of every variate: keep decisions compare it with K, and
+    :mod:`xdrop.random._variates` turns it into uniform floats.
+    """
+    _check_flat_range(start, n)
+    pieces = list(word_pieces(xp, start, n, seed, step, dev))
+    if not pieces:
+        return xp.zeros((0,), dtype=word_dtype(xp), device=dev)
+    return pieces[0] if len(pieces) == 1 else xp.concat(pieces)
+
+
 def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, dev: Any) -> Any:
     """Keep decisions (bool, length n) for flat indices ``start .. start + n - 1``.
 
     The pure-standard reference of the stream: every fast path must equal it.
     The spec defines indices in [0, 2**64) only; beyond that the counter would wrap.
     """
-    if start < 0 or n < 0 or start + n > 1 << 64:
-        raise ValueError(f"flat indices must lie in [0, 2**64), got start={start}, n={n}")
+    _check_flat_range(start, n)
     if k == TWO32 or k == 0 or n == 0:
         return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
     threshold = xp.asarray(k, dtype=word_dtype(xp), device=dev)  # k < 2**32 here
-    pieces = []
-    stop = start + n
-    block = start // WORDS_PER_BLOCK
-    while block * WORDS_PER_BLOCK < stop:
-        n_blocks = min(PIECE_BLOCKS, -(-stop // WORDS_PER_BLOCK) - block)
-        words = block_words(xp, block, n_blocks, seed, step, dev)
-        keep = xp.reshape(xp.stack([w < threshold for w in words], axis=1), (-1,))
-        lo = max(start - block * WORDS_PER_BLOCK, 0)
-        hi = min(stop - block * WORDS_PER_BLOCK, n_blocks * WORDS_PER_BLOCK)
-        pieces.append(keep[lo:hi])
-        block += n_blocks
+    pieces = [w < threshold for w in word_pieces(xp, start, n, seed, step, dev)]
     return pieces[0] if len(pieces) == 1 else xp.concat(pieces)
