@@ -17,9 +17,9 @@ new stream version, never an edit of v1: a v2 gets its own module and
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
