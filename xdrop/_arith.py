@@ -96,6 +96,12 @@ def round_sqrt(square: Fraction, fmt: FloatFormat, *, negative: bool = False) ->
     the quantum ``2**Q``, ``Q = max(E, emin) - bits + 1``, the significand is
     the square root of ``s = square / 4**Q``: ``m = isqrt(floor(s))``, plus one
     when ``s > (m + 1/2)**2``, or when equal and ``m`` is odd.
+
+    Examples
+    --------
+    >>> from fractions import Fraction
+    >>> round_sqrt(Fraction(2), FloatFormat(53, -1022, 1023))  # the correctly rounded sqrt(2)
+    1.4142135623730951
     """
     if square < 0:
         raise ValueError(f"square must be >= 0, got {square}")
@@ -126,6 +132,11 @@ def alpha_constants(k: int, fmt: FloatFormat) -> tuple[float, float, float]:
     ``c = q * alpha' * t**-1/2 < 0``, the exact reals, each rounded once.
     Kept elements become ``x * a + b``, dropped ones ``c`` (mean 0, variance 1
     for standard-normal input). ``k = 0`` (p = 1) gives ``+0`` for all three.
+
+    Examples
+    --------
+    >>> alpha_constants(2**31, FloatFormat(53, -1022, 1023))  # p = 0.5
+    (0.886404894665932, 0.7791939305180317, -0.7791939305180317)
     """
     if k == 0:
         return 0.0, 0.0, 0.0
