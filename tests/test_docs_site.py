@@ -8,6 +8,7 @@ saying so, when no built site is there.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -77,6 +78,84 @@ def test_untested_python_block_is_flagged() -> None:
     shell = nodes.literal_block("pip install xdrop", "pip install xdrop", language="bash")
     doc += [plain, tested, shell]
     assert xdrop_docs.untested_examples(doc) == [plain]
+
+
+BAD_PAGE = """# A page
+```bash
+pip install something
+```
+
+% not run:
+```python
+x = 1
+```
+
+```{code-block} python
+y = 2
+```
+
+  ````text
+  ```
+  still inside
+  ````
+"""
+
+GOOD_PAGE = """# A page
+% not run: installs packages
+```bash
+pip install something
+```
+
+<!-- not run: needs a GPU -->
+```python
+x = 1
+```
+
+```{doctest}
+>>> 1
+1
+```
+
+```{testcode}
+print(2)
+```
+
+```{testoutput}
+2
+```
+
+```{toctree}
+index
+```
+"""
+
+
+def test_code_block_check_flags_unmarked_and_reasonless_blocks() -> None:
+    assert xdrop_docs.unmarked_code_blocks(BAD_PAGE) == [(2, "bash"), (7, "python"), (11, "{code-block} python"), (15, "text")]
+    assert xdrop_docs.unmarked_code_blocks(GOOD_PAGE) == []
+    assert xdrop_docs.unmarked_code_blocks("```python\nx = 1\n```\n", frozenset({"python"})) == []
+
+
+@pytest.mark.parametrize(
+    "page", sorted(DOCS.glob("*.md")) + [ROOT / "README.md"], ids=lambda p: p.name
+)
+def test_every_code_block_is_run_or_marked_not_run(page: Path) -> None:
+    # README.md's python blocks are run by test_readme_python_examples_run below.
+    run = frozenset({"python"}) if page.name == "README.md" else frozenset()
+    assert xdrop_docs.unmarked_code_blocks(page.read_text(), run) == []
+
+
+def readme_python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)]
+
+
+def test_readme_python_examples_run() -> None:
+    blocks = readme_python_blocks()
+    assert blocks, "README.md has no python block: update this test"
+    pytest.importorskip("torch", reason="README's example compares NumPy with PyTorch")
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
 
 
 def test_offline_check_flags_external_assets(tmp_path: Path) -> None:
