@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 from . import _kernels
@@ -45,7 +45,8 @@ class RankError(ValueError, RuntimeError):
 def _user_stacklevel() -> int:
     """The ``stacklevel`` of the first frame outside xdrop and torch, so a warning names the caller's line."""
     here, torch_dir = os.path.dirname(os.path.abspath(__file__)), f"{os.sep}torch{os.sep}"
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and (frame.f_code.co_filename.startswith(here) or torch_dir in frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     return level

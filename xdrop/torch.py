@@ -112,7 +112,8 @@ def _dense_like(x: Tensor, values: Tensor) -> Tensor:
         return values
     out = torch.empty_like(x, dtype=values.dtype)
     if out.stride() != x.stride():  # x has gaps (a slice): order the dims by x's strides, as TensorIterator
-        order = sorted(range(x.ndim), key=lambda d: -x.stride(d))  # stable: equal strides keep their order
+        strides = x.stride()
+        order = sorted(range(x.ndim), key=lambda d: -strides[d])  # stable: equal strides keep their order
         out = torch.empty([x.shape[d] for d in order], dtype=values.dtype, device=values.device)
         out = out.permute([order.index(d) for d in range(x.ndim)])
     return values if values.stride() == out.stride() else out.copy_(values)
@@ -184,7 +185,7 @@ class _SeededDropout(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         was_meta = self.seed.is_meta
-        out = super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         if was_meta and not self.seed.is_meta:  # to_empty(): the buffers hold garbage
             self.reset_parameters()
         return out
@@ -218,7 +219,7 @@ class _SeededDropout(nn.Module):
 
         The one place that reads and advances the layer's state.
         """
-        if torch.jit.is_tracing():
+        if torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]
             raise RuntimeError(
                 f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
                 "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
