@@ -97,7 +97,7 @@ def _to_int64(value: int) -> int:
 
 
 def _u64(buffer: Tensor) -> int:
-    return int(buffer) % _U64
+    return int(buffer.item()) % _U64
 
 
 def _draw_u64() -> int:
@@ -238,8 +238,7 @@ class _SeededDropout(nn.Module):
                     )
                 return draw
             seed, step = _u64(self.seed), _u64(self.step)
-            with torch.no_grad():
-                self.step.fill_(_to_int64((step + 1) % _U64))
+            self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
             self._draws[token] = (seed, step)
             if len(self._draws) > _REPLAY_WINDOW:
                 self._draws.popitem(last=False)
@@ -250,7 +249,11 @@ class _SeededDropout(nn.Module):
         out, cache = dropout_forward(x, self.p, seed=seed, step=step, noise_shape=noise)
         return out, cache
 
-    @torch.compiler.disable  # type: ignore[untyped-decorator]  # Python-level step bookkeeping
+    # A graph break for now: _take's graph-task probe, token and buffer reads are Python ints, and the
+    # functional path is not traceable. With a registered operator taking the seed and step buffers as
+    # tensors, the compiled branch becomes `out = op(x, self.seed, self.step, ...); self.step.add_(1)`
+    # (no token, no lock: AOT autograd recomputes from the step value the graph saw).
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def forward(self, input: Tensor) -> Tensor:
         if not self.training:
             return input
