@@ -23,7 +23,7 @@ CONSTRAINTS = ("-c", "tests/constraints.txt")
 BACKENDS: dict[str, list[str]] = {
     "numpy": [],
     "array_api_strict": [],
-    "torch": ["torch"],
+    "torch": ["torch", "transformers"],  # transformers: replace_dropout on tiny BERT / GPT-2 configs
     "jax": ["jax"],
     "dask": ["dask[array]", "distributed"],
 }
