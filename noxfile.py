@@ -23,7 +23,7 @@ CONSTRAINTS = ("-c", "tests/constraints.txt")
 BACKENDS: dict[str, list[str]] = {
     "numpy": [],
     "array_api_strict": [],
-    "torch": ["torch"],
+    "torch": ["torch", "triton"],  # triton: tests/test_triton.py runs the CUDA kernels in its interpreter
     "jax": ["jax"],
     "dask": ["dask[array]", "distributed"],
 }
