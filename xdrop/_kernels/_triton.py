@@ -42,7 +42,7 @@ def _u64(value, IS_PTR: tl.constexpr):
     """A 64-bit word from a Python int argument or from element 0 of an int64 tensor."""
     if IS_PTR:
         return tl.load(value).to(tl.uint64, bitcast=True)
-    return value.to(tl.uint64)  # a non-negative int typed i32, u32, i64 or u64 by its value
+    return tl.cast(value, tl.uint64)  # a non-negative int typed i32, u32, i64 or u64 by its value
 
 
 @triton.jit
@@ -71,7 +71,8 @@ def _keep_tile(pid, start, n, seed, step, k, SEED_PTR: tl.constexpr, STEP_PTR: t
     """
     s = _u64(seed, SEED_PTR)
     t = _u64(step, STEP_PTR)
-    first = start.to(tl.uint64)
+    # tl.cast, not .to: Triton may pass a specialised int (e.g. 1) as a constexpr.
+    first = tl.cast(start, tl.uint64)
     block = (first >> 2) + pid.to(tl.uint64) * B4 + tl.arange(0, B4).to(tl.uint64)
     key0 = tl.full((B4,), 0, tl.uint32) + (s & 0xFFFFFFFF).to(tl.uint32)
     key1 = tl.full((B4,), 0, tl.uint32) + (s >> 32).to(tl.uint32)
@@ -82,9 +83,9 @@ def _keep_tile(pid, start, n, seed, step, k, SEED_PTR: tl.constexpr, STEP_PTR: t
     word = tl.where(
         lane == 0, w0[:, None], tl.where(lane == 1, w1[:, None], tl.where(lane == 2, w2[:, None], w3[:, None]))
     )
-    keep = word.to(tl.uint64) < k.to(tl.uint64)
+    keep = word.to(tl.uint64) < tl.cast(k, tl.uint64)
     j = block[:, None] * 4 + lane.to(tl.uint64) - first
-    return keep, j, j < n.to(tl.uint64)
+    return keep, j, j < tl.cast(n, tl.uint64)
 
 
 @triton.jit(do_not_specialize=["start", "seed", "step", "k"])
@@ -94,7 +95,8 @@ def _mask_kernel(out_ptr, start, n, seed, step, k, SEED_PTR: tl.constexpr, STEP_
     tl.store(out_ptr + j.to(tl.int64), keep, mask=valid)
 
 
-@triton.jit(do_not_specialize=["start", "seed", "step", "k", "scale_bits"])
+# start stays specialized: 0 in practice, so Triton knows the loads are aligned and can vectorise them.
+@triton.jit(do_not_specialize=["seed", "step", "k", "scale_bits"])
 def _dropout_kernel(
     x_ptr,
     out_ptr,
