@@ -187,7 +187,7 @@ def _torch_fwd_bwd_cases(x: Any, torch: Any) -> dict[str, Callable[[], Any]]:
 
     xg = x.detach().clone().requires_grad_(True)
     dout = torch.ones_like(x)
-    layers = {"xdrop-layer": xtorch.Dropout(P, seed=SEED), "torch-layer": torch.nn.Dropout(P)}
+    layers = {"xdrop-layer": xtorch.Dropout(P, seed=SEED).to(x.device), "torch-layer": torch.nn.Dropout(P)}
 
     def run(f: Callable[[Any], Any]) -> Callable[[], Any]:
         return lambda: torch.autograd.grad(f(xg), xg, dout)
@@ -310,7 +310,7 @@ def _measure(
         cases = _torch_cases(x, lib)
         from . import torch as xtorch
 
-        layer, native_layer = xtorch.Dropout(P, seed=SEED), lib.nn.Dropout(P)
+        layer, native_layer = xtorch.Dropout(P, seed=SEED).to(device), lib.nn.Dropout(P)
         cases["xdrop-layer"] = (lambda: layer(x), None)
         cases["torch-layer"] = (lambda: native_layer(x), None)
         for name, fwd_bwd in _torch_fwd_bwd_cases(x, lib).items():
