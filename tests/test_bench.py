@@ -82,3 +82,14 @@ def test_bench_rejects_bad_sizes_with_a_usage_error(capsys, sizes):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--sizes" in err and repr(sizes) in err
+
+
+def test_bench_with_every_backend_skipped_still_succeeds(tmp_path, capsys):
+    """A GPU backend on a host without one: skipped with the reason, exit 0, no plot, JSON written."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed here: the cupy backend would run")
+    path, plot = tmp_path / "b.json", tmp_path / "b.png"
+    assert main(["bench", "--quick", "--backend", "cupy", "--json", str(path), "--plot", str(plot)]) == 0
+    report = json.loads(path.read_text())
+    assert report["results"] == [] and "cupy" in report["skipped"]
+    assert "no plot written" in capsys.readouterr().out and not plot.exists()

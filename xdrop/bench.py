@@ -438,6 +438,8 @@ def _plot(report: dict[str, Any], path: str) -> str:
         return "matplotlib is not installed: no plot written"
     rows = [r for r in report["results"] if r["direction"] == "forward"]
     groups = sorted({(r["backend"], r["dtype"]) for r in rows})
+    if not groups:
+        return "no results (every backend was skipped): no plot written"
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
     for ax, (b, d) in zip(axes[0], groups, strict=True):
         names = sorted({r["name"] for r in rows if (r["backend"], r["dtype"]) == (b, d)})
