@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _kernels
 from ._checks import check_float_array, check_probability
-from ._compat import device, namespace_name
+from ._compat import device, is_torch_namespace, namespace_name
 from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_seed
 from ._generator import Generator
 from ._stream import TWO32, keep_count, significand_bits
@@ -119,10 +119,13 @@ def _run(
     grad_scale: float | None = None
     if alpha:
         a, b, c = (round_to_dtype(v, xp, x.dtype) for v in alpha_constants(k))
+        grad_scale = a
+    if alpha and is_torch_namespace(xp):  # the one torch path: no mask kept for autograd
+        out = _kernels.torch_dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+    elif alpha:
         keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
         kept = x * a if b == 0.0 else x * a + b  # no add at p = 0: the identity, -0.0 included
         out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
-        grad_scale = a
     else:
         grad_scale = None if scale_by_keep else 1.0
         out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale)
