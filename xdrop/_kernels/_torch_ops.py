@@ -201,12 +201,6 @@ class _Dropout(torch.autograd.Function):
         return _Dropout.apply(xb, seed, step, k, (xb.shape[0], *noise_shape), a, b, c, impl), 0
 
 
-def check_tensor(x: Any, name: str = "x") -> None:
-    """Only dense (strided) tensors: sparse and other layouts have no flat element order."""
-    if x.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got {name}.layout={x.layout}")
-
-
 def dropout(
     x: Any,
     seed: Any,
@@ -234,11 +228,12 @@ def dropout(
     tensor([0., 0., 2., 2.])
     """
     noise_shape = tuple(noise_shape)
-    if torch.compiler.is_compiling() or not isinstance(seed, int):
+    # Tensor subclasses (FakeTensor, ...) and compiled code need the dispatcher.
+    if type(x) is not torch.Tensor or torch.compiler.is_compiling() or not isinstance(seed, int):
         if isinstance(seed, int):
             seed = torch.tensor([to_int64(seed), to_int64(step)], dtype=torch.int64)
         return OP(x, seed, k, list(noise_shape), a, b, c, impl)
-    if type(x) is torch.Tensor and not (x.requires_grad and torch.is_grad_enabled()) and _has_storage(x):
+    if not (x.requires_grad and torch.is_grad_enabled()) and _has_storage(x):
         return compute(x, seed, step, k, noise_shape, a, b, c, impl)
     return _Dropout.apply(x, seed, step, k, noise_shape, a, b, c, impl)
 
