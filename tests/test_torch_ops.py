@@ -54,8 +54,15 @@ def _numpy_twin(fn, x, p, **kw):
     return torch.from_numpy(np.asarray(out))
 
 
+_INT_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _same_bits(a, b):
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(-1).view(torch.int32 if a.element_size() == 4 else torch.int64 if a.element_size() == 8 else torch.int16), b.contiguous().view(-1).view(torch.int32 if b.element_size() == 4 else torch.int64 if b.element_size() == 8 else torch.int16))
+    """Equal dtype, shape and bits (so -0.0 differs from +0.0 and NaNs compare)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    bits = _INT_OF_SIZE[a.element_size()]
+    return torch.equal(a.contiguous().view(bits), b.contiguous().view(bits))
 
 
 def _compiled(fn, backend="eager"):
@@ -96,24 +103,20 @@ def test_operator_equals_numpy_for_every_variant():
         want = _numpy_twin(fn, x, 0.3, seed=11, step=5)
         assert _same_bits(fn(x, 0.3, seed=11, step=5), want), name
         # and the operator path (through the dispatcher), as compiled code calls it
-        with torch.inference_mode(False), _force_operator():
+        with _force_operator():
             assert _same_bits(fn(x, 0.3, seed=11, step=5), want), name
 
 
 class _force_operator:
-    """Route eager calls through ``torch.ops.xdrop.dropout`` (a Tensor subclass would, too)."""
+    """Route eager calls through ``torch.ops.xdrop.dropout``, as compiled code and tensor subclasses go."""
 
     def __enter__(self):
-        self._saved = _torch_ops.dropout.__code__
-        original = _torch_ops.dropout
-
         def through_op(x, seed, step, k, noise_shape, a, b=0.0, c=0.0, impl="auto"):
             ss = torch.tensor([_torch_ops.to_int64(seed), _torch_ops.to_int64(step)])
             return _torch_ops.OP(x, ss, k, list(noise_shape), a, b, c, impl)
 
         self._patch = pytest.MonkeyPatch()
         self._patch.setattr(_torch_ops, "dropout", through_op)
-        self._original = original
         return self
 
     def __exit__(self, *exc):
@@ -230,12 +233,8 @@ def test_retain_graph_second_backward_and_double_backward():
     (first,) = torch.autograd.grad(out, x, g, retain_graph=True)
     (second,) = torch.autograd.grad(out, x, g)
     assert _same_bits(first, second)
-    # create_graph: the gradient is itself dropout, differentiable again
-    y = xdrop.dropout(x, 0.5, seed=3, step=7)
-    (gx,) = torch.autograd.grad(y, x, g.clone().requires_grad_(), create_graph=True)
+    # create_graph: the gradient is dropout of g, itself differentiable with respect to g
     v = _input((5, 6), seed=9)
-    (ggx,) = torch.autograd.grad(gx, x, v, allow_unused=True) if gx.requires_grad else (None,)
-    assert ggx is None  # d(grad)/dx = 0: the gradient does not depend on x
     gg = g.clone().requires_grad_()
     (gx,) = torch.autograd.grad(xdrop.dropout(x, 0.5, seed=3, step=7), x, gg, create_graph=True)
     (dgg,) = torch.autograd.grad(gx, gg, v)
@@ -334,8 +333,7 @@ def test_eager_fast_path_equals_the_operator():
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         x = _input((130,), dtype=dtype)
         for args in ((2**31, (130,), 2.0, 0.0, 0.0), (3 << 30, (130,), 1.5, 0.25, -1.0)):
-            a = args[2]
-            args = args[:2] + (float(torch.tensor(a, dtype=dtype)),) + args[3:]
+            args = (*args[:2], float(torch.tensor(args[2], dtype=dtype)), *args[3:])  # a exact in dtype
             fast = _torch_ops.dropout(x, 5, 6, *args)
             ss = torch.tensor([5, 6])
             assert _same_bits(fast, _torch_ops.OP(x, ss, args[0], list(args[1]), *args[2:], "auto"))

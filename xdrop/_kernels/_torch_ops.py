@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.autograd import forward_ad
+
+from .._stream import TWO32
+from ._host import PARALLEL_MIN
 
 MASK64 = (1 << 64) - 1
 
@@ -54,10 +57,43 @@ def _u64(value: int) -> int:
     return value & MASK64
 
 
-def _namespace() -> Any:
-    from .._compat import compat_namespace
+_cache: dict[Any, Any] = {}
 
-    return compat_namespace("torch")
+
+def _namespace() -> Any:
+    if "xp" not in _cache:
+        from .._compat import compat_namespace
+
+        _cache["xp"] = compat_namespace("torch")
+    return _cache["xp"]
+
+
+def _c_dropout(dtype: Any) -> Any:
+    """The compiled kernel's dropout routine for a float32/float64 tensor, else None."""
+    if dtype not in _cache:
+        from . import _native
+
+        lib = _native.library()
+        names = {torch.float32: "xd_dropout_f32", torch.float64: "xd_dropout_f64"}
+        _cache[dtype] = getattr(lib, names[dtype]) if lib is not None and dtype in names else None
+    return _cache[dtype]
+
+
+def _small_cpu(x: Any, seed: int, step: int, k: int, a: float) -> Any:
+    """Plain dropout of a small contiguous float32/float64 CPU tensor in one C call, or None.
+
+    The same routine over the same range that the host driver calls below its
+    threading threshold (``_host.dropout_into``), without the driver's cost.
+    """
+    n = x.numel()
+    if not (0 < k < TWO32 and 0 < n < PARALLEL_MIN) or x.device.type != "cpu" or x.is_neg():
+        return None
+    fn = _c_dropout(x.dtype)
+    if fn is None or not x.is_contiguous():
+        return None
+    out = torch.empty_like(x)
+    fn(x.data_ptr(), out.data_ptr(), 0, n, seed, step, k, a)
+    return out
 
 
 def compute(
@@ -72,11 +108,14 @@ def compute(
     if x.device.type == "meta":
         return torch.empty_like(x)
     x = x.detach()
+    plain = b == 0.0 and c == 0.0 and tuple(noise_shape) == x.shape
+    if plain and impl == "auto" and (out := _small_cpu(x, seed, step, k, a)) is not None:
+        return out
+
     xp = _namespace()
-    shape = tuple(x.shape)
     noise_shape = tuple(noise_shape)
     src = x if x.is_contiguous() else x.contiguous()
-    if b == 0.0 and c == 0.0 and noise_shape == shape:
+    if plain:
         res = select(xp, src, impl)(src, xp, seed, step, k, a)
     else:
         n = math.prod(noise_shape)
@@ -109,9 +148,9 @@ def _dropout_op(
     if x.device.type == "cuda" and impl == "auto" and _cuda_kernels:
         out = _cuda_kernels[0](x, seed_step, k, noise_shape, a, b, c)
         if out is not None:
-            return out
+            return cast(torch.Tensor, out)
     seed, step = _unpack(seed_step)
-    return compute(x, seed, step, k, noise_shape, a, b, c, impl)
+    return cast(torch.Tensor, compute(x, seed, step, k, noise_shape, a, b, c, impl))
 
 
 @_dropout_op.register_fake
@@ -167,13 +206,53 @@ _dropout_op.register_vmap(_vmap)
 OP = torch.ops.xdrop.dropout.default
 
 
-class _Dropout(torch.autograd.Function):
-    """Eager dropout with Python-int ``seed``/``step``: backward, forward AD and vmap rules.
+class _Linear(torch.autograd.Function):
+    """Backward and forward-mode rules shared by the eager Functions: the same dropout with ``(a, 0, 0)``.
 
-    Used outside torch.compile (dynamo does not trace a custom ``jvp``),
-    where it skips the operator's dispatch cost; the arithmetic is the
-    operator's (:func:`compute`), so the bits are the same.
+    ``ctx.args`` is ``(seed, step, k, noise_shape, a, impl)``. Going back
+    through :func:`dropout` records the gradient again when ``create_graph``
+    asks for it (double backward).
     """
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
+        seed, step, k, noise_shape, a, impl = ctx.args
+        return (dropout(grad, seed, step, k, noise_shape, a, 0.0, 0.0, impl),) + (None,) * 8
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Any, *_: Any) -> Any:
+        seed, step, k, noise_shape, a, impl = ctx.args
+        return dropout(x_t, seed, step, k, noise_shape, a, 0.0, 0.0, impl)
+
+
+class _Dropout(_Linear):
+    """Eager dropout of plain tensors with Python-int ``seed``/``step`` (also dual tensors).
+
+    Used outside torch.compile (dynamo does not trace a custom ``jvp``): it
+    skips the operator's dispatch cost, and its ``forward(ctx, ...)`` form
+    skips the per-call signature binding of the ``setup_context`` form. The
+    arithmetic is the operator's (:func:`compute`), so the bits are the same.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Any,
+        seed: int,
+        step: int,
+        k: int,
+        noise_shape: tuple[int, ...],
+        a: float,
+        b: float,
+        c: float,
+        impl: str,
+    ) -> Any:
+        ctx.args = (seed, step, k, noise_shape, a, impl)
+        return compute(x, seed, step, k, noise_shape, a, b, c, impl)
+
+
+class _FuncDropout(_Linear):
+    """The same under torch.func transforms, which need ``setup_context`` and a vmap rule."""
 
     @staticmethod
     def forward(
@@ -183,22 +262,13 @@ class _Dropout(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.args = inputs[1:6]  # seed, step, k, noise_shape, a
-        ctx.impl = inputs[8]
-
-    @staticmethod
-    def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
-        return (_Dropout.apply(grad, *ctx.args, 0.0, 0.0, ctx.impl),) + (None,) * 8
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: Any, *_: Any) -> Any:
-        return _Dropout.apply(x_t, *ctx.args, 0.0, 0.0, ctx.impl)
+        ctx.args = (*inputs[1:6], inputs[8])
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[Any, ...], x: Any, *args: Any) -> tuple[Any, int]:
         seed, step, k, noise_shape, a, b, c, impl = args
         xb = x.movedim(in_dims[0], 0)
-        return _Dropout.apply(xb, seed, step, k, (xb.shape[0], *noise_shape), a, b, c, impl), 0
+        return dropout(xb, seed, step, k, (xb.shape[0], *noise_shape), a, b, c, impl), 0
 
 
 def dropout(
@@ -233,15 +303,10 @@ def dropout(
         if isinstance(seed, int):
             seed = torch.tensor([to_int64(seed), to_int64(step)], dtype=torch.int64)
         return OP(x, seed, k, list(noise_shape), a, b, c, impl)
-    if not (x.requires_grad and torch.is_grad_enabled()) and _has_storage(x):
-        return compute(x, seed, step, k, noise_shape, a, b, c, impl)
-    return _Dropout.apply(x, seed, step, k, noise_shape, a, b, c, impl)
-
-
-def _has_storage(x: Any) -> bool:
-    """False for functorch's wrappers (vmap, grad, jvp) and dual tensors: those take the Function."""
     try:
         x.data_ptr()
-    except RuntimeError:
-        return False
-    return forward_ad.unpack_dual(x).tangent is None
+    except RuntimeError:  # functorch's wrappers (vmap, grad, jvp) have no storage
+        return _FuncDropout.apply(x, seed, step, k, noise_shape, a, b, c, impl)  # type: ignore[no-untyped-call]
+    if (x.requires_grad and torch.is_grad_enabled()) or forward_ad.unpack_dual(x).tangent is not None:  # type: ignore[no-untyped-call]
+        return _Dropout.apply(x, seed, step, k, noise_shape, a, b, c, impl)  # type: ignore[no-untyped-call]
+    return compute(x, seed, step, k, noise_shape, a, b, c, impl)
