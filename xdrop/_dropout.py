@@ -19,7 +19,7 @@ from ._checks import (
     check_u64,
     resolve_noise_shape,
 )
-from ._compat import array_namespace, device, namespace_name
+from ._compat import array_namespace, device, is_torch_namespace, namespace_name
 from ._generator import Generator
 from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
 
@@ -99,12 +99,13 @@ def _apply(
 
     ``scale`` (exact in x's dtype) replaces the inverted-dropout scale when given.
     """
-    if _kernels.tracks_grad(xp, x):
-        # Torch tensors that autograd records go through an autograd Function whose
-        # backward is this same dropout of ``dout``: no mask or tensor is saved.
-        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale))
-    _kernels.refuse_traced(xp, impl, seed, step)
     k = keep_count(p)
+    if is_torch_namespace(xp):
+        # Every torch call takes one path (the registered operator under compile), whose
+        # backward is this same dropout of ``dout``: no mask or tensor is saved.
+        a = scale_for(k, xp, x.dtype) if scale is None else scale
+        return _kernels.torch_dropout(x, seed, step, k, noise_shape, a, 0.0, 0.0, impl)
+    _kernels.refuse_traced(xp, impl, seed, step)
     scale = scale_for(k, xp, x.dtype) if scale is None else scale
     if math.isinf(scale):
         # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd

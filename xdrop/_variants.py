@@ -20,7 +20,7 @@ from typing import Any
 from . import _kernels
 from ._arith import alpha_constants, float_format
 from ._checks import check_float_array, check_probability
-from ._compat import device, namespace_name
+from ._compat import device, is_torch_namespace, namespace_name
 from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_seed
 from ._generator import Generator
 from ._stream import keep_count
@@ -139,10 +139,13 @@ def _run(
     grad_scale: float | None = None
     if alpha:
         a, b, c = alpha_constants(k, float_format(xp, x.dtype))  # each rounded once to x's dtype
+        grad_scale = a
+    if alpha and is_torch_namespace(xp):  # the one torch path: no mask kept for autograd
+        out = _kernels.torch_dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+    elif alpha:
         keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
         kept = x * a if b == 0.0 else x * a + b  # no add where b rounds to 0 in x's dtype: keeps -0.0
         out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
-        grad_scale = a
     else:
         grad_scale = None if scale_by_keep else 1.0
         out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale)

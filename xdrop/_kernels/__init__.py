@@ -164,7 +164,7 @@ def select_mask(xp: ModuleType, impl: str) -> MaskKernel:
             if is_torch_namespace(xp):
                 from . import _torch
 
-                return _torch.cpu_mask(start, n, seed, step, k, engine)
+                return _torch.cpu_mask(start, n, seed, step, k, engine, device)
             out = np.empty(n, np.bool_)
             _host.mask_into(out, start, seed, step, k, engine)
             return out
@@ -182,17 +182,10 @@ def select_mask(xp: ModuleType, impl: str) -> MaskKernel:
     return kernel
 
 
-def tracks_grad(xp: ModuleType, x: Any) -> bool:
-    """Whether ``x`` is a torch tensor that autograd records now (routes it through the Function)."""
-    if not is_torch_namespace(xp):
-        return False
-    from . import _torch
+def torch_dropout(
+    x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
+) -> Any:
+    """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
+    from . import _torch_ops
 
-    return _torch.tracks_grad(x)
-
-
-def autograd_dropout(x: Any, run: Callable[[Any], Any]) -> Any:
-    """``run(x)`` as a torch autograd Function whose backward is ``run(dout)``: saves no tensor."""
-    from . import _torch
-
-    return _torch.autograd_dropout(x, run)
+    return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
