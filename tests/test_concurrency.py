@@ -5,6 +5,9 @@ must get exactly the serial results. ``Generator`` documents that taking a step
 is atomic: threads sharing one get every step exactly once, in some order.
 """
 
+import os
+import select
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,3 +91,71 @@ def test_take_step_is_atomic_under_contention():
         taken = [s for chunk in pool.map(take, range(THREADS)) for s in chunk]
     assert sorted(taken) == list(range(THREADS * per_thread))
     assert gen.step == THREADS * per_thread
+
+
+# -- fork: a child process inherits the thread pool object but not its threads ---------------------
+
+FORK_N = 1 << 18  # above the threading threshold (2**17), so the call uses the pool
+FORK_TIMEOUT_S = 60
+
+
+def _large_dropout(seed):
+    x = np.linspace(-1.0, 1.0, FORK_N, dtype=np.float32)
+    return xdrop.dropout(x, 0.5, seed=seed, step=1)
+
+
+def _large_dropout_bytes(seed):
+    return _large_dropout(seed).tobytes()
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform has no fork")
+
+
+@needs_fork
+def test_forked_child_can_run_a_large_call_after_the_parent_did():
+    expected = _large_dropout_bytes(3)  # starts the pool in the parent
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report whether its large call gave the parent's bits, then leave at once
+        status = 1
+        try:
+            status = 0 if _large_dropout_bytes(3) == expected else 2
+        finally:
+            os.write(write_fd, bytes([status]))
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], FORK_TIMEOUT_S)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        reply = os.read(read_fd, 1) if ready else b""
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+    assert ready, f"the forked child hung for {FORK_TIMEOUT_S} s in a large xdrop call"
+    assert reply == b"\x00", f"the child's call failed or differed (status {reply!r})"
+
+
+class _LargeDropoutDataset:
+    """Each item: a large xdrop call inside a DataLoader worker."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return _large_dropout(i)
+
+
+@needs_fork
+def test_fork_started_dataloader_workers_run_large_calls():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    expected = [_large_dropout(i) for i in range(4)]  # the parent's pool runs
+    loader = torch.utils.data.DataLoader(
+        _LargeDropoutDataset(),
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context="fork",
+        timeout=FORK_TIMEOUT_S,  # a hung worker raises instead of hanging the test
+    )
+    got = [t.numpy() for t in loader]
+    assert [g.tobytes() for g in got] == [e.tobytes() for e in expected]

@@ -51,6 +51,18 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool_in_child() -> None:
+    """After ``fork``: the inherited pool has no threads (work sent to it would wait
+    forever) and its lock may be held by a parent thread, so start both afresh."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
     """``body(lo, hi)`` over a partition of ``[0, n)``, on several threads when ``n`` is large.
 
