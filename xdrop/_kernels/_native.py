@@ -17,8 +17,8 @@ The cache runs code, so it is guarded like one:
   loaded, from the very descriptor that was hashed; anything else is deleted
   and rebuilt, so a truncated or planted file is never mapped;
 - a build compiles in a fresh private temporary directory, rejects empty
-  output, writes the library under a temporary name in the cache, ``fsync``\\ s
-  it, renames it into place and ``fsync``\\ s the directory; temporaries left
+  output, writes the library under a temporary name in the cache, fsyncs
+  it, renames it into place and fsyncs the directory; temporaries left
   by a killed build and builds unused for :data:`STALE_BUILD_S` are removed;
 - ``CC`` must be an absolute path or a bare name looked up in the absolute
   entries of ``PATH`` (never the current directory); the compiler used is in
