@@ -152,7 +152,7 @@ def variant(request, monkeypatch):
 
 
 # Ranges across a carry into the block's high word (block 2**32) and up to the last index, 2**64 - 1.
-EDGE_STARTS = [0, 3, 4 * 2**32 - 37, 4 * 2**32 - 2, 2**63 - 7, 2**64 - 200, 2**64 - 65, 2**64 - 64, 2**64 - 3]
+EDGE_STARTS = [0, 3, 4 * 2**32 - 37, 4 * 2**32 - 2, 2**63 - 7, *(2**64 - d for d in (300, 129, 128, 65, 3))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -168,7 +168,7 @@ def test_compiled_variant_dropout_matches_reference(variant, dtype):
 def test_compiled_variant_masks_match_reference(variant):
     kernel = _kernels.select_mask(xp_np, "c")
     for start in EDGE_STARTS:
-        for n in (1, 3, 64, 65, 130):
+        for n in (1, 3, 64, 65, 130, 257):
             n = min(n, 2**64 - start)
             for p in (0.3, 2.0**-33):
                 k = keep_count(p)
@@ -188,7 +188,7 @@ def call_with_timeout(fn, seconds=60):
 
 
 @pytest.mark.parametrize("impl", HOST_IMPLS)
-@pytest.mark.parametrize("last", [0, 1, 5, 63, 64, 100])
+@pytest.mark.parametrize("last", [0, 1, 5, 63, 64, 127, 128, 200])
 def test_host_masks_up_to_the_last_index(impl, last):
     """A range ending within a chunk of 2**64 (the C loop once wrapped its bound and never ended)."""
     k = keep_count(0.4)

@@ -31,7 +31,7 @@ PIECE = 1 << 14
 # Below this many elements a call stays on the calling thread.
 PARALLEL_MIN = 1 << 17
 # Ranges handed to threads start at multiples of this (whole Philox blocks and C chunks).
-ALIGN = 64
+ALIGN = 128
 
 _M0, _M1, _LO = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1), np.uint64(MASK32)
 _S32 = np.uint64(32)

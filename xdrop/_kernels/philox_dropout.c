@@ -128,7 +128,7 @@ extern "C" __global__ void xd_dropout_vec(const XD_T *x, XD_T *out, xd_u64 n, xd
 #endif
 
 #else
-/* ---- Host: the same xd_philox10 as the GPU, a chunk of 64 elements at a
+/* ---- Host: the same xd_philox10 as the GPU, a chunk of 128 elements at a
  * time, exported for ctypes in two variants: "base" (any C99 compiler, scalar
  * Philox; the mask and product loops vectorise with the baseline ISA) and, on
  * x86-64 with GCC or Clang, "avx2" (Philox on 8 blocks per AVX2 register;
@@ -141,7 +141,7 @@ void xd_block_words(xd_u64 block, xd_u64 step, xd_u64 seed, xd_u32 *w) { xd_phil
 /* Keep masks (all ones: keep, zero: drop) of the elements of the chunk of
  * XD_CHUNK flat indices that starts at first (a multiple of 4). K = 2^32
  * (keep all) is split off so that the compare stays 32-bit and vectorises. */
-#define XD_CHUNK 64
+#define XD_CHUNK 128
 static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
     xd_u32 k32 = (xd_u32)k, all = (xd_u32)0 - (xd_u32)(k >> 32);
     for (int j = 0; j < XD_CHUNK / 4; j++) {
@@ -168,7 +168,7 @@ static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 
     } while (0)
 
 /* The same masks as xd_keep_chunk: counter word j of blocks b .. b + 7 in
- * register c[h][j] (two independent groups h of 8 blocks hide the multiply's
+ * register c[h][j] (four independent groups h of 8 blocks hide the multiply's
  * latency), then a 4x8 transpose into element order. */
 XD_AVX2 static inline void xd_keep_chunk_avx2(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k,
                                                xd_u32 m[XD_CHUNK]) {
@@ -176,8 +176,8 @@ XD_AVX2 static inline void xd_keep_chunk_avx2(xd_u64 first, xd_u64 step, xd_u64 
     const __m256i bias = _mm256_set1_epi32((int)0x80000000u); /* unsigned compare via signed */
     const __m256i kb = _mm256_set1_epi32((int)((xd_u32)k ^ 0x80000000u));
     const __m256i all = _mm256_set1_epi32((int)((xd_u32)0 - (xd_u32)(k >> 32)));
-    __m256i c[2][4];
-    for (int h = 0; h < 2; h++) {
+    __m256i c[4][4];
+    for (int h = 0; h < 4; h++) {
         xd_u64 b = first / 4 + 8 * (xd_u64)h;
         __m256i lo0 = _mm256_set1_epi32((int)(xd_u32)b);
         __m256i c0 = _mm256_add_epi32(lo0, lanes);
@@ -191,11 +191,11 @@ XD_AVX2 static inline void xd_keep_chunk_avx2(xd_u64 first, xd_u64 step, xd_u64 
     xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32);
     for (int r = 0; r < 10; r++) {
         __m256i kv0 = _mm256_set1_epi32((int)k0), kv1 = _mm256_set1_epi32((int)k1);
-        for (int h = 0; h < 2; h++) XD_ROUND(__m256i, XD_MULHILO_AVX2, c[h][0], c[h][1], c[h][2], c[h][3], kv0, kv1);
+        for (int h = 0; h < 4; h++) XD_ROUND(__m256i, XD_MULHILO_AVX2, c[h][0], c[h][1], c[h][2], c[h][3], kv0, kv1);
         k0 += XD_W0;
         k1 += XD_W1;
     }
-    for (int h = 0; h < 2; h++) {
+    for (int h = 0; h < 4; h++) {
         __m256i w[4];
         for (int j = 0; j < 4; j++) w[j] = _mm256_or_si256(_mm256_cmpgt_epi32(kb, _mm256_xor_si256(c[h][j], bias)), all);
         __m256i t0 = _mm256_unpacklo_epi32(w[0], w[1]), t1 = _mm256_unpackhi_epi32(w[0], w[1]);
