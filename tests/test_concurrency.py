@@ -6,8 +6,7 @@ is atomic: threads sharing one get every step exactly once, in some order.
 """
 
 import os
-import select
-import signal
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,18 +93,65 @@ def test_take_step_is_atomic_under_contention():
 
 
 # -- fork: a child process inherits the thread pool object but not its threads ---------------------
+#
+# Each check runs in a fresh interpreter: forking the test process itself would fork whatever
+# threads other tests started (JAX warns about exactly that), and a hung child could outlive the
+# test. The parent's large call starts xdrop's pool; the forked child's large call must not hang.
+# SIGALRM ends a hung child; subprocess.run's timeout ends a hung parent.
 
-FORK_N = 1 << 18  # above the threading threshold (2**17), so the call uses the pool
-FORK_TIMEOUT_S = 60
+FORK_TIMEOUT_S = 120
+
+FORK_PRELUDE = """
+import os, signal, sys
+import numpy as np
+import xdrop
+
+N = 1 << 18  # above the threading threshold (2**17): the call uses the pool
 
 
-def _large_dropout(seed):
-    x = np.linspace(-1.0, 1.0, FORK_N, dtype=np.float32)
-    return xdrop.dropout(x, 0.5, seed=seed, step=1)
+def large(seed):
+    return xdrop.dropout(np.linspace(-1.0, 1.0, N, dtype=np.float32), 0.5, seed=seed, step=1)
+"""
+
+OS_FORK = """
+expected = large(3).tobytes()  # starts the pool in the parent
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)
+    os._exit(0 if large(3).tobytes() == expected else 2)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+DATALOADER = """
+import torch
 
 
-def _large_dropout_bytes(seed):
-    return _large_dropout(seed).tobytes()
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return large(i)
+
+
+expected = [large(i).tobytes() for i in range(4)]  # the parent's pool runs first
+loader = torch.utils.data.DataLoader(
+    Data(), batch_size=None, num_workers=2, multiprocessing_context="fork",
+    timeout=60, worker_init_fn=lambda _: signal.alarm(90),
+)
+got = [t.numpy().tobytes() for t in loader]
+sys.exit(0 if got == expected else 2)
+"""
+
+
+def run_fresh(script):
+    src = os.path.dirname(os.path.dirname(os.path.abspath(xdrop.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_PRELUDE + script], env=env, capture_output=True, text=True, timeout=FORK_TIMEOUT_S
+    )
+    assert done.returncode == 0, f"status {done.returncode} (242: a child hung, SIGALRM)\n{done.stdout}{done.stderr}"
 
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform has no fork")
@@ -113,49 +159,10 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform ha
 
 @needs_fork
 def test_forked_child_can_run_a_large_call_after_the_parent_did():
-    expected = _large_dropout_bytes(3)  # starts the pool in the parent
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: report whether its large call gave the parent's bits, then leave at once
-        status = 1
-        try:
-            status = 0 if _large_dropout_bytes(3) == expected else 2
-        finally:
-            os.write(write_fd, bytes([status]))
-            os._exit(0)
-    os.close(write_fd)
-    try:
-        ready, _, _ = select.select([read_fd], [], [], FORK_TIMEOUT_S)
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-        reply = os.read(read_fd, 1) if ready else b""
-    finally:
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-    assert ready, f"the forked child hung for {FORK_TIMEOUT_S} s in a large xdrop call"
-    assert reply == b"\x00", f"the child's call failed or differed (status {reply!r})"
-
-
-class _LargeDropoutDataset:
-    """Each item: a large xdrop call inside a DataLoader worker."""
-
-    def __len__(self):
-        return 4
-
-    def __getitem__(self, i):
-        return _large_dropout(i)
+    run_fresh(OS_FORK)
 
 
 @needs_fork
 def test_fork_started_dataloader_workers_run_large_calls():
-    torch = pytest.importorskip("torch", reason="torch is not installed")
-    expected = [_large_dropout(i) for i in range(4)]  # the parent's pool runs
-    loader = torch.utils.data.DataLoader(
-        _LargeDropoutDataset(),
-        batch_size=None,
-        num_workers=2,
-        multiprocessing_context="fork",
-        timeout=FORK_TIMEOUT_S,  # a hung worker raises instead of hanging the test
-    )
-    got = [t.numpy() for t in loader]
-    assert [g.tobytes() for g in got] == [e.tobytes() for e in expected]
+    pytest.importorskip("torch", reason="torch is not installed")
+    run_fresh(DATALOADER)

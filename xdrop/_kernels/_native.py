@@ -48,12 +48,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._stream import STREAM_VERSION
+
 SOURCE = Path(__file__).with_name("philox_dropout.c")
 # No -march=native: the cache may be shared by machines with different CPUs (the
 # AVX2 functions carry target attributes and are chosen at load by cpuid).
 FLAGS = ("-O3", "-std=c99", "-shared", "-fPIC")
 # In the cache name: a library built for another stream version is never loaded.
-STREAM_TAG = "stream1"
+STREAM_TAG = f"stream{STREAM_VERSION}"
 # Variants in order of preference, and their bit in xd_variants().
 VARIANTS = ("avx2", "base")
 _VARIANT_BITS = {"base": 1, "avx2": 2}
@@ -173,7 +175,7 @@ def _open_private_dir(path: Path) -> int:
     if st.st_uid != os.geteuid():
         problem = f"is owned by uid {st.st_uid}, not this user (uid {os.geteuid()})"
     elif st.st_mode & 0o022:
-        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}; if it is yours: chmod 700)"
     if problem:
         os.close(fd)
         raise CacheRefused(f"kernel cache {path} {problem}; set XDROP_CACHE_DIR to a private directory")
