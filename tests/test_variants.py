@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from spec_v1 import keep_bits
+from spec_v1 import alpha_bits, keep_bits
 
 import xdrop
 from xdrop import verify
@@ -51,10 +51,17 @@ def alpha_abc(p):
     return a, -a * (1.0 - q) * ALPHA_PRIME, a * q * ALPHA_PRIME
 
 
+def spec_alpha(p, dtype):
+    """The spec's (a, b, c): the exact reals, each rounded once to ``dtype`` (tests/spec_v1.py)."""
+    dtype = np.dtype(dtype)
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dtype.itemsize]
+    return tuple(np.array(v, uint).view(dtype)[()] for v in alpha_bits(keep_count(p), dtype.name))
+
+
 def alpha_expected(x, keep, p):
     if keep_count(p) == 0:
         return np.zeros_like(x)
-    a, b, c = (x.dtype.type(v) for v in alpha_abc(p))  # numpy's cast rounds half-even
+    a, b, c = spec_alpha(p, x.dtype)
     kept = x * a if b == 0 else x * a + b
     return np.where(keep, kept, c)
 
@@ -310,7 +317,7 @@ def test_alpha_backward_is_dout_times_a_where_kept(backend, name, noise, dtype):
     dout_np = random_input(shape, dtype, seed=4)
     _, cache = forward(x, 0.3, seed=12, step=7)
     dx = backend.to_numpy(xdrop.dropout_backward(backend.asarray(dout_np), cache))
-    a = dout_np.dtype.type(alpha_abc(0.3)[0])
+    a = spec_alpha(0.3, dout_np.dtype)[0]
     expected = np.where(spec_keep(noise(shape), 0.3, 12, 7), dout_np * a, dout_np.dtype.type(0))
     assert dx.tobytes() == expected.tobytes()
 

@@ -10,23 +10,18 @@ the cache its ``*_forward`` returns: the mask is regenerated, never stored.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from . import _kernels
+from ._arith import alpha_constants, float_format
 from ._checks import check_float_array, check_probability
 from ._compat import device, namespace_name
 from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_seed
 from ._generator import Generator
-from ._stream import TWO32, keep_count, significand_bits
+from ._stream import keep_count
 
 NoiseRule = Callable[[tuple[int, ...]], tuple[int, ...]]
-
-# SELU's saturation value -lambda * alpha (Klambauer et al., "Self-Normalizing
-# Neural Networks", 2017), the constant torch.nn.AlphaDropout uses.
-SELU_ALPHA_PRIME = -1.7580993408473766
 
 _SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
 
@@ -63,35 +58,6 @@ def sample_noise_shape(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
     return shape[:1] + (1,) * (len(shape) - 1)
 
 
-def round_to_dtype(value: float, xp: ModuleType, dtype: Any) -> float:
-    """``value`` rounded half-even to ``dtype``'s significand, as an exact Python float.
-
-    Backends then convert it exactly, so every one multiplies by the same number.
-    """
-    if value == 0.0:
-        return 0.0
-    bits = significand_bits(xp, dtype)
-    mantissa, exponent = math.frexp(value)
-    rounded = math.ldexp(round(math.ldexp(mantissa, bits)), exponent - bits)
-    return rounded if abs(rounded) <= float(xp.finfo(dtype).max) else math.copysign(math.inf, rounded)
-
-
-def alpha_constants(k: int) -> tuple[float, float, float]:
-    """``(a, b, c)`` of alpha dropout in binary64 for keep count ``k``.
-
-    Kept elements become ``a * x + b``, dropped ones ``c = a * alpha' + b``.
-    With ``q = k / 2**32``, the keep probability the threshold implements,
-    ``a = (q * (1 + (1 - q) * alpha'**2)) ** -0.5`` and ``b = -a * (1 - q) * alpha'``
-    give mean 0 and variance 1 for standard-normal input, exactly. ``k = 0``
-    (p = 1) gives zeros, as PyTorch does.
-    """
-    if k == 0:
-        return 0.0, 0.0, 0.0
-    q = k / TWO32
-    a = 1.0 / math.sqrt(q * (1.0 + (1.0 - q) * SELU_ALPHA_PRIME**2))
-    return a, -a * (1.0 - q) * SELU_ALPHA_PRIME, a * q * SELU_ALPHA_PRIME
-
-
 def _run(
     x: Any,
     p: Any,
@@ -118,9 +84,9 @@ def _run(
     k = keep_count(p)
     grad_scale: float | None = None
     if alpha:
-        a, b, c = (round_to_dtype(v, xp, x.dtype) for v in alpha_constants(k))
+        a, b, c = alpha_constants(k, float_format(xp, x.dtype))  # each rounded once to x's dtype
         keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
-        kept = x * a if b == 0.0 else x * a + b  # no add at p = 0: the identity, -0.0 included
+        kept = x * a if b == 0.0 else x * a + b  # no add where b rounds to 0 in x's dtype: keeps -0.0
         out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
         grad_scale = a
     else:
@@ -412,8 +378,8 @@ def alpha_dropout(
     ``-lambda * alpha``), ``a = (q (1 + (1 - q) alpha'^2))^(-1/2)`` and
     ``b = -a (1 - q) alpha'``: PyTorch's ``alpha_dropout`` with ``1 - p``
     replaced by ``q``, so standard-normal input keeps mean 0 and variance 1
-    exactly in expectation. ``a``, ``b`` and the dropped value are computed in
-    binary64 and rounded once to x's dtype. ``p = 0`` is the identity and
+    exactly in expectation. ``a``, ``b`` and the dropped value ``c`` are the
+    exact real numbers, each rounded once to x's dtype (``docs/stream-spec.md``). ``p = 0`` is the identity and
     ``p = 1`` gives zeros, as in PyTorch. Dropped elements do not depend on
     ``x`` (also where it is NaN).
 
