@@ -116,4 +116,6 @@ def test_bench_sizes_are_checked(no_run, capsys, sizes):
 
 
 def test_bench_sizes_parse():
-    assert cli.log2_sizes("16,20") == [16, 20]
+    from xdrop import bench
+
+    assert bench.log2_sizes("16,20") == [16, 20]
