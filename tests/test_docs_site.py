@@ -67,7 +67,7 @@ def test_api_check_sees_a_dataclass_without_docstring() -> None:
 def test_public_names_cover_all_and_submodules() -> None:
     names = {q for q, _ in xdrop_docs.public_names()}
     assert {f"xdrop.{n}" for n in xdrop.__all__} <= names
-    assert {"xdrop.random.philox4x32", "xdrop.compat.cs231n.dropout_forward"} <= names
+    assert {"xdrop.random.philox4x32", "xdrop.cs231n.dropout_forward"} <= names
 
 
 def test_untested_python_block_is_flagged() -> None:
