@@ -78,7 +78,7 @@ def test_test_mode_backward_passes_gradient_through():
         ({"mode": "eval", "p": 0.5}, ValueError, 'dropout_param\\["mode"\\] must be "train" or "test", got \'eval\''),
         ({"mode": "train", "p": 1.2}, ValueError, 'dropout_param\\["p"\\] must be a probability'),
         ({"mode": "train"}, TypeError, 'dropout_param\\["p"\\] must be a real number'),
-        ({"mode": "train", "p": 0.5, "seed": -3}, ValueError, "seed=-3"),
+        ({"mode": "train", "p": 0.5, "seed": -3}, ValueError, 'dropout_param\\["seed"\\]=-3'),
     ],
 )
 def test_bad_dropout_param(param, error, match):
