@@ -150,15 +150,19 @@ class Served:
 
 
 class Tables(HTMLParser):
-    """The text of every table cell, row by row."""
+    """The text of every table cell: tables, of rows, of cells."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
+        self.tables: list[list[list[str]]] = []
         self.rows: list[list[str]] = []
         self._cell: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "tr":
+        if tag == "table":
+            self.rows = []
+            self.tables.append(self.rows)
+        elif tag == "tr":
             self.rows.append([])
         elif tag in ("td", "th"):
             self._cell = []
@@ -174,10 +178,15 @@ class Tables(HTMLParser):
 
 
 def check_matrix(page_html: str, verify: dict[str, object]) -> list[str]:
-    """Problems where the matrix page disagrees with the verify JSON it was built from."""
+    """Problems where the matrix page disagrees with the verify JSON it was built from.
+
+    The generated table is the page's first one headed "backend" (tables after
+    it, such as results recorded on other machines, are not checked).
+    """
     parser = Tables()
     parser.feed(page_html)
-    rows = {r[0]: r[1:] for r in parser.rows if r}
+    generated = next((t for t in parser.tables if t and t[0][:1] == ["backend"]), [])
+    rows = {r[0]: r[1:] for r in generated[1:] if r}
     backends = verify.get("backends")
     if not isinstance(backends, dict) or not backends:
         return ["backend matrix: the verify JSON names no backends"]

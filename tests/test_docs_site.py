@@ -179,6 +179,9 @@ def _matrix_html(*rows: list[str]) -> str:
 def test_site_check_fails_when_the_page_says_not_run_but_verify_passed() -> None:
     good = _matrix_html(["<code>numpy</code>", "PASS: 0 bits", "PASS: 0 bits"], ["<code>cupy</code>", "not run: x", ""])
     assert check_site.check_matrix(good, VERIFY_JSON) == []
+    elsewhere = _matrix_html(["<code>numpy</code>", "not run: None", ""])  # a later table is not the matrix
+    assert check_site.check_matrix(good + elsewhere, VERIFY_JSON) == []
+    assert check_site.check_matrix(elsewhere + good, VERIFY_JSON) != []
     bad = _matrix_html(["<code>numpy</code>", "not run: None", ""], ["<code>cupy</code>", "not run: x", ""])
     assert check_site.check_matrix(bad, VERIFY_JSON) == [
         "backend matrix: verify says numpy passed, the page says: not run: None"
