@@ -21,7 +21,7 @@ from ._checks import (
 )
 from ._compat import array_namespace, device, namespace_name
 from ._generator import Generator
-from ._stream import keep_count, scale_for
+from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
 
 SeedLike = int | Generator | None
 
@@ -50,7 +50,9 @@ class DropoutCache:
     The mask is regenerated from ``(seed, step, p)`` over ``noise_shape``.
     ``grad_scale`` is the factor kept elements of ``dout`` are multiplied by;
     ``None`` means the inverted-dropout scale ``1 / keep`` (alpha dropout and
-    ``drop_path(scale_by_keep=False)`` set their own factor).
+    ``drop_path(scale_by_keep=False)`` set their own factor). ``stream_version``
+    names the stream the mask was drawn from; :func:`dropout_backward` refuses
+    a cache of another version.
     """
 
     seed: int
@@ -62,6 +64,7 @@ class DropoutCache:
     device: Any
     noise_shape: tuple[int, ...]
     grad_scale: float | None = None
+    stream_version: int = STREAM_VERSION
 
     def __post_init__(self) -> None:
         # A hand-made cache is checked like the forward's arguments.
@@ -283,6 +286,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
     """
     if not isinstance(cache, DropoutCache):
         raise TypeError(f"cache must be the DropoutCache returned by dropout_forward, got {type(cache).__name__}")
+    check_stream_version(cache.stream_version, "cache.stream_version")
     xp = check_float_array(dout, "dout")
     name = namespace_name(xp)
     if name != cache.namespace:
