@@ -37,6 +37,7 @@ class RegeneratedMask:
     Examples
     --------
     >>> import numpy as np
+    >>> from xdrop.cs231n import dropout_forward
     >>> _, cache = dropout_forward(np.ones((2, 3)), {"p": 0.2, "mode": "train", "seed": 7})
     >>> cache[1]
     RegeneratedMask(p=0.2 (keep probability), seed=7, step=0, shape=(2, 3))
