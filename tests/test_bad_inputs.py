@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import xdrop
-from xdrop.compat import cs231n
+from xdrop import cs231n
 from xdrop.random import philox4x32
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
@@ -122,18 +122,17 @@ def philox_case(bad, counter, key, error, message, rounds=10, **extra) -> Case:
 
 
 def cs_forward_case(bad, x, param, error, message) -> Case:
-    return Case(
-        "compat.cs231n.dropout_forward", bad, lambda: (cs231n.dropout_forward, (x(), param()), {}), error, message
-    )
+    return Case("cs231n.dropout_forward", bad, lambda: (cs231n.dropout_forward, (x(), param()), {}), error, message)
 
 
 def cs_backward_case(bad, dout, cache, error, message) -> Case:
     return Case(
-        "compat.cs231n.dropout_backward", bad, lambda: (cs231n.dropout_backward, (dout(), cache()), {}), error, message
+        "cs231n.dropout_backward", bad, lambda: (cs231n.dropout_backward, (dout(), cache()), {}), error, message
     )
 
 
 U64_RANGE = "must be an integer in [0, 2**64), got"
+CS_SEED = 'dropout_param["seed"]'
 P_REAL = "p must be a real number in [0, 1], got"
 P_RANGE = "p must be a probability in [0, 1], got"
 NOT_ARRAY = "must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got"
@@ -304,7 +303,7 @@ CASES: list[Case] = [
         "cache must be the DropoutCache returned by dropout_forward, got NoneType",
     ),
     backward_case(
-        "cache from compat.cs231n",
+        "cache from cs231n",
         x34,
         lambda: cs231n.dropout_forward(x34(), dict(TRAIN))[1],
         TypeError,
@@ -581,7 +580,7 @@ CASES: list[Case] = [
         "rounds must be an integer in [1, 16], got rounds=True",
         rounds=True,
     ),
-    # -- compat.cs231n --
+    # -- cs231n --
     cs_forward_case(
         "dropout_param None",
         x34,
@@ -634,9 +633,15 @@ CASES: list[Case] = [
         TypeError,
         'dropout_param["p"] must be a real number in [0, 1], got dropout_param["p"]=\'0.5\' of type str',
     ),
-    cs_forward_case("seed negative", x34, lambda: {**TRAIN, "seed": -3}, ValueError, f"seed {U64_RANGE} seed=-3"),
     cs_forward_case(
-        "seed a float", x34, lambda: {**TRAIN, "seed": 1.5}, TypeError, f"seed {U64_RANGE} seed=1.5 of type float"
+        "seed negative", x34, lambda: {**TRAIN, "seed": -3}, ValueError, f"{CS_SEED} {U64_RANGE} {CS_SEED}=-3"
+    ),
+    cs_forward_case(
+        "seed a float",
+        x34,
+        lambda: {**TRAIN, "seed": 1.5},
+        TypeError,
+        f"{CS_SEED} {U64_RANGE} {CS_SEED}=1.5 of type float",
     ),
     cs_forward_case(
         "x an int array",

@@ -5,6 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import FLOAT_DTYPES
+from helpers import expected_dropout, input_on, random_input
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spec_v1 import keep_bits
@@ -16,28 +18,6 @@ from xdrop._stream import keep_count
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 1, 9), (4, 0, 2), (1025,)]
 PS = [0.0, 0.1, 1 / 3, 0.5, 0.9, 1.0]
 DTYPES = ["float32", "float64"]
-
-
-def random_input(shape, dtype, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def input_on(backend, shape, dtype, seed=0):
-    """A random input on ``backend`` in ``dtype``, and the values it holds as NumPy.
-
-    NumPy has no bfloat16: its input is drawn in float32 and cast on the
-    backend; the NumPy copy then holds the bfloat16 values as float32.
-    """
-    x = backend.asarray(random_input(shape, "float32" if dtype == "bfloat16" else dtype, seed), dtype)
-    return x, backend.to_numpy(x)
-
-
-def expected(x, p, seed, step):
-    """Dropout from the independent scalar spec, computed in NumPy."""
-    keep = np.array(keep_bits(seed, step, 0, x.size, p), dtype=bool).reshape(x.shape)
-    k = keep_count(p)
-    scale = x.dtype.type(2**32 / k) if k else x.dtype.type(0)  # float64 -> dtype is correct for k > 0 here
-    return np.where(keep, x * scale, x.dtype.type(0))
 
 
 # -- property 1: seeded equivalence ---------------------------------------------------------------
@@ -61,7 +41,7 @@ def test_same_bits_on_every_backend(backend, float_dtype, shape, p):
 def test_equals_independent_scalar_spec(backend, dtype, p):
     x_np = random_input((6, 11), dtype, seed=1)
     got = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), p, seed=2**63 + 5, step=2**33))
-    assert got.tobytes() == expected(x_np, p, 2**63 + 5, 2**33).tobytes()
+    assert got.tobytes() == expected_dropout(x_np, p, 2**63 + 5, 2**33).tobytes()
 
 
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -81,9 +61,8 @@ def test_any_shape_p_seed_step(backend, float_dtype, shape, p, seed, step):
     assert mask.reshape(-1).tolist() == keep_bits(seed, step, 0, math.prod(shape), p)
 
 
-@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="this test uses torch's bfloat16")
 @pytest.mark.parametrize("p", [0.5, 0.3])
-def test_bfloat16_is_torchs_own_product(backend, p):
+def test_bfloat16_is_torchs_own_product(torch_backend, p):
     """Independent of the NumPy emulation: torch's bfloat16 multiply by torch's rounding of 1/keep.
 
     1/keep is 2 and 1.4285714...: neither is near a bfloat16 tie, so rounding
@@ -91,12 +70,13 @@ def test_bfloat16_is_torchs_own_product(backend, p):
     """
     import torch
 
-    x = torch.randn(64, generator=torch.Generator().manual_seed(0)).to(device=backend.device, dtype=torch.bfloat16)
+    dev = torch_backend.device
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0)).to(device=dev, dtype=torch.bfloat16)
     out = xdrop.dropout(x, p, seed=9)
     assert out.dtype == torch.bfloat16
-    keep = xdrop.keep_mask((64,), p, seed=9, xp=torch, device=backend.device)
+    keep = xdrop.keep_mask((64,), p, seed=9, xp=torch, device=dev)
     scale = torch.tensor(2**32 / keep_count(p), dtype=torch.float64).to(torch.bfloat16)
-    assert torch.equal(out, torch.where(keep, x * scale.to(backend.device), torch.zeros_like(x)))
+    assert torch.equal(out, torch.where(keep, x * scale.to(dev), torch.zeros_like(x)))
 
 
 def test_non_contiguous_views(backend):
@@ -230,13 +210,14 @@ def test_backward_is_dropout_of_dout(backend, float_dtype):
     assert np.all(backend.to_numpy(dx)[zero] == 0)
 
 
-@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="torch autograd; JAX: test_jax.py")
-def test_torch_autograd_equals_backward(backend, float_dtype):
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_torch_autograd_equals_backward(torch_backend, dtype):
+    """Torch autograd through xdrop.dropout (JAX's: test_jax.py)."""
     import torch
 
-    x, _ = input_on(backend, (4, 6), float_dtype)
+    x, _ = input_on(torch_backend, (4, 6), dtype)
     x.requires_grad_()
-    dout, _ = input_on(backend, (4, 6), float_dtype, seed=3)
+    dout, _ = input_on(torch_backend, (4, 6), dtype, seed=3)
     xdrop.dropout(x, 0.4, seed=8, step=1).backward(dout)
     _, cache = xdrop.dropout_forward(x.detach(), 0.4, seed=8, step=1)
     assert torch.equal(x.grad, xdrop.dropout_backward(dout, cache))

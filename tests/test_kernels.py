@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 
+import helpers
 import numpy as np
 import pytest
 
@@ -46,11 +47,7 @@ def host_impl(impl: str) -> str:
 
 
 def random_input(shape, dtype, seed=0):
-    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    flat = x.reshape(-1)  # specials: NaN, inf and -0 follow the product's rules when kept
-    idx = np.arange(min(3, flat.size)) * max(1, flat.size // 3)
-    flat[idx] = np.array([np.nan, -np.inf, -0.0], dtype)[: idx.size]
-    return x
+    return helpers.random_input(shape, dtype, seed, specials=True)
 
 
 def reference(x, p, seed, step):

@@ -19,9 +19,9 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from . import verify
 
     names = args.backend
-    unknown = sorted(set(names or ()) - set(verify.LOADERS))
+    unknown = sorted(set(names or ()) - set(verify.REGISTRY))
     if unknown:
-        parser.error(f"unknown backend {', '.join(unknown)}; choose from {', '.join(verify.LOADERS)}")
+        parser.error(f"unknown backend {', '.join(unknown)}; choose from {', '.join(verify.REGISTRY)}")
     if args.json is not None:
         check_writable(args.json, "--json", parser)  # before the run, not after minutes of it
     results = verify.run(list(dict.fromkeys(names)) if names else None)

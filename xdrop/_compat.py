@@ -7,10 +7,13 @@ imports a framework) and a change of compat layer touches one file.
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
 from array_api_compat import (
     array_namespace as _array_namespace,
 )
@@ -72,17 +75,28 @@ def numpy_namespace() -> ModuleType:
     return compat_namespace("numpy")
 
 
+@functools.cache
+def _namespace_checks() -> tuple[tuple[str, Callable[[ModuleType], bool]], ...]:
+    # Built once from the backend registry, the one list of namespaces xdrop knows.
+    from . import _backends
+
+    checks = {e.namespace: getattr(array_api_compat, e.namespace_check) for e in _backends.REGISTRY.values()}
+    return tuple(checks.items())
+
+
 def namespace_name(xp: ModuleType) -> str:
-    """A short, stable name for a namespace, used in reports and error messages."""
-    checks = (
-        ("numpy", is_numpy_namespace),
-        ("torch", is_torch_namespace),
-        ("cupy", is_cupy_namespace),
-        ("jax", is_jax_namespace),
-        ("dask", is_dask_namespace),
-        ("array_api_strict", is_array_api_strict_namespace),
-    )
-    for name, check in checks:
+    """A short, stable name for a namespace, used in reports and error messages.
+
+    The names are the backend registry's (:mod:`xdrop._backends`); a namespace
+    it does not know is named by its module.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> namespace_name(compat_namespace("numpy")), namespace_name(np)
+    ('numpy', 'numpy')
+    """
+    for name, check in _namespace_checks():
         if check(xp):
             return name
     return getattr(xp, "__name__", repr(xp))

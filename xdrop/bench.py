@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _dropout
+from . import _backends, _dropout
 from ._kernels import _host, _native
 
-BACKENDS = ("numpy", "torch", "torch-cuda", "cupy")
+BACKENDS = ("numpy", "torch", "torch-cuda", "cupy")  # the registry's backends this file has cases for
 GPU_BACKENDS = ("torch-cuda", "cupy")
 # log2 sizes: per-call cost (2^6) to bandwidth (2^26) on the CPU, 2^18..2^28 on a GPU.
 CPU_SIZES, GPU_SIZES, QUICK_SIZES = "6,10,14,18,22,26", "18,20,22,24,26,28", "6,16"
@@ -113,10 +113,6 @@ def _timer(fn: Callable[[], Any], sync: Callable[[], None], quick: bool) -> tupl
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), len(times)
-
-
-def _no_sync() -> None:
-    return None
 
 
 # -- cases per backend: name -> (forward, backward or None) ----------------------------------------
@@ -262,27 +258,14 @@ def _saved_bytes(fn: Callable[[], Any], torch: Any) -> int:
 
 
 def _load(backend: str) -> tuple[Any, Any, Callable[[], None]] | str:
-    """(library, device, sync) for a backend, or why it is unavailable."""
+    """(library, device, sync) for a backend, or why it is unavailable (the registry's loader decides)."""
     try:
-        if backend == "numpy":
-            return np, None, _no_sync
-        if backend in ("torch", "torch-cuda"):
-            import torch
-
-            if backend == "torch":
-                return torch, torch.device("cpu"), _no_sync
-            if not torch.cuda.is_available():
-                return "no CUDA device"
-            return torch, torch.device("cuda"), torch.cuda.synchronize
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() == 0:
-            return "no CUDA device"
-        return cupy, None, lambda: cupy.cuda.Device().synchronize()
-    except ImportError as exc:
-        return f"not installed ({exc.name})"
-    except Exception as exc:  # CuPy without a driver raises CUDARuntimeError
+        loaded = _backends.load(backend)
+    except Exception as exc:  # an installed library that fails to load, e.g. CuPy without a driver
         return f"unavailable ({type(exc).__name__}: {exc})"
+    if isinstance(loaded, str):
+        return loaded
+    return importlib.import_module(_backends.REGISTRY[backend].modules[0]), loaded.device, loaded.sync
 
 
 def _measure(
