@@ -262,13 +262,13 @@ CASES: list[Case] = [
         "impl unknown",
         {"impl": "fast"},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl='fast'",
     ),
     dropout_case(
         "impl None",
         {"impl": None},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl=None",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl=None",
     ),
     # -- dropout_forward --
     forward_case(
@@ -293,7 +293,7 @@ CASES: list[Case] = [
         "impl unknown",
         {"impl": "fast"},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl='fast'",
     ),
     # -- dropout_backward --
     backward_case(
@@ -444,7 +444,7 @@ CASES: list[Case] = [
         "impl unknown",
         {"impl": "fast"},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl='fast'",
     ),
     # -- Generator --
     generator_case("seed negative", (-1,), {}, ValueError, f"seed {U64_RANGE} seed=-1"),

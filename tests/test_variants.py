@@ -376,7 +376,7 @@ def test_bad_p_and_dtype(name):
 
 
 def test_bad_scale_by_keep_and_missing_seed():
-    with pytest.raises(TypeError, match="scale_by_keep must be a bool, got scale_by_keep=1"):
+    with pytest.raises(TypeError, match="scale_by_keep must be True or False, got scale_by_keep=1 of type int"):
         xdrop.drop_path(np.ones((2, 2)), 0.5, seed=1, scale_by_keep=1)
     with pytest.raises(TypeError, match="seed must be an integer"):
         xdrop.alpha_dropout_forward(np.ones(3), 0.5, seed=None)
