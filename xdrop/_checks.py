@@ -14,6 +14,7 @@ cached (``_compat.array_type``, ``_FLOAT_TYPES``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -113,10 +114,8 @@ def check_array(x: Any, name: str = "x") -> ArrayType:
         known = False
     if not known:
         _check_dtype(at, dtype, name)
-        try:
+        with contextlib.suppress(TypeError):  # unhashable: not cached
             _FLOAT_TYPES.add((type(x), dtype))
-        except TypeError:
-            pass
     if at.name == "torch" and x.layout is not sys.modules["torch"].strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got {name}.layout={x.layout}")
     if at.name == "dask" and any(math.isnan(d) for d in x.shape):

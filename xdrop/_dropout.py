@@ -21,7 +21,7 @@ from ._checks import (
     check_shape,
     check_u64,
 )
-from ._compat import array_namespace, device, is_dask_namespace, namespace_name
+from ._compat import array_namespace, device, is_dask_namespace
 from ._generator import Generator
 from ._stream import keep_count, scale_for
 
