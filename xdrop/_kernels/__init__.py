@@ -35,7 +35,6 @@ from .._compat import (
     is_numpy_namespace,
     is_torch_namespace,
     namespace_name,
-    numpy_namespace,
 )
 from .._stream import keep_flat
 from . import _host, _native
@@ -90,10 +89,10 @@ def _engine(xp: ModuleType, impl: str, family: str) -> str:
     return HOST_ENGINES.get(impl, impl)
 
 
-def _check_dask_impl(impl: str) -> None:
+def _check_dask_impl(xp: ModuleType, impl: str) -> None:
     """Dask chunks run the host kernels: refuse another impl now, not at compute time."""
     if impl not in ("auto", "reference"):
-        _engine(numpy_namespace(), impl, "host")
+        _engine(xp, impl, "host")
 
 
 def _cuda_available(xp: ModuleType) -> bool:
@@ -185,7 +184,7 @@ def _select(xp: ModuleType, x: Any, impl: str) -> Kernel:
     if is_dask_namespace(xp):  # lazy: each chunk runs the NumPy kernels of impl
         from ._dask import dask_dropout
 
-        _check_dask_impl(impl)
+        _check_dask_impl(xp, impl)
         return dask_dropout(impl)
     if is_jax_namespace(xp) and impl == "auto":
         from ._jax import jax_dropout
@@ -215,7 +214,7 @@ def select_mask(xp: ModuleType, impl: str, device: Any = None) -> MaskKernel:
     if is_dask_namespace(xp):
         from ._dask import dask_mask
 
-        _check_dask_impl(impl)
+        _check_dask_impl(xp, impl)
         return dask_mask(impl)
     if is_jax_namespace(xp) and impl == "auto":
         from ._jax import jax_mask
