@@ -25,6 +25,7 @@ import pytest
 
 import xdrop
 from xdrop.compat import cs231n
+from xdrop._variants import RankError
 from xdrop.random import philox4x32
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
@@ -852,8 +853,9 @@ CASES += [
         "dropout1d",
         "x of 4 dims",
         {},
-        ValueError,
-        "dropout1d expects x with 2 dims " + CHANNEL_FIRST_3D + ", got x.ndim=4 (x.shape=(1, 2, 3, 4))",
+        RankError,
+        "dropout1d expects x with 2 dims " + CHANNEL_FIRST_3D + ", got x.ndim=4 (x.shape=(1, 2, 3, 4)); "
+        "as PyTorch: dropout1d: Expected 2D or 3D input, but received a 4D input.",
         x=lambda: np.ones((1, 2, 3, 4)),
     ),
     variant_case(
@@ -868,7 +870,7 @@ CASES += [
         "dropout2d",
         "x of 2 dims, channels_last",
         {"data_format": "channels_last"},
-        ValueError,
+        RankError,
         "dropout2d expects x with 3 dims (H, W, C) or 4 dims (N, H, W, C), got x.ndim=2 (x.shape=(3, 4))",
     ),
     variant_case(

@@ -21,9 +21,9 @@ from ._checks import (
     check_shape,
     check_u64,
 )
-from ._compat import array_namespace, device, is_dask_namespace
+from ._compat import array_namespace, device, is_dask_namespace, is_torch_namespace
 from ._generator import Generator
-from ._stream import keep_count, scale_for
+from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
 
 SeedLike = int | Generator | None
 
@@ -63,7 +63,9 @@ class DropoutCache:
     The mask is regenerated from ``(seed, step, p)`` over ``noise_shape``.
     ``grad_scale`` is the factor kept elements of ``dout`` are multiplied by;
     ``None`` means the inverted-dropout scale ``1 / keep`` (alpha dropout and
-    ``drop_path(scale_by_keep=False)`` set their own factor).
+    ``drop_path(scale_by_keep=False)`` set their own factor). ``stream_version``
+    names the stream the mask was drawn from; :func:`dropout_backward` refuses
+    a cache of another version.
     """
 
     seed: int
@@ -75,6 +77,7 @@ class DropoutCache:
     device: Any
     noise_shape: tuple[int, ...]
     grad_scale: float | None = None
+    stream_version: int = STREAM_VERSION
 
     def __post_init__(self) -> None:
         # A hand-made cache is checked like the forward's arguments.
@@ -133,14 +136,13 @@ def _apply(
 
     ``scale`` (exact in x's dtype) replaces the inverted-dropout scale when given.
     """
-    # -- torch autograd hook (the "torch" work owns it: replace these three lines as a unit) --
-    if _kernels.tracks_grad(xp, x):
-        # Torch tensors that autograd records go through an autograd Function whose
-        # backward is this same dropout of ``dout``: no mask or tensor is saved.
-        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale))
-    # -- end of the torch autograd hook --
-    _kernels.refuse_traced(xp, impl, seed, step)
     k = keep_count(p)
+    if is_torch_namespace(xp):
+        # Every torch call takes one path (the registered operator under compile), whose
+        # backward is this same dropout of ``dout``: no mask or tensor is saved.
+        a = _scale(k, xp, x.dtype) if scale is None else scale
+        return _kernels.torch_dropout(x, seed, step, k, noise_shape, a, 0.0, 0.0, impl)
+    _kernels.refuse_traced(xp, impl, seed, step)
     scale = _scale(k, xp, x.dtype) if scale is None else scale
     if math.isinf(scale):
         # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd
@@ -321,6 +323,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
     """
     if not isinstance(cache, DropoutCache):
         raise TypeError(f"cache must be the DropoutCache returned by dropout_forward, got {type(cache).__name__}")
+    check_stream_version(cache.stream_version, "cache.stream_version")
     at = check_array(dout, "dout")
     if at.name != cache.namespace:
         raise TypeError(f"dout must be a {cache.namespace} array like the forward's x, got a {at.name} array")

@@ -10,8 +10,9 @@ must equal the reference bit for bit; the tests compare them on the same inputs.
 ``impl`` chooses: ``"auto"`` the fastest available for the array,
 ``"reference"`` the pure-standard one, ``"blocked"`` the blocked NumPy host
 kernel, ``"compiled"`` the compiled C host kernel (both for NumPy arrays and
-torch CPU tensors), ``"cuda"`` the NVRTC kernel (CuPy arrays and torch CUDA
-tensors). Dask runs the host kernel ``impl`` names on each chunk.
+torch CPU tensors), ``"cuda"`` the CUDA kernels: Triton for torch CUDA tensors
+when triton loads, else the NVRTC kernel through CuPy (always for CuPy arrays).
+Dask runs the host kernel ``impl`` names on each chunk.
 
 Selection depends only on the array's type, device kind and ``impl``, so it
 is cached (:data:`_SELECTED`): a call pays one dict lookup, not the checks.
@@ -103,6 +104,21 @@ def _cuda_available(xp: ModuleType) -> bool:
     except ImportError:  # torch CUDA without CuPy: the reference, on the device
         return False
     return True
+
+
+def _triton_available() -> bool:
+    """Whether the Triton kernels load (torch CUDA tensors then need no CuPy); checked once."""
+    if not _triton_state:
+        try:
+            from . import _triton  # noqa: F401
+        except Exception:  # not installed, or a Triton that cannot load here: CuPy or the reference
+            _triton_state.append(False)
+        else:
+            _triton_state.append(True)
+    return _triton_state[0]
+
+
+_triton_state: list[bool] = []
 
 
 def refuse_traced(xp: ModuleType, impl: str, *words: Any) -> None:
@@ -198,6 +214,10 @@ def _select(xp: ModuleType, x: Any, impl: str) -> Kernel:
 
             return lambda x, xp, seed, step, k, scale: _torch.cpu_dropout(x, seed, step, k, scale, engine)
         return _numpy_kernel(engine)
+    if engine == "cuda" and is_torch_namespace(xp) and _triton_available():
+        from . import _triton
+
+        return _triton.torch_dropout
     if engine == "cuda" and _cuda_available(xp):
         from . import _cuda
 
@@ -227,7 +247,7 @@ def select_mask(xp: ModuleType, impl: str, device: Any = None) -> MaskKernel:
         if is_torch_namespace(xp):
             from . import _torch
 
-            return lambda xp, start, n, seed, step, k, device: _torch.cpu_mask(start, n, seed, step, k, engine)
+            return lambda xp, start, n, seed, step, k, device: _torch.cpu_mask(start, n, seed, step, k, engine, device)
 
         def host_mask(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, device: Any) -> Any:
             out = np.empty(n, np.bool_)
@@ -235,6 +255,10 @@ def select_mask(xp: ModuleType, impl: str, device: Any = None) -> MaskKernel:
             return out
 
         return host_mask
+    if engine == "cuda" and is_torch_namespace(xp) and _triton_available():
+        from . import _triton
+
+        return _triton.torch_mask
     if engine == "cuda" and _cuda_available(xp):
         from . import _cuda
 
@@ -242,17 +266,10 @@ def select_mask(xp: ModuleType, impl: str, device: Any = None) -> MaskKernel:
     return keep_flat
 
 
-def tracks_grad(xp: ModuleType, x: Any) -> bool:
-    """Whether ``x`` is a torch tensor that autograd records now (routes it through the Function)."""
-    if not is_torch_namespace(xp):
-        return False
-    from . import _torch
+def torch_dropout(
+    x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
+) -> Any:
+    """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
+    from . import _torch_ops
 
-    return _torch.tracks_grad(x)
-
-
-def autograd_dropout(x: Any, run: Callable[[Any], Any]) -> Any:
-    """``run(x)`` as a torch autograd Function whose backward is ``run(dout)``: saves no tensor."""
-    from . import _torch
-
-    return _torch.autograd_dropout(x, run)
+    return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
