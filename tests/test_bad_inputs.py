@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import xdrop
-from xdrop.compat import cs231n
 from xdrop._variants import RankError
+from xdrop.compat import cs231n
 from xdrop.random import philox4x32
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
