@@ -142,7 +142,7 @@ def test_keep_mask_and_noise_shape_use_fast_masks():
 
 @pytest.fixture(params=_native.VARIANTS)
 def variant(request, monkeypatch):
-    """Route impl="c" to one compiled variant; a variant this CPU cannot run is skipped, saying so."""
+    """Route impl="compiled" to one compiled variant; a variant this CPU cannot run is skipped, saying so."""
     needs_native()
     kernels = _native.library(request.param)
     if kernels is None:
@@ -161,7 +161,7 @@ def test_compiled_variant_dropout_matches_reference(variant, dtype):
         x = random_input(shape, dtype, seed=len(shape) + shape[0])
         for p in (TINY[0], 0.1, 0.5, 1 - 2.0**-32) if shape[0] < 2000 else (1 / 3,):
             for seed, step in SEEDS:
-                got = xdrop.dropout(x, p, seed=seed, step=step, impl="c")
+                got = xdrop.dropout(x, p, seed=seed, step=step, impl="compiled")
                 assert got.tobytes() == reference(x, p, seed, step).tobytes(), (variant, shape, p, seed)
 
 
