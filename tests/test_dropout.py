@@ -344,3 +344,84 @@ def test_noise_shape_backward_uses_the_same_mask(backend):
 def test_bad_noise_shape(noise_shape, match):
     with pytest.raises(ValueError, match=match):
         xdrop.dropout(np.ones((3, 4)), 0.5, seed=1, noise_shape=noise_shape)
+
+
+# -- NumPy layouts: the output keeps x's layout, the bits are those of the C-order result ------------
+
+
+@pytest.mark.parametrize("impl", ["auto", "reference", "blocked"])
+@pytest.mark.parametrize("shape", [(7, 9), (300, 513)], ids=str)  # the second crosses the threading threshold
+def test_numpy_layout_is_kept_and_bits_are_c_orders(impl, shape):
+    c = random_input(shape, "float32")
+    f = np.asfortranarray(c)
+    permuted = np.ascontiguousarray(random_input((4, 5, 6), "float64").transpose(2, 0, 1)).transpose(1, 2, 0)
+    for x in (f, c[::2, ::-3], permuted):
+        expected_bits = xdrop.dropout(np.ascontiguousarray(x), 0.5, seed=9, step=3, impl="reference").tobytes()
+        out = xdrop.dropout(x, 0.5, seed=9, step=3, impl=impl)
+        assert out.tobytes() == expected_bits  # tobytes reads in logical (row-major) order
+        if impl != "reference":  # the reference's layout is the array library's choice
+            assert out.strides == np.empty_like(x).strides
+    assert xdrop.dropout(f, 0.5, seed=9, impl=impl).flags.f_contiguous or impl == "reference"
+
+
+# -- flags, pickling, traced seeds --------------------------------------------------------------------
+
+
+def test_numpy_bools_are_accepted_as_flags():
+    x = random_input((3, 4), "float64")
+    assert xdrop.dropout(x, 0.5, seed=1, training=np.False_) is x
+    assert xdrop.dropout(x, 0.5, seed=1, training=np.True_).tobytes() == xdrop.dropout(x, 0.5, seed=1).tobytes()
+    with pytest.raises(TypeError, match="training must be True or False, got training=1 of type int"):
+        xdrop.dropout(x, 0.5, seed=1, training=1)
+
+
+def test_p_beyond_binary64_is_a_value_error_not_an_overflow():
+    x = np.ones(3)
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\], got p=1000.*\(401 characters\)"):
+        xdrop.dropout(x, 10**400, seed=1)
+    with pytest.raises(ValueError, match="p must be a probability"):
+        xdrop.dropout(x, Fraction(10**400, 3), seed=1)
+
+
+def test_generator_pickles_and_deep_copies_with_a_fresh_lock():
+    import copy
+    import pickle
+
+    g = xdrop.Generator(11, step=4)
+    for twin in (pickle.loads(pickle.dumps(g)), copy.deepcopy(g), copy.copy(g)):
+        assert (twin.seed, twin.step) == (11, 4) and twin._lock is not g._lock
+        a = xdrop.dropout(np.ones(16), 0.5, seed=twin)
+        assert a.tobytes() == xdrop.dropout(np.ones(16), 0.5, seed=11, step=4).tobytes()
+        assert (twin.step, g.step) == (5, 4)  # the copy advances alone
+    exhausted = xdrop.Generator(1, step=2**64 - 1)
+    exhausted.take_step()
+    assert pickle.loads(pickle.dumps(exhausted)).step == 2**64
+
+
+def test_cache_noise_shape_must_broadcast_to_shape():
+    with pytest.raises(ValueError, match=r"cache.noise_shape must broadcast to the shape \(4,\)"):
+        xdrop.DropoutCache(1, 0, 0.5, (4,), np.float64, "numpy", "cpu", (4, 1))
+    _, cache = xdrop.dropout_forward(np.ones((4, 3)), 0.5, seed=2, noise_shape=(4, 1))
+    assert xdrop.dropout_backward(np.ones((4, 3)), cache).shape == (4, 3)
+
+
+def test_keep_mask_refuses_a_mask_larger_than_memory_before_allocating(monkeypatch):
+    gen = xdrop.Generator(3)
+    with pytest.raises(ValueError, match=r"needs a mask of 1099511627776 bytes, more than the \d+ bytes"):
+        xdrop.keep_mask((2**40,), 0.5, seed=gen, xp=np, impl="reference")
+    assert gen.step == 0
+    monkeypatch.setenv("XDROP_MAX_MASK_BYTES", "100")
+    with pytest.raises(ValueError, match="more than the 100 bytes"):
+        xdrop.keep_mask((101,), 0.5, seed=1, xp=np)
+    assert xdrop.keep_mask((100,), 0.5, seed=1, xp=np).shape == (100,)
+
+
+# -- the fixed per-call cost: what is cached must not go stale ---------------------------------------
+
+
+def test_cached_selection_and_scale_follow_dtype_type_and_p():
+    for dtype in ("float16", "float32", "float64"):
+        x = random_input((5, 6), dtype)
+        for p in (0.1, 0.5, 0.9):
+            for _ in range(2):  # the second call hits the caches
+                assert xdrop.dropout(x, p, seed=5).tobytes() == expected(x, p, 5, 0).tobytes()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -32,7 +34,9 @@ from array_api_compat import (
 )
 
 __all__ = [
+    "ArrayType",
     "array_namespace",
+    "array_type",
     "compat_namespace",
     "device",
     "is_array_api_obj",
@@ -100,3 +104,47 @@ def namespace_name(xp: ModuleType) -> str:
         if check(xp):
             return name
     return getattr(xp, "__name__", repr(xp))
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayType:
+    """What xdrop needs to know about one array *type*, found once and cached.
+
+    ``xp`` and ``name`` are the namespace and its short name; ``traced`` is
+    true for JAX tracer types (the value is unknown while JAX traces).
+    """
+
+    xp: ModuleType
+    name: str
+    traced: bool
+
+
+_TYPES: dict[type, ArrayType] = {}
+
+
+def _is_jax_tracer_type(t: type) -> bool:
+    if "jax" not in sys.modules:
+        return False
+    from jax.core import Tracer
+
+    return issubclass(t, Tracer)
+
+
+def array_type(x: Any) -> ArrayType | None:
+    """The cached :class:`ArrayType` of ``type(x)``, or ``None`` if ``x`` is no supported array.
+
+    array-api-compat is asked once per type; afterwards a dict lookup replaces
+    ``array_namespace`` on the hot path (the namespace of an array depends
+    only on its type in every supported library).
+    """
+    t = type(x)
+    found = _TYPES.get(t)
+    if found is not None:
+        return found
+    if not is_array_api_obj(x):
+        return None  # not cached: error paths need not be fast, and the dict stays small
+    xp = array_namespace(x)
+    found = ArrayType(xp, namespace_name(xp), _is_jax_tracer_type(t))
+    if t.__module__ != "numpy" or found.name == "numpy":  # JAX's float0 gradients are NumPy arrays: not cached
+        _TYPES[t] = found
+    return found

@@ -145,8 +145,8 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
         "xdrop": (lambda: _dropout.dropout(x, P, seed=SEED), lambda: _dropout.dropout_backward(dout, cache)),
         "numpy-oneliner": (oneliner, lambda: dout * one_mask / keep),
         "xdrop[numpy]": (
-            lambda: _dropout.dropout(x, P, seed=SEED, impl="numpy"),
-            lambda: _dropout.dropout_backward(dout, cache, impl="numpy"),
+            lambda: _dropout.dropout(x, P, seed=SEED, impl="blocked"),
+            lambda: _dropout.dropout_backward(dout, cache, impl="blocked"),
         ),
         "cs231n": (cs231n, lambda: dout * cs_mask),
         "numpy-generator": (generator, lambda: np.where(g_keep, dout * scale, x.dtype.type(0))),
