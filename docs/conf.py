@@ -13,9 +13,7 @@ sys.path.insert(0, str(HERE / "_ext"))
 import xdrop  # noqa: E402
 
 # Keras reads its backend at import (xdrop.keras's API page and examples): the first one installed.
-os.environ.setdefault(
-    "KERAS_BACKEND", next((b for b in ("jax", "torch") if importlib.util.find_spec(b)), "numpy")
-)
+os.environ.setdefault("KERAS_BACKEND", next((b for b in ("jax", "torch") if importlib.util.find_spec(b)), "numpy"))
 
 project = "xdrop"
 author = "the xdrop developers"
