@@ -163,7 +163,7 @@ def test_compiled_variant_dropout_matches_reference(variant, dtype):
 
 
 def test_compiled_variant_masks_match_reference(variant):
-    kernel = _kernels.select_mask(xp_np, "c")
+    kernel = _kernels.select_mask(xp_np, "compiled")
     for start in EDGE_STARTS:
         for n in (1, 3, 64, 65, 130, 257):
             n = min(n, 2**64 - start)
