@@ -107,7 +107,7 @@ def _packages(names: list[str]) -> list[str]:
 LIGHT_BACKENDS = [n for n in CPU_BACKENDS if not REGISTRY[n].packages]
 FRAMEWORK_BACKENDS = [n for n in CPU_BACKENDS if REGISTRY[n].packages]
 LIGHT = Env("light", ["-e", f"{ROOT}[test]"])
-FRAMEWORKS = Env("frameworks", ["-e", f"{ROOT}[test,docs]", *_packages(FRAMEWORK_BACKENDS), "ruff", "mypy"])
+FRAMEWORKS = Env("frameworks", ["-e", f"{ROOT}[test,docs,flax,keras]", *_packages(FRAMEWORK_BACKENDS), "ruff", "mypy"])
 ENVS = {"light": (LIGHT, LIGHT_BACKENDS), "frameworks": (FRAMEWORKS, FRAMEWORK_BACKENDS)}
 ENV_OF = {name: env for env, names in ENVS.values() for name in names}
 

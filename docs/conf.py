@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +11,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))
 
 import xdrop  # noqa: E402
+
+# Keras reads its backend at import (xdrop.keras's API page and examples): the first one installed.
+os.environ.setdefault("KERAS_BACKEND", next((b for b in ("jax", "torch") if importlib.util.find_spec(b)), "numpy"))
 
 project = "xdrop"
 author = "the xdrop developers"
@@ -45,7 +50,12 @@ mathjax3_config = {"tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[
 autosummary_generate = True
 autosummary_imported_members = True
 autodoc_typehints = "none"
-autodoc_default_options = {"members": False}
+autodoc_default_options: dict[str, object] = {}
+# Class pages (docs/_templates/autosummary/class.rst) show the class's own documented members,
+# not the ~60 that torch.nn.Module or keras.layers.Layer bring, and not a base class's __init__ docstring.
+templates_path = ["_templates"]
+autoclass_content = "class"
+autodoc_inherit_docstrings = False
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
@@ -72,9 +82,15 @@ except ImportError:
     HAVE_DASK = False
 try:
     import jax
+    import flax
     HAVE_JAX = True
 except ImportError:
     HAVE_JAX = False
+try:
+    import keras
+    HAVE_KERAS = True
+except ImportError:
+    HAVE_KERAS = False
 """
 
 # Copy buttons copy the code, not the prompts or the output.

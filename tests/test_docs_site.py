@@ -8,6 +8,7 @@ saying so, when no built site is there.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -77,6 +78,87 @@ def test_untested_python_block_is_flagged() -> None:
     shell = nodes.literal_block("pip install xdrop", "pip install xdrop", language="bash")
     doc += [plain, tested, shell]
     assert xdrop_docs.untested_examples(doc) == [plain]
+
+
+BAD_PAGE = """# A page
+```bash
+pip install something
+```
+
+% not run:
+```python
+x = 1
+```
+
+```{code-block} python
+y = 2
+```
+
+  ````text
+  ```
+  still inside
+  ````
+"""
+
+GOOD_PAGE = """# A page
+% not run: installs packages
+```bash
+pip install something
+```
+
+<!-- not run: needs a GPU -->
+```python
+x = 1
+```
+
+```{doctest}
+>>> 1
+1
+```
+
+```{testcode}
+print(2)
+```
+
+```{testoutput}
+2
+```
+
+```{toctree}
+index
+```
+"""
+
+
+def test_code_block_check_flags_unmarked_and_reasonless_blocks() -> None:
+    assert xdrop_docs.unmarked_code_blocks(BAD_PAGE) == [
+        (2, "bash"),
+        (7, "python"),
+        (11, "{code-block} python"),
+        (15, "text"),
+    ]
+    assert xdrop_docs.unmarked_code_blocks(GOOD_PAGE) == []
+    assert xdrop_docs.unmarked_code_blocks("```python\nx = 1\n```\n", frozenset({"python"})) == []
+
+
+@pytest.mark.parametrize("page", [*sorted(DOCS.glob("*.md")), ROOT / "README.md"], ids=lambda p: p.name)
+def test_every_code_block_is_run_or_marked_not_run(page: Path) -> None:
+    # README.md's python blocks are run by test_readme_python_examples_run below.
+    run = frozenset({"python"}) if page.name == "README.md" else frozenset()
+    assert xdrop_docs.unmarked_code_blocks(page.read_text(), run) == []
+
+
+def readme_python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)]
+
+
+def test_readme_python_examples_run() -> None:
+    blocks = readme_python_blocks()
+    assert blocks, "README.md has no python block: update this test"
+    pytest.importorskip("torch", reason="README's example compares NumPy with PyTorch")
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
 
 
 def test_offline_check_flags_external_assets(tmp_path: Path) -> None:
@@ -191,6 +273,58 @@ def test_site_check_fails_when_the_page_says_not_run_but_verify_passed() -> None
         "backend matrix: no row for numpy (verify says pass)",
         "backend matrix: verify skipped cupy, the page says: PASS: 0 bits PASS",
     ]
+
+
+def test_performance_groups_rows_by_the_library_that_ran_them() -> None:
+    rows = [
+        {
+            "backend": "numpy",
+            "name": "xdrop",
+            "direction": "forward",
+            "dtype": "float32",
+            "size": 64,
+            "ns_per_element": 2.0,
+        },
+        {
+            "backend": "numpy",
+            "name": "numpy-generator",
+            "direction": "forward",
+            "dtype": "float32",
+            "size": 64,
+            "ns_per_element": 4.0,
+        },
+        {
+            "backend": "numpy",
+            "name": "torch-cpu",
+            "direction": "forward",
+            "dtype": "float32",
+            "size": 64,
+            "ns_per_element": 1.0,
+        },
+        {
+            "backend": "torch",
+            "name": "xdrop",
+            "direction": "forward",
+            "dtype": "float32",
+            "size": 64,
+            "ns_per_element": 3.0,
+        },
+        {
+            "backend": "torch",
+            "name": "torch",
+            "direction": "forward",
+            "dtype": "float32",
+            "size": 64,
+            "ns_per_element": 1.5,
+        },
+    ]
+    assert [gen_performance.owner(r) for r in rows] == ["numpy", "numpy", "torch", "torch", "torch"]
+    assert gen_performance.summary(rows) == [
+        ("numpy", "forward", "numpy-generator", 64, 2.0, 4.0),
+        ("torch", "forward", "torch", 64, 3.0, 1.5),
+    ]
+    machine = {"meta": {"cpu_count": 2, "machine": "x86_64"}, "devices": {"cupy": "GPU X"}}
+    assert gen_performance.machine_name(machine) == "GPU X, 2 CPU cores, x86_64"
 
 
 def test_performance_records_and_plot(tmp_path: Path) -> None:

@@ -7,7 +7,12 @@
 - every public name in ``xdrop.__all__`` (and in the ``__all__`` of its public
   submodules) must have a docstring and an entry in the API reference;
 - every Python code example on a page must be a doctest/testcode block, so
-  ``sphinx-build -b doctest`` runs all of them.
+  ``sphinx-build -b doctest`` runs all of them;
+- every fenced code block in a page's source (any language) is either run
+  (``{doctest}``, ``{testcode}`` and its ``{testoutput}``/``{testsetup}``) or
+  marked on the line before it, with a reason, as not run:
+  ``% not run: <reason>`` (a MyST comment) or ``<!-- not run: <reason> -->``
+  (for README.md, which GitHub renders).
 """
 
 from __future__ import annotations
@@ -126,9 +131,62 @@ def check_examples(app: Sphinx, doctree: nodes.document, docname: str) -> None:
         )
 
 
+FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
+# Directives whose body the doctest builder runs (or checks as a run block's output).
+RUN_DIRECTIVES = {"doctest", "testcode", "testoutput", "testsetup", "testcleanup"}
+# Directives that show code without running it: they need a "not run" marker like a plain fence.
+CODE_DIRECTIVES = {"code-block", "code", "sourcecode", "literalinclude"}
+NOT_RUN = re.compile(r"^\s*(?:%\s*not run:\s*(?P<a>\S.*)|<!--\s*not run:\s*(?P<b>\S.*?)\s*-->)\s*$")
+
+
+def unmarked_code_blocks(text: str, run_languages: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
+    """(line number, info string) of each fenced code block that is neither run nor marked not run.
+
+    A fenced block is code unless its info string names a directive (``{name}``)
+    other than a code-showing one. The marker must be the nearest non-blank
+    line above the fence and must give a reason.
+    """
+    lines = text.splitlines()
+    found: list[tuple[int, str]] = []
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        fence, info = m.group("fence"), m.group("info").strip()
+        directive = re.match(r"^\{([\w:-]+)\}", info)
+        name = directive.group(1) if directive else None
+        is_code = name is None or name in CODE_DIRECTIVES
+        if is_code and name not in RUN_DIRECTIVES and not (name is None and info in run_languages):
+            above = next((ln for ln in reversed(lines[:i]) if ln.strip()), "")
+            if NOT_RUN.match(above) is None:
+                found.append((i + 1, info))
+        # Skip to the closing fence: the same character, at least as long, nothing after it.
+        close = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+        i += 1
+        while i < len(lines) and close.match(lines[i]) is None:
+            i += 1
+        i += 1
+    return found
+
+
+def check_code_blocks(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Warn (so ``-W`` fails the build) on each code block neither run nor marked as not run."""
+    for line, info in unmarked_code_blocks(source[0]):
+        logger.warning(
+            f"code block ({info or 'no language'}) is neither run ({{doctest}}/{{testcode}}) nor marked "
+            "'% not run: <reason>' on the line above",
+            location=(docname, line),
+            type="xdrop",
+            subtype="example",
+        )
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", generate)
     app.connect("source-read", list_unlisted_pages)
+    app.connect("source-read", check_code_blocks)
     app.connect("build-finished", copy_mathjax)
     app.connect("env-check-consistency", check_api)
     app.connect("doctree-resolved", check_examples)
