@@ -113,21 +113,22 @@ def _may_be_recomputed() -> bool:
     return not torch.is_grad_enabled() or _saved_tensor_hooks(False) is not None
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
 def _op_constants(alpha: bool, p: float, dtype: torch.dtype, scale_by_keep: bool) -> tuple[int, float, float, float]:
     """``(k, a, b, c)`` of ``torch.ops.xdrop.dropout`` for a layer: what the functional ``*_forward`` uses.
 
-    Cached (exact rational arithmetic per call would dominate a small forward); a constant to torch.compile.
+    Cached: exact rational arithmetic per call would dominate a small forward (torch.compile folds it).
     """
     key = (alpha, p, dtype, scale_by_keep)
-    found = _CONSTANTS.get(key)
+    found = None if torch.compiler.is_compiling() else _CONSTANTS.get(key)  # a dict filled while tracing recompiles
     if found is None:
         k = keep_count(p)
         if alpha:
             a, b, c = alpha_constants(k, float_format(torch, dtype))
         else:
             a, b, c = (scale_for(k, torch, dtype) if scale_by_keep else 1.0), 0.0, 0.0
-        found = _CONSTANTS[key] = (k, a, b, c)
+        found = (k, a, b, c)
+        if not torch.compiler.is_compiling():
+            _CONSTANTS[key] = found
     return found
 
 
