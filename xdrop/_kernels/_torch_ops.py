@@ -329,7 +329,8 @@ def dropout(
     # Tensor subclasses (FakeTensor, ...) and compiled code need the dispatcher.
     if type(x) is not torch.Tensor or torch.compiler.is_compiling() or not isinstance(seed, int):
         if isinstance(seed, int):
-            seed = torch.tensor([to_int64(seed), to_int64(step)], dtype=torch.int64)
+            # On x's device: a CUDA kernel reads it there (and a CUDA graph would not capture a copy).
+            seed = torch.tensor([to_int64(seed), to_int64(step)], dtype=torch.int64, device=x.device)
         return OP(x, seed, k, list(noise_shape), a, b, c, impl)
     try:
         x.data_ptr()
