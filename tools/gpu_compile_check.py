@@ -231,9 +231,8 @@ def check_compile_step(device: str, backend: str, name: str, make: Callable[[], 
 def check_triton_op(device: str) -> None:
     import torch
 
-    from xdrop._kernels import _torch_ops
-
     import xdrop.torch as xt
+    from xdrop._kernels import _torch_ops
 
     # The layers alone: a Linear's matmul rounds differently on the GPU than on the CPU.
     model = torch.nn.Sequential(xt.Dropout(0.5, seed=21), xt.Dropout(0.2, seed=22)).to(device)
