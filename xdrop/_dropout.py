@@ -10,27 +10,40 @@ from typing import Any
 
 from . import _kernels
 from ._checks import (
+    check_array,
+    check_call,
     check_device,
-    check_flag,
-    check_float_array,
+    check_impl,
+    check_mask_memory,
     check_mask_size,
+    check_noise_shape,
     check_probability,
     check_shape,
     check_u64,
-    resolve_noise_shape,
 )
-from ._compat import array_namespace, device, is_torch_namespace, namespace_name
+from ._compat import array_namespace, device, is_dask_namespace, is_torch_namespace
 from ._generator import Generator
 from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
 
 SeedLike = int | Generator | None
 
 
-def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True) -> tuple[int, int]:
+TRACED_SEED_HELP = (
+    "while JAX traces x (under jax.jit, grad, vmap, ...) it would be read once, at trace time, "
+    "and every call of the compiled function would reuse one mask; pass an int seed and the step "
+    "as a traced argument instead, e.g. step=jnp.asarray(i, jnp.uint32)"
+)
+
+
+def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True, traced: bool = False) -> tuple[int, int]:
     """The ``(seed, step)`` pair a call uses; takes a step from a Generator.
 
     Call it last among the checks, so a rejected call never advances a Generator.
+    ``traced`` says the input is a JAX tracer: then a Generator or ``None``,
+    which would be consumed once at trace time, is refused.
     """
+    if traced and (seed is None or isinstance(seed, Generator)):
+        raise TypeError(f"seed={seed!r} cannot be used here: {TRACED_SEED_HELP}")
     if isinstance(seed, Generator):
         if not (isinstance(step, int) and not isinstance(step, bool) and step == 0):
             raise ValueError(
@@ -71,18 +84,42 @@ class DropoutCache:
         check_u64(self.seed, "cache.seed")
         check_u64(self.step, "cache.step")
         check_probability(self.p, "cache.p")
+        check_shape(self.shape, "cache.shape")
+        check_noise_shape(self.noise_shape, self.shape, "cache.noise_shape")
 
 
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+# (K, dtype type, dtype, scale function) -> scale: Fraction arithmetic once per (p, dtype), not per call.
+_SCALES: dict[tuple[Any, ...], float] = {}
+_MAX_SCALES = 4096  # p schedules make new keys: start again rather than grow without bound
+
+
+def _scale(k: int, xp: ModuleType, dtype: Any) -> float:
+    """``scale_for(k, xp, dtype)``, cached (keyed by the function too, so a replaced one is honoured)."""
+    key = (k, type(dtype), dtype, scale_for)  # the type first: dtypes of two libraries may hash alike
+    try:
+        return _SCALES[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable dtype
+        return scale_for(k, xp, dtype)
+    value = scale_for(k, xp, dtype)
+    if len(_SCALES) >= _MAX_SCALES:
+        _SCALES.clear()
+    _SCALES[key] = value
+    return value
 
 
 def _mask(xp: ModuleType, shape: tuple[int, ...], seed: int, step: int, k: int, dev: Any, impl: str) -> Any:
-    flat = _kernels.select_mask(xp, impl)(xp, 0, _prod(shape), seed, step, k, dev)
+    flat = _kernels.select_mask(xp, impl, dev)(xp, 0, math.prod(shape), seed, step, k, dev)
     return xp.reshape(flat, shape)
+
+
+def _preflight(x: Any, xp: ModuleType, impl: str, noise_shape: tuple[int, ...]) -> None:
+    """Select the kernel now, so that an ``impl`` that does not apply raises before the seed is taken."""
+    if noise_shape == tuple(x.shape):
+        _kernels.select(xp, x, impl)
+    else:
+        _kernels.select_mask(xp, impl, device(x))
 
 
 def _apply(
@@ -103,10 +140,10 @@ def _apply(
     if is_torch_namespace(xp):
         # Every torch call takes one path (the registered operator under compile), whose
         # backward is this same dropout of ``dout``: no mask or tensor is saved.
-        a = scale_for(k, xp, x.dtype) if scale is None else scale
+        a = _scale(k, xp, x.dtype) if scale is None else scale
         return _kernels.torch_dropout(x, seed, step, k, noise_shape, a, 0.0, 0.0, impl)
     _kernels.refuse_traced(xp, impl, seed, step)
-    scale = scale_for(k, xp, x.dtype) if scale is None else scale
+    scale = _scale(k, xp, x.dtype) if scale is None else scale
     if math.isinf(scale):
         # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd
         # through where(keep, x * inf, 0) would give dropped elements 0 * inf = NaN
@@ -190,14 +227,13 @@ def dropout(
     >>> xdrop.dropout(torch.ones(8), 0.5, seed=7)  # doctest: +SKIP
     tensor([0., 0., 2., 2., 2., 0., 2., 0.])
     """
-    xp = check_float_array(x)
-    p = check_probability(p)
-    mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
-    _kernels.check_impl(impl)
-    if not check_flag(training, "training"):
+    checked = check_call(x, p, impl=impl, training=training, noise_shape=noise_shape)
+    if checked is None:
         return x
-    seed, step = resolve_seed(seed, step)
-    return _apply(x, xp, seed, step, p, impl, mask_shape)
+    at, p, mask_shape = checked
+    _preflight(x, at.xp, impl, mask_shape)
+    seed, step = resolve_seed(seed, step, traced=at.traced)
+    return _apply(x, at.xp, seed, step, p, impl, mask_shape)
 
 
 def dropout_forward(
@@ -244,13 +280,13 @@ def dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0., 2., 0., 0.])
     """
-    xp = check_float_array(x)
-    p = check_probability(p)
-    mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
-    _kernels.check_impl(impl)
-    seed, step = resolve_seed(seed, step, allow_none=False)
-    out = _apply(x, xp, seed, step, p, impl, mask_shape)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), mask_shape)
+    checked = check_call(x, p, impl=impl, noise_shape=noise_shape)
+    assert checked is not None  # training is always on here
+    at, p, mask_shape = checked
+    _preflight(x, at.xp, impl, mask_shape)
+    seed, step = resolve_seed(seed, step, allow_none=False, traced=at.traced)
+    out = _apply(x, at.xp, seed, step, p, impl, mask_shape)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), mask_shape)
     return out, cache
 
 
@@ -288,17 +324,19 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
     if not isinstance(cache, DropoutCache):
         raise TypeError(f"cache must be the DropoutCache returned by dropout_forward, got {type(cache).__name__}")
     check_stream_version(cache.stream_version, "cache.stream_version")
-    xp = check_float_array(dout, "dout")
-    name = namespace_name(xp)
-    if name != cache.namespace:
-        raise TypeError(f"dout must be a {cache.namespace} array like the forward's x, got a {name} array")
+    at = check_array(dout, "dout")
+    if at.name != cache.namespace:
+        raise TypeError(f"dout must be a {cache.namespace} array like the forward's x, got a {at.name} array")
     if tuple(dout.shape) != cache.shape:
         raise ValueError(f"dout must have the forward's shape {cache.shape}, got dout.shape={tuple(dout.shape)}")
     if dout.dtype != cache.dtype:
         raise TypeError(f"dout must have the forward's dtype {cache.dtype}, got dout.dtype={dout.dtype}")
-    if device(dout) != cache.device:
+    # A traced dout (under jax.jit) has no concrete device to compare with an eager forward's.
+    if not at.traced and device(dout) != cache.device:
         raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
-    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale)
+    check_impl(impl)
+    _preflight(dout, at.xp, impl, cache.noise_shape)
+    return _apply(dout, at.xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale)
 
 
 def keep_mask(
@@ -345,12 +383,15 @@ def keep_mask(
            [ True, False,  True, False]])
     """
     shape = check_shape(shape)
-    check_mask_size(shape)
+    n = check_mask_size(shape)
     p = check_probability(p)
     if not isinstance(xp, ModuleType) or not callable(getattr(xp, "empty", None)):
         raise TypeError(f"xp must be an array namespace module, got xp={xp!r}")
     xp = array_namespace(xp.empty(0))
     check_device(xp, device)
-    _kernels.check_impl(impl)
+    check_impl(impl)
+    if not is_dask_namespace(xp):  # an eager mask is allocated now: refuse one that cannot fit
+        check_mask_memory(shape, n)
+    kernel = _kernels.select_mask(xp, impl, device)
     seed, step = resolve_seed(seed, step, allow_none=False)
-    return _mask(xp, shape, seed, step, keep_count(p), device, impl)
+    return xp.reshape(kernel(xp, 0, n, seed, step, keep_count(p), device), shape)

@@ -19,9 +19,9 @@ from typing import Any
 
 from . import _kernels
 from ._arith import alpha_constants, float_format
-from ._checks import check_float_array, check_probability
-from ._compat import device, is_torch_namespace, namespace_name
-from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_seed
+from ._checks import check_call, check_flag, resolve_noise_shape
+from ._compat import device, is_torch_namespace
+from ._dropout import DropoutCache, SeedLike, _apply, _mask, _preflight, resolve_seed
 from ._generator import Generator
 from ._stream import keep_count
 
@@ -60,7 +60,12 @@ def _deprecated_rank(name: str, ndim: int, spatial: int) -> None:
     )
 
 
-def channel_noise_shape(shape: tuple[int, ...], spatial: int, name: str) -> tuple[int, ...]:
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
+def channel_noise_shape(
+    shape: tuple[int, ...], spatial: int, name: str, data_format: str = "channels_first"
+) -> tuple[int, ...]:
     """One decision per (sample, channel): PyTorch 2.x's ``dropout{1,2,3}d`` rank rules.
 
     ``spatial + 2`` dims are ``(N, C, *spatial)``; ``spatial + 1`` dims are the
@@ -70,7 +75,20 @@ def channel_noise_shape(shape: tuple[int, ...], spatial: int, name: str) -> tupl
     >= 2 as ``(N, C, ...)``, ``dropout3d`` any rank >= 1 other than 5 as
     unbatched, each with PyTorch's ``UserWarning``.
     A rank that PyTorch refuses raises :class:`RankError`.
+
+    ``data_format="channels_last"`` (Keras' ``SpatialDropout``): ``(N, *spatial, C)``
+    or ``(*spatial, C)`` only, noise shape ``(N, 1, ..., 1, C)``.
     """
+    if not isinstance(data_format, str) or data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got data_format={data_format!r}")
+    if data_format == "channels_last":
+        dims = _SPATIAL_NAMES[spatial]
+        if len(shape) not in (spatial + 1, spatial + 2):
+            raise RankError(
+                f"{name} expects x with {spatial + 1} dims ({dims}, C) or {spatial + 2} dims (N, {dims}, C), "
+                f"got x.ndim={len(shape)} (x.shape={shape})"
+            )
+        return shape[: len(shape) - spatial - 1] + (1,) * spatial + shape[-1:]
     dims, ndim = _SPATIAL_NAMES[spatial], len(shape)
     expected = (
         f"{name} expects x with {spatial + 1} dims (C, {dims}) or {spatial + 2} dims (N, C, {dims}), "
@@ -120,21 +138,21 @@ def _run(
     impl: str,
     rule: NoiseRule,
     *,
-    training: bool = True,
+    training: Any = True,
     alpha: bool = False,
-    scale_by_keep: bool = True,
+    scale_by_keep: Any = True,
     allow_none_seed: bool = True,
 ) -> tuple[Any, DropoutCache | None]:
-    """Validate everything, then draw: a rejected call never advances a Generator."""
-    xp = check_float_array(x)
-    p = check_probability(p)
-    noise_shape = rule(tuple(x.shape))
-    _kernels.check_impl(impl)
-    if not isinstance(scale_by_keep, bool):
-        raise TypeError(f"scale_by_keep must be a bool, got scale_by_keep={scale_by_keep!r}")
-    if not training:
+    """Validate everything (the gate, then the kernel choice), then draw: a rejected call never advances a Generator."""
+    checked = check_call(x, p, impl=impl, training=True, rule=rule)
+    assert checked is not None
+    at, p, noise_shape = checked
+    scale_by_keep = check_flag(scale_by_keep, "scale_by_keep")
+    if not check_flag(training, "training"):
         return x, None
-    seed, step = resolve_seed(seed, step, allow_none=allow_none_seed)
+    xp = at.xp
+    _preflight(x, xp, impl, noise_shape)
+    seed, step = resolve_seed(seed, step, allow_none=allow_none_seed, traced=at.traced)
     k = keep_count(p)
     grad_scale: float | None = None
     if alpha:
@@ -149,7 +167,7 @@ def _run(
     else:
         grad_scale = None if scale_by_keep else 1.0
         out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), noise_shape, grad_scale)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), noise_shape, grad_scale)
     return out, cache
 
 
@@ -159,20 +177,12 @@ def _forward(x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule, *
     return out, cache
 
 
-def _full(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return shape
+def _channel_rule(spatial: int, data_format: Any) -> NoiseRule:
+    return lambda shape: channel_noise_shape(shape, spatial, f"dropout{spatial}d", data_format)
 
 
-def _dropout1d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return channel_noise_shape(shape, 1, "dropout1d")
-
-
-def _dropout2d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return channel_noise_shape(shape, 2, "dropout2d")
-
-
-def _dropout3d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return channel_noise_shape(shape, 3, "dropout3d")
+def _given_rule(noise_shape: Any) -> NoiseRule:
+    return lambda shape: resolve_noise_shape(noise_shape, shape)
 
 
 def _feature_alpha_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -187,7 +197,14 @@ def _drop_path_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def dropout1d(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    data_format: str = "channels_first",
+    impl: str = "auto",
 ) -> Any:
     """Channel dropout for ``(N, C, L)`` or unbatched ``(C, L)``: whole channels are zeroed.
 
@@ -208,6 +225,11 @@ def dropout1d(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    data_format : {"channels_first", "channels_last"}, optional
+        Where the channel axis is: ``"channels_first"`` (PyTorch, the default)
+        reads ``x`` as ``(N, C, ...)``; ``"channels_last"`` (Keras' ``SpatialDropout``)
+        as ``(N, ..., C)``, with noise shape ``(N, 1, ..., 1, C)``. The bits are those of
+        :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
 
@@ -235,17 +257,23 @@ def dropout1d(
             [2., 2., 2., 2.],
             [2., 2., 2., 2.]]])
     """
-    return _run(x, p, seed, step, impl, _dropout1d_rule, training=training)[0]
+    return _run(x, p, seed, step, impl, _channel_rule(1, data_format), training=training)[0]
 
 
 def dropout1d_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    data_format: str = "channels_first",
+    impl: str = "auto",
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout1d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, data_format, impl
         As in :func:`dropout1d`.
     seed : int or Generator
         Required (no OS entropy): backward regenerates the mask from it.
@@ -265,11 +293,18 @@ def dropout1d_forward(
     >>> bool((xdrop.dropout_backward(np.ones((3, 2)), cache) == out).all())
     True
     """
-    return _forward(x, p, seed, step, impl, _dropout1d_rule)
+    return _forward(x, p, seed, step, impl, _channel_rule(1, data_format))
 
 
 def dropout2d(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    data_format: str = "channels_first",
+    impl: str = "auto",
 ) -> Any:
     """Channel dropout for ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
 
@@ -291,6 +326,11 @@ def dropout2d(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    data_format : {"channels_first", "channels_last"}, optional
+        Where the channel axis is: ``"channels_first"`` (PyTorch, the default)
+        reads ``x`` as ``(N, C, ...)``; ``"channels_last"`` (Keras' ``SpatialDropout``)
+        as ``(N, ..., C)``, with noise shape ``(N, 1, ..., 1, C)``. The bits are those of
+        :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
 
@@ -317,17 +357,23 @@ def dropout2d(
     >>> bool((out == out[:, :, :1, :1]).all())
     True
     """
-    return _run(x, p, seed, step, impl, _dropout2d_rule, training=training)[0]
+    return _run(x, p, seed, step, impl, _channel_rule(2, data_format), training=training)[0]
 
 
 def dropout2d_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    data_format: str = "channels_first",
+    impl: str = "auto",
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout2d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, data_format, impl
         As in :func:`dropout2d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -347,11 +393,18 @@ def dropout2d_forward(
     >>> cache.noise_shape
     (1, 3, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _dropout2d_rule)
+    return _forward(x, p, seed, step, impl, _channel_rule(2, data_format))
 
 
 def dropout3d(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    data_format: str = "channels_first",
+    impl: str = "auto",
 ) -> Any:
     """Channel dropout for ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)``.
 
@@ -371,6 +424,11 @@ def dropout3d(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    data_format : {"channels_first", "channels_last"}, optional
+        Where the channel axis is: ``"channels_first"`` (PyTorch, the default)
+        reads ``x`` as ``(N, C, ...)``; ``"channels_last"`` (Keras' ``SpatialDropout``)
+        as ``(N, ..., C)``, with noise shape ``(N, 1, ..., 1, C)``. The bits are those of
+        :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
 
@@ -392,18 +450,32 @@ def dropout3d(
     >>> import xdrop
     >>> xdrop.dropout3d(np.ones((4, 1, 1, 2)), 0.5, seed=7)[:, 0, 0, 0]
     array([0., 0., 2., 2.])
+
+    Channels last, as Keras' ``SpatialDropout3D``: the mask has shape ``(N, 1, 1, 1, C)``.
+
+    >>> out = xdrop.dropout3d(np.ones((1, 2, 2, 2, 4)), 0.5, seed=7, data_format="channels_last")
+    >>> out[0, 0, 0, 0]
+    array([0., 0., 2., 2.])
+    >>> bool((out == out[:, :1, :1, :1, :]).all())
+    True
     """
-    return _run(x, p, seed, step, impl, _dropout3d_rule, training=training)[0]
+    return _run(x, p, seed, step, impl, _channel_rule(3, data_format), training=training)[0]
 
 
 def dropout3d_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    data_format: str = "channels_first",
+    impl: str = "auto",
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout3d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, data_format, impl
         As in :func:`dropout3d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -423,14 +495,21 @@ def dropout3d_forward(
     >>> cache.noise_shape
     (2, 3, 1, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _dropout3d_rule)
+    return _forward(x, p, seed, step, impl, _channel_rule(3, data_format))
 
 
 # -- alpha dropout ----------------------------------------------------------------------------------
 
 
 def alpha_dropout(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    noise_shape: Any = None,
+    impl: str = "auto",
 ) -> Any:
     """Alpha dropout for SELU networks: keeps mean 0 and variance 1 of its input.
 
@@ -458,6 +537,9 @@ def alpha_dropout(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    noise_shape : tuple, optional
+        Shape of the mask, as in :func:`xdrop.dropout` (Keras' ``AlphaDropout``
+        ``noise_shape``): 1 shares one decision along that axis.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
 
@@ -473,12 +555,18 @@ def alpha_dropout(
     >>> xdrop.alpha_dropout(np.zeros(6), 0.5, seed=7)
     array([-0.77919393, -0.77919393,  0.77919393,  0.77919393,  0.77919393,
            -0.77919393])
+
+    With a noise shape, one decision per row:
+
+    >>> xdrop.alpha_dropout(np.zeros((2, 3)), 0.5, seed=7, noise_shape=(2, 1))
+    array([[-0.77919393, -0.77919393, -0.77919393],
+           [-0.77919393, -0.77919393, -0.77919393]])
     """
-    return _run(x, p, seed, step, impl, _full, training=training, alpha=True)[0]
+    return _run(x, p, seed, step, impl, _given_rule(noise_shape), training=training, alpha=True)[0]
 
 
 def alpha_dropout_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any, p: float, *, seed: int | Generator, step: int = 0, noise_shape: Any = None, impl: str = "auto"
 ) -> tuple[Any, DropoutCache]:
     """:func:`alpha_dropout` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
@@ -487,7 +575,7 @@ def alpha_dropout_forward(
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, noise_shape, impl
         As in :func:`alpha_dropout`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -507,7 +595,7 @@ def alpha_dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0.        , 0.        , 0.88640489, 0.88640489])
     """
-    return _forward(x, p, seed, step, impl, _full, alpha=True)
+    return _forward(x, p, seed, step, impl, _given_rule(noise_shape), alpha=True)
 
 
 def feature_alpha_dropout(
