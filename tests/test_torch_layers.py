@@ -479,6 +479,7 @@ def test_xdrop_checkpoint_loads_into_torch_dropout_model_via_plain_state_dict():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inductor import
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning")  # scale cache
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")  # dynamo internal
 def test_compiled_module_matches_eager():
     if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):

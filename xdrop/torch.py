@@ -10,7 +10,10 @@ uninterrupted run would have. The step advances by one per training forward.
   ``step`` from the buffers and writes ``step + 1`` back, under one lock, so
   writes through ``.data``, ``.numpy()``, ``load_state_dict`` or
   ``dist.broadcast`` are honoured and threads sharing a layer never get the
-  same step. (Reading a CUDA buffer syncs with the device.)
+  same step. With the buffers on a CUDA device the layer never reads them on
+  the host: it passes them to the operator, which reads them on the device, and
+  advances ``step`` there (no sync per forward; a CUDA graph captured around a
+  step replays with the current step, so masks advance between replays).
 - **Seeds.** Without ``seed`` a layer draws one from torch's default
   generator when it is built, so ``torch.manual_seed`` reproduces the run, and
   distinct layers get distinct streams. Two layers given the same explicit
@@ -29,14 +32,24 @@ uninterrupted run would have. The step advances by one per training forward.
 - **torch.utils.checkpoint** (both ``use_reentrant`` modes): a recomputation
   replays the mask of the call it recomputes, also for a layer called several
   times in the region and for a later ``retain_graph`` backward. Each training
-  forward draws a token from torch's CPU generator, which ``checkpoint``
+  forward that may be recomputed (grad mode off, as in a reentrant
+  checkpoint's first pass, or saved-tensor hooks active, as in a non-reentrant
+  one) draws a token from torch's CPU generator, which ``checkpoint``
   restores before recomputing (``preserve_rng_state=True``, its default); a
   recomputation with ``preserve_rng_state=False`` raises. The last 256 calls
-  of each layer can be replayed.
+  of each layer can be replayed. Other forwards draw nothing from torch's
+  generator.
 - **torch.jit.trace** of a training-mode layer raises: the trace would freeze
   ``(seed, step)``. Trace in ``eval()`` mode, or use ``torch.compile``.
-- **torch.compile**: the layers run eagerly inside compiled graphs (a graph
-  break), so compiled and eager models give the same bits.
+- **torch.compile** (``fullgraph=True`` works, any backend): a compiled
+  forward calls ``torch.ops.xdrop.dropout`` with ``(seed, step)`` stacked from
+  the buffers and advances ``step`` in the graph, so there is no graph break, no
+  recompilation per step, and the bits equal eager's step by step. Compiled
+  forwards draw no checkpoint token and take no lock: ``torch.utils.checkpoint``
+  *inside* a compiled region is left to torch's own handling (the graph's
+  recomputation sees the step value the graph read), but a compiled layer's
+  call is not replayed by the eager replay table, and two threads running the
+  same compiled layer at once may share a step.
 - **Layout**: the output has the input's memory layout (``channels_last``,
   permuted strides), as ``torch.nn.Dropout``'s.
 - ``inplace=True`` writes the result into the input, as torch does.
@@ -56,16 +69,11 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from ._arith import alpha_constants, float_format
 from ._checks import check_probability, check_u64
-from ._dropout import DropoutCache, dropout_backward, dropout_forward
-from ._variants import (
-    alpha_dropout_forward,
-    channel_noise_shape,
-    drop_path_forward,
-    feature_alpha_dropout_forward,
-    feature_noise_shape,
-    sample_noise_shape,
-)
+from ._kernels import _torch_ops
+from ._stream import keep_count, scale_for
+from ._variants import channel_noise_shape, feature_noise_shape, sample_noise_shape
 
 __all__ = [
     "AlphaDropout",
@@ -81,7 +89,6 @@ __all__ = [
 
 _U64 = 1 << 64
 _REPLAY_WINDOW = 256
-Forward = Callable[[Tensor], tuple[Tensor, DropoutCache]]
 M = TypeVar("M", bound=nn.Module)
 
 # One lock for every layer's read-step / write-step + 1 (a layer holds no lock, so it pickles).
@@ -89,6 +96,43 @@ _STEP_LOCK = threading.Lock()
 # The id of the autograd graph task running on this thread, -1 outside backward. Private, but
 # torch.utils.checkpoint itself relies on it; a test pins it. Without it a token seen before is a replay.
 _graph_task_id: Callable[[], int] | None = getattr(torch._C, "_current_graph_task_id", None)
+# Saved-tensor hooks are how a non-reentrant torch.utils.checkpoint records its region (private, guarded).
+_saved_tensor_hooks: Callable[[bool], Any] | None = getattr(
+    torch._C._autograd, "_top_saved_tensors_default_hooks", None
+)
+
+
+def _may_be_recomputed() -> bool:
+    """Whether this forward may run again in a checkpoint recomputation, so it needs a replay token.
+
+    A reentrant checkpoint's first pass runs with grad mode off, a non-reentrant one under
+    saved-tensor hooks; a plain training forward is neither and draws nothing from torch's generator.
+    """
+    if _graph_task_id is None or _saved_tensor_hooks is None:
+        return True
+    return not torch.is_grad_enabled() or _saved_tensor_hooks(False) is not None
+
+
+def _op_constants(alpha: bool, p: float, dtype: torch.dtype, scale_by_keep: bool) -> tuple[int, float, float, float]:
+    """``(k, a, b, c)`` of ``torch.ops.xdrop.dropout`` for a layer: what the functional ``*_forward`` uses.
+
+    Cached: exact rational arithmetic per call would dominate a small forward (torch.compile folds it).
+    """
+    key = (alpha, p, dtype, scale_by_keep)
+    found = None if torch.compiler.is_compiling() else _CONSTANTS.get(key)  # a dict filled while tracing recompiles
+    if found is None:
+        k = keep_count(p)
+        if alpha:
+            a, b, c = alpha_constants(k, float_format(torch, dtype))
+        else:
+            a, b, c = (scale_for(k, torch, dtype) if scale_by_keep else 1.0), 0.0, 0.0
+        found = (k, a, b, c)
+        if not torch.compiler.is_compiling():
+            _CONSTANTS[key] = found
+    return found
+
+
+_CONSTANTS: dict[tuple[bool, float, torch.dtype, bool], tuple[int, float, float, float]] = {}
 
 
 def _to_int64(value: int) -> int:
@@ -119,43 +163,6 @@ def _dense_like(x: Tensor, values: Tensor) -> Tensor:
     return values if values.stride() == out.stride() else out.copy_(values)
 
 
-class _Regrad(torch.autograd.Function):
-    """``g -> dropout_backward(g, cache)``: linear and self-adjoint, so any order of derivative works."""
-
-    @staticmethod
-    def forward(ctx: Any, grad: Tensor, cache: DropoutCache) -> Tensor:
-        ctx.cache = cache
-        out: Tensor = dropout_backward(grad.contiguous(), cache)
-        return _dense_like(grad, out)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return _Regrad.apply(grad, ctx.cache), None  # type: ignore[no-untyped-call]
-
-
-class _Masked(torch.autograd.Function):
-    """Runs a variant's ``*_forward``; keeps only its O(1) cache for backward."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, run: Forward, inplace: bool) -> Tensor:
-        out, ctx.cache = run(x)
-        if inplace:
-            x.copy_(out)
-            ctx.mark_dirty(x)
-            return x
-        return _dense_like(x, out)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        return _Regrad.apply(grad, ctx.cache), None, None  # type: ignore[no-untyped-call]
-
-    @staticmethod
-    def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
-        # Dropout is affine in x with the mask and factor of its backward: the tangent maps the same way.
-        out: Tensor = dropout_backward(tangent.contiguous(), ctx.cache)
-        return _dense_like(tangent, out)
-
-
 class _SeededDropout(nn.Module):
     """Seed and step buffers, train/eval, checkpoint replay; subclasses pick the variant."""
 
@@ -172,7 +179,7 @@ class _SeededDropout(nn.Module):
         self.register_buffer("seed", torch.empty((), dtype=torch.int64))
         self.register_buffer("step", torch.empty((), dtype=torch.int64))
         # (RNG token) -> (seed, step) of recent training calls, for checkpoint recomputation.
-        self._draws: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._draws: OrderedDict[int, tuple[int, int] | Tensor] = OrderedDict()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -214,21 +221,37 @@ class _SeededDropout(nn.Module):
         """Checks x's rank (warning as torch does) before any state changes; ``None`` is x's own shape."""
         return None
 
-    def _take(self) -> tuple[int, int]:
+    # Class-level settings of the variant, read by forward: alpha dropout's affine form, DropPath's scaling.
+    _alpha = False
+    scale_by_keep = True
+
+    def _take(self) -> tuple[int, int] | Tensor:
         """The ``(seed, step)`` of this training call: the next step, or the replayed one of a recomputation.
 
-        The one place that reads and advances the layer's state.
+        The one place that reads and advances the layer's state. Python ints for
+        buffers on the CPU; for buffers on another device (CUDA) and under
+        torch.compile, an int64 tensor ``(seed, step)`` of shape ``(2,)`` on the
+        buffers' device, read by the kernel there (no host sync per call).
         """
+        if torch.compiler.is_compiling():
+            # No token, no lock: AOT autograd's backward (and recomputation) reuses this stacked value.
+            pair = torch.stack((self.seed, self.step))
+            self.step.add_(1)  # int64 wraps around: the u64 step + 1 mod 2**64 in two's complement
+            return pair
         if torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]
             raise RuntimeError(
                 f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
                 "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
             )
-        token = _draw_u64()
-        recomputing = _graph_task_id() != -1 if _graph_task_id is not None else token in self._draws
+        if _graph_task_id is not None:
+            recomputing = _graph_task_id() != -1
+            token = _draw_u64() if recomputing or _may_be_recomputed() else None
+        else:
+            token = _draw_u64()
+            recomputing = token in self._draws
         with _STEP_LOCK:
             if recomputing:
-                draw = self._draws.get(token)
+                draw = self._draws.get(token) if token is not None else None
                 if draw is None:
                     raise RuntimeError(
                         f"xdrop.torch.{type(self).__name__} is being recomputed during backward, but torch's RNG "
@@ -237,23 +260,20 @@ class _SeededDropout(nn.Module):
                         f"{_REPLAY_WINDOW} calls of the layer"
                     )
                 return draw
-            seed, step = _u64(self.seed), _u64(self.step)
-            self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
-            self._draws[token] = (seed, step)
-            if len(self._draws) > _REPLAY_WINDOW:
-                self._draws.popitem(last=False)
-        return seed, step
+            taken: tuple[int, int] | Tensor
+            if self.step.device.type == "cpu":
+                seed, step = _u64(self.seed), _u64(self.step)
+                self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
+                taken = (seed, step)
+            else:  # stays on the device: a fresh tensor, so the in-place advance does not change it
+                taken = torch.stack((self.seed, self.step))
+                self.step.add_(1)
+            if token is not None:
+                self._draws[token] = taken
+                if len(self._draws) > _REPLAY_WINDOW:
+                    self._draws.popitem(last=False)
+        return taken
 
-    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
-        """The functional ``*_forward`` of this layer; the only place that calls into xdrop's kernels."""
-        out, cache = dropout_forward(x, self.p, seed=seed, step=step, noise_shape=noise)
-        return out, cache
-
-    # A graph break for now: _take's graph-task probe, token and buffer reads are Python ints, and the
-    # functional path is not traceable. With a registered operator taking the seed and step buffers as
-    # tensors, the compiled branch becomes `out = op(x, self.seed, self.step, ...); self.step.add_(1)`
-    # (no token, no lock: AOT autograd recomputes from the step value the graph saw).
-    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def forward(self, input: Tensor) -> Tensor:
         if not self.training:
             return input
@@ -263,10 +283,16 @@ class _SeededDropout(nn.Module):
         noise = self._noise_shape(input)
         if input.is_meta:  # shape inference: no state to read or advance
             return torch.empty_like(input)
-        seed, step = self._take()
-        run: Forward = lambda x: self._variant(x, seed, step, noise)  # noqa: E731
-        out: Tensor = _Masked.apply(input, run, self.inplace)  # type: ignore[no-untyped-call]
-        return out
+        taken = self._take()
+        k, a, b, c = _op_constants(self._alpha, self.p, input.dtype, self.scale_by_keep)
+        shape = tuple(input.shape) if noise is None else noise
+        if isinstance(taken, tuple):
+            out: Tensor = _torch_ops.dropout(input, taken[0], taken[1], k, shape, a, b, c)
+        else:
+            out = _torch_ops.dropout(input, taken, 0, k, shape, a, b, c)
+        if self.inplace:
+            return input.copy_(out)
+        return out if out.stride() == input.stride() else _dense_like(input, out)
 
     def _state_repr(self) -> str:
         if self.seed.is_meta:
@@ -414,12 +440,10 @@ class AlphaDropout(_SeededDropout):
     tensor([-0.7792, -0.7792,  0.7792,  0.7792], dtype=torch.float64)
     """
 
+    _alpha = True
+
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
-
-    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
-        out, cache = alpha_dropout_forward(x, self.p, seed=seed, step=step)
-        return out, cache
 
 
 class FeatureAlphaDropout(_SeededDropout):
@@ -442,15 +466,13 @@ class FeatureAlphaDropout(_SeededDropout):
     True
     """
 
+    _alpha = True
+
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
 
     def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
         return feature_noise_shape(tuple(x.shape), "feature_alpha_dropout")
-
-    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
-        out, cache = feature_alpha_dropout_forward(x, self.p, seed=seed, step=step)
-        return out, cache
 
 
 class DropPath(_SeededDropout):
@@ -491,10 +513,6 @@ class DropPath(_SeededDropout):
 
     def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
         return sample_noise_shape(tuple(x.shape), "drop_path")
-
-    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
-        out, cache = drop_path_forward(x, self.p, seed=seed, step=step, scale_by_keep=self.scale_by_keep)
-        return out, cache
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.p}, scale_by_keep={self.scale_by_keep}, {self._state_repr()}"

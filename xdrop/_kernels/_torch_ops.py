@@ -48,6 +48,32 @@ def register_cuda_kernel(fn: CudaKernel) -> None:
     _cuda_kernels[:] = [fn]
 
 
+def _triton_kernel(x: Any, seed_step: Any, k: int, noise_shape: Sequence[int], a: float, b: float, c: float) -> Any:
+    """Plain dropout of a contiguous CUDA tensor by the Triton kernel, reading ``seed_step`` on the device.
+
+    None (the generic path) for the affine variants, a broadcast mask, another
+    layout or dtype, or a ``seed_step`` on another device.
+    """
+    from . import _triton
+
+    plain = b == 0.0 and c == 0.0 and tuple(noise_shape) == tuple(x.shape)
+    dtype = str(x.dtype).removeprefix("torch.")
+    if not (plain and x.is_contiguous() and dtype in _triton.DTYPES and seed_step.device == x.device):
+        return None
+    out = torch.empty_like(x)
+    _triton.dropout_into(x.detach(), out, seed_step[0:1], seed_step[1:2], k, a)
+    return out
+
+
+def _load_cuda_kernel() -> None:
+    """On the first CUDA tensor: register the Triton kernel if Triton imports (never at ``import xdrop``)."""
+    from . import _triton_available
+
+    _cache["cuda-tried"] = True
+    if _triton_available():  # else the generic path (CuPy or the reference) serves CUDA tensors
+        register_cuda_kernel(_triton_kernel)
+
+
 def to_int64(value: int) -> int:
     """A 64-bit unsigned word as the int64 with the same bits."""
     return value - (1 << 64) if value >= 1 << 63 else value
@@ -145,6 +171,8 @@ def _dropout_op(
     c: float,
     impl: str,
 ) -> torch.Tensor:
+    if x.device.type == "cuda" and impl == "auto" and not _cuda_kernels and "cuda-tried" not in _cache:
+        _load_cuda_kernel()
     if x.device.type == "cuda" and impl == "auto" and _cuda_kernels:
         out = _cuda_kernels[0](x, seed_step, k, noise_shape, a, b, c)
         if out is not None:
@@ -301,7 +329,8 @@ def dropout(
     # Tensor subclasses (FakeTensor, ...) and compiled code need the dispatcher.
     if type(x) is not torch.Tensor or torch.compiler.is_compiling() or not isinstance(seed, int):
         if isinstance(seed, int):
-            seed = torch.tensor([to_int64(seed), to_int64(step)], dtype=torch.int64)
+            # On x's device: a CUDA kernel reads it there (and a CUDA graph would not capture a copy).
+            seed = torch.tensor([to_int64(seed), to_int64(step)], dtype=torch.int64, device=x.device)
         return OP(x, seed, k, list(noise_shape), a, b, c, impl)
     try:
         x.data_ptr()
