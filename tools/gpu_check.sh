@@ -20,7 +20,8 @@
 #   PYTHON=python XDROP_BACKENDS=numpy,torch OUT=/tmp/gc tools/gpu_check.sh):
 # OUT (default ./gpu-out), PYTHON (python3), XDROP_BACKENDS, GPU_BENCH_BACKENDS
 # (torch-cuda,cupy), BENCH_SIZES (18,20,22,24,26,28), PYTEST_ARGS (tests),
-# MASKED_ARGS (the torch-CUDA test files), PYTEST_WORKERS (8; 0 = no xdist), and timeouts in seconds: PYTEST_TIMEOUT 180,
+# MASKED_ARGS (the torch-CUDA test files), PYTEST_WORKERS (8; 0 = no xdist), PYTEST_DIST (loadfile),
+# COMPILE_BACKEND (inductor; aot_eager keeps eager's matmul rounding), and timeouts in seconds: PYTEST_TIMEOUT 180,
 # MASKED_TIMEOUT 90, VERIFY_TIMEOUT 60, COMPILE_TIMEOUT 110, BENCH_TIMEOUT 120: at most 560 s
 # in all, so the whole script fits the device tool's 600-second limit for one command.
 set -uo pipefail
@@ -97,7 +98,7 @@ except Exception as exc:
 PY
 
     local xdist=()
-    if ((WORKERS > 0)) && "$PYTHON" -c "import xdist" 2>/dev/null; then xdist=(-n "$WORKERS" --dist loadfile); fi
+    if ((WORKERS > 0)) && "$PYTHON" -c "import xdist" 2>/dev/null; then xdist=(-n "$WORKERS" --dist "${PYTEST_DIST:-loadfile}"); fi
     # shellcheck disable=SC2206  # PYTEST_ARGS is a list of words on purpose
     local targets=(${PYTEST_ARGS:-tests})
     # shellcheck disable=SC2206
@@ -129,7 +130,7 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-k", "not interpreter", *
 PY
     masked_rc=$?
     echo "pytest without CuPy: $(verdict $masked_rc)"
-    timeout "${COMPILE_TIMEOUT:-110}" "$PYTHON" tools/gpu_compile_check.py --no-cupy --json "$OUT/compile_check.json"
+    timeout "${COMPILE_TIMEOUT:-110}" "$PYTHON" tools/gpu_compile_check.py --no-cupy --backend "${COMPILE_BACKEND:-inductor}" --json "$OUT/compile_check.json"
     compile_rc=$?
     echo "compile/graph check: $(verdict $compile_rc)"
 
