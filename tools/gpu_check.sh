@@ -106,7 +106,7 @@ PY
 
     section "pytest (XDROP_BACKENDS=$BACKENDS ${xdist[*]})"
     XDROP_BACKENDS="$BACKENDS" timeout "${PYTEST_TIMEOUT:-180}" \
-        "$PYTHON" -m pytest -q -p no:cacheprovider --durations=10 "${xdist[@]}" "${targets[@]}"
+        "$PYTHON" -m pytest -q -p no:cacheprovider -p no:benchmark --durations=10 "${xdist[@]}" "${targets[@]}"
     pytest_rc=$?
     echo "pytest: $(verdict $pytest_rc)"
 
@@ -126,7 +126,7 @@ from gpu_compile_check import _NoCupy
 sys.meta_path.insert(0, _NoCupy())
 import pytest
 # the interpreter half of tests/test_triton.py ran in the matrix above; here the device kernels
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-k", "not interpreter", *sys.argv[1:]]))
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-k", "not interpreter", *sys.argv[1:]]))
 PY
     masked_rc=$?
     echo "pytest without CuPy: $(verdict $masked_rc)"

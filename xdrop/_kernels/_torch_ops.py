@@ -145,7 +145,7 @@ def compute(
         res = select(xp, src, impl)(src, xp, seed, step, k, a)
     else:
         n = math.prod(noise_shape)
-        keep = torch.reshape(select_mask(xp, impl)(xp, 0, n, seed, step, k, src.device), noise_shape)
+        keep = torch.reshape(select_mask(xp, impl, src.device)(xp, 0, n, seed, step, k, src.device), noise_shape)
         kept = src * a if b == 0.0 else src * a + b  # no add when b = 0: the identity keeps -0.0
         res = torch.where(keep, kept, torch.full((), c, dtype=src.dtype, device=src.device))
     if res.stride() == x.stride():

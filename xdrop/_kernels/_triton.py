@@ -149,7 +149,10 @@ def _grid(start: int, n: int) -> tuple[int]:
 
 
 def _launch(kernel: Any) -> Any:
-    return _wrap(kernel) if _wrap is not None else kernel
+    # wrap_triton only where dynamo traces the launch; the operator's eager and CUDA
+    # implementations run outside tracing, where the wrapper only adds dispatch cost.
+    tracing = _wrap is not None and torch.compiler.is_compiling()
+    return _wrap(kernel) if tracing else kernel
 
 
 def dropout_into(x: Any, out: Any, seed: Any, step: Any, k: int, scale: float, start: int = 0) -> None:
