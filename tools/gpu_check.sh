@@ -40,6 +40,10 @@ LOG="$OUT/gpu_check.log"
 SITE="$(mktemp -d "${TMPDIR:-/tmp}/xdrop-site.XXXXXX")" || exit 2
 trap 'rm -rf "$SITE"' EXIT
 
+# Many pytest workers share one GPU: JAX must not preallocate 75 % of its memory in each
+# (on 2026-11-27 fifteen workers aborted that way), and CuPy/torch allocate on demand.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+
 section() { printf '\n===== %s =====\n' "$*"; }
 
 # repeated --backend flags from a comma-separated list
