@@ -150,29 +150,34 @@ static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 
 
 /* Runs BODY for each flat index g in [start, start + n) with i = g - start and
  * KEEP its keep mask; whole chunks take a branch-free loop that vectorises. */
-#define XD_FOR_EACH(start, n, seed, step, k, BODY)                                         \
-    do {                                                                                   \
-        xd_u64 xd_stop = (start) + (n);                                                    \
-        xd_u32 KEEP_[XD_CHUNK];                                                            \
-        for (xd_u64 xd_first = (start) / 4 * 4; xd_first < xd_stop; xd_first += XD_CHUNK) { \
-            xd_keep_chunk(xd_first, (step), (seed), (k), KEEP_);                          \
-            if (xd_first >= (start) && xd_first + XD_CHUNK <= xd_stop) {                   \
-                xd_u64 xd_off = xd_first - (start);                                        \
-                for (int e = 0; e < XD_CHUNK; e++) {                                       \
-                    xd_u64 i = xd_off + (xd_u64)e;                                         \
-                    xd_u32 KEEP = KEEP_[e];                                                \
-                    BODY;                                                                  \
-                }                                                                          \
-            } else {                                                                       \
-                for (int e = 0; e < XD_CHUNK; e++) {                                       \
-                    xd_u64 g = xd_first + (xd_u64)e;                                       \
-                    if (g < (start) || g >= xd_stop) continue;                             \
-                    xd_u64 i = g - (start);                                                \
-                    xd_u32 KEEP = KEEP_[e];                                                \
-                    BODY;                                                                  \
-                }                                                                          \
-            }                                                                              \
-        }                                                                                  \
+#define XD_FOR_EACH(start, n, seed, step, k, BODY)                                      \
+    do {                                                                                \
+        /* Bounded by the last index, never start + n: that is 2^64 (wraps to 0) for    \
+         * a range that ends at the top of the index space, and first + XD_CHUNK may    \
+         * wrap too, so the loop stops by its distance to the last index. */            \
+        if ((n) == 0) break;                                                            \
+        xd_u64 xd_last = (start) + ((n) - 1);                                           \
+        xd_u32 KEEP_[XD_CHUNK];                                                         \
+        for (xd_u64 xd_first = (start) / 4 * 4;; xd_first += XD_CHUNK) {                \
+            xd_keep_chunk(xd_first, (step), (seed), (k), KEEP_);                        \
+            if (xd_first >= (start) && xd_last - xd_first >= XD_CHUNK - 1) {            \
+                xd_u64 xd_off = xd_first - (start);                                     \
+                for (int e = 0; e < XD_CHUNK; e++) {                                    \
+                    xd_u64 i = xd_off + (xd_u64)e;                                      \
+                    xd_u32 KEEP = KEEP_[e];                                             \
+                    BODY;                                                               \
+                }                                                                       \
+            } else {                                                                    \
+                for (int e = 0; e < XD_CHUNK; e++) {                                    \
+                    xd_u64 g = xd_first + (xd_u64)e; /* wraps only past xd_last */      \
+                    if (g < (start) || g > xd_last) continue;                           \
+                    xd_u64 i = g - (start);                                             \
+                    xd_u32 KEEP = KEEP_[e];                                             \
+                    BODY;                                                               \
+                }                                                                       \
+            }                                                                           \
+            if (xd_last - xd_first < XD_CHUNK) break;                                   \
+        }                                                                               \
     } while (0)
 
 void xd_mask(xd_u64 start, xd_u64 n, xd_u64 seed, xd_u64 step, xd_u64 k, unsigned char *restrict out) {
