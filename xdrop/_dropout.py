@@ -19,8 +19,9 @@ from ._checks import (
     check_u64,
     resolve_noise_shape,
 )
-from ._compat import array_namespace, device, namespace_name
+from ._compat import array_namespace, device, is_jax_namespace, namespace_name
 from ._generator import Generator
+from ._sharding import Block, check_block, is_whole, noise_block
 from ._stream import keep_count, scale_for
 
 SeedLike = int | Generator | None
@@ -62,12 +63,32 @@ class DropoutCache:
     device: Any
     noise_shape: tuple[int, ...]
     grad_scale: float | None = None
+    block: Block | None = None  # the mask's place in the global mask (global_shape / global_start)
 
     def __post_init__(self) -> None:
         # A hand-made cache is checked like the forward's arguments.
         check_u64(self.seed, "cache.seed")
         check_u64(self.step, "cache.step")
         check_probability(self.p, "cache.p")
+
+
+def resolve_block(
+    xp: ModuleType, shape: tuple[int, ...], global_shape: Any, global_start: Any, impl: str, global_noise: Any
+) -> Block | None:
+    """The block (in the mask's index space) that ``global_shape``/``global_start`` give for ``shape``.
+
+    ``global_noise(global_shape)`` is the global mask's shape (a variant's noise rule).
+    """
+    block = check_block(global_shape, global_start, shape, jax_ok=is_jax_namespace(xp) and impl == "auto")
+    return None if block is None else noise_block(block, global_noise(block.shape))
+
+
+def _shared_axes_rule(noise_shape: Any) -> Any:
+    """``noise_shape``'s rule on the global shape: an entry of 1 shares the decision along that axis."""
+    if noise_shape is None:
+        return lambda shape: shape
+    ones = tuple(n is not None and not isinstance(n, bool) and n == 1 for n in noise_shape)
+    return lambda shape: tuple(1 if one else d for one, d in zip(ones, shape, strict=True))
 
 
 def _prod(shape: tuple[int, ...]) -> int:
@@ -77,7 +98,19 @@ def _prod(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _mask(xp: ModuleType, shape: tuple[int, ...], seed: int, step: int, k: int, dev: Any, impl: str) -> Any:
+def _mask(
+    xp: ModuleType,
+    shape: tuple[int, ...],
+    seed: int,
+    step: int,
+    k: int,
+    dev: Any,
+    impl: str,
+    block: Block | None = None,
+) -> Any:
+    if not is_whole(block, shape):
+        assert block is not None
+        return _kernels.block_mask(xp, shape, block, seed, step, k, dev, impl)
     flat = _kernels.select_mask(xp, impl)(xp, 0, _prod(shape), seed, step, k, dev)
     return xp.reshape(flat, shape)
 
@@ -91,15 +124,17 @@ def _apply(
     impl: str,
     noise_shape: tuple[int, ...],
     scale: float | None = None,
+    block: Block | None = None,
 ) -> Any:
     """Dropout of ``x`` with the mask drawn on ``noise_shape`` (broadcast over x).
 
     ``scale`` (exact in x's dtype) replaces the inverted-dropout scale when given.
+    ``block`` places the mask in a larger (global) mask: see :mod:`xdrop._sharding`.
     """
     if _kernels.tracks_grad(xp, x):
         # Torch tensors that autograd records go through an autograd Function whose
         # backward is this same dropout of ``dout``: no mask or tensor is saved.
-        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale))
+        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale, block))
     _kernels.refuse_traced(xp, impl, seed, step)
     k = keep_count(p)
     scale = scale_for(k, xp, x.dtype) if scale is None else scale
@@ -107,11 +142,16 @@ def _apply(
         # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd
         # through where(keep, x * inf, 0) would give dropped elements 0 * inf = NaN
         # gradients; the inner where gives them exactly 0, as dropout_backward does.
-        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
         return xp.where(keep, xp.where(keep, x, xp.ones_like(x)) * scale, xp.zeros_like(x))
     if noise_shape == tuple(x.shape):
-        return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
-    keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        if is_whole(block, noise_shape):
+            return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
+        assert block is not None
+        kernel = _kernels.select_block(xp, x, impl, block)
+        if kernel is not None:  # else: the block's mask, drawn run by run
+            return kernel(x, xp, seed, step, k, scale)
+    keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
     return xp.where(keep, x * scale, xp.zeros_like(x))
 
 
@@ -124,6 +164,8 @@ def dropout(
     training: bool = True,
     noise_shape: Any = None,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Inverted dropout: zero each element with probability ``p``, scale the rest.
 
@@ -154,6 +196,13 @@ def dropout(
         stream's flat indices run over this shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        Both or neither: ``x`` is the block of a row-major array of shape
+        ``global_shape`` that starts at index ``global_start`` along each axis
+        (a shard, a chunk, a rank's slice of the batch), and gets exactly that
+        block of the whole array's mask. With a ``noise_shape``, an entry of 1
+        shares decisions along that axis of the global array. Under JAX
+        tracing the starts may be traced unsigned integers.
 
     Returns
     -------
@@ -185,15 +234,21 @@ def dropout(
     >>> import torch  # doctest: +SKIP
     >>> xdrop.dropout(torch.ones(8), 0.5, seed=7)  # doctest: +SKIP
     tensor([0., 0., 2., 2., 2., 0., 2., 0.])
+
+    A block of a larger array gets that block of the larger array's mask:
+
+    >>> xdrop.dropout(np.ones(3, dtype=np.float32), 0.5, seed=7, global_shape=(8,), global_start=(4,))
+    array([2., 0., 2.], dtype=float32)
     """
     xp = check_float_array(x)
     p = check_probability(p)
     mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
     _kernels.check_impl(impl)
+    block = resolve_block(xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape))
     if not check_flag(training, "training"):
         return x
     seed, step = resolve_seed(seed, step)
-    return _apply(x, xp, seed, step, p, impl, mask_shape)
+    return _apply(x, xp, seed, step, p, impl, mask_shape, None, block)
 
 
 def dropout_forward(
@@ -204,6 +259,8 @@ def dropout_forward(
     step: int = 0,
     noise_shape: Any = None,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """Training-mode dropout that also returns what backward needs.
 
@@ -221,6 +278,8 @@ def dropout_forward(
         Shape of the mask, as in :func:`dropout`.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is a block of a larger array, as in :func:`dropout`.
 
     Returns
     -------
@@ -244,9 +303,10 @@ def dropout_forward(
     p = check_probability(p)
     mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
     _kernels.check_impl(impl)
+    block = resolve_block(xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape))
     seed, step = resolve_seed(seed, step, allow_none=False)
-    out = _apply(x, xp, seed, step, p, impl, mask_shape)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), mask_shape)
+    out = _apply(x, xp, seed, step, p, impl, mask_shape, None, block)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), mask_shape, block=block)
     return out, cache
 
 
@@ -293,7 +353,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
         raise TypeError(f"dout must have the forward's dtype {cache.dtype}, got dout.dtype={dout.dtype}")
     if device(dout) != cache.device:
         raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
-    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale)
+    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale, cache.block)
 
 
 def keep_mask(
@@ -305,6 +365,8 @@ def keep_mask(
     xp: ModuleType,
     device: Any = None,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """The boolean keep mask that :func:`dropout` uses for an array of ``shape``.
 
@@ -325,6 +387,9 @@ def keep_mask(
         Device to build the mask on.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        The mask is the block at ``global_start`` of the mask of an array of
+        ``global_shape``, as in :func:`dropout`.
 
     Returns
     -------
@@ -347,5 +412,6 @@ def keep_mask(
     xp = array_namespace(xp.empty(0))
     check_device(xp, device)
     _kernels.check_impl(impl)
+    block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s)
     seed, step = resolve_seed(seed, step, allow_none=False)
-    return _mask(xp, shape, seed, step, keep_count(p), device, impl)
+    return _mask(xp, shape, seed, step, keep_count(p), device, impl, block)

@@ -18,7 +18,7 @@ from typing import Any
 from . import _kernels
 from ._checks import check_float_array, check_probability
 from ._compat import device, namespace_name
-from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_seed
+from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_block, resolve_seed
 from ._generator import Generator
 from ._stream import TWO32, keep_count, significand_bits
 
@@ -104,12 +104,15 @@ def _run(
     alpha: bool = False,
     scale_by_keep: bool = True,
     allow_none_seed: bool = True,
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache | None]:
     """Validate everything, then draw: a rejected call never advances a Generator."""
     xp = check_float_array(x)
     p = check_probability(p)
     noise_shape = rule(tuple(x.shape))
     _kernels.check_impl(impl)
+    block = resolve_block(xp, tuple(x.shape), global_shape, global_start, impl, rule)
     if not isinstance(scale_by_keep, bool):
         raise TypeError(f"scale_by_keep must be a bool, got scale_by_keep={scale_by_keep!r}")
     if not training:
@@ -119,14 +122,16 @@ def _run(
     grad_scale: float | None = None
     if alpha:
         a, b, c = (round_to_dtype(v, xp, x.dtype) for v in alpha_constants(k))
-        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
         kept = x * a if b == 0.0 else x * a + b  # no add at p = 0: the identity, -0.0 included
         out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
         grad_scale = a
     else:
         grad_scale = None if scale_by_keep else 1.0
-        out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), noise_shape, grad_scale)
+        out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale, block)
+    cache = DropoutCache(
+        seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), noise_shape, grad_scale, block
+    )
     return out, cache
 
 
@@ -164,7 +169,15 @@ def _drop_path_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def dropout1d(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Channel dropout for ``(N, C, L)`` or unbatched ``(C, L)``: whole channels are zeroed.
 
@@ -187,6 +200,9 @@ def dropout1d(
         If false, return ``x`` itself.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -212,17 +228,26 @@ def dropout1d(
             [2., 2., 2., 2.],
             [2., 2., 2., 2.]]])
     """
-    return _run(x, p, seed, step, impl, _dropout1d_rule, training=training)[0]
+    return _run(
+        x, p, seed, step, impl, _dropout1d_rule, training=training, global_shape=global_shape, global_start=global_start
+    )[0]
 
 
 def dropout1d_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout1d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, impl, global_shape, global_start
         As in :func:`dropout1d`.
     seed : int or Generator
         Required (no OS entropy): backward regenerates the mask from it.
@@ -242,11 +267,19 @@ def dropout1d_forward(
     >>> bool((xdrop.dropout_backward(np.ones((3, 2)), cache) == out).all())
     True
     """
-    return _forward(x, p, seed, step, impl, _dropout1d_rule)
+    return _forward(x, p, seed, step, impl, _dropout1d_rule, global_shape=global_shape, global_start=global_start)
 
 
 def dropout2d(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Channel dropout for ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
 
@@ -269,6 +302,9 @@ def dropout2d(
         If false, return ``x`` itself.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -291,17 +327,26 @@ def dropout2d(
     >>> bool((out == out[:, :, :1, :1]).all())
     True
     """
-    return _run(x, p, seed, step, impl, _dropout2d_rule, training=training)[0]
+    return _run(
+        x, p, seed, step, impl, _dropout2d_rule, training=training, global_shape=global_shape, global_start=global_start
+    )[0]
 
 
 def dropout2d_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout2d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, impl, global_shape, global_start
         As in :func:`dropout2d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -321,11 +366,19 @@ def dropout2d_forward(
     >>> cache.noise_shape
     (3, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _dropout2d_rule)
+    return _forward(x, p, seed, step, impl, _dropout2d_rule, global_shape=global_shape, global_start=global_start)
 
 
 def dropout3d(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Channel dropout for ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)``.
 
@@ -346,6 +399,9 @@ def dropout3d(
         If false, return ``x`` itself.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -364,17 +420,26 @@ def dropout3d(
     >>> xdrop.dropout3d(np.ones((4, 1, 1, 2)), 0.5, seed=7)[:, 0, 0, 0]
     array([0., 0., 2., 2.])
     """
-    return _run(x, p, seed, step, impl, _dropout3d_rule, training=training)[0]
+    return _run(
+        x, p, seed, step, impl, _dropout3d_rule, training=training, global_shape=global_shape, global_start=global_start
+    )[0]
 
 
 def dropout3d_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout3d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, impl, global_shape, global_start
         As in :func:`dropout3d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -394,14 +459,22 @@ def dropout3d_forward(
     >>> cache.noise_shape
     (2, 3, 1, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _dropout3d_rule)
+    return _forward(x, p, seed, step, impl, _dropout3d_rule, global_shape=global_shape, global_start=global_start)
 
 
 # -- alpha dropout ----------------------------------------------------------------------------------
 
 
 def alpha_dropout(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Alpha dropout for SELU networks: keeps mean 0 and variance 1 of its input.
 
@@ -431,6 +504,9 @@ def alpha_dropout(
         If false, return ``x`` itself.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -445,11 +521,29 @@ def alpha_dropout(
     array([-0.77919393, -0.77919393,  0.77919393,  0.77919393,  0.77919393,
            -0.77919393])
     """
-    return _run(x, p, seed, step, impl, _full, training=training, alpha=True)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _full,
+        training=training,
+        alpha=True,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def alpha_dropout_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`alpha_dropout` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
@@ -458,7 +552,7 @@ def alpha_dropout_forward(
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, impl, global_shape, global_start
         As in :func:`alpha_dropout`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -478,11 +572,19 @@ def alpha_dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0.        , 0.        , 0.88640489, 0.88640489])
     """
-    return _forward(x, p, seed, step, impl, _full, alpha=True)
+    return _forward(x, p, seed, step, impl, _full, alpha=True, global_shape=global_shape, global_start=global_start)
 
 
 def feature_alpha_dropout(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Alpha dropout of whole channels: one decision per (sample, channel).
 
@@ -504,6 +606,9 @@ def feature_alpha_dropout(
         If false, return ``x`` itself.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -523,17 +628,35 @@ def feature_alpha_dropout(
     array([[-0.77919393, -0.77919393],
            [ 0.77919393,  0.77919393]])
     """
-    return _run(x, p, seed, step, impl, _feature_alpha_rule, training=training, alpha=True)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _feature_alpha_rule,
+        training=training,
+        alpha=True,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def feature_alpha_dropout_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`feature_alpha_dropout` in training mode, also returning the cache.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, impl, global_shape, global_start
         As in :func:`feature_alpha_dropout`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -553,7 +676,9 @@ def feature_alpha_dropout_forward(
     >>> cache.noise_shape
     (2, 2, 1)
     """
-    return _forward(x, p, seed, step, impl, _feature_alpha_rule, alpha=True)
+    return _forward(
+        x, p, seed, step, impl, _feature_alpha_rule, alpha=True, global_shape=global_shape, global_start=global_start
+    )
 
 
 # -- drop path --------------------------------------------------------------------------------------
@@ -568,6 +693,8 @@ def drop_path(
     training: bool = True,
     scale_by_keep: bool = True,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Stochastic depth: zero whole samples (axis 0) of a residual branch.
 
@@ -591,6 +718,9 @@ def drop_path(
         Scale kept samples by ``1 / keep`` (default), or leave them unscaled.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -614,17 +744,36 @@ def drop_path(
     >>> xdrop.drop_path(np.ones((4, 3)), 0.5, seed=7, scale_by_keep=False)[:, 0]
     array([0., 0., 1., 1.])
     """
-    return _run(x, p, seed, step, impl, _drop_path_rule, training=training, scale_by_keep=scale_by_keep)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _drop_path_rule,
+        training=training,
+        scale_by_keep=scale_by_keep,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def drop_path_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, scale_by_keep: bool = True, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    scale_by_keep: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`drop_path` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, scale_by_keep, impl
+    x, p, step, scale_by_keep, impl, global_shape, global_start
         As in :func:`drop_path`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -644,4 +793,14 @@ def drop_path_forward(
     >>> xdrop.dropout_backward(np.full((4, 3), 5.0), cache)[:, 0]
     array([0., 0., 5., 5.])
     """
-    return _forward(x, p, seed, step, impl, _drop_path_rule, scale_by_keep=scale_by_keep)
+    return _forward(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _drop_path_rule,
+        scale_by_keep=scale_by_keep,
+        global_shape=global_shape,
+        global_start=global_start,
+    )
