@@ -243,3 +243,12 @@ def test_all_tilings_of_a_small_array_are_exact():
                 global_start=(r0, c0),
             )
             assert bits(got) == bits(whole[r0 : r0 + r, c0 : c0 + c])
+
+
+def test_dask_chunks_holding_the_last_flat_indices_finish():
+    """A chunk with flat indices at or above 2**64 - 64 used to spin forever in the C kernel."""
+    da = pytest.importorskip("dask.array", reason="dask[array] is not installed")
+    top = 2**64 - 1  # the largest size: indices up to 2**64 - 2
+    for n in (64, 70, 13):
+        got = xdrop.keep_mask((n,), P, seed=SEED, step=STEP, xp=da, global_shape=(top,), global_start=(top - n,))
+        assert np.array_equal(got.rechunk(7).compute(), np.array(keep_bits(SEED, STEP, top - n, n, P), dtype=bool))

@@ -21,7 +21,7 @@ from ._checks import (
 )
 from ._compat import array_namespace, device, is_jax_namespace, namespace_name
 from ._generator import Generator
-from ._sharding import Block, check_block, is_whole, noise_block
+from ._sharding import Block, ambient, check_block, is_dtensor, is_whole, noise_block, unwrap_dtensor
 from ._stream import keep_count, scale_for
 
 SeedLike = int | Generator | None
@@ -79,6 +79,7 @@ def resolve_block(
 
     ``global_noise(global_shape)`` is the global mask's shape (a variant's noise rule).
     """
+    global_shape, global_start = ambient(global_shape, global_start, shape)
     block = check_block(global_shape, global_start, shape, jax_ok=is_jax_namespace(xp) and impl == "auto")
     return None if block is None else noise_block(block, global_noise(block.shape))
 
@@ -240,6 +241,11 @@ def dropout(
     >>> xdrop.dropout(np.ones(3, dtype=np.float32), 0.5, seed=7, global_shape=(8,), global_start=(4,))
     array([2., 0., 2.], dtype=float32)
     """
+    if is_dtensor(x):  # each rank draws its shard's block of the global mask
+        local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
+        kw = {"training": training, "noise_shape": noise_shape, "impl": impl}
+        out = dropout(local, p, seed=seed, step=step, **kw, global_shape=gs, global_start=gst)
+        return x if out is local else wrap(out)
     xp = check_float_array(x)
     p = check_probability(p)
     mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
@@ -299,6 +305,11 @@ def dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0., 2., 0., 0.])
     """
+    if is_dtensor(x):
+        local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
+        kw = {"noise_shape": noise_shape, "impl": impl, "global_shape": gs, "global_start": gst}
+        out, cache = dropout_forward(local, p, seed=seed, step=step, **kw)
+        return wrap(out), cache
     xp = check_float_array(x)
     p = check_probability(p)
     mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
@@ -343,6 +354,9 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
     """
     if not isinstance(cache, DropoutCache):
         raise TypeError(f"cache must be the DropoutCache returned by dropout_forward, got {type(cache).__name__}")
+    if is_dtensor(dout):  # the cache holds the local shard's shape and block
+        local, _, _, wrap = unwrap_dtensor(dout, None, None)
+        return wrap(dropout_backward(local, cache, impl=impl))
     xp = check_float_array(dout, "dout")
     name = namespace_name(xp)
     if name != cache.namespace:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from numbers import Integral
 from types import ModuleType
@@ -194,3 +196,76 @@ def block_keep(xp: ModuleType, block: Block, shape: tuple[int, ...], mask: MaskF
         for lead in itertools.product(*(range(c) for c in shape[:j]))
     ]
     return xp.reshape(xp.stack(pieces), shape)
+
+
+# -- where the layers put a call: an ambient block (the data-parallel global batch) -------------------
+
+Placement = Callable[[tuple[int, ...]], tuple[tuple[int, ...], tuple[int, ...]]]
+_ambient: ContextVar[Placement | None] = ContextVar("xdrop_ambient_block", default=None)
+
+
+@contextmanager
+def placed(placement: Placement) -> Iterator[None]:
+    """Calls inside that give no ``global_shape``/``global_start`` take them from ``placement(x.shape)``.
+
+    Used by :mod:`xdrop.distributed` to put a rank's slice of the batch in the global batch.
+    """
+    token = _ambient.set(placement)
+    try:
+        yield
+    finally:
+        _ambient.reset(token)
+
+
+def ambient(global_shape: Any, global_start: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """``global_shape``/``global_start`` as given, or from the ambient placement when neither is."""
+    placement = _ambient.get()
+    if placement is None or global_shape is not None or global_start is not None:
+        return global_shape, global_start
+    return placement(shape)
+
+
+# -- torch DTensor: the local shard is the block its placements say ----------------------------------------
+
+
+def is_dtensor(x: Any) -> bool:
+    """Whether ``x`` is a torch ``DTensor`` (without importing torch when it is not loaded)."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(x, mod.DTensor)
+
+
+def check_dtensor(x: Any, name: str = "x") -> None:
+    """A DTensor must have only Shard and Replicate placements: a Partial one is a pending sum."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    bad = [p for p in x.placements if not isinstance(p, Shard | Replicate)]
+    if bad:
+        raise ValueError(
+            f"{name} is a DTensor with placements {tuple(x.placements)}: only Shard and Replicate are supported "
+            f"({bad[0]} is not; dropout of a pending partial sum is not the sum of the dropouts): "
+            f"call {name}.redistribute(placements=...) with Shard/Replicate first"
+        )
+
+
+def unwrap_dtensor(x: Any, global_shape: Any, global_start: Any) -> tuple[Any, Any, Any, Callable[[Any], Any]]:
+    """The local shard of DTensor ``x``, its place in the global array, and how to wrap a result like ``x``.
+
+    The place composes with a given ``global_shape``/``global_start`` (the DTensor
+    itself a block of a larger array). No communication: each rank draws its block.
+    """
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    check_dtensor(x)
+    _, offset = compute_local_shape_and_global_offset(tuple(x.shape), x.device_mesh, x.placements)
+    if global_shape is None and global_start is None:
+        global_shape, global_start = tuple(x.shape), offset
+    elif global_shape is not None and global_start is not None:
+        with suppress(TypeError, ValueError):  # else the local call's block check names the bad value
+            global_start = tuple(s + o for s, o in zip(global_start, offset, strict=True))
+    mesh, placements, shape, stride = x.device_mesh, x.placements, x.shape, x.stride()
+
+    def wrap(out: Any) -> Any:
+        return DTensor.from_local(out, mesh, placements, run_check=False, shape=shape, stride=stride)
+
+    return x.to_local(), global_shape, global_start, wrap

@@ -20,6 +20,7 @@ from ._checks import check_float_array, check_probability
 from ._compat import device, namespace_name
 from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_block, resolve_seed
 from ._generator import Generator
+from ._sharding import is_dtensor, unwrap_dtensor
 from ._stream import TWO32, keep_count, significand_bits
 
 NoiseRule = Callable[[tuple[int, ...]], tuple[int, ...]]
@@ -108,6 +109,16 @@ def _run(
     global_start: Any = None,
 ) -> tuple[Any, DropoutCache | None]:
     """Validate everything, then draw: a rejected call never advances a Generator."""
+    if is_dtensor(x):  # each rank draws its shard's block of the global mask
+        local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
+        flags = {
+            "training": training,
+            "alpha": alpha,
+            "scale_by_keep": scale_by_keep,
+            "allow_none_seed": allow_none_seed,
+        }
+        out, cache = _run(local, p, seed, step, impl, rule, **flags, global_shape=gs, global_start=gst)
+        return (x if out is local else wrap(out)), cache
     xp = check_float_array(x)
     p = check_probability(p)
     noise_shape = rule(tuple(x.shape))

@@ -36,6 +36,7 @@ from ._variants import (
     dropout3d_forward,
     feature_alpha_dropout_forward,
 )
+from .distributed import layer_call
 
 __all__ = ["AlphaDropout", "DropPath", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"]
 
@@ -133,7 +134,8 @@ class _SeededDropout(nn.Module):
             seed, step = self._last_draw
         else:
             seed, step = self._value("seed"), self._value("step")
-        run: Forward = lambda x: self._variant(x, seed, step)  # noqa: E731
+        # the data-parallel rank coordinate (xdrop.distributed): never a buffer, so DDP cannot erase it
+        run: Forward = lambda x: layer_call(self, self._variant, x, seed, step)  # noqa: E731
         out: Tensor = _Masked.apply(input, run, self.inplace)  # type: ignore[no-untyped-call]
         if recomputing:
             self._replayed = True
