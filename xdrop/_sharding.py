@@ -269,3 +269,38 @@ def unwrap_dtensor(x: Any, global_shape: Any, global_start: Any) -> tuple[Any, A
         return DTensor.from_local(out, mesh, placements, run_check=False, shape=shape, stride=stride)
 
     return x.to_local(), global_shape, global_start, wrap
+
+
+# -- the sharding law, for ``python -m xdrop verify`` ------------------------------------------------------
+
+
+def check_law(from_numpy: Callable[[np.ndarray], Any], to_numpy: Callable[[Any], np.ndarray]) -> tuple[bool, str]:
+    """Tiles of arrays, each drawn as a block of the whole, against NumPy's whole-array result.
+
+    Returns ``(passed, figure)``: the figure counts the tiles whose bits differ.
+    """
+    from . import _dropout, _variants
+
+    rng = np.random.default_rng(0)
+    seed, step, p = 2**63 + 1, 5, 0.3
+    bad = total = 0
+    for fn, shape, rows, cols in [
+        (_dropout.dropout, (7, 9), (3, 4), (2, 7)),
+        (_dropout.dropout, (8, 5), (1, 7), (5,)),
+        (_variants.dropout1d, (6, 3, 4), (2, 4), (3,)),
+    ]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        whole = fn(x, p, seed=seed, step=step)
+        r0 = 0
+        for r in rows:
+            c0 = 0
+            for c in cols:
+                where = (slice(r0, r0 + r), slice(c0, c0 + c))
+                tile = from_numpy(np.ascontiguousarray(x[where]))
+                start = (r0, c0, *(0,) * (len(shape) - 2))
+                got = to_numpy(fn(tile, p, seed=seed, step=step, global_shape=shape, global_start=start))
+                bad += np.ascontiguousarray(got).tobytes() != np.ascontiguousarray(whole[where]).tobytes()
+                total += 1
+                c0 += c
+            r0 += r
+    return bad == 0, f"{total - bad}/{total} blocks equal the whole array's block"

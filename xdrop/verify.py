@@ -54,7 +54,7 @@ GOLDEN_V1 = (
     (4294967295, 4294967296, (37,), "0x1.3333333333333p-2", "b7b7ffa1d0"),
     (18446744073709551615, 18446744073709551615, (64,), "0x1.0000000000000p-1", "f45eb368e60f3e81"),
 )
-PROPERTIES = ("equivalence", "expectation", "gradient")
+PROPERTIES = ("equivalence", "expectation", "gradient", "sharding")
 Z_LIMIT = 5.0  # two-sided false-alarm rate 5.7e-7 per z-score
 EXPECTATION_N = 2**16
 EXPECTATION_PS = (0.1, 0.5, 0.9)
@@ -387,10 +387,18 @@ def check_gradient(b: Backend) -> Cell:
     )
 
 
+def check_sharding(b: Backend) -> Cell:
+    """The sharding law: a block drawn with global_shape/global_start is the whole array's block."""
+    from ._sharding import check_law
+
+    return Cell(*check_law(b.from_numpy, b.to_numpy))
+
+
 CHECKS: dict[str, Callable[[Backend], Cell]] = {
     "equivalence": check_equivalence,
     "expectation": check_expectation,
     "gradient": check_gradient,
+    "sharding": check_sharding,
 }
 
 
@@ -462,7 +470,8 @@ expectation: worst |z| of mean(dropout(ones)) against scale*keep (limit 5, false
              |scale*keep - 1| in units u of the dtype's rounding (at most 1): E[out] = x to one rounding.
 gradient:    bits differing between dropout_backward and dropout of dout (and autograd, where the
              library has it); worst error against dout*mask/keep in units u (at most 2); finite
-             differences in float64 (relative, below 1e-6)."""
+             differences in float64 (relative, below 1e-6).
+sharding:    tiles drawn with global_shape/global_start whose bits equal the whole array's tile (all must)."""
 
 
 def all_passed(results: dict[str, Row]) -> bool:
