@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -354,8 +354,16 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
     """
     if not isinstance(cache, DropoutCache):
         raise TypeError(f"cache must be the DropoutCache returned by dropout_forward, got {type(cache).__name__}")
-    if is_dtensor(dout):  # the cache holds the local shard's shape and block
-        local, _, _, wrap = unwrap_dtensor(dout, None, None)
+    if is_dtensor(dout):  # the cache holds the forward's local shard: shape and block
+        local, gs, gst, wrap = unwrap_dtensor(dout, None, None)
+        fits = cache.block is not None and all(n in (1, g) for n, g in zip(cache.block.shape, gs, strict=False))
+        if tuple(local.shape) != cache.shape and cache.block is not None and fits:
+            # autograd may hand the gradient over with other placements: draw dout's own block
+            # of the same global mask (the forward's DTensor was the whole global array)
+            global_noise = cache.block.shape
+            noise = tuple(1 if g == 1 else d for g, d in zip(global_noise, local.shape, strict=True))
+            block = noise_block(Block(gs, tuple(gst)), global_noise)
+            cache = replace(cache, shape=tuple(local.shape), noise_shape=noise, block=block)
         return wrap(dropout_backward(local, cache, impl=impl))
     xp = check_float_array(dout, "dout")
     name = namespace_name(xp)
