@@ -23,7 +23,8 @@ CONSTRAINTS = ("-c", "tests/constraints.txt")
 BACKENDS: dict[str, list[str]] = {
     "numpy": [],
     "array_api_strict": [],
-    "torch": ["torch"],
+    # transformers: replace_dropout on tiny BERT / GPT-2; triton: test_triton.py runs the CUDA kernels in its interpreter
+    "torch": ["torch", "transformers", "triton"],
     "jax": ["jax"],
     "dask": ["dask[array]", "distributed"],
 }

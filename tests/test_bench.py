@@ -15,7 +15,7 @@ def test_bench_help_lists_the_flags(capsys):
         main(["bench", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--backend", "--sizes", "--dtype", "--json", "--plot", "--quick"):
+    for flag in ("--backend", "--sizes", "--dtype", "--json", "--plot", "--quick", "--mlp-epochs"):
         assert flag in text
 
 
@@ -31,13 +31,14 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
     plot = tmp_path / "bench.png"
     backends = ["--backend", "numpy", "--backend", "torch", "--backend", "cupy"]
     dtypes = ["--dtype", "float32", "--dtype", "float64"]
-    code = main(["bench", "--quick", "--sizes", "10,12", *backends, *dtypes, "--json", str(path), "--plot", str(plot)])
+    args = ["--json", str(path), "--plot", str(plot), "--mlp-epochs", "1"]
+    code = main(["bench", "--quick", "--sizes", "10,12", *backends, *dtypes, *args])
     assert code == 0
     out = capsys.readouterr().out
     report = json.loads(path.read_text())
     assert "ratio xdrop/impl" in out and "compiled kernel: first use" in out
     names = {(r["backend"], r["name"], r["direction"]) for r in report["results"]}
-    for case in ["xdrop", "cs231n", "numpy-generator"]:
+    for case in ["xdrop", "numpy-oneliner", "cs231n", "numpy-generator"]:
         assert ("numpy", case, "forward") in names and ("numpy", case, "backward") in names
     assert ("numpy", "multiply", "forward") in names and ("numpy", "copy", "forward") in names
     assert {r["size"] for r in report["results"]} == {1 << 10, 1 << 12}
@@ -53,6 +54,14 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
         assert saved and all(s["saved_for_backward_bytes"]["xdrop"] == 0 for s in saved)
         assert all(s["saved_for_backward_bytes"]["torch"] >= s["size"] for s in saved)
         assert ("torch", "torch", "backward") in names
+        for case in ["xdrop", "torch", "xdrop-layer", "torch-layer"]:
+            assert ("torch", case, "forward") in names and ("torch", case, "forward+backward") in names
+        layer_peers = {q["peer"] for q in report["ratios"] if q["xdrop"] == "xdrop-layer"}
+        assert "torch-layer" in layer_peers
+        mlp = report["mlp"]
+        assert mlp["epochs"] == 1 and mlp["xdrop_s"] > 0 and mlp["torch_s"] > 0 and "synthetic" in mlp["data"]
+        assert mlp["ratio"] == pytest.approx(mlp["xdrop_s"] / mlp["torch_s"])
+        assert report["meta"]["torch_cpu_threads"] == 1 and "MLP 64-256-256-10" in out
     if importlib.util.find_spec("cupy") is None:
         assert report["skipped"]["cupy"].startswith("not installed")
     if importlib.util.find_spec("matplotlib") is None:
@@ -64,3 +73,23 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
 def test_bench_rejects_a_bad_dtype(capsys):
     assert main(["bench", "--quick", "--sizes", "8", "--backend", "numpy", "--dtype", "int8"]) == 2
     assert "--dtype" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sizes", ["abc", "10,x", "", "10,99", "-1"])
+def test_bench_rejects_bad_sizes_with_a_usage_error(capsys, sizes):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--sizes", sizes])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sizes" in err and repr(sizes) in err
+
+
+def test_bench_with_every_backend_skipped_still_succeeds(tmp_path, capsys):
+    """A GPU backend on a host without one: skipped with the reason, exit 0, no plot, JSON written."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed here: the cupy backend would run")
+    path, plot = tmp_path / "b.json", tmp_path / "b.png"
+    assert main(["bench", "--quick", "--backend", "cupy", "--json", str(path), "--plot", str(plot)]) == 0
+    report = json.loads(path.read_text())
+    assert report["results"] == [] and "cupy" in report["skipped"]
+    assert "no plot written" in capsys.readouterr().out and not plot.exists()

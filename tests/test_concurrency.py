@@ -5,6 +5,8 @@ must get exactly the serial results. ``Generator`` documents that taking a step
 is atomic: threads sharing one get every step exactly once, in some order.
 """
 
+import os
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,3 +90,79 @@ def test_take_step_is_atomic_under_contention():
         taken = [s for chunk in pool.map(take, range(THREADS)) for s in chunk]
     assert sorted(taken) == list(range(THREADS * per_thread))
     assert gen.step == THREADS * per_thread
+
+
+# -- fork: a child process inherits the thread pool object but not its threads ---------------------
+#
+# Each check runs in a fresh interpreter: forking the test process itself would fork whatever
+# threads other tests started (JAX warns about exactly that), and a hung child could outlive the
+# test. The parent's large call starts xdrop's pool; the forked child's large call must not hang.
+# SIGALRM ends a hung child; subprocess.run's timeout ends a hung parent.
+
+FORK_TIMEOUT_S = 120
+
+FORK_PRELUDE = """
+import os, signal, sys
+import numpy as np
+import xdrop
+
+N = 1 << 18  # above the threading threshold (2**17): the call uses the pool
+
+
+def large(seed):
+    return xdrop.dropout(np.linspace(-1.0, 1.0, N, dtype=np.float32), 0.5, seed=seed, step=1)
+"""
+
+OS_FORK = """
+expected = large(3).tobytes()  # starts the pool in the parent
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)
+    os._exit(0 if large(3).tobytes() == expected else 2)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+DATALOADER = """
+import torch
+
+
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return large(i)
+
+
+expected = [large(i).tobytes() for i in range(4)]  # the parent's pool runs first
+loader = torch.utils.data.DataLoader(
+    Data(), batch_size=None, num_workers=2, multiprocessing_context="fork",
+    timeout=60, worker_init_fn=lambda _: signal.alarm(90),
+)
+got = [t.numpy().tobytes() for t in loader]
+sys.exit(0 if got == expected else 2)
+"""
+
+
+def run_fresh(script):
+    src = os.path.dirname(os.path.dirname(os.path.abspath(xdrop.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_PRELUDE + script], env=env, capture_output=True, text=True, timeout=FORK_TIMEOUT_S
+    )
+    assert done.returncode == 0, f"status {done.returncode} (242: a child hung, SIGALRM)\n{done.stdout}{done.stderr}"
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the platform has no fork")
+
+
+@needs_fork
+def test_forked_child_can_run_a_large_call_after_the_parent_did():
+    run_fresh(OS_FORK)
+
+
+@needs_fork
+def test_fork_started_dataloader_workers_run_large_calls():
+    pytest.importorskip("torch", reason="torch is not installed")
+    run_fresh(DATALOADER)

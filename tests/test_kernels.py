@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -134,6 +135,68 @@ def test_keep_mask_and_noise_shape_use_fast_masks():
         x = random_input((4, 5, 6), "float32")
         got = xdrop.dropout(x, 0.4, seed=3, noise_shape=(4, 1, 6), impl=impl)
         assert got.tobytes() == xdrop.dropout(x, 0.4, seed=3, noise_shape=(4, 1, 6), impl="reference").tobytes()
+
+
+# -- every compiled variant (base, AVX2, ...) the CPU runs -------------------------------------------
+
+
+@pytest.fixture(params=_native.VARIANTS)
+def variant(request, monkeypatch):
+    """Route impl="c" to one compiled variant; a variant this CPU cannot run is skipped, saying so."""
+    needs_native()
+    kernels = _native.library(request.param)
+    if kernels is None:
+        pytest.skip(f"compiled variant {request.param!r} not run by this CPU (it runs {_native.build_info().variants})")
+    monkeypatch.setattr(_native, "library", lambda variant=None: kernels)
+    return request.param
+
+
+# Ranges across a carry into the block's high word (block 2**32) and up to the last index, 2**64 - 1.
+EDGE_STARTS = [0, 3, 4 * 2**32 - 37, 4 * 2**32 - 2, 2**63 - 7, *(2**64 - d for d in (300, 129, 128, 65, 3))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_variant_dropout_matches_reference(variant, dtype):
+    for shape in [(1,), (5,), (63,), (64,), (65,), (7, 9), (1023,), (LARGE,)]:
+        x = random_input(shape, dtype, seed=len(shape) + shape[0])
+        for p in (TINY[0], 0.1, 0.5, 1 - 2.0**-32) if shape[0] < 2000 else (1 / 3,):
+            for seed, step in SEEDS:
+                got = xdrop.dropout(x, p, seed=seed, step=step, impl="c")
+                assert got.tobytes() == reference(x, p, seed, step).tobytes(), (variant, shape, p, seed)
+
+
+def test_compiled_variant_masks_match_reference(variant):
+    kernel = _kernels.select_mask(xp_np, "c")
+    for start in EDGE_STARTS:
+        for n in (1, 3, 64, 65, 130, 257):
+            n = min(n, 2**64 - start)
+            for p in (0.3, 2.0**-33):
+                k = keep_count(p)
+                for seed, step in SEEDS[1:]:
+                    got = kernel(xp_np, start, n, seed, step, k, None)
+                    assert np.array_equal(got, keep_flat(xp_np, start, n, seed, step, k, None)), (variant, start, n)
+
+
+def call_with_timeout(fn, seconds=60):
+    """``fn()`` on a daemon thread: a kernel that loops forever fails the test instead of hanging it."""
+    result = []
+    t = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"the call did not return within {seconds} s"
+    return result[0]
+
+
+@pytest.mark.parametrize("impl", HOST_IMPLS)
+@pytest.mark.parametrize("last", [0, 1, 5, 63, 64, 127, 128, 200])
+def test_host_masks_up_to_the_last_index(impl, last):
+    """A range ending within a chunk of 2**64 (the C loop once wrapped its bound and never ended)."""
+    k = keep_count(0.4)
+    kernel = _kernels.select_mask(xp_np, host_impl(impl))
+    for n in (1, 70, 300):
+        start = 2**64 - last - n
+        got = call_with_timeout(lambda start=start, n=n: kernel(xp_np, start, n, 9, 2**63, k, None))
+        assert np.array_equal(got, keep_flat(xp_np, start, n, 9, 2**63, k, None))
 
 
 def test_run_ranges_partitions_exactly():

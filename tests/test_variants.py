@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from spec_v1 import keep_bits
+from spec_v1 import alpha_bits, keep_bits
 
 import xdrop
 from xdrop import verify
@@ -24,7 +24,7 @@ CHANNEL = {
 }
 SHAPES = {
     "dropout1d": [(3, 5, 7), (5, 7)],
-    "dropout2d": [(3, 4, 2, 3), (4, 2, 3)],
+    "dropout2d": [(3, 4, 2, 3), (1, 4, 2, 3)],  # no unbatched form: torch 2.x reads 3-d as (N, C, L)
     "dropout3d": [(2, 3, 2, 2, 3), (3, 2, 2, 3)],
 }
 
@@ -51,10 +51,17 @@ def alpha_abc(p):
     return a, -a * (1.0 - q) * ALPHA_PRIME, a * q * ALPHA_PRIME
 
 
+def spec_alpha(p, dtype):
+    """The spec's (a, b, c): the exact reals, each rounded once to ``dtype`` (tests/spec_v1.py)."""
+    dtype = np.dtype(dtype)
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dtype.itemsize]
+    return tuple(np.array(v, uint).view(dtype)[()] for v in alpha_bits(keep_count(p), dtype.name))
+
+
 def alpha_expected(x, keep, p):
     if keep_count(p) == 0:
         return np.zeros_like(x)
-    a, b, c = (x.dtype.type(v) for v in alpha_abc(p))  # numpy's cast rounds half-even
+    a, b, c = spec_alpha(p, x.dtype)
     kept = x * a if b == 0 else x * a + b
     return np.where(keep, kept, c)
 
@@ -112,7 +119,7 @@ def test_channel_dropout_zeroes_whole_channels(backend, name):
     assert set(np.unique(per_channel)) == {0.0, 2.0}
 
 
-@pytest.mark.parametrize("name", list(CHANNEL))
+@pytest.mark.parametrize("name", ["dropout1d", "dropout3d"])
 def test_unbatched_equals_batch_of_one(backend, name):
     fn = CHANNEL[name][0]
     x_np = random_input(SHAPES[name][1], "float32")
@@ -121,11 +128,30 @@ def test_unbatched_equals_batch_of_one(backend, name):
     assert alone.tobytes() == batch[0].tobytes()
 
 
-def test_dropout2d_reads_3d_input_as_unbatched_channels(numpy_ref):
-    """A deliberate choice: (C, H, W) as torch documents, not torch 2.x's (N, C, L) fallback."""
-    out = xdrop.dropout2d(np.ones((16, 2, 3)), 0.5, seed=4)
-    assert np.all(out == out[:, :1, :1])  # one decision per channel (axis 0) only
-    assert 0 < (out[:, 0, 0] == 0).sum() < 16
+def test_dropout2d_reads_3d_input_as_torch_2_does(numpy_ref):
+    """(N, C, L) with torch 2.x's UserWarning, not (C, H, W): the bits of dropout1d."""
+    x = np.ones((16, 2, 3))
+    with pytest.warns(UserWarning, match="assuming that channel-wise 1D dropout behavior is desired"):
+        out = xdrop.dropout2d(x, 0.5, seed=4)
+    assert np.array_equal(out, xdrop.dropout1d(x, 0.5, seed=4))
+
+
+@pytest.mark.parametrize(
+    "fn, shape, noise",
+    [
+        (xdrop.dropout2d, (3, 4), (3, 4)),
+        (xdrop.dropout2d, (2, 3, 2, 2, 2), (2, 3, 1, 1, 1)),
+        (xdrop.dropout3d, (3, 2, 2), (3, 1, 1)),
+        (xdrop.dropout3d, (5,), (5,)),
+        (xdrop.dropout3d, (1, 2, 2, 2, 2, 2), (1, 2, 1, 1, 1, 1)),
+    ],
+)
+def test_deprecated_ranks_warn_as_torch_and_use_its_noise_shape(fn, shape, noise):
+    name = fn.__name__
+    with pytest.warns(UserWarning, match=f"Received a {len(shape)}-D input to {name}, which is deprecated") as rec:
+        out = fn(np.ones(shape), 0.5, seed=8)
+    assert rec[0].filename == __file__  # the warning names the caller's line
+    assert np.array_equal(out, xdrop.dropout(np.ones(shape), 0.5, seed=8, noise_shape=noise))
 
 
 def test_drop_path_zeroes_whole_samples(backend):
@@ -310,7 +336,7 @@ def test_alpha_backward_is_dout_times_a_where_kept(backend, name, noise, dtype):
     dout_np = random_input(shape, dtype, seed=4)
     _, cache = forward(x, 0.3, seed=12, step=7)
     dx = backend.to_numpy(xdrop.dropout_backward(backend.asarray(dout_np), cache))
-    a = dout_np.dtype.type(alpha_abc(0.3)[0])
+    a = spec_alpha(0.3, dout_np.dtype)[0]
     expected = np.where(spec_keep(noise(shape), 0.3, 12, 7), dout_np * a, dout_np.dtype.type(0))
     assert dx.tobytes() == expected.tobytes()
 
@@ -349,18 +375,17 @@ def test_alpha_finite_differences_agree_in_float64(numpy_ref):
             r"dropout1d expects x with 2 dims \(C, L\) or 3 dims \(N, C, L\), got x.ndim=4",
         ),
         (xdrop.dropout1d, (4,), "got x.ndim=1"),
-        (
-            xdrop.dropout2d,
-            (2, 3),
-            r"dropout2d expects x with 3 dims \(C, H, W\) or 4 dims \(N, C, H, W\), got x.ndim=2",
-        ),
-        (xdrop.dropout3d, (2, 3, 4), r"dropout3d expects x with 4 dims \(C, D, H, W\) or 5 dims .*got x.ndim=3"),
+        (xdrop.dropout2d, (2,), r"dropout2d expects x .*got x.ndim=1.*feature dropout needs at least 2 dimensions"),
+        (xdrop.dropout3d, (), r"dropout3d expects x with 4 dims \(C, D, H, W\) or 5 dims .*got x.ndim=0"),
         (xdrop.feature_alpha_dropout, (5,), r"feature_alpha_dropout expects x with at least 2 dims .*got x.ndim=1"),
         (xdrop.drop_path, (), r"drop_path expects x with at least 1 dim .*got x.ndim=0"),
     ],
 )
 def test_wrong_rank_names_the_expected_ranks(fn, shape, match):
     gen = xdrop.Generator(1)
+    with pytest.raises(RuntimeError, match=match) as err:  # torch's exception type, and xdrop's:
+        fn(np.ones(shape), 0.5, seed=gen)
+    assert isinstance(err.value, ValueError) and gen.step == 0
     with pytest.raises(ValueError, match=match):
         fn(np.ones(shape), 0.5, seed=gen)
     assert gen.step == 0  # a rejected call draws nothing

@@ -22,15 +22,56 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     unknown = sorted(set(names or ()) - set(verify.LOADERS))
     if unknown:
         parser.error(f"unknown backend {', '.join(unknown)}; choose from {', '.join(verify.LOADERS)}")
+    if args.json is not None:
+        check_writable(args.json, "--json", parser)  # before the run, not after minutes of it
     results = verify.run(list(dict.fromkeys(names)) if names else None)
     print(verify.format_table(results))
     print("\n" + verify.LEGEND)
     if args.json is not None:
-        verify.write_json(results, args.json)
+        try:
+            verify.write_json(results, args.json)
+        except OSError as exc:
+            print(f"\nerror: --json {args.json!r}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"\nwrote {args.json}")
     ok = verify.all_passed(results)
     print("\nall properties hold on every available backend" if ok else "\nFAILED: a property does not hold")
-    return 0 if ok else 1
+    # A backend named on the command line must run: skipping it would pass a check that never happened.
+    not_run = {n: results[n].skipped for n in names or () if results[n].skipped is not None}
+    for name, reason in not_run.items():
+        print(f"FAILED: backend {name} was named with --backend but cannot run: {reason}", file=sys.stderr)
+    return 0 if ok and not not_run else 1
+
+
+def check_writable(path: str, option: str, parser: argparse.ArgumentParser) -> None:
+    """Exit with a usage error unless a file can be created at ``path`` (its directory made if missing)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if not path:
+        parser.error(f"{option}: the path is empty")
+    target = Path(path)
+    if target.is_dir():
+        parser.error(f"{option} {path!r} is a directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        parser.error(f"{option} {path!r}: cannot write there: {exc.strerror or exc}")
+
+
+def log2_sizes(text: str) -> list[int]:
+    """``"16,20"`` -> ``[16, 20]``; a ValueError names what is wrong."""
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--sizes must be comma-separated integers (log2 sizes), got {text!r}") from None
+    if not all(0 <= s <= 32 for s in sizes):
+        raise ValueError(f"--sizes takes log2 sizes from 0 to 32, got {text!r}")
+    return sizes
 
 
 def add_verify(sub: Subparsers) -> None:
@@ -38,8 +79,9 @@ def add_verify(sub: Subparsers) -> None:
         "verify",
         help="check the three properties on every installed backend",
         description="Seeded equivalence, the 1/p expectation and the gradient identity, measured on each "
-        "installed backend. Exits 1 if any cell fails; a backend that is not installed or has no device "
-        "is shown as skipped, which is not a failure.",
+        "installed backend. Exits 1 if any cell fails or a backend named with --backend cannot run; "
+        "without --backend, a backend that is not installed or has no device is shown as skipped, "
+        "which is not a failure.",
     )
     p.add_argument("--backend", action="append", metavar="NAME", help="a backend to check (repeatable); default: all")
     p.add_argument("--json", metavar="PATH", help="also write the matrix, host, date and versions as JSON")
@@ -51,7 +93,18 @@ def add_bench(sub: Subparsers) -> None:
 
     p = sub.add_parser("bench", help="time xdrop against native dropouts (see benchmarks/README.md)")
     bench.add_arguments(p)
-    p.set_defaults(run=lambda args, parser: bench.main(args))
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import bench
+
+    if args.sizes is not None:
+        try:
+            log2_sizes(args.sizes)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return bench.main(args)
 
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_verify, add_bench]

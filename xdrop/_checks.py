@@ -12,7 +12,7 @@ from numbers import Integral, Real
 from types import ModuleType
 from typing import Any, cast
 
-from ._compat import array_namespace, is_array_api_obj, is_jax_array, namespace_name
+from ._compat import array_namespace, is_array_api_obj, is_jax_array, is_torch_namespace, namespace_name
 
 MAX_U64 = (1 << 64) - 1
 
@@ -58,6 +58,8 @@ def check_float_array(x: Any, name: str = "x") -> ModuleType:
             f"{name} must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got {name} of type {type(x).__name__}"
         )
     xp = array_namespace(x)
+    if is_torch_namespace(xp) and str(x.layout) != "torch.strided":  # sparse: no flat element order
+        raise TypeError(f"{name} must be a dense (strided) tensor, got {name}.layout={x.layout}")
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(f"{name} must have a real floating dtype, got {name}.dtype={x.dtype}")
     return xp

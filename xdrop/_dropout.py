@@ -19,10 +19,10 @@ from ._checks import (
     check_u64,
     resolve_noise_shape,
 )
-from ._compat import array_namespace, device, is_jax_namespace, namespace_name
+from ._compat import array_namespace, device, is_jax_namespace, is_torch_namespace, namespace_name
 from ._generator import Generator
 from ._sharding import Block, ambient, check_block, is_dtensor, is_whole, noise_block, unwrap_dtensor
-from ._stream import keep_count, scale_for
+from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
 
 SeedLike = int | Generator | None
 
@@ -51,7 +51,9 @@ class DropoutCache:
     The mask is regenerated from ``(seed, step, p)`` over ``noise_shape``.
     ``grad_scale`` is the factor kept elements of ``dout`` are multiplied by;
     ``None`` means the inverted-dropout scale ``1 / keep`` (alpha dropout and
-    ``drop_path(scale_by_keep=False)`` set their own factor).
+    ``drop_path(scale_by_keep=False)`` set their own factor). ``stream_version``
+    names the stream the mask was drawn from; :func:`dropout_backward` refuses
+    a cache of another version.
     """
 
     seed: int
@@ -63,6 +65,7 @@ class DropoutCache:
     device: Any
     noise_shape: tuple[int, ...]
     grad_scale: float | None = None
+    stream_version: int = STREAM_VERSION
     block: Block | None = None  # the mask's place in the global mask (global_shape / global_start)
 
     def __post_init__(self) -> None:
@@ -84,12 +87,23 @@ def resolve_block(
     return None if block is None else noise_block(block, global_noise(block.shape))
 
 
-def _shared_axes_rule(noise_shape: Any) -> Any:
-    """``noise_shape``'s rule on the global shape: an entry of 1 shares the decision along that axis."""
+def _shared_axes_rule(noise_shape: Any, shape: tuple[int, ...]) -> Any:
+    """``noise_shape``'s rule on the global shape: an entry of 1 shares the decision along that axis.
+
+    Where x's own size is 1 the entry cannot say which is meant; it is read as x's size (not shared).
+    """
     if noise_shape is None:
         return lambda shape: shape
-    ones = tuple(n is not None and not isinstance(n, bool) and n == 1 for n in noise_shape)
+    ones = tuple(n is not None and n == 1 and d != 1 for n, d in zip(noise_shape, shape, strict=True))
     return lambda shape: tuple(1 if one else d for one, d in zip(ones, shape, strict=True))
+
+
+def _local_noise(noise_shape: Any, shape: tuple[int, ...]) -> Any:
+    """A DTensor's ``noise_shape`` (against its global ``shape``) as entries that hold for its shard."""
+    if noise_shape is None:
+        return None
+    full = resolve_noise_shape(noise_shape, shape)
+    return tuple(1 if n == 1 and d != 1 else None for n, d in zip(full, shape, strict=True))
 
 
 def _prod(shape: tuple[int, ...]) -> int:
@@ -132,12 +146,13 @@ def _apply(
     ``scale`` (exact in x's dtype) replaces the inverted-dropout scale when given.
     ``block`` places the mask in a larger (global) mask: see :mod:`xdrop._sharding`.
     """
-    if _kernels.tracks_grad(xp, x):
-        # Torch tensors that autograd records go through an autograd Function whose
-        # backward is this same dropout of ``dout``: no mask or tensor is saved.
-        return _kernels.autograd_dropout(x, lambda t: _apply(t, xp, seed, step, p, impl, noise_shape, scale, block))
-    _kernels.refuse_traced(xp, impl, seed, step)
     k = keep_count(p)
+    if is_torch_namespace(xp) and is_whole(block, noise_shape):
+        # Every torch call takes one path (the registered operator under compile), whose
+        # backward is this same dropout of ``dout``: no mask or tensor is saved.
+        a = scale_for(k, xp, x.dtype) if scale is None else scale
+        return _kernels.torch_dropout(x, seed, step, k, noise_shape, a, 0.0, 0.0, impl)
+    _kernels.refuse_traced(xp, impl, seed, step)
     scale = scale_for(k, xp, x.dtype) if scale is None else scale
     if math.isinf(scale):
         # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd
@@ -149,7 +164,9 @@ def _apply(
         if is_whole(block, noise_shape):
             return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
         assert block is not None
-        kernel = _kernels.select_block(xp, x, impl, block)
+        # torch blocks that autograd records take the mask path: where() and * carry the gradient
+        recorded = is_torch_namespace(xp) and x.requires_grad
+        kernel = None if recorded else _kernels.select_block(xp, x, impl, block)
         if kernel is not None:  # else: the block's mask, drawn run by run
             return kernel(x, xp, seed, step, k, scale)
     keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
@@ -243,14 +260,16 @@ def dropout(
     """
     if is_dtensor(x):  # each rank draws its shard's block of the global mask
         local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
-        kw = {"training": training, "noise_shape": noise_shape, "impl": impl}
+        kw = {"training": training, "noise_shape": _local_noise(noise_shape, tuple(x.shape)), "impl": impl}
         out = dropout(local, p, seed=seed, step=step, **kw, global_shape=gs, global_start=gst)
         return x if out is local else wrap(out)
     xp = check_float_array(x)
     p = check_probability(p)
     mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
     _kernels.check_impl(impl)
-    block = resolve_block(xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape))
+    block = resolve_block(
+        xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape, tuple(x.shape))
+    )
     if not check_flag(training, "training"):
         return x
     seed, step = resolve_seed(seed, step)
@@ -307,14 +326,17 @@ def dropout_forward(
     """
     if is_dtensor(x):
         local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
-        kw = {"noise_shape": noise_shape, "impl": impl, "global_shape": gs, "global_start": gst}
+        noise = _local_noise(noise_shape, tuple(x.shape))
+        kw = {"noise_shape": noise, "impl": impl, "global_shape": gs, "global_start": gst}
         out, cache = dropout_forward(local, p, seed=seed, step=step, **kw)
         return wrap(out), cache
     xp = check_float_array(x)
     p = check_probability(p)
     mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
     _kernels.check_impl(impl)
-    block = resolve_block(xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape))
+    block = resolve_block(
+        xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape, tuple(x.shape))
+    )
     seed, step = resolve_seed(seed, step, allow_none=False)
     out = _apply(x, xp, seed, step, p, impl, mask_shape, None, block)
     cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), mask_shape, block=block)
@@ -365,6 +387,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
             block = noise_block(Block(gs, tuple(gst)), global_noise)
             cache = replace(cache, shape=tuple(local.shape), noise_shape=noise, block=block)
         return wrap(dropout_backward(local, cache, impl=impl))
+    check_stream_version(cache.stream_version, "cache.stream_version")
     xp = check_float_array(dout, "dout")
     name = namespace_name(xp)
     if name != cache.namespace:

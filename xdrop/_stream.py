@@ -1,28 +1,69 @@
 """Stream spec v1: how (seed, step, index, p) decide each element.
 
-This module *is* the spec (``docs/stream-spec.md`` states it in words); the
-golden vectors in ``tests/data/golden_v1.json`` freeze its output. Changing any
-of it needs a new stream version, never an edit of v1.
+This module *is* stream v1 (``docs/stream-spec.md`` states it in words); the
+golden vectors in ``tests/data/`` freeze its output. Changing any of it needs a
+new stream version, never an edit of v1: a v2 gets its own module and
+:class:`StreamSpec`, and ``CURRENT`` names the one the public functions use.
 
 - key    = (seed mod 2**32, seed >> 32)                      seed in [0, 2**64)
 - block  = index >> 2,  lane = index & 3                     index in [0, 2**64)
 - counter = (block mod 2**32, block >> 32, step mod 2**32, step >> 32)
 - word   = Philox4x32-10(counter, key)[lane]
-- keep   = word < K, with K = 2**32 - round_half_even(p * 2**32)
-- scale  = 2**32 / K, correctly rounded to the output dtype
+- p      = float(p) (binary64), K = 2**32 - round_half_even(p * 2**32)
+- keep   = word < K
+- scale  = 2**32 / K, rounded once to the output dtype (``_arith``)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from types import ModuleType
 from typing import Any
 
+from ._arith import float_format, inverted_scale
 from .random._philox import DEFAULT_ROUNDS, philox_rounds
 from .random._words import MASK32, add_with_carry, word_dtype
 
-STREAM_VERSION = 1
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream version: what caches, kernel builds and golden files are tagged with.
+
+    ``version`` is the number users see (``xdrop.STREAM_VERSION``); ``module``
+    holds its rules; ``golden`` names its golden files under ``tests/data/``.
+    """
+
+    version: int
+    generator: str
+    module: str
+    golden: tuple[str, ...]
+
+    @property
+    def tag(self) -> str:
+        """A short string for cache keys and kernel-build hashes, e.g. ``"xdrop-stream-v1"``."""
+        return f"xdrop-stream-v{self.version}"
+
+
+V1 = StreamSpec(
+    version=1, generator="philox4x32-10", module=__name__, golden=("golden_v1.json", "golden_outputs_v1.json")
+)
+# The stream the public functions draw from.
+CURRENT = V1
+STREAM_VERSION = CURRENT.version
+
+
+def check_stream_version(version: object, name: str) -> None:
+    """Refuse state made under another stream version (it would regenerate other masks)."""
+    if version != STREAM_VERSION:
+        raise ValueError(
+            f"{name}={version!r}: it was made under stream version {version!r}, but this xdrop draws from "
+            f"stream version {STREAM_VERSION}, so its mask cannot be regenerated here"
+        )
+
+
 TWO32 = 1 << 32
 WORDS_PER_BLOCK = 4
 # Blocks generated at once by the reference, to bound its temporaries.
@@ -49,7 +90,7 @@ def effective_keep(p: float) -> float:
 
 
 def round_to_significand(value: Fraction, bits: int) -> float:
-    """``value`` (>= 1) correctly rounded (half-even) to ``bits`` significant bits."""
+    """``value`` (>= 1) rounded half-even to ``bits`` significant bits, exponent unbounded."""
     exponent = (value.numerator // value.denominator).bit_length() - 1
     shift = bits - 1 - exponent
     scaled = value * Fraction(2) ** shift
@@ -67,13 +108,10 @@ def scale_for(k: int, xp: ModuleType, dtype: Any) -> float:
 
     Returned as a Python float that ``dtype`` represents exactly, so every
     backend's conversion of it is exact too. It is ``inf`` where the rounded
-    value overflows ``dtype`` (float16 with p > 1 - 2**-16), and 0 for
-    K = 0 (p = 1), where every element is dropped and the scale is unused.
+    value overflows ``dtype`` (float16 with K <= 65552, see ``docs/stream-spec.md``),
+    and 0 for K = 0 (p = 1), where every element is dropped and the scale is unused.
     """
-    if k == 0:
-        return 0.0
-    scale = round_to_significand(Fraction(TWO32, k), significand_bits(xp, dtype))
-    return scale if scale <= float(xp.finfo(dtype).max) else float("inf")
+    return inverted_scale(k, float_format(xp, dtype))
 
 
 def block_words(
@@ -89,26 +127,47 @@ def block_words(
     return philox_rounds(c0, c1, c2, c3, k0, k1, DEFAULT_ROUNDS)
 
 
+def _check_flat_range(start: int, n: int) -> None:
+    if start < 0 or n < 0 or start + n > 1 << 64:
+        raise ValueError(f"flat indices must lie in [0, 2**64), got start={start}, n={n}")
+
+
+def word_pieces(xp: ModuleType, start: int, n: int, seed: int, step: int, dev: Any) -> Iterator[Any]:
+    """The words ``word(i)`` of flat indices ``start .. start + n - 1``, in 1-d pieces of at most
+    ``4 * PIECE_BLOCKS`` (to bound the reference's temporaries), in order."""
+    stop = start + n
+    block = start // WORDS_PER_BLOCK
+    while block * WORDS_PER_BLOCK < stop:
+        n_blocks = min(PIECE_BLOCKS, -(-stop // WORDS_PER_BLOCK) - block)
+        words = xp.reshape(xp.stack(block_words(xp, block, n_blocks, seed, step, dev), axis=1), (-1,))
+        lo = max(start - block * WORDS_PER_BLOCK, 0)
+        hi = min(stop - block * WORDS_PER_BLOCK, n_blocks * WORDS_PER_BLOCK)
+        yield words[lo:hi]
+        block += n_blocks
+
+
+def words_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, dev: Any) -> Any:
+    """``word(i)`` for flat indices ``start .. start + n - 1`` (1-d, in ``word_dtype(xp)``).
+
+    The raw material of every variate: keep decisions compare it with K, and
+    :mod:`xdrop.random._variates` turns it into uniform floats.
+    """
+    _check_flat_range(start, n)
+    pieces = list(word_pieces(xp, start, n, seed, step, dev))
+    if not pieces:
+        return xp.zeros((0,), dtype=word_dtype(xp), device=dev)
+    return pieces[0] if len(pieces) == 1 else xp.concat(pieces)
+
+
 def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, dev: Any) -> Any:
     """Keep decisions (bool, length n) for flat indices ``start .. start + n - 1``.
 
     The pure-standard reference of the stream: every fast path must equal it.
     The spec defines indices in [0, 2**64) only; beyond that the counter would wrap.
     """
-    if start < 0 or n < 0 or start + n > 1 << 64:
-        raise ValueError(f"flat indices must lie in [0, 2**64), got start={start}, n={n}")
+    _check_flat_range(start, n)
     if k == TWO32 or k == 0 or n == 0:
         return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
     threshold = xp.asarray(k, dtype=word_dtype(xp), device=dev)  # k < 2**32 here
-    pieces = []
-    stop = start + n
-    block = start // WORDS_PER_BLOCK
-    while block * WORDS_PER_BLOCK < stop:
-        n_blocks = min(PIECE_BLOCKS, -(-stop // WORDS_PER_BLOCK) - block)
-        words = block_words(xp, block, n_blocks, seed, step, dev)
-        keep = xp.reshape(xp.stack([w < threshold for w in words], axis=1), (-1,))
-        lo = max(start - block * WORDS_PER_BLOCK, 0)
-        hi = min(stop - block * WORDS_PER_BLOCK, n_blocks * WORDS_PER_BLOCK)
-        pieces.append(keep[lo:hi])
-        block += n_blocks
+    pieces = [w < threshold for w in word_pieces(xp, start, n, seed, step, dev)]
     return pieces[0] if len(pieces) == 1 else xp.concat(pieces)

@@ -10,87 +10,107 @@ the cache its ``*_forward`` returns: the mask is regenerated, never stored.
 
 from __future__ import annotations
 
-import math
+import os
+import sys
+import warnings
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType
 from typing import Any
 
 from . import _kernels
+from ._arith import alpha_constants, float_format
 from ._checks import check_float_array, check_probability
-from ._compat import device, namespace_name
+from ._compat import device, is_torch_namespace, namespace_name
 from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_block, resolve_seed
 from ._generator import Generator
-from ._sharding import is_dtensor, unwrap_dtensor
-from ._stream import TWO32, keep_count, significand_bits
+from ._sharding import is_dtensor, is_whole, unwrap_dtensor
+from ._stream import keep_count
 
 NoiseRule = Callable[[tuple[int, ...]], tuple[int, ...]]
-
-# SELU's saturation value -lambda * alpha (Klambauer et al., "Self-Normalizing
-# Neural Networks", 2017), the constant torch.nn.AlphaDropout uses.
-SELU_ALPHA_PRIME = -1.7580993408473766
 
 _SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
 
 
+class RankError(ValueError, RuntimeError):
+    """An input of a rank the function does not take.
+
+    A ``ValueError``, as xdrop raises for bad values, and a ``RuntimeError``, as
+    PyTorch raises for the same inputs: ``except`` clauses written for either catch it.
+    """
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside xdrop and torch, so a warning names the caller's line."""
+    here, torch_dir = os.path.dirname(os.path.abspath(__file__)), f"{os.sep}torch{os.sep}"
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and (frame.f_code.co_filename.startswith(here) or torch_dir in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _deprecated_rank(name: str, ndim: int, spatial: int) -> None:
+    # PyTorch 2.x's wording, so code that filters its warnings filters these too.
+    warnings.warn(
+        f"{name}: Received a {ndim}-D input to {name}, which is deprecated and will result in an error in a "
+        "future release. To retain the behavior and silence this warning, please use dropout instead. Note that "
+        f"{name} exists to provide channel-wise dropout on inputs with {spatial} spatial dimensions, a channel "
+        f"dimension, and an optional batch dimension (i.e. {spatial + 1}D or {spatial + 2}D inputs).",
+        UserWarning,
+        stacklevel=_user_stacklevel(),
+    )
+
+
 def channel_noise_shape(shape: tuple[int, ...], spatial: int, name: str) -> tuple[int, ...]:
-    """One decision per (sample, channel): PyTorch's ``dropout{1,2,3}d`` rank rules.
+    """One decision per (sample, channel): PyTorch 2.x's ``dropout{1,2,3}d`` rank rules.
 
     ``spatial + 2`` dims are ``(N, C, *spatial)``; ``spatial + 1`` dims are the
     unbatched ``(C, *spatial)``, whose flat mask indices equal those of the
-    batched input with ``N = 1``.
+    batched input with ``N = 1``. As in PyTorch: ``dropout1d`` takes only those
+    ranks; ``dropout2d`` reads a 3-d input as ``(N, C, L)`` and any other rank
+    >= 2 as ``(N, C, ...)``, ``dropout3d`` any rank >= 1 other than 5 as
+    unbatched, each with PyTorch's ``UserWarning``.
+    A rank that PyTorch refuses raises :class:`RankError`.
     """
-    dims = _SPATIAL_NAMES[spatial]
-    if len(shape) not in (spatial + 1, spatial + 2):
-        raise ValueError(
-            f"{name} expects x with {spatial + 1} dims (C, {dims}) or {spatial + 2} dims (N, C, {dims}), "
-            f"got x.ndim={len(shape)} (x.shape={shape})"
+    dims, ndim = _SPATIAL_NAMES[spatial], len(shape)
+    expected = (
+        f"{name} expects x with {spatial + 1} dims (C, {dims}) or {spatial + 2} dims (N, C, {dims}), "
+        f"got x.ndim={ndim} (x.shape={shape})"
+    )
+    if spatial == 1 and ndim not in (2, 3):
+        raise RankError(f"{expected}; as PyTorch: {name}: Expected 2D or 3D input, but received a {ndim}D input.")
+    unbatched = ndim != spatial + 2 and spatial != 2  # dropout2d reads every rank as batched
+    feature_dims = ndim + 1 if unbatched else ndim
+    if feature_dims < 2:
+        raise RankError(f"{expected}; PyTorch's feature dropout needs at least 2 dimensions (N, C, ...)")
+    if ndim not in (spatial + 1, spatial + 2):
+        _deprecated_rank(name, ndim, spatial)
+    if spatial == 2 and ndim == 3:
+        warnings.warn(
+            "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout behavior is "
+            "desired - input is interpreted as shape (N, C, L), where C is the channel dim. This behavior will "
+            "change in a future release to interpret the input as one without a batch dimension, i.e. shape "
+            "(C, H, W). To maintain the 1D channel-wise dropout behavior, please switch to using dropout1d instead.",
+            UserWarning,
+            stacklevel=_user_stacklevel(),
         )
-    return shape[: len(shape) - spatial] + (1,) * spatial
+    if unbatched:
+        return shape[:1] + (1,) * (ndim - 1)
+    return shape[:2] + (1,) * (ndim - 2)
 
 
 def feature_noise_shape(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
     """``(N, C, 1, ...)``: axis 0 is samples and axis 1 channels, whatever the rank (as PyTorch)."""
     if len(shape) < 2:
-        raise ValueError(
-            f"{name} expects x with at least 2 dims (N, C, ...), got x.ndim={len(shape)} (x.shape={shape})"
-        )
+        raise RankError(f"{name} expects x with at least 2 dims (N, C, ...), got x.ndim={len(shape)} (x.shape={shape})")
     return shape[:2] + (1,) * (len(shape) - 2)
 
 
 def sample_noise_shape(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
     """``(N, 1, ...)``: one decision per sample (axis 0)."""
     if len(shape) < 1:
-        raise ValueError(f"{name} expects x with at least 1 dim (N, ...), got x.ndim=0 (x.shape=())")
+        raise RankError(f"{name} expects x with at least 1 dim (N, ...), got x.ndim=0 (x.shape=())")
     return shape[:1] + (1,) * (len(shape) - 1)
-
-
-def round_to_dtype(value: float, xp: ModuleType, dtype: Any) -> float:
-    """``value`` rounded half-even to ``dtype``'s significand, as an exact Python float.
-
-    Backends then convert it exactly, so every one multiplies by the same number.
-    """
-    if value == 0.0:
-        return 0.0
-    bits = significand_bits(xp, dtype)
-    mantissa, exponent = math.frexp(value)
-    rounded = math.ldexp(round(math.ldexp(mantissa, bits)), exponent - bits)
-    return rounded if abs(rounded) <= float(xp.finfo(dtype).max) else math.copysign(math.inf, rounded)
-
-
-def alpha_constants(k: int) -> tuple[float, float, float]:
-    """``(a, b, c)`` of alpha dropout in binary64 for keep count ``k``.
-
-    Kept elements become ``a * x + b``, dropped ones ``c = a * alpha' + b``.
-    With ``q = k / 2**32``, the keep probability the threshold implements,
-    ``a = (q * (1 + (1 - q) * alpha'**2)) ** -0.5`` and ``b = -a * (1 - q) * alpha'``
-    give mean 0 and variance 1 for standard-normal input, exactly. ``k = 0``
-    (p = 1) gives zeros, as PyTorch does.
-    """
-    if k == 0:
-        return 0.0, 0.0, 0.0
-    q = k / TWO32
-    a = 1.0 / math.sqrt(q * (1.0 + (1.0 - q) * SELU_ALPHA_PRIME**2))
-    return a, -a * (1.0 - q) * SELU_ALPHA_PRIME, a * q * SELU_ALPHA_PRIME
 
 
 def _run(
@@ -132,16 +152,19 @@ def _run(
     k = keep_count(p)
     grad_scale: float | None = None
     if alpha:
-        a, b, c = (round_to_dtype(v, xp, x.dtype) for v in alpha_constants(k))
-        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
-        kept = x * a if b == 0.0 else x * a + b  # no add at p = 0: the identity, -0.0 included
-        out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
+        a, b, c = alpha_constants(k, float_format(xp, x.dtype))  # each rounded once to x's dtype
         grad_scale = a
+    if alpha and is_torch_namespace(xp) and is_whole(block, noise_shape):  # the one torch path: no mask kept
+        out = _kernels.torch_dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+    elif alpha:
+        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
+        kept = x * a if b == 0.0 else x * a + b  # no add where b rounds to 0 in x's dtype: keeps -0.0
+        out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
     else:
         grad_scale = None if scale_by_keep else 1.0
         out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale, block)
     cache = DropoutCache(
-        seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), noise_shape, grad_scale, block
+        seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), noise_shape, grad_scale, block=block
     )
     return out, cache
 
@@ -294,15 +317,16 @@ def dropout2d(
 ) -> Any:
     """Channel dropout for ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
 
-    One keep decision per (sample, channel) on the noise shape ``(N, C, 1, 1)``
-    (``(C, 1, 1)`` unbatched). A 3-d input is read as ``(C, H, W)``, as
-    PyTorch documents and announces for ``dropout2d``; PyTorch 2.x itself still
-    treats it as ``(N, C, L)`` with a warning. Use :func:`dropout1d` for that.
+    One keep decision per (sample, channel) on the noise shape ``(N, C, 1, 1)``.
+    As PyTorch 2.x does, a 3-d input is read as ``(N, C, L)`` with PyTorch's
+    ``UserWarning`` (use :func:`dropout1d` for that, or add the batch axis to a
+    ``(C, H, W)`` input), and other ranks >= 2 as ``(N, C, ...)`` with its
+    deprecation warning.
 
     Parameters
     ----------
     x : array
-        Real floating, 3 or 4 dims. Never modified.
+        Real floating, 4 dims (other ranks >= 2 with a warning). Never modified.
     p : float, optional
         Probability of dropping a channel, in ``[0, 1]``.
     seed : int, Generator or None, optional
@@ -324,8 +348,10 @@ def dropout2d(
 
     Raises
     ------
+    RankError
+        (a ``ValueError`` and a ``RuntimeError``) if ``x`` has fewer than 2 dims.
     ValueError
-        If ``x`` does not have 3 or 4 dims, or an argument is out of range.
+        If an argument is out of range.
 
     Examples
     --------
@@ -373,9 +399,9 @@ def dropout2d_forward(
     --------
     >>> import numpy as np
     >>> import xdrop
-    >>> out, cache = xdrop.dropout2d_forward(np.ones((3, 2, 2)), 0.5, seed=1)
+    >>> out, cache = xdrop.dropout2d_forward(np.ones((1, 3, 2, 2)), 0.5, seed=1)
     >>> cache.noise_shape
-    (3, 1, 1)
+    (1, 3, 1, 1)
     """
     return _forward(x, p, seed, step, impl, _dropout2d_rule, global_shape=global_shape, global_start=global_start)
 
@@ -399,7 +425,8 @@ def dropout3d(
     Parameters
     ----------
     x : array
-        Real floating, 4 or 5 dims. Never modified.
+        Real floating, 4 or 5 dims (other ranks >= 1 with PyTorch's deprecation
+        warning, read as unbatched). Never modified.
     p : float, optional
         Probability of dropping a channel, in ``[0, 1]``.
     seed : int, Generator or None, optional
@@ -421,8 +448,10 @@ def dropout3d(
 
     Raises
     ------
+    RankError
+        (a ``ValueError`` and a ``RuntimeError``) if ``x`` is 0-d.
     ValueError
-        If ``x`` does not have 4 or 5 dims, or an argument is out of range.
+        If an argument is out of range.
 
     Examples
     --------
@@ -496,8 +525,8 @@ def alpha_dropout(
     ``-lambda * alpha``), ``a = (q (1 + (1 - q) alpha'^2))^(-1/2)`` and
     ``b = -a (1 - q) alpha'``: PyTorch's ``alpha_dropout`` with ``1 - p``
     replaced by ``q``, so standard-normal input keeps mean 0 and variance 1
-    exactly in expectation. ``a``, ``b`` and the dropped value are computed in
-    binary64 and rounded once to x's dtype. ``p = 0`` is the identity and
+    exactly in expectation. ``a``, ``b`` and the dropped value ``c`` are the
+    exact real numbers, each rounded once to x's dtype (``docs/stream-spec.md``). ``p = 0`` is the identity and
     ``p = 1`` gives zeros, as in PyTorch. Dropped elements do not depend on
     ``x`` (also where it is NaN).
 

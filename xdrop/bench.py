@@ -1,11 +1,14 @@
 """``python -m xdrop bench``: xdrop against native dropouts, in one process.
 
-For each backend, size and dtype: the median time of a forward and a backward
-call of xdrop and of its peers (torch.nn.functional.dropout, the CS231n NumPy
-code, a NumPy-Generator dropout, CuPy's own random), the bandwidth bound (a
-same-size multiply and copy), ratios of xdrop to each peer, the peak extra
-memory of a forward call and the bytes torch autograd saves for backward.
-The protocol is in ``benchmarks/README.md``.
+For each backend, size and dtype: the median time of a forward, a backward
+and (torch) a forward+backward call of xdrop, functional and layer, and of its
+peers (torch.nn.functional.dropout and nn.Dropout, the NumPy one-liner, the
+CS231n NumPy code, a NumPy-Generator dropout, CuPy's own random), the
+bandwidth bound (a same-size multiply and copy), ratios of xdrop to each peer,
+the peak extra memory of a forward call and the bytes torch autograd saves for
+backward; and the epoch time of a small MLP with xdrop.torch.Dropout against
+nn.Dropout. torch on the CPU runs with one thread. The protocol is in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ from . import _dropout
 from ._kernels import _host, _native
 
 BACKENDS = ("numpy", "torch", "torch-cuda", "cupy")
+GPU_BACKENDS = ("torch-cuda", "cupy")
+# log2 sizes: per-call cost (2^6) to bandwidth (2^26) on the CPU, 2^18..2^28 on a GPU.
+CPU_SIZES, GPU_SIZES, QUICK_SIZES = "6,10,14,18,22,26", "18,20,22,24,26,28", "6,16"
+MAX_LOG2 = 34
+# Each xdrop row's natural peer, for the table's ratio column.
+PEERS = {"xdrop": ("torch", "numpy-oneliner", "cupy-random"), "xdrop-layer": ("torch-layer",)}
+TORCH_CPU_THREADS = 1
 P = 0.5
 SEED = 0x5EED
 MIN_REPEATS, MAX_REPEATS, BUDGET_S = 3, 25, 0.6
@@ -57,11 +67,35 @@ class Row:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="backend to measure (repeatable)")
-    parser.add_argument("--sizes", help="comma-separated log2 sizes (default 16,18,20,22,24,26; --quick: 16,20)")
+    parser.add_argument(
+        "--sizes",
+        type=log2_sizes,
+        help=f"comma-separated log2 sizes (default {CPU_SIZES} on the CPU, {GPU_SIZES} on a GPU; "
+        f"--quick: {QUICK_SIZES})",
+    )
     parser.add_argument("--dtype", action="append", help="dtype (repeatable; default float32)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG plot (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
+    parser.add_argument(
+        "--mlp-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="timed epochs of the MLP comparison, with torch (default 5; --quick 2; 0 skips it)",
+    )
+
+
+def log2_sizes(text: str) -> list[int]:
+    """``--sizes``: comma-separated integer log2 sizes in [0, MAX_LOG2]."""
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers (log2 sizes), got {text!r}") from None
+    bad = [s for s in sizes if not 0 <= s <= MAX_LOG2]
+    if bad:
+        raise argparse.ArgumentTypeError(f"log2 sizes must lie in [0, {MAX_LOG2}], got {text!r}")
+    return sizes
 
 
 def _timer(fn: Callable[[], Any], sync: Callable[[], None], quick: bool) -> tuple[float, int]:
@@ -105,8 +139,15 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
         k = rng.random(x.size, dtype=np.float32).reshape(x.shape) < keep
         return np.where(k, x * scale, x.dtype.type(0))
 
+    n = x.size
+    one_mask = (rng.random(n) < keep).reshape(x.shape)
+
+    def oneliner() -> Any:  # the issue's native NumPy dropout
+        return x * (rng.random(n) < keep).reshape(x.shape) / keep
+
     cases: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {
         "xdrop": (lambda: _dropout.dropout(x, P, seed=SEED), lambda: _dropout.dropout_backward(dout, cache)),
+        "numpy-oneliner": (oneliner, lambda: dout * one_mask / keep),
         "xdrop[numpy]": (
             lambda: _dropout.dropout(x, P, seed=SEED, impl="numpy"),
             lambda: _dropout.dropout_backward(dout, cache, impl="numpy"),
@@ -137,6 +178,24 @@ def _torch_cases(x: Any, torch: Any) -> dict[str, tuple[Callable[[], Any], Calla
         ),
         "multiply": (lambda: x * 2.0, None),
         "copy": (lambda: x.clone(), None),
+    }
+
+
+def _torch_fwd_bwd_cases(x: Any, torch: Any) -> dict[str, Callable[[], Any]]:
+    """Forward + backward through autograd, functional and layer, xdrop and torch."""
+    from . import torch as xtorch
+
+    xg = x.detach().clone().requires_grad_(True)
+    dout = torch.ones_like(x)
+    layers = {"xdrop-layer": xtorch.Dropout(P, seed=SEED).to(x.device), "torch-layer": torch.nn.Dropout(P)}
+
+    def run(f: Callable[[Any], Any]) -> Callable[[], Any]:
+        return lambda: torch.autograd.grad(f(xg), xg, dout)
+
+    return {
+        "xdrop": run(lambda t: _dropout.dropout(t, P, seed=SEED)),
+        "torch": run(lambda t: torch.nn.functional.dropout(t, P, training=True)),
+        **{name: run(layer) for name, layer in layers.items()},
     }
 
 
@@ -243,12 +302,20 @@ def _measure(
             cases["torch-cpu"] = (lambda: torch.nn.functional.dropout(xt, P, training=True), None)
         except ImportError:
             pass
-        for name in ("xdrop", "xdrop[numpy]", "cs231n", "numpy-generator"):
+        for name in ("xdrop", "xdrop[numpy]", "numpy-oneliner", "cs231n", "numpy-generator"):
             if name in cases:
                 memory[name] = _peak_extra_numpy(cases[name][0])
     elif backend in ("torch", "torch-cuda"):
         x = lib.from_numpy(x_np).to(device)
         cases = _torch_cases(x, lib)
+        from . import torch as xtorch
+
+        layer, native_layer = xtorch.Dropout(P, seed=SEED).to(device), lib.nn.Dropout(P)
+        cases["xdrop-layer"] = (lambda: layer(x), None)
+        cases["torch-layer"] = (lambda: native_layer(x), None)
+        for name, fwd_bwd in _torch_fwd_bwd_cases(x, lib).items():
+            median, reps = _timer(fwd_bwd, sync, quick)
+            rows.append(Row(backend, n, dtype, "forward+backward", name, median, reps))
         xg = x.detach().clone().requires_grad_(True)
         saved["xdrop"] = _saved_bytes(lambda: _dropout.dropout(xg, P, seed=SEED), lib)
         saved["torch"] = _saved_bytes(lambda: lib.nn.functional.dropout(xg, P, training=True), lib)
@@ -314,20 +381,31 @@ def format_table(report: dict[str, Any]) -> str:
     head = f"{'backend':<11}{'size':>6} {'dtype':<8}{'dir':<5}{'impl':<16}{'ns/elem':>9}{'GB/s':>8}  ratio xdrop/impl"
     lines.append(head)
     lines.append("-" * len(head))
+    # Shown on each peer's row: the ratio of the xdrop row it is the natural peer of.
     ratio = {
-        (q["backend"], q["size"], q["dtype"], q["direction"], q["peer"]): q["ratio"]
+        (q["backend"], q["size"], q["dtype"], q["direction"], q["peer"]): (q["xdrop"], q["ratio"])
         for q in report["ratios"]
-        if q["xdrop"] == "xdrop"
+        if q["xdrop"] == "xdrop" or q["peer"] in PEERS.get(q["xdrop"], ())
     }
+    short = {"forward": "fwd", "backward": "bwd", "forward+backward": "f+b"}
     for r in report["results"]:
         item = np.dtype(r["dtype"]).itemsize
         key = (r["backend"], r["size"], r["dtype"], r["direction"], r["name"])
-        rt = f"{ratio[key]:.2f}" if key in ratio else ""
+        rt = (
+            f"{ratio[key][1]:.2f}" + ("" if ratio[key][0] == "xdrop" else f" ({ratio[key][0]})") if key in ratio else ""
+        )
         gb = 2 * r["size"] * item / r["median_s"] / 1e9
         size = f"2^{int(np.log2(r['size']))}"
         lines.append(
-            f"{r['backend']:<11}{size:>6} {r['dtype']:<8}{r['direction'][:3]:<5}{r['name']:<16}"
+            f"{r['backend']:<11}{size:>6} {r['dtype']:<8}{short.get(r['direction'], r['direction']):<5}{r['name']:<16}"
             f"{r['ns_per_element']:>9.2f}{gb:>8.1f}  {rt}"
+        )
+    if report.get("mlp"):
+        m = report["mlp"]
+        lines.append(
+            f"\nMLP {m['layers']} ({m['data']}), batch {m['batch']}, {m['torch_threads']} torch thread(s), "
+            f"median of {m['epochs']} epochs: xdrop.torch.Dropout {m['xdrop_s'] * 1e3:.1f} ms, "
+            f"nn.Dropout {m['torch_s'] * 1e3:.1f} ms, ratio {m['ratio']:.3f}"
         )
     if report["memory"]:
         lines.append("\npeak extra memory of a forward call (x output size):")
@@ -360,6 +438,8 @@ def _plot(report: dict[str, Any], path: str) -> str:
         return "matplotlib is not installed: no plot written"
     rows = [r for r in report["results"] if r["direction"] == "forward"]
     groups = sorted({(r["backend"], r["dtype"]) for r in rows})
+    if not groups:
+        return "no results (every backend was skipped): no plot written"
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
     for ax, (b, d) in zip(axes[0], groups, strict=True):
         names = sorted({r["name"] for r in rows if (r["backend"], r["dtype"]) == (b, d)})
@@ -375,9 +455,58 @@ def _plot(report: dict[str, Any], path: str) -> str:
     return f"plot written to {path}"
 
 
+def mlp_epochs(torch: Any, epochs: int) -> dict[str, Any]:
+    """Epoch time of a 64-256-256-10 MLP with two dropout layers: xdrop.torch.Dropout against nn.Dropout.
+
+    Synthetic data shaped like scikit-learn's digits (1797 samples of 64
+    features, 10 classes), batch 64, SGD; the median of ``epochs`` epochs after
+    one warm-up epoch, the two models alternating epoch by epoch.
+    """
+    from . import torch as xtorch
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(1797, 64, generator=g) * 16
+    target = torch.randint(0, 10, (1797,), generator=g)
+
+    def model(dropout: Callable[[float], Any]) -> Any:
+        torch.manual_seed(0)
+        layers = [torch.nn.Linear(64, 256), torch.nn.ReLU(), dropout(0.5)]
+        layers += [torch.nn.Linear(256, 256), torch.nn.ReLU(), dropout(0.5), torch.nn.Linear(256, 10)]
+        return torch.nn.Sequential(*layers)
+
+    models = {"xdrop": model(lambda p: xtorch.Dropout(p, seed=SEED)), "torch": model(torch.nn.Dropout)}
+    optims = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in models.items()}
+
+    def epoch(name: str) -> float:
+        m, opt = models[name], optims[name]
+        t0 = time.perf_counter()
+        for i in range(0, len(data), 64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(data[i : i + 64]), target[i : i + 64]).backward()
+            opt.step()
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {"xdrop": [], "torch": []}
+    for e in range(epochs + 1):
+        for name in times:
+            t = epoch(name)
+            if e:  # the first epoch warms up
+                times[name].append(t)
+    xs, ts = statistics.median(times["xdrop"]), statistics.median(times["torch"])
+    return {
+        "layers": "64-256-256-10, two dropout layers, p = 0.5",
+        "data": "synthetic, shaped like sklearn digits (1797 x 64, 10 classes)",
+        "batch": 64,
+        "epochs": epochs,
+        "torch_threads": torch.get_num_threads(),
+        "xdrop_s": xs,
+        "torch_s": ts,
+        "ratio": xs / ts,
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     backends = args.backend or ["numpy", "torch"]
-    sizes = [int(s) for s in (args.sizes or ("16,20" if args.quick else "16,18,20,22,24,26")).split(",")]
     dtypes = args.dtype or ["float32"]
     for d in dtypes:
         if d not in ("float16", "float32", "float64"):
@@ -392,6 +521,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"skipping {backend}: {loaded}", file=sys.stderr)
             continue
         lib, device, sync = loaded
+        if backend in ("numpy", "torch") and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(TORCH_CPU_THREADS)  # per-call rows: one thread (see meta)
+        default = QUICK_SIZES if args.quick else GPU_SIZES if backend in GPU_BACKENDS else CPU_SIZES
+        sizes = args.sizes or [int(s) for s in default.split(",")]
         if backend == "torch-cuda":
             report.setdefault("devices", {})[backend] = lib.cuda.get_device_name(device)
         elif backend == "cupy":
@@ -416,6 +549,10 @@ def main(args: argparse.Namespace) -> int:
         for r in rows
     ]
     report["ratios"] = _ratios(rows)
+    epochs = args.mlp_epochs if args.mlp_epochs is not None else 2 if args.quick else 5
+    if "torch" in backends and "torch" not in report["skipped"] and epochs > 0:
+        sys.modules["torch"].set_num_threads(TORCH_CPU_THREADS)
+        report["mlp"] = mlp_epochs(sys.modules["torch"], epochs)
     report["meta"] = {
         "p": P,
         "python": sys.version.split()[0],
@@ -426,6 +563,7 @@ def main(args: argparse.Namespace) -> int:
         "host_engine": _host.default_engine(),
         "native": _native_first_call(),
         "timing": f"median wall time after one warm-up call, {MIN_REPEATS}..{MAX_REPEATS} repeats",
+        "torch_cpu_threads": TORCH_CPU_THREADS,
     }
     if "torch" in sys.modules:
         report["meta"]["torch"] = sys.modules["torch"].__version__

@@ -2,26 +2,56 @@
 
 ``import xdrop`` does not import this module; ``import xdrop.torch`` imports
 torch. Each layer takes its torch.nn counterpart's arguments plus ``seed``, and
-keeps ``seed`` and ``step`` as int64 buffers, so they are in ``state_dict``: a
-run resumed from a checkpoint draws exactly the masks the uninterrupted run
-would have. The step advances by one per training forward.
+keeps ``seed`` and ``step`` as int64 buffers (the u64 value's bits), so they are
+in ``state_dict``: a run resumed from a checkpoint draws exactly the masks the
+uninterrupted run would have. The step advances by one per training forward.
 
-- Autograd saves no mask: backward regenerates it from ``(seed, step)``.
-- ``torch.utils.checkpoint``: a forward that runs *during* a backward pass is a
-  recomputation; it replays the step of the layer's last training forward
-  instead of drawing a new one, so the recomputed mask is the original. A layer
-  called more than once between two backward passes cannot tell which call is
-  being recomputed and raises instead (use one layer per call site).
-- ``torch.compile``: the layers run eagerly inside compiled graphs (a graph
+- **The buffers are the state.** Every training forward reads ``seed`` and
+  ``step`` from the buffers and writes ``step + 1`` back, under one lock, so
+  writes through ``.data``, ``.numpy()``, ``load_state_dict`` or
+  ``dist.broadcast`` are honoured and threads sharing a layer never get the
+  same step. (Reading a CUDA buffer syncs with the device.)
+- **Seeds.** Without ``seed`` a layer draws one from torch's default
+  generator when it is built, so ``torch.manual_seed`` reproduces the run, and
+  distinct layers get distinct streams. Two layers given the same explicit
+  seed draw the *same* masks: give each its own (or use :func:`replace_dropout`).
+  Drawing the seed consumes torch's default generator once per layer built,
+  so parameters initialised after it differ from a model built with
+  ``nn.Dropout`` under the same ``torch.manual_seed``.
+- **Checkpoints.** An ``nn.Dropout`` model's ``state_dict`` (no ``seed`` /
+  ``step`` keys) loads into a model with xdrop layers, strict or not: layers
+  whose keys are both absent keep their seed and step. The other way, save
+  with :func:`plain_state_dict` (or load with ``strict=False``).
+- **Meta device.** A layer built under ``torch.device("meta")`` gets its
+  constructed seed and step 0 back on ``to_empty()`` (or ``reset_parameters()``).
+- **Autograd** saves no mask: backward regenerates it from ``(seed, step)``;
+  forward-mode AD (``torch.autograd.forward_ad``) is supported.
+- **torch.utils.checkpoint** (both ``use_reentrant`` modes): a recomputation
+  replays the mask of the call it recomputes, also for a layer called several
+  times in the region and for a later ``retain_graph`` backward. Each training
+  forward draws a token from torch's CPU generator, which ``checkpoint``
+  restores before recomputing (``preserve_rng_state=True``, its default); a
+  recomputation with ``preserve_rng_state=False`` raises. The last 256 calls
+  of each layer can be replayed.
+- **torch.jit.trace** of a training-mode layer raises: the trace would freeze
+  ``(seed, step)``. Trace in ``eval()`` mode, or use ``torch.compile``.
+- **torch.compile**: the layers run eagerly inside compiled graphs (a graph
   break), so compiled and eager models give the same bits.
+- **Layout**: the output has the input's memory layout (``channels_last``,
+  permuted strides), as ``torch.nn.Dropout``'s.
 - ``inplace=True`` writes the result into the input, as torch does.
+- Ranks: ``Dropout1d/2d/3d`` accept, warn about and refuse exactly the ranks
+  ``torch.nn`` 2.x does (``Dropout2d`` reads 3-d input as ``(N, C, L)``);
+  refusals are a ``RankError``, both ``ValueError`` and ``RuntimeError``.
 """
 
 from __future__ import annotations
 
-import secrets
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -30,23 +60,64 @@ from ._checks import check_probability, check_u64
 from ._dropout import DropoutCache, dropout_backward, dropout_forward
 from ._variants import (
     alpha_dropout_forward,
+    channel_noise_shape,
     drop_path_forward,
-    dropout1d_forward,
-    dropout2d_forward,
-    dropout3d_forward,
     feature_alpha_dropout_forward,
+    feature_noise_shape,
+    sample_noise_shape,
 )
 from .distributed import layer_call
 
-__all__ = ["AlphaDropout", "DropPath", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"]
+__all__ = [
+    "AlphaDropout",
+    "DropPath",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "FeatureAlphaDropout",
+    "plain_state_dict",
+    "replace_dropout",
+]
 
 _U64 = 1 << 64
+_REPLAY_WINDOW = 256
 Forward = Callable[[Tensor], tuple[Tensor, DropoutCache]]
+M = TypeVar("M", bound=nn.Module)
+
+# One lock for every layer's read-step / write-step + 1 (a layer holds no lock, so it pickles).
+_STEP_LOCK = threading.Lock()
+# The id of the autograd graph task running on this thread, -1 outside backward. Private, but
+# torch.utils.checkpoint itself relies on it; a test pins it. Without it a token seen before is a replay.
+_graph_task_id: Callable[[], int] | None = getattr(torch._C, "_current_graph_task_id", None)
 
 
 def _to_int64(value: int) -> int:
     """A u64 as the int64 with the same bits (two's complement), for an int64 buffer."""
     return value - _U64 if value >= 1 << 63 else value
+
+
+def _u64(buffer: Tensor) -> int:
+    return int(buffer.item()) % _U64
+
+
+def _draw_u64() -> int:
+    """64 bits from torch's default CPU generator (explicitly on CPU, also under ``torch.device("meta")``)."""
+    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device="cpu")) % _U64
+
+
+def _dense_like(x: Tensor, values: Tensor) -> Tensor:
+    """``values`` (row-major) in the layout torch's elementwise ops give for ``x``: x's strides where x is
+    dense (``empty_like``), else dense in x's stride order."""
+    if x.is_contiguous():
+        return values
+    out = torch.empty_like(x, dtype=values.dtype)
+    if out.stride() != x.stride():  # x has gaps (a slice): order the dims by x's strides, as TensorIterator
+        strides = x.stride()
+        order = sorted(range(x.ndim), key=lambda d: -strides[d])  # stable: equal strides keep their order
+        out = torch.empty([x.shape[d] for d in order], dtype=values.dtype, device=values.device)
+        out = out.permute([order.index(d) for d in range(x.ndim)])
+    return values if values.stride() == out.stride() else out.copy_(values)
 
 
 class _Regrad(torch.autograd.Function):
@@ -55,8 +126,8 @@ class _Regrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, grad: Tensor, cache: DropoutCache) -> Tensor:
         ctx.cache = cache
-        out: Tensor = dropout_backward(grad, cache)
-        return out
+        out: Tensor = dropout_backward(grad.contiguous(), cache)
+        return _dense_like(grad, out)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
@@ -73,11 +144,17 @@ class _Masked(torch.autograd.Function):
             x.copy_(out)
             ctx.mark_dirty(x)
             return x
-        return out
+        return _dense_like(x, out)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         return _Regrad.apply(grad, ctx.cache), None, None  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
+        # Dropout is affine in x with the mask and factor of its backward: the tangent maps the same way.
+        out: Tensor = dropout_backward(tangent.contiguous(), ctx.cache)
+        return _dense_like(tangent, out)
 
 
 class _SeededDropout(nn.Module):
@@ -92,63 +169,114 @@ class _SeededDropout(nn.Module):
         if not isinstance(inplace, bool):
             raise TypeError(f"inplace must be a bool, got inplace={inplace!r}")
         self.inplace = inplace
-        seed = secrets.randbits(64) if seed is None else check_u64(seed, "seed")
-        self.register_buffer("seed", torch.tensor(_to_int64(seed), dtype=torch.int64))
-        self.register_buffer("step", torch.tensor(0, dtype=torch.int64))
-        # Python mirrors of the buffers, so a forward never reads a device tensor
-        # (a sync on GPU); re-read when the buffer is replaced or written in place.
-        self._mirror: dict[str, tuple[Tensor, int, int]] = {}
-        self._last_draw: tuple[int, int] | None = None
-        self._draws_since_backward = 0
-        self._replayed = False
+        self._initial_seed = _draw_u64() if seed is None else check_u64(seed, "seed")
+        self.register_buffer("seed", torch.empty((), dtype=torch.int64))
+        self.register_buffer("step", torch.empty((), dtype=torch.int64))
+        # (RNG token) -> (seed, step) of recent training calls, for checkpoint recomputation.
+        self._draws: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self.reset_parameters()
 
-    def _value(self, name: str) -> int:
-        buffer: Tensor = getattr(self, name)
-        seen = self._mirror.get(name)
-        if seen is None or seen[0] is not buffer or seen[1] != buffer._version:
-            value = int(buffer.item()) % _U64
-            self._mirror[name] = (buffer, buffer._version, value)
-            return value
-        return seen[2]
+    def reset_parameters(self) -> None:
+        """Back to the seed the layer was built with and step 0 (``to_empty()`` calls it)."""
+        if not self.seed.is_meta:
+            with torch.no_grad():
+                self.seed.fill_(_to_int64(self._initial_seed))
+                self.step.zero_()
+        self._draws.clear()
 
-    def _set_step(self, value: int) -> None:
-        self.step.fill_(_to_int64(value))
-        self._mirror["step"] = (self.step, self.step._version, value)
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        was_meta = self.seed.is_meta
+        out = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        if was_meta and not self.seed.is_meta:  # to_empty(): the buffers hold garbage
+            self.reset_parameters()
+        return out
 
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
-        raise NotImplementedError
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        keys = (prefix + "seed", prefix + "step")
+        from_torch_dropout = not any(key in state_dict for key in keys)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if from_torch_dropout:  # a torch.nn dropout layer's (empty) state: keep seed and step
+            for key in keys:
+                if key in missing_keys:
+                    missing_keys.remove(key)
 
-    @torch.compiler.disable  # type: ignore[untyped-decorator]  # Python-level step bookkeeping
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
+        """Checks x's rank (warning as torch does) before any state changes; ``None`` is x's own shape."""
+        return None
+
+    def _take(self) -> tuple[int, int]:
+        """The ``(seed, step)`` of this training call: the next step, or the replayed one of a recomputation.
+
+        The one place that reads and advances the layer's state.
+        """
+        if torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]
+            raise RuntimeError(
+                f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
+                "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
+            )
+        token = _draw_u64()
+        recomputing = _graph_task_id() != -1 if _graph_task_id is not None else token in self._draws
+        with _STEP_LOCK:
+            if recomputing:
+                draw = self._draws.get(token)
+                if draw is None:
+                    raise RuntimeError(
+                        f"xdrop.torch.{type(self).__name__} is being recomputed during backward, but torch's RNG "
+                        "state matches none of its recent calls, so it cannot replay the mask: use "
+                        "torch.utils.checkpoint with preserve_rng_state=True (the default), and backward within "
+                        f"{_REPLAY_WINDOW} calls of the layer"
+                    )
+                return draw
+            seed, step = _u64(self.seed), _u64(self.step)
+            self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
+            self._draws[token] = (seed, step)
+            if len(self._draws) > _REPLAY_WINDOW:
+                self._draws.popitem(last=False)
+        return seed, step
+
+    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
+        """The functional ``*_forward`` of this layer; the only place that calls into xdrop's kernels."""
+        out, cache = dropout_forward(x, self.p, seed=seed, step=step, noise_shape=noise)
+        return out, cache
+
+    # A graph break for now: _take's graph-task probe, token and buffer reads are Python ints, and the
+    # functional path is not traceable. With a registered operator taking the seed and step buffers as
+    # tensors, the compiled branch becomes `out = op(x, self.seed, self.step, ...); self.step.add_(1)`
+    # (no token, no lock: AOT autograd recomputes from the step value the graph saw).
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def forward(self, input: Tensor) -> Tensor:
         if not self.training:
             return input
-        recomputing = torch._C._current_graph_task_id() != -1  # a forward inside backward
-        if recomputing:
-            if self._draws_since_backward != 1 or self._last_draw is None:
-                raise RuntimeError(
-                    f"{type(self).__name__} is being recomputed during backward (torch.utils.checkpoint) "
-                    f"but was called {self._draws_since_backward} times in training mode since the last "
-                    "backward, so it cannot tell which call's mask to replay; use one layer per call site "
-                    "inside checkpointed code"
-                )
-            seed, step = self._last_draw
-        else:
-            seed, step = self._value("seed"), self._value("step")
+        if not isinstance(input, Tensor) or not input.is_floating_point():
+            what = f"x.dtype={input.dtype}" if isinstance(input, Tensor) else f"x of type {type(input).__name__}"
+            raise TypeError(f"x must have a real floating dtype, got {what}")
+        noise = self._noise_shape(input)
+        if input.is_meta:  # shape inference: no state to read or advance
+            return torch.empty_like(input)
+        seed, step = self._take()
         # the data-parallel rank coordinate (xdrop.distributed): never a buffer, so DDP cannot erase it
-        run: Forward = lambda x: layer_call(self, self._variant, x, seed, step)  # noqa: E731
+        run: Forward = lambda x: layer_call(self, lambda t, s, st: self._variant(t, s, st, noise), x, seed, step)  # noqa: E731
         out: Tensor = _Masked.apply(input, run, self.inplace)  # type: ignore[no-untyped-call]
-        if recomputing:
-            self._replayed = True
-        else:  # only a call that succeeded advances the step
-            if self._replayed:
-                self._draws_since_backward, self._replayed = 0, False
-            self._draws_since_backward += 1
-            self._last_draw = (seed, step)
-            self._set_step((step + 1) % _U64)
         return out
 
+    def _state_repr(self) -> str:
+        if self.seed.is_meta:
+            return f"seed={self._initial_seed}, step=?"
+        return f"seed={_u64(self.seed)}, step={_u64(self.step)}"
+
     def extra_repr(self) -> str:
-        return f"p={self.p}, inplace={self.inplace}, seed={self._value('seed')}, step={self._value('step')}"
+        return f"p={self.p}, inplace={self.inplace}, {self._state_repr()}"
 
 
 class Dropout(_SeededDropout):
@@ -161,8 +289,10 @@ class Dropout(_SeededDropout):
     inplace : bool, optional
         Write the result into the input (as torch.nn.Dropout).
     seed : int or None, optional
-        A seed in ``[0, 2**64)``; ``None`` draws one from OS entropy, once, at
-        construction. Stored with the step in ``state_dict``.
+        A seed in ``[0, 2**64)``; ``None`` draws one from torch's default
+        generator, once, at construction (so ``torch.manual_seed`` reproduces
+        it). Stored with the step in ``state_dict``. Layers given the same
+        seed draw the same masks.
 
     Examples
     --------
@@ -181,10 +311,6 @@ class Dropout(_SeededDropout):
 
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
-
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
-        out, cache = dropout_forward(x, self.p, seed=seed, step=step)
-        return out, cache
 
 
 class Dropout1d(_SeededDropout):
@@ -210,15 +336,16 @@ class Dropout1d(_SeededDropout):
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
 
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
-        out, cache = dropout1d_forward(x, self.p, seed=seed, step=step)
-        return out, cache
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
+        return channel_noise_shape(tuple(x.shape), 1, "dropout1d")
 
 
 class Dropout2d(_SeededDropout):
-    """Drop-in ``torch.nn.Dropout2d``: whole channels of ``(N, C, H, W)`` or ``(C, H, W)``.
+    """Drop-in ``torch.nn.Dropout2d``: whole channels of ``(N, C, H, W)``.
 
-    A 3-d input is read as ``(C, H, W)`` (see :func:`xdrop.dropout2d`).
+    As ``torch.nn.Dropout2d`` 2.x: a 3-d input is read as ``(N, C, L)`` with
+    torch's warning, other ranks >= 2 as ``(N, C, ...)`` with its deprecation
+    warning (see :func:`xdrop.dropout2d`).
 
     Parameters
     ----------
@@ -240,9 +367,8 @@ class Dropout2d(_SeededDropout):
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
 
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
-        out, cache = dropout2d_forward(x, self.p, seed=seed, step=step)
-        return out, cache
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
+        return channel_noise_shape(tuple(x.shape), 2, "dropout2d")
 
 
 class Dropout3d(_SeededDropout):
@@ -267,9 +393,8 @@ class Dropout3d(_SeededDropout):
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
 
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
-        out, cache = dropout3d_forward(x, self.p, seed=seed, step=step)
-        return out, cache
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
+        return channel_noise_shape(tuple(x.shape), 3, "dropout3d")
 
 
 class AlphaDropout(_SeededDropout):
@@ -294,7 +419,7 @@ class AlphaDropout(_SeededDropout):
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
 
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
+    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
         out, cache = alpha_dropout_forward(x, self.p, seed=seed, step=step)
         return out, cache
 
@@ -322,7 +447,10 @@ class FeatureAlphaDropout(_SeededDropout):
     def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None) -> None:
         super().__init__(p, inplace, seed)
 
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
+        return feature_noise_shape(tuple(x.shape), "feature_alpha_dropout")
+
+    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
         out, cache = feature_alpha_dropout_forward(x, self.p, seed=seed, step=step)
         return out, cache
 
@@ -363,12 +491,123 @@ class DropPath(_SeededDropout):
         """timm's name for ``p``."""
         return self.p
 
-    def _variant(self, x: Tensor, seed: int, step: int) -> tuple[Tensor, DropoutCache]:
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
+        return sample_noise_shape(tuple(x.shape), "drop_path")
+
+    def _variant(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> tuple[Tensor, DropoutCache]:
         out, cache = drop_path_forward(x, self.p, seed=seed, step=step, scale_by_keep=self.scale_by_keep)
         return out, cache
 
     def extra_repr(self) -> str:
-        return (
-            f"drop_prob={self.p}, scale_by_keep={self.scale_by_keep}, "
-            f"seed={self._value('seed')}, step={self._value('step')}"
-        )
+        return f"drop_prob={self.p}, scale_by_keep={self.scale_by_keep}, {self._state_repr()}"
+
+
+_REPLACEMENTS: dict[type[nn.Module], type[_SeededDropout]] = {
+    nn.Dropout: Dropout,
+    nn.Dropout1d: Dropout1d,
+    nn.Dropout2d: Dropout2d,
+    nn.Dropout3d: Dropout3d,
+    nn.AlphaDropout: AlphaDropout,
+    nn.FeatureAlphaDropout: FeatureAlphaDropout,
+}
+
+
+def _path_seed(seed: int, path: str) -> int:
+    """A u64 seed for the layer at ``path``: a hash of (seed, path), so every layer has its own stream."""
+    digest = hashlib.blake2b(f"xdrop.torch.replace_dropout:{seed}:{path}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def replace_dropout(module: M, seed: int | None = None) -> M:
+    """Replace every torch.nn dropout layer in ``module`` with its xdrop.torch counterpart, in place.
+
+    ``nn.Dropout``, ``Dropout1d``, ``Dropout2d``, ``Dropout3d``, ``AlphaDropout``
+    and ``FeatureAlphaDropout`` (exactly those classes, not subclasses, whose
+    ``forward`` may differ) become the xdrop layer with the same ``p``,
+    ``inplace`` and training mode. The layer at module path ``name`` gets the
+    seed ``blake2b(seed, name)``: its own stream, the same in every run for
+    the same ``seed`` and model structure. A layer shared by several parents
+    stays shared. Calls of ``torch.nn.functional.dropout`` (e.g. inside
+    attention kernels) are not modules and are left as they are.
+
+    Checkpoints saved before the conversion load into the converted model
+    (the xdrop layers keep their seeds, step 0: see the module docs).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model; changed in place. A bare dropout layer is not a container:
+        its replacement is returned and the argument is left unchanged.
+    seed : int or None, optional
+        Base seed in ``[0, 2**64)``; ``None`` draws one from torch's default
+        generator (so ``torch.manual_seed`` reproduces it).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module`` (or the replacement of a bare dropout layer).
+
+    Examples
+    --------
+    >>> import torch, xdrop.torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1), torch.nn.Dropout2d(0.2))
+    >>> xdrop.torch.replace_dropout(model, seed=0)[1:]  # doctest: +ELLIPSIS
+    Sequential(
+      (1): Dropout(p=0.1, inplace=False, seed=..., step=0)
+      (2): Dropout2d(p=0.2, inplace=False, seed=..., step=0)
+    )
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
+    base = _draw_u64() if seed is None else check_u64(seed, "seed")
+
+    def convert(old: nn.Module, path: str) -> _SeededDropout:
+        layer = _REPLACEMENTS[type(old)](old.p, old.inplace, seed=_path_seed(base, path))  # type: ignore[arg-type]
+        return layer.train(old.training)
+
+    if type(module) in _REPLACEMENTS:
+        return convert(module, "")  # type: ignore[return-value]
+    done: dict[int, _SeededDropout] = {}
+    for parent_path, parent in list(module.named_modules(remove_duplicate=False)):
+        for name, child in list(parent._modules.items()):  # named_children() would skip a repeated child
+            if type(child) in _REPLACEMENTS:
+                path = f"{parent_path}.{name}" if parent_path else name
+                if id(child) not in done:
+                    done[id(child)] = convert(child, path)
+                setattr(parent, name, done[id(child)])
+    return module
+
+
+def plain_state_dict(module: nn.Module) -> dict[str, Any]:
+    """``module.state_dict()`` without the xdrop layers' ``seed`` and ``step``.
+
+    What the same model built with ``torch.nn`` dropout layers loads with
+    ``strict=True``. (A checkpoint for resuming xdrop training keeps them: use
+    ``state_dict()``.)
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A model containing xdrop.torch layers.
+
+    Returns
+    -------
+    dict
+        The state dict, less those entries.
+
+    Examples
+    --------
+    >>> import torch, xdrop.torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), xdrop.torch.Dropout(0.5, seed=1))
+    >>> sorted(model.state_dict())
+    ['0.bias', '0.weight', '1.seed', '1.step']
+    >>> sorted(xdrop.torch.plain_state_dict(model))
+    ['0.bias', '0.weight']
+    """
+    state = module.state_dict()
+    for path, sub in module.named_modules():
+        if isinstance(sub, _SeededDropout):
+            prefix = f"{path}." if path else ""
+            state.pop(prefix + "seed", None)
+            state.pop(prefix + "step", None)
+    return state

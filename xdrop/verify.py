@@ -533,9 +533,28 @@ def to_json(results: dict[str, Row]) -> dict[str, Any]:
 
 
 def write_json(results: dict[str, Row], path: str | Path) -> None:
-    """Write :func:`to_json` to ``path`` whole (a temporary file, then a rename)."""
+    """Write :func:`to_json` to ``path`` whole, never through a symlink.
+
+    The text goes to a new temporary file in the same directory (created with
+    ``O_EXCL`` under a random name, so nothing planted is followed), is
+    ``fsync``-ed, then renamed over ``path``: a reader sees the old file or the
+    new one, and a symlink at ``path`` is replaced, not written through.
+    Raises ``OSError`` (nothing left behind) when ``path`` cannot be written.
+    """
+    import os
+    import tempfile
+
     path = Path(path)
+    text = json.dumps(to_json(results), indent=1, default=str) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_json(results), indent=1, default=str) + "\n")
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a report is for reading
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

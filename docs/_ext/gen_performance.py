@@ -90,6 +90,9 @@ def section(path: Path) -> str:
     if own_png.exists():
         shutil.copyfile(own_png, GENERATED / f"bench-{path.stem}-own.png")
         parts.append(image(f"bench-{path.stem}-own.png", f"benchmark plot from {own_png.name}"))
+    mlp = data.get("mlp") if isinstance(data, dict) else None
+    if isinstance(mlp, dict):
+        parts.append("**Small-MLP epoch time**\n\n" + md_table(["", ""], [[k, _fmt(v)] for k, v in mlp.items()]))
     rows = records(data)
     if rows is None:
         parts.append("The layout of this file is not one this page reads; its content:\n")

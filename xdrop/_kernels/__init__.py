@@ -10,7 +10,8 @@ must equal the reference bit for bit; the tests compare them on the same inputs.
 ``impl`` chooses: ``"auto"`` the fastest available for the array,
 ``"reference"`` the pure-standard one, ``"numpy"`` the blocked NumPy host
 kernel, ``"c"`` the compiled host kernel (NumPy arrays and torch CPU tensors),
-``"cuda"`` the NVRTC kernel (CuPy arrays and torch CUDA tensors).
+``"cuda"`` the CUDA kernels: Triton for torch CUDA tensors when triton loads,
+else the NVRTC kernel through CuPy (always for CuPy arrays).
 """
 
 from __future__ import annotations
@@ -87,6 +88,21 @@ def _cuda_available(xp: ModuleType) -> bool:
     return True
 
 
+def _triton_available() -> bool:
+    """Whether the Triton kernels load (torch CUDA tensors then need no CuPy); checked once."""
+    if not _triton_state:
+        try:
+            from . import _triton  # noqa: F401
+        except Exception:  # not installed, or a Triton that cannot load here: CuPy or the reference
+            _triton_state.append(False)
+        else:
+            _triton_state.append(True)
+    return _triton_state[0]
+
+
+_triton_state: list[bool] = []
+
+
 def refuse_traced(xp: ModuleType, impl: str, *words: Any) -> None:
     """A traced JAX seed or step reaches only the JAX kernels: elsewhere say what to do."""
     if "jax" not in sys.modules or (is_jax_namespace(xp) and impl == "auto"):
@@ -117,6 +133,10 @@ def select(xp: ModuleType, x: Any, impl: str) -> Kernel:
 
             return lambda x, xp, seed, step, k, scale: _torch.cpu_dropout(x, seed, step, k, scale, engine)
         return lambda x, xp, seed, step, k, scale: _host.dropout_array(np.asarray(x), seed, step, k, scale, engine)
+    if engine == "cuda" and is_torch_namespace(xp) and _triton_available():
+        from . import _triton
+
+        return _triton.torch_dropout
     if engine == "cuda" and _cuda_available(xp):
         from . import _cuda
 
@@ -145,10 +165,14 @@ def select_mask(xp: ModuleType, impl: str) -> MaskKernel:
             if is_torch_namespace(xp):
                 from . import _torch
 
-                return _torch.cpu_mask(start, n, seed, step, k, engine)
+                return _torch.cpu_mask(start, n, seed, step, k, engine, device)
             out = np.empty(n, np.bool_)
             _host.mask_into(out, start, seed, step, k, engine)
             return out
+        if engine == "cuda" and is_torch_namespace(xp) and _triton_available():
+            from . import _triton
+
+            return _triton.torch_mask(xp, start, n, seed, step, k, device)
         if engine == "cuda" and _cuda_available(xp):
             from . import _cuda
 
@@ -205,17 +229,10 @@ def block_mask(
     return block_keep(xp, block, shape, lambda start, n: kernel(xp, start, n, seed, step, k, dev))
 
 
-def tracks_grad(xp: ModuleType, x: Any) -> bool:
-    """Whether ``x`` is a torch tensor that autograd records now (routes it through the Function)."""
-    if not is_torch_namespace(xp):
-        return False
-    from . import _torch
+def torch_dropout(
+    x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
+) -> Any:
+    """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
+    from . import _torch_ops
 
-    return _torch.tracks_grad(x)
-
-
-def autograd_dropout(x: Any, run: Callable[[Any], Any]) -> Any:
-    """``run(x)`` as a torch autograd Function whose backward is ``run(dout)``: saves no tensor."""
-    from . import _torch
-
-    return _torch.autograd_dropout(x, run)
+    return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)

@@ -31,7 +31,7 @@ PIECE = 1 << 14
 # Below this many elements a call stays on the calling thread.
 PARALLEL_MIN = 1 << 17
 # Ranges handed to threads start at multiples of this (whole Philox blocks and C chunks).
-ALIGN = 64
+ALIGN = 128
 
 _M0, _M1, _LO = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1), np.uint64(MASK32)
 _S32 = np.uint64(32)
@@ -49,6 +49,18 @@ def _executor() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="xdrop")
         return _pool
+
+
+def _forget_pool_in_child() -> None:
+    """After ``fork``: the inherited pool has no threads (work sent to it would wait
+    forever) and its lock may be held by a parent thread, so start both afresh."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def run_ranges(n: int, body: Callable[[int, int], None]) -> None:

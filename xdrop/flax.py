@@ -1,0 +1,228 @@
+"""Flax layers: NNX and linen dropout drawing xdrop's stream.
+
+``import xdrop`` does not import this module; ``import xdrop.flax`` imports
+JAX and Flax. Each layer gives the same bits as :func:`xdrop.dropout` on any
+backend for the same seed and step, under ``jax.jit``, ``jax.grad``,
+``nnx.scan`` and ``nnx.remat``, because the seed and step reach the JAX kernel
+as traced ``uint32`` words ``(low, high)``.
+
+- :class:`Dropout` (NNX) keeps its seed and step in :class:`DropoutState`
+  variables: the step advances by one per training call, inside or outside
+  ``nnx.jit``, and is saved with the rest of the model's state.
+- :class:`LinenDropout` (linen) takes a fresh seed from ``make_rng`` at each
+  call, as ``flax.linen.Dropout`` does, or, given ``seed=``, keeps a step in
+  the ``"xdrop"`` collection (advanced when that collection is mutable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import jax
+import jax.numpy as jnp
+from flax import linen, nnx
+
+from ._checks import check_probability, check_u64
+from ._dropout import dropout
+
+__all__ = ["Dropout", "DropoutState", "LinenDropout", "seed_words"]
+
+_MASK32 = (1 << 32) - 1
+
+
+def seed_words(value: int) -> jax.Array:
+    """A 64-bit integer as the ``uint32`` pair ``(low, high)`` xdrop's JAX kernels read.
+
+    Examples
+    --------
+    >>> import xdrop.flax
+    >>> xdrop.flax.seed_words(2**32 + 5)
+    Array([5, 1], dtype=uint32)
+    """
+    value = check_u64(value, "value")
+    return jnp.asarray([value & _MASK32, value >> 32], dtype=jnp.uint32)
+
+
+def _traced(words: jax.Array) -> int:
+    """A ``(low, high)`` word pair where the functional API takes a seed or step (it reads JAX pairs)."""
+    return cast(int, words)
+
+
+def _next_step(step: jax.Array) -> jax.Array:
+    """``step + 1`` on a ``(low, high)`` uint32 pair, with the carry; wraps after 2**64 - 1."""
+    lo = step[0] + jnp.uint32(1)
+    return jnp.stack([lo, step[1] + (lo == 0).astype(jnp.uint32)])
+
+
+def _noise_shape(shape: tuple[int, ...], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
+    """Flax's ``broadcast_dims``: one decision shared along each listed axis."""
+    ndim = len(shape)
+    for d in broadcast_dims:
+        if not -ndim <= d < ndim:
+            raise ValueError(
+                f"broadcast_dims must name axes of inputs (ndim={ndim}), got broadcast_dims={broadcast_dims!r}"
+            )
+    shared = {d % ndim for d in broadcast_dims}
+    return tuple(1 if axis in shared else n for axis, n in enumerate(shape))
+
+
+def _check_dims(broadcast_dims: Any) -> tuple[int, ...]:
+    try:
+        dims = tuple(broadcast_dims)
+    except TypeError:
+        dims = None
+    if dims is None or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"broadcast_dims must be a sequence of ints, got broadcast_dims={broadcast_dims!r}")
+    return dims
+
+
+class DropoutState(nnx.Variable[jax.Array]):
+    """The seed or step of an xdrop NNX layer: a ``(low, high)`` uint32 pair, not a parameter."""
+
+
+class Dropout(nnx.Module):
+    """Drop-in ``flax.nnx.Dropout`` drawing xdrop's stream: the same bits as :func:`xdrop.dropout`.
+
+    Parameters
+    ----------
+    rate : float
+        Probability of dropping an element, in ``[0, 1]``.
+    broadcast_dims : sequence of int, optional
+        Axes along which one decision is shared (as in Flax).
+    deterministic : bool, optional
+        If true, the layer is the identity (also settable per call, and by
+        ``model.eval()`` / ``model.train()``).
+    seed : int, optional
+        A seed in ``[0, 2**64)``. If omitted, ``rngs`` must be given and the
+        seed is drawn from its ``rng_collection`` stream once, at construction,
+        so ``nnx.Rngs(0)`` reproduces the run.
+    rng_collection : str, optional
+        The ``nnx.Rngs`` stream the seed is drawn from.
+    rngs : nnx.Rngs, optional
+        Random streams, used only when ``seed`` is omitted.
+
+    Notes
+    -----
+    The seed and step live in :class:`DropoutState` variables, so they are part
+    of ``nnx.state(model)`` and a checkpoint restores the exact masks. The step
+    advances by one per training call; call ``i`` of a layer with seed ``s``
+    equals ``xdrop.dropout(x, rate, seed=s, step=i, noise_shape=...)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, numpy as np
+    >>> import xdrop, xdrop.flax
+    >>> layer = xdrop.flax.Dropout(0.5, seed=7)
+    >>> layer(jnp.ones(8))
+    Array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
+    >>> xdrop.dropout(np.ones(8, np.float32), 0.5, seed=7, step=0)
+    array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
+    >>> int(layer.step[0])
+    1
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        broadcast_dims: Sequence[int] = (),
+        deterministic: bool = False,
+        seed: int | None = None,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | None = None,
+    ) -> None:
+        self.rate = check_probability(rate, "rate")
+        self.broadcast_dims = _check_dims(broadcast_dims)
+        if not isinstance(deterministic, bool):
+            raise TypeError(f"deterministic must be True or False, got deterministic={deterministic!r}")
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        if seed is not None:
+            words = seed_words(seed)
+        elif rngs is not None:
+            words = jax.random.bits(rngs[rng_collection](), (2,), jnp.uint32)
+        else:
+            raise TypeError("Dropout needs seed= (an int in [0, 2**64)) or rngs= (an nnx.Rngs) to draw its seed from")
+        self.seed = DropoutState(words)
+        self.step = DropoutState(jnp.zeros(2, jnp.uint32))
+
+    def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
+        """Dropout of ``inputs`` in training mode; the identity when deterministic."""
+        off = self.deterministic if deterministic is None else deterministic
+        if off or self.rate == 0.0:
+            return inputs
+        step = self.step[...]
+        out: jax.Array = dropout(
+            inputs,
+            self.rate,
+            seed=_traced(self.seed[...]),
+            step=_traced(step),
+            noise_shape=_noise_shape(tuple(inputs.shape), self.broadcast_dims),
+        )
+        self.step[...] = _next_step(step)
+        return out
+
+    def set_view(self, deterministic: bool | None = None, **_: Any) -> None:
+        """``model.eval()`` / ``model.train()`` set ``deterministic`` (Flax's view protocol)."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+
+class LinenDropout(linen.Module):
+    """Drop-in ``flax.linen.Dropout`` drawing xdrop's stream.
+
+    Attributes
+    ----------
+    rate : float
+        Probability of dropping an element.
+    broadcast_dims : sequence of int
+        Axes along which one decision is shared.
+    deterministic : bool or None
+        As in ``flax.linen.Dropout`` (may be passed to ``__call__`` instead).
+    seed : int or None
+        ``None`` (default): each call draws a seed from ``make_rng(rng_collection)``
+        and uses step 0, like ``flax.linen.Dropout``. An int: a fixed seed and a
+        step kept in the ``"xdrop"`` collection, advanced by one per call when
+        ``apply(..., mutable=["xdrop"])`` allows it.
+    rng_collection : str
+        The rng stream used when ``seed`` is ``None``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import xdrop.flax
+    >>> layer = xdrop.flax.LinenDropout(0.5, seed=7, deterministic=False)
+    >>> out, state = layer.apply({}, jnp.ones(8), mutable=["xdrop"])
+    >>> out
+    Array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
+    >>> state["xdrop"]["step"]
+    Array([1, 0], dtype=uint32)
+    """
+
+    rate: float
+    broadcast_dims: Sequence[int] = ()
+    deterministic: bool | None = None
+    seed: int | None = None
+    rng_collection: str = "dropout"
+
+    @linen.compact
+    def __call__(self, inputs: jax.Array, deterministic: bool | None = None) -> jax.Array:
+        rate = check_probability(self.rate, "rate")
+        off = linen.merge_param("deterministic", self.deterministic, deterministic)
+        if off or rate == 0.0:
+            return inputs
+        shape = _noise_shape(tuple(inputs.shape), _check_dims(self.broadcast_dims))
+        if self.seed is None:
+            seed = jax.random.bits(self.make_rng(self.rng_collection), (2,), jnp.uint32)
+            return cast(
+                jax.Array,
+                dropout(inputs, rate, seed=_traced(seed), step=_traced(jnp.zeros(2, jnp.uint32)), noise_shape=shape),
+            )
+        step = self.variable("xdrop", "step", lambda: jnp.zeros(2, jnp.uint32))
+        out: jax.Array = dropout(
+            inputs, rate, seed=_traced(seed_words(self.seed)), step=_traced(step.value), noise_shape=shape
+        )
+        if self.is_mutable_collection("xdrop"):
+            step.value = _next_step(step.value)
+        return out

@@ -1,0 +1,218 @@
+"""Keras 3 layers drawing xdrop's stream: the same bits under every Keras backend.
+
+``import xdrop`` does not import this module; ``import xdrop.keras`` imports
+Keras. Keras hands a layer its backend's own tensors (JAX arrays, torch
+tensors, NumPy arrays), and :func:`xdrop.dropout` takes each of them as they
+are, so a layer gives the bits of ``xdrop.dropout(x, rate, seed=s, step=i)``
+at its ``i``-th training call whichever backend runs it. Keras' own layers use
+each backend's RNG: their masks differ between backends for the same seed.
+
+The seed is part of the layer's config (``get_config``) and the step is a
+non-trainable ``uint32`` weight ``(low, high)``, so a ``.keras`` file restores
+both and a reloaded model continues the same masks. Under the JAX backend the
+step is read and advanced inside ``jit``; under the torch and NumPy backends,
+eagerly.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import keras
+
+from ._checks import check_probability, check_u64
+from ._dropout import dropout
+from ._variants import alpha_dropout
+
+__all__ = ["AlphaDropout", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"]
+
+_MASK32 = (1 << 32) - 1
+
+
+def _default_seed() -> int:
+    # Python's random module: keras.utils.set_random_seed seeds it, so a script that
+    # calls it gets the same seeds (and masks) on every run; nothing global is written.
+    return random.getrandbits(64)
+
+
+class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
+    """Seed (config) and step (a ``uint32`` weight), training switch; subclasses draw."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate = check_probability(rate, "rate")
+        self.seed = _default_seed() if seed is None else check_u64(seed, "seed")
+        self.supports_masking = True
+        self.step = self.add_weight(shape=(2,), dtype="uint32", initializer="zeros", trainable=False, name="step")
+
+    def _seed_and_step(self) -> tuple[Any, Any]:
+        step = self.step.value
+        if keras.backend.backend() == "jax":  # traced words: jit reads and advances them
+            import jax.numpy as jnp
+
+            seed = jnp.asarray([self.seed & _MASK32, self.seed >> 32], dtype=jnp.uint32)
+            lo = step[0] + jnp.uint32(1)
+            self.step.assign(jnp.stack([lo, step[1] + (lo == 0).astype(jnp.uint32)]))
+            return seed, step
+        words = [int(w) for w in keras.ops.convert_to_numpy(step)]
+        value = words[0] | words[1] << 32
+        after = (value + 1) & ((1 << 64) - 1)
+        self.step.assign(keras.ops.convert_to_tensor([after & _MASK32, after >> 32], dtype="uint32"))
+        return self.seed, value
+
+    def _draw(self, inputs: Any, seed: Any, step: Any) -> Any:
+        raise NotImplementedError
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if not training or self.rate == 0.0:
+            return inputs
+        seed, step = self._seed_and_step()
+        return self._draw(inputs, seed, step)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update({"rate": self.rate, "seed": self.seed})
+        return config
+
+
+def _resolve_noise_shape(noise_shape: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if noise_shape is None:
+        return None
+    return tuple(shape[i] if n is None else n for i, n in enumerate(noise_shape))
+
+
+class Dropout(_XdropLayer):
+    """Drop-in ``keras.layers.Dropout`` with the same bits under every Keras backend.
+
+    Parameters
+    ----------
+    rate : float
+        Probability of dropping an element, in ``[0, 1]``.
+    noise_shape : tuple, optional
+        Keras' noise shape: one entry per axis, ``None`` or the axis size, or 1
+        to share one decision along that axis.
+    seed : int, optional
+        A seed in ``[0, 2**64)``; by default drawn from Python's ``random``
+        (seeded by ``keras.utils.set_random_seed``) at construction.
+    **kwargs
+        Passed to ``keras.layers.Layer``.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> import xdrop, xdrop.keras
+    >>> layer = xdrop.keras.Dropout(0.5, seed=7)
+    >>> out = layer(keras.ops.ones((8,)), training=True)
+    >>> keras.ops.convert_to_numpy(out)
+    array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
+    >>> bool((keras.ops.convert_to_numpy(layer(keras.ops.ones((8,)))) == 1).all())  # inference
+    True
+    """
+
+    def __init__(self, rate: float, noise_shape: Any = None, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(rate, seed, **kwargs)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+
+    def _draw(self, inputs: Any, seed: Any, step: Any) -> Any:
+        shape = _resolve_noise_shape(self.noise_shape, tuple(inputs.shape))
+        return dropout(inputs, self.rate, seed=seed, step=step, noise_shape=shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["noise_shape"] = self.noise_shape
+        return config
+
+
+class AlphaDropout(Dropout):
+    """Drop-in ``keras.layers.AlphaDropout`` (see :func:`xdrop.alpha_dropout`).
+
+    Parameters are those of :class:`Dropout`. Kept elements become ``a*x + b``
+    and dropped ones ``a*alpha' + b``, which keeps SELU activations' mean and
+    variance (PyTorch's and Keras' AlphaDropout).
+
+    Examples
+    --------
+    >>> import numpy as np, keras, xdrop.keras
+    >>> out = xdrop.keras.AlphaDropout(0.5, seed=7)(keras.ops.zeros((4,)), training=True)
+    >>> np.round(keras.ops.convert_to_numpy(out), 4)
+    array([-0.7792, -0.7792,  0.7792,  0.7792], dtype=float32)
+    """
+
+    def _draw(self, inputs: Any, seed: Any, step: Any) -> Any:
+        shape = _resolve_noise_shape(self.noise_shape, tuple(inputs.shape))
+        if shape is None:
+            return alpha_dropout(inputs, self.rate, seed=seed, step=step)
+        return alpha_dropout(inputs, self.rate, seed=seed, step=step, noise_shape=shape)
+
+
+class _SpatialDropout(_XdropLayer):
+    """One decision per (sample, channel), shared over the spatial axes."""
+
+    spatial = 0
+
+    def __init__(self, rate: float, data_format: str | None = None, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(rate, seed, **kwargs)
+        fmt = keras.config.image_data_format() if data_format is None else data_format
+        if fmt not in ("channels_first", "channels_last"):
+            raise ValueError(
+                f"data_format must be 'channels_first' or 'channels_last', got data_format={data_format!r}"
+            )
+        self.data_format = fmt
+
+    def _draw(self, inputs: Any, seed: Any, step: Any) -> Any:
+        shape = tuple(inputs.shape)
+        if len(shape) != self.spatial + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs with {self.spatial + 2} dims, got inputs.shape={shape}"
+            )
+        ones = (1,) * self.spatial
+        noise = (shape[0], *ones, shape[-1]) if self.data_format == "channels_last" else (*shape[:2], *ones)
+        return dropout(inputs, self.rate, seed=seed, step=step, noise_shape=noise)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["data_format"] = self.data_format
+        return config
+
+
+class SpatialDropout1D(_SpatialDropout):
+    """Drop-in ``keras.layers.SpatialDropout1D``: whole channels of ``(N, L, C)``.
+
+    Keras' SpatialDropout1D is channels-last only; ``data_format`` is offered
+    for ``(N, C, L)`` input too.
+
+    Examples
+    --------
+    >>> import keras, xdrop.keras
+    >>> out = xdrop.keras.SpatialDropout1D(0.5, seed=5)(keras.ops.ones((2, 3, 4)), training=True)
+    >>> keras.ops.convert_to_numpy(out)[:, 0, :]
+    array([[0., 2., 0., 0.],
+           [2., 2., 0., 2.]], dtype=float32)
+    """
+
+    spatial = 1
+
+    def __init__(self, rate: float, data_format: str = "channels_last", seed: int | None = None, **kwargs: Any):
+        super().__init__(rate, data_format, seed, **kwargs)
+
+
+class SpatialDropout2D(_SpatialDropout):
+    """Drop-in ``keras.layers.SpatialDropout2D``: whole channels of 4-d input.
+
+    ``data_format`` defaults to ``keras.config.image_data_format()``.
+    """
+
+    spatial = 2
+
+
+class SpatialDropout3D(_SpatialDropout):
+    """Drop-in ``keras.layers.SpatialDropout3D``: whole channels of 5-d input.
+
+    ``data_format`` defaults to ``keras.config.image_data_format()``.
+    """
+
+    spatial = 3
