@@ -1,6 +1,7 @@
 """Check the built site as a reader would see it, offline, in a real headless browser.
 
-Usage: ``python docs/check_site.py docs/_build/html`` (``nox -s docs`` runs it).
+Usage: ``python docs/check_site.py docs/_build/html [--no-browser]`` (``nox -s docs``
+runs it; ``--no-browser`` runs checks 1 and 4 only, for a host without Chromium).
 
 1. No page loads anything from another host: every script, stylesheet, image,
    font or frame in the HTML and CSS is served from the site itself.
@@ -8,6 +9,9 @@ Usage: ``python docs/check_site.py docs/_build/html`` (``nox -s docs`` runs it).
    sent to a proxy that does not exist (127.0.0.1:9), has its math typeset by
    MathJax: one ``mjx-container`` per math element, and no raw TeX left.
 3. The site search, opened as ``search.html?q=philox``, lists the stream spec.
+4. The backend matrix page says of each backend what the verify JSON it was
+   built from says: PASS in every cell of a backend that passed, FAIL where a
+   cell failed, "not run" only for a backend verify skipped.
 
 The site is served on the loopback interface only. Exits non-zero on failure.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -143,12 +149,75 @@ class Served:
         self.httpd.server_close()
 
 
+class Tables(HTMLParser):
+    """The text of every table cell: tables, of rows, of cells."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[list[str]]] = []
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.rows = []
+            self.tables.append(self.rows)
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def check_matrix(page_html: str, verify: dict[str, object]) -> list[str]:
+    """Problems where the matrix page disagrees with the verify JSON it was built from.
+
+    The generated table is the page's first one headed "backend" (tables after
+    it, such as results recorded on other machines, are not checked).
+    """
+    parser = Tables()
+    parser.feed(page_html)
+    generated = next((t for t in parser.tables if t and t[0][:1] == ["backend"]), [])
+    rows = {r[0]: r[1:] for r in generated[1:] if r}
+    backends = verify.get("backends")
+    if not isinstance(backends, dict) or not backends:
+        return ["backend matrix: the verify JSON names no backends"]
+    problems = []
+    for name, result in backends.items():
+        cells = rows.get(name)
+        status = result.get("status") if isinstance(result, dict) else None
+        if cells is None:
+            problems.append(f"backend matrix: no row for {name} (verify says {status})")
+            continue
+        text = " ".join(c for c in cells if c)
+        if status == "pass" and ("not run" in text or not all(c.startswith("PASS") for c in cells)):
+            problems.append(f"backend matrix: verify says {name} passed, the page says: {text}")
+        elif status == "fail" and "FAIL" not in text:
+            problems.append(f"backend matrix: verify says {name} failed, the page says: {text}")
+        elif status == "skipped" and "not run" not in text:
+            problems.append(f"backend matrix: verify skipped {name}, the page says: {text}")
+        elif status not in ("pass", "fail", "skipped"):
+            problems.append(f"backend matrix: verify's status for {name} is {status!r}")
+    return problems
+
+
 def chromium() -> str:
+    given = os.environ.get("XDROP_CHROMIUM")
+    if given:
+        return given
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
         if found:
             return found
-    sys.exit("check_site: chromium not found (nox -s docs installs Debian's chromium with apt-get)")
+    sys.exit("check_site: chromium not found: install it (apt-get install chromium) or pass --no-browser")
 
 
 def dump_dom(browser: str, url: str) -> str:
@@ -192,9 +261,23 @@ def check_search(browser: str, served: Served) -> tuple[list[str], str]:
     return problems, f"search 'philox' -> {pages}"
 
 
-def main(site_dir: str) -> int:
+MATRIX_DATA = Path(__file__).resolve().parent / "_generated" / "backend_matrix.json"
+
+
+def main(site_dir: str, browser_checks: bool = True) -> int:
     site = Path(site_dir).resolve()
     problems = check_offline_assets(site)
+    matrix = check_matrix(
+        (site / "backend-matrix.html").read_text(encoding="utf-8"), json.loads(MATRIX_DATA.read_text())
+    )
+    problems += matrix
+    print(f"check_site: backend matrix page against {MATRIX_DATA.name}: {len(matrix)} problem(s)")
+    if not browser_checks:
+        print("check_site: SKIPPED the browser checks (MathJax typesetting, site search): --no-browser")
+        for p in problems:
+            print("FAIL:", p, file=sys.stderr)
+        print("check_site: passed" if not problems else f"check_site: {len(problems)} problem(s)")
+        return 1 if problems else 0
     browser = chromium()
     served = Served(site)
     try:
@@ -211,4 +294,5 @@ def main(site_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/_build/html"))
+    args = [a for a in sys.argv[1:] if a != "--no-browser"]
+    sys.exit(main(args[0] if args else "docs/_build/html", browser_checks="--no-browser" not in sys.argv[1:]))

@@ -2,9 +2,18 @@
 
 ``XDROP_BACKENDS`` (comma-separated names) picks the backends; by default every
 known one runs. A backend that is not installed, or a GPU backend without a
-device, is skipped with the reason. Backends are loaded by ``xdrop.verify``'s
-``LOADERS`` (the same code ``python -m xdrop verify`` uses): adding a backend is
-one entry there and one member of :class:`Backend` here.
+device, is skipped with the reason. The backends are the registry's
+(``xdrop/_backends.py``, the same entries ``python -m xdrop verify`` loads):
+:class:`Backend` is generated from it, so adding a backend is one entry there.
+
+Fixtures and markers:
+
+- ``backend``: every selected backend (an ``xdrop.verify.Backend``);
+- ``torch_backend``: only the selected backends whose namespace is torch
+  (``torch``, ``torch-cuda``): tests of torch-only behaviour use it, so a new
+  backend never runs them by accident;
+- ``@pytest.mark.skip_xp_backend(Backend.X, reason=...)``: skip one backend
+  for a test that otherwise runs on all of them, saying why.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from xdrop import verify
+from xdrop._backends import REGISTRY
 
 # Deterministic property tests: the same examples on every run and machine, no
 # example database, no deadline (a shared CI machine's timing is noisy). The
@@ -36,14 +46,8 @@ settings.load_profile(os.environ.get("XDROP_HYPOTHESIS_PROFILE", "xdrop"))
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-class Backend(Enum):
-    NUMPY = "numpy"
-    ARRAY_API_STRICT = "array_api_strict"
-    TORCH = "torch"
-    TORCH_CUDA = "torch-cuda"
-    CUPY = "cupy"
-    JAX = "jax"
-    DASK = "dask"
+# Members named after the registry's entries: Backend.NUMPY, Backend.TORCH_CUDA, ...
+Backend = Enum("Backend", {name.upper().replace("-", "_"): name for name in REGISTRY})
 
 
 def _selected() -> list[Backend]:
@@ -81,12 +85,39 @@ def _jax_default_mode(loaded: verify.Backend) -> verify.Backend:
     return dataclasses.replace(loaded, from_numpy=from_numpy, dtypes=("float16", "float32"))
 
 
+def _skip_marked(request: pytest.FixtureRequest, backend: Backend) -> None:
+    for mark in request.node.iter_markers("skip_xp_backend"):
+        (target,) = mark.args
+        if not isinstance(target, Backend):
+            raise TypeError(f"skip_xp_backend takes a conftest.Backend member, got {target!r}")
+        if "reason" not in mark.kwargs:
+            raise TypeError(f"skip_xp_backend({target}) needs reason=...")
+        if target is backend:
+            pytest.skip(f"{backend.value}: {mark.kwargs['reason']}")
+
+
 @pytest.fixture(params=_selected(), ids=lambda b: b.value)
 def backend(request: pytest.FixtureRequest) -> verify.Backend:
     """Each selected backend (``xdrop.verify.Backend``); skips those not installed or without a device."""
-    skip = request.node.get_closest_marker("skip_backend")
-    if skip is not None and request.param.value in skip.args:
-        pytest.skip(f"{request.param.value}: {skip.kwargs.get('reason', 'not supported')}")
+    _skip_marked(request, request.param)
+    return _load(request.param)
+
+
+def torch_only(selected: list[Backend]) -> list[Backend]:
+    """The backends among ``selected`` whose arrays are torch tensors."""
+    return [b for b in selected if REGISTRY[b.value].namespace == "torch"]
+
+
+TORCH_BACKENDS = torch_only(_selected())
+
+
+NO_TORCH = pytest.param(None, marks=pytest.mark.skip(reason="no torch backend in XDROP_BACKENDS"), id="no-torch")
+
+
+@pytest.fixture(params=TORCH_BACKENDS or [NO_TORCH], ids=lambda b: b.value)
+def torch_backend(request: pytest.FixtureRequest) -> verify.Backend:
+    """Each selected torch backend (``torch``, ``torch-cuda``): for tests of torch-only behaviour."""
+    _skip_marked(request, request.param)
     return _load(request.param)
 
 

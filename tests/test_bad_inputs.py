@@ -13,6 +13,7 @@ import dataclasses
 import math
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +24,8 @@ import numpy as np
 import pytest
 
 import xdrop
-from xdrop.compat import cs231n
+from xdrop import cs231n
+from xdrop._variants import RankError
 from xdrop.random import philox4x32
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
@@ -106,6 +108,42 @@ def mask_case(bad, kwargs, error, message, **extra) -> Case:
     return Case("keep_mask", bad, build, error, message, **extra)
 
 
+def variant_case(name, bad, kwargs, error, message, x=x34, **extra) -> Case:
+    """A row for ``xdrop.<name>``: x34() (or ``x()``) with p=0.5 and a fresh Generator, updated by ``kwargs``."""
+
+    def build() -> Call:
+        more = kwargs() if callable(kwargs) else kwargs
+        return getattr(xdrop, name), (x(),), {"p": 0.5, "seed": gen(), **more}
+
+    return Case(name, bad, build, error, message, **extra)
+
+
+def matrix(rows: Any) -> Any:
+    with warnings.catch_warnings():  # NumPy discourages the class this row is about
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix(rows)
+
+
+def dask_unknown_chunks() -> Any:
+    da = pytest.importorskip("dask.array", reason="needs dask")
+    x = da.ones(6, chunks=3)
+    return x[x > 0]  # boolean indexing: chunk sizes unknown until computed
+
+
+def dask_ones() -> Any:
+    return pytest.importorskip("dask.array", reason="needs dask").ones((3, 4), chunks=2)
+
+
+def jitted(fn: Callable[..., Any], **kwargs: Any) -> Call:
+    """``jax.jit`` of ``fn(x, **kwargs)`` applied to a JAX array: x is a tracer inside."""
+    jax = pytest.importorskip("jax", reason="needs jax")
+    return jax.jit(lambda a: fn(a, **kwargs)), (jax.numpy.ones(4),), {}
+
+
+# Layers (xdrop.torch) get their rows from the "torch layers" work: add them with Case("torch.Dropout", ...).
+LAYER_CASES: list[Case] = []
+
+
 def generator_case(bad, args, kwargs, error, message) -> Case:
     return Case("Generator", bad, lambda: (xdrop.Generator, args, kwargs), error, message)
 
@@ -122,18 +160,17 @@ def philox_case(bad, counter, key, error, message, rounds=10, **extra) -> Case:
 
 
 def cs_forward_case(bad, x, param, error, message) -> Case:
-    return Case(
-        "compat.cs231n.dropout_forward", bad, lambda: (cs231n.dropout_forward, (x(), param()), {}), error, message
-    )
+    return Case("cs231n.dropout_forward", bad, lambda: (cs231n.dropout_forward, (x(), param()), {}), error, message)
 
 
 def cs_backward_case(bad, dout, cache, error, message) -> Case:
     return Case(
-        "compat.cs231n.dropout_backward", bad, lambda: (cs231n.dropout_backward, (dout(), cache()), {}), error, message
+        "cs231n.dropout_backward", bad, lambda: (cs231n.dropout_backward, (dout(), cache()), {}), error, message
     )
 
 
 U64_RANGE = "must be an integer in [0, 2**64), got"
+CS_SEED = 'dropout_param["seed"]'
 P_REAL = "p must be a real number in [0, 1], got"
 P_RANGE = "p must be a probability in [0, 1], got"
 NOT_ARRAY = "must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got"
@@ -262,13 +299,13 @@ CASES: list[Case] = [
         "impl unknown",
         {"impl": "fast"},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl='fast'",
     ),
     dropout_case(
         "impl None",
         {"impl": None},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl=None",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl=None",
     ),
     # -- dropout_forward --
     forward_case(
@@ -293,7 +330,7 @@ CASES: list[Case] = [
         "impl unknown",
         {"impl": "fast"},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl='fast'",
     ),
     # -- dropout_backward --
     backward_case(
@@ -304,7 +341,7 @@ CASES: list[Case] = [
         "cache must be the DropoutCache returned by dropout_forward, got NoneType",
     ),
     backward_case(
-        "cache from compat.cs231n",
+        "cache from cs231n",
         x34,
         lambda: cs231n.dropout_forward(x34(), dict(TRAIN))[1],
         TypeError,
@@ -444,7 +481,7 @@ CASES: list[Case] = [
         "impl unknown",
         {"impl": "fast"},
         ValueError,
-        "impl must be one of ('auto', 'reference', 'numpy', 'c', 'cuda'), got impl='fast'",
+        "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl='fast'",
     ),
     # -- Generator --
     generator_case("seed negative", (-1,), {}, ValueError, f"seed {U64_RANGE} seed=-1"),
@@ -581,7 +618,7 @@ CASES: list[Case] = [
         "rounds must be an integer in [1, 16], got rounds=True",
         rounds=True,
     ),
-    # -- compat.cs231n --
+    # -- cs231n --
     cs_forward_case(
         "dropout_param None",
         x34,
@@ -634,9 +671,15 @@ CASES: list[Case] = [
         TypeError,
         'dropout_param["p"] must be a real number in [0, 1], got dropout_param["p"]=\'0.5\' of type str',
     ),
-    cs_forward_case("seed negative", x34, lambda: {**TRAIN, "seed": -3}, ValueError, f"seed {U64_RANGE} seed=-3"),
     cs_forward_case(
-        "seed a float", x34, lambda: {**TRAIN, "seed": 1.5}, TypeError, f"seed {U64_RANGE} seed=1.5 of type float"
+        "seed negative", x34, lambda: {**TRAIN, "seed": -3}, ValueError, f"{CS_SEED} {U64_RANGE} {CS_SEED}=-3"
+    ),
+    cs_forward_case(
+        "seed a float",
+        x34,
+        lambda: {**TRAIN, "seed": 1.5},
+        TypeError,
+        f"{CS_SEED} {U64_RANGE} {CS_SEED}=1.5 of type float",
     ),
     cs_forward_case(
         "x an int array",
@@ -683,6 +726,226 @@ CASES: list[Case] = [
 ]
 
 
+CHANNEL_FIRST_3D = "(C, L) or 3 dims (N, C, L)"
+IMPLS_MSG = "impl must be one of ('auto', 'reference', 'blocked', 'compiled', 'cuda'), got impl="
+CASES += [
+    # -- contracts of issue 15 --
+    dropout_case(
+        "p an int beyond binary64 (10**400)",
+        {"p": 10**400},
+        ValueError,
+        f"{P_RANGE} p=" + "1" + "0" * 23 + "...000000000000 (401 characters)",
+    ),
+    dropout_case(
+        "x a numpy.matrix",
+        {},
+        TypeError,
+        f"x {NOT_ARRAY} x of type matrix (numpy.matrix is not supported, its * is a matrix product: "
+        "pass numpy.asarray(x))",
+        x=lambda: matrix([[1.0, 2.0]]),
+    ),
+    dropout_case(
+        "impl that does not apply (cuda on a NumPy array)",
+        {"impl": "cuda"},
+        ValueError,
+        "impl='cuda' does not apply to numpy arrays on this device",
+    ),
+    dropout_case(
+        "x a torch sparse tensor",
+        {},
+        TypeError,
+        "x must be a dense (strided) tensor, got x.layout=torch.sparse_coo",
+        x=lambda: torch().ones(4).to_sparse(),
+        needs_torch=True,
+    ),
+    dropout_case(
+        "x a torch float8 tensor",
+        {},
+        TypeError,
+        "x must have a real floating dtype with arithmetic (float16, bfloat16, float32, float64), "
+        "got x.dtype=torch.float8_e4m3fn",
+        x=lambda: torch().ones(4, dtype=torch().float8_e4m3fn),
+        needs_torch=True,
+    ),
+    dropout_case(
+        "x a Dask array of unknown chunk sizes",
+        {},
+        ValueError,
+        "x must have known chunk sizes, got x.chunks=((nan, nan),); call x.compute_chunk_sizes() first",
+        x=dask_unknown_chunks,
+    ),
+    dropout_case(
+        "impl that does not apply (cuda on a Dask array), at call time",
+        {"impl": "cuda"},
+        ValueError,
+        "impl='cuda' does not apply to dask arrays on this device",
+        x=dask_ones,
+    ),
+    Case(
+        "dropout",
+        "seed a Generator while JAX traces x (jax.jit)",
+        lambda: jitted(xdrop.dropout, p=0.5, seed=xdrop.Generator(5, step=7)),
+        TypeError,
+        "seed=Generator(seed=5, step=7) cannot be used here: while JAX traces x (under jax.jit, grad, vmap, ...) "
+        "it would be read once, at trace time, and every call of the compiled function would reuse one mask; "
+        "pass an int seed and the step as a traced argument instead, e.g. step=jnp.asarray(i, jnp.uint32)",
+    ),
+    Case(
+        "dropout",
+        "seed None while JAX traces x (jax.jit)",
+        lambda: jitted(xdrop.dropout, p=0.5),
+        TypeError,
+        "seed=None cannot be used here: while JAX traces x (under jax.jit, grad, vmap, ...) "
+        "it would be read once, at trace time, and every call of the compiled function would reuse one mask; "
+        "pass an int seed and the step as a traced argument instead, e.g. step=jnp.asarray(i, jnp.uint32)",
+    ),
+    Case(
+        "DropoutCache",
+        "a hand-made cache whose noise_shape does not broadcast to shape",
+        lambda: (xdrop.DropoutCache, (1, 0, 0.5, (4,), np.float64, "numpy", "cpu", (4, 1)), {}),
+        ValueError,
+        "cache.noise_shape must broadcast to the shape (4,): one int per axis, each 1 or that axis' size, "
+        "got cache.noise_shape=(4, 1)",
+    ),
+    Case(
+        "dropout_backward",
+        "impl that does not apply (cuda on a NumPy array)",
+        lambda: (xdrop.dropout_backward, (np.ones(4), forward_cache(np.ones(4))), {"impl": "cuda"}),
+        ValueError,
+        "impl='cuda' does not apply to numpy arrays on this device",
+    ),
+    mask_case(
+        "shape larger than memory (2**40 elements, reference)",
+        {"shape": (2**40,), "impl": "reference"},
+        ValueError,
+        "shape=(1099511627776,) needs a mask of 1099511627776 bytes, more than the 1000000 bytes of this host's "
+        "memory (set XDROP_MAX_MASK_BYTES to change the limit, or use a lazy Dask mask)",
+    ),
+    mask_case(
+        "impl that does not apply (cuda with xp=numpy)",
+        {"impl": "cuda"},
+        ValueError,
+        "impl='cuda' does not apply to numpy arrays on this device",
+    ),
+    # -- the variants: one gate, so the same checks as dropout --
+    *(
+        variant_case(
+            name,
+            "training None",
+            {"training": None},
+            TypeError,
+            "training must be True or False, got training=None of type NoneType",
+            x=x_for,
+        )
+        for name, x_for in [
+            ("dropout1d", lambda: np.ones((2, 3, 4))),
+            ("dropout2d", lambda: np.ones((2, 3, 4, 4))),
+            ("dropout3d", lambda: np.ones((2, 3, 2, 2, 2))),
+            ("alpha_dropout", x34),
+            ("feature_alpha_dropout", x34),
+            ("drop_path", x34),
+        ]
+    ),
+    variant_case(
+        "dropout1d",
+        "training a string",
+        {"training": "no"},
+        TypeError,
+        "training must be True or False, got training='no' of type str",
+        x=lambda: np.ones((2, 3, 4)),
+    ),
+    variant_case(
+        "dropout1d",
+        "x of 4 dims",
+        {},
+        RankError,
+        "dropout1d expects x with 2 dims " + CHANNEL_FIRST_3D + ", got x.ndim=4 (x.shape=(1, 2, 3, 4)); "
+        "as PyTorch: dropout1d: Expected 2D or 3D input, but received a 4D input.",
+        x=lambda: np.ones((1, 2, 3, 4)),
+    ),
+    variant_case(
+        "dropout2d",
+        "data_format unknown",
+        {"data_format": "NCHW"},
+        ValueError,
+        "data_format must be one of ('channels_first', 'channels_last'), got data_format='NCHW'",
+        x=lambda: np.ones((2, 3, 4, 4)),
+    ),
+    variant_case(
+        "dropout2d",
+        "x of 2 dims, channels_last",
+        {"data_format": "channels_last"},
+        RankError,
+        "dropout2d expects x with 3 dims (H, W, C) or 4 dims (N, H, W, C), got x.ndim=2 (x.shape=(3, 4))",
+    ),
+    variant_case(
+        "dropout3d",
+        "x an int array",
+        {},
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=int64",
+        x=lambda: np.ones((2, 3, 2, 2, 2), int),
+    ),
+    variant_case("alpha_dropout", "p above one", {"p": 1.5}, ValueError, f"{P_RANGE} p=1.5"),
+    variant_case(
+        "alpha_dropout",
+        "noise_shape entry neither 1 nor x's size",
+        {"noise_shape": (3, 2)},
+        ValueError,
+        "noise_shape[1] must be None, 1 or x.shape[1]=4, got noise_shape=(3, 2)",
+    ),
+    variant_case("alpha_dropout", "impl unknown", {"impl": "fast"}, ValueError, f"{IMPLS_MSG}'fast'"),
+    variant_case(
+        "alpha_dropout",
+        "impl that does not apply (cuda on a NumPy array)",
+        {"impl": "cuda"},
+        ValueError,
+        "impl='cuda' does not apply to numpy arrays on this device",
+    ),
+    variant_case(
+        "feature_alpha_dropout",
+        "x of 1 dim",
+        {},
+        RankError,
+        "feature_alpha_dropout expects x with at least 2 dims (N, C, ...), got x.ndim=1 (x.shape=(4,))",
+        x=lambda: np.ones(4),
+    ),
+    variant_case(
+        "drop_path",
+        "x 0-d",
+        {},
+        RankError,
+        "drop_path expects x with at least 1 dim (N, ...), got x.ndim=0 (x.shape=())",
+        x=lambda: np.ones(()),
+    ),
+    variant_case(
+        "drop_path",
+        "scale_by_keep None",
+        {"scale_by_keep": None},
+        TypeError,
+        "scale_by_keep must be True or False, got scale_by_keep=None of type NoneType",
+    ),
+    variant_case("drop_path", "seed 2**64", {"seed": 2**64}, ValueError, f"seed {U64_RANGE} seed=18446744073709551616"),
+    variant_case(
+        "dropout2d_forward",
+        "seed None (a cache needs a seed)",
+        {"seed": None},
+        TypeError,
+        f"seed {U64_RANGE} seed=None of type NoneType",
+        x=lambda: np.ones((2, 3, 4, 4)),
+    ),
+    variant_case(
+        "alpha_dropout_forward",
+        "step given with a Generator seed",
+        {"step": 3},
+        ValueError,
+        "step must be left at 0 when seed is a Generator (it supplies the step), got step=3",
+    ),
+    variant_case("drop_path_forward", "x a list", {}, TypeError, f"x {NOT_ARRAY} x of type list", x=lambda: [1.0, 2.0]),
+    *LAYER_CASES,
+]
+
+
 # -- snapshots: proof that nothing was mutated or advanced -----------------------------------------
 
 
@@ -693,7 +956,10 @@ def snapshot(obj: Any) -> Any:
     if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):
         if obj.device.type == "meta":
             return ("meta", str(obj.dtype), tuple(obj.shape))
-        return ("tensor", str(obj.dtype), tuple(obj.shape), obj.detach().cpu().numpy().tobytes())
+        t = obj.detach().cpu()
+        t = t if t.layout == torch().strided else t.to_dense()
+        t = t.view(torch().uint8) if t.dtype.itemsize == 1 else t  # float8 has no NumPy dtype
+        return ("tensor", str(obj.dtype), tuple(obj.shape), t.numpy().tobytes())
     if isinstance(obj, xdrop.Generator):
         return ("Generator", obj.seed, obj.step)
     if isinstance(obj, dict):
@@ -712,7 +978,8 @@ def case_id(case: Case) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_bad_input(case):
+def test_bad_input(case, monkeypatch):
+    monkeypatch.setenv("XDROP_MAX_MASK_BYTES", "1000000")  # the memory row states this limit
     if case.needs_torch:
         torch()
     reason = case.skip_if()

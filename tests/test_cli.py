@@ -31,7 +31,7 @@ def usage_error(argv, capsys):
 
 
 def passing_row(name):
-    return verify.Row(name, cells={p: verify.Cell(True, "ok") for p in verify.PROPERTIES}, device="cpu")
+    return verify.BackendResult(name, cells={p: verify.Cell(True, "ok") for p in verify.PROPERTIES}, device="cpu")
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_named_backend_that_cannot_run_fails(capsys):
 
 
 def test_unnamed_skipped_backends_are_not_a_failure(monkeypatch, capsys):
-    rows = {"numpy": passing_row("numpy"), "cupy": verify.Row("cupy", skipped="CuPy is not installed")}
+    rows = {"numpy": passing_row("numpy"), "cupy": verify.BackendResult("cupy", skipped="CuPy is not installed")}
     monkeypatch.setattr(verify, "run", lambda names=None: rows)
     assert cli.main(["verify"]) == 0
     assert "cannot run" not in capsys.readouterr().err
@@ -116,4 +116,6 @@ def test_bench_sizes_are_checked(no_run, capsys, sizes):
 
 
 def test_bench_sizes_parse():
-    assert cli.log2_sizes("16,20") == [16, 20]
+    from xdrop import bench
+
+    assert bench.log2_sizes("16,20") == [16, 20]

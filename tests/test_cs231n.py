@@ -1,9 +1,9 @@
-"""The CS231n exercise's own checks, run unchanged against xdrop.compat.cs231n."""
+"""The CS231n exercise's own checks, run unchanged against xdrop.cs231n."""
 
 import numpy as np
 import pytest
 
-from xdrop.compat.cs231n import dropout_backward, dropout_forward
+from xdrop.cs231n import dropout_backward, dropout_forward
 
 
 def rel_error(x, y):
@@ -78,9 +78,17 @@ def test_test_mode_backward_passes_gradient_through():
         ({"mode": "eval", "p": 0.5}, ValueError, 'dropout_param\\["mode"\\] must be "train" or "test", got \'eval\''),
         ({"mode": "train", "p": 1.2}, ValueError, 'dropout_param\\["p"\\] must be a probability'),
         ({"mode": "train"}, TypeError, 'dropout_param\\["p"\\] must be a real number'),
-        ({"mode": "train", "p": 0.5, "seed": -3}, ValueError, "seed=-3"),
+        ({"mode": "train", "p": 0.5, "seed": -3}, ValueError, 'dropout_param\\["seed"\\]=-3'),
     ],
 )
 def test_bad_dropout_param(param, error, match):
     with pytest.raises(error, match=match):
         dropout_forward(np.ones(3), param)
+
+
+def test_cache_speaks_in_the_students_keep_probability():
+    """The student passed p=0.2 (keep): the cache must not show xdrop's drop probability 0.8."""
+    _, cache = dropout_forward(np.ones((2, 3)), {"mode": "train", "p": 0.2, "seed": 5})
+    text = repr(cache)
+    assert "p=0.2 (keep probability)" in text and "0.8" not in text
+    assert cache[1].keep == 0.2 and cache[1].stream.p == pytest.approx(0.8)

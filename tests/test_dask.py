@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import random_input
 
 import xdrop
 from xdrop._kernels._dask import CALL_COST_IN_DRAWS, MAX_SPAN_FACTOR, chunk_keep
@@ -15,7 +16,7 @@ SEED, STEP = 2**63 + 5, 2**33 + 1
 
 
 def rand(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return random_input(shape, dtype, seed)
 
 
 def ref(x, p=0.3, **kw):

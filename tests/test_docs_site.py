@@ -67,7 +67,7 @@ def test_api_check_sees_a_dataclass_without_docstring() -> None:
 def test_public_names_cover_all_and_submodules() -> None:
     names = {q for q, _ in xdrop_docs.public_names()}
     assert {f"xdrop.{n}" for n in xdrop.__all__} <= names
-    assert {"xdrop.random.philox4x32", "xdrop.compat.cs231n.dropout_forward"} <= names
+    assert {"xdrop.random.philox4x32", "xdrop.cs231n.dropout_forward"} <= names
 
 
 def test_untested_python_block_is_flagged() -> None:
@@ -140,6 +140,57 @@ def test_matrix_normalize_reads_run_output_and_other_layouts() -> None:
     text, failures = gen_matrix.render({"source": "test", **{"results": rows}}, {"cpu": "test"})
     assert failures == ["backend matrix: torch / gradient fails: max err 1"]
     assert "**FAIL**: max err 1" in text
+
+
+VERIFY_JSON = {
+    "backends": {
+        "numpy": {
+            "status": "pass",
+            "reason": None,
+            "device": "cpu",
+            "dtypes": ["float32"],
+            "cells": {
+                "equivalence": {"passed": True, "figure": "0/64 bits differ", "detail": {}, "seconds": 0.1},
+                "gradient": {"passed": True, "figure": "0 bits", "detail": {}, "seconds": 0.1},
+            },
+        },
+        "cupy": {"status": "skipped", "reason": "not installed (cupy)", "device": None, "dtypes": [], "cells": {}},
+    }
+}
+
+
+def test_matrix_reads_verify_json_a_null_reason_is_not_a_skip() -> None:
+    """The bug the built page had: every row with a "reason" key, even null, showed as "not run: None"."""
+    assert gen_matrix.normalize(VERIFY_JSON) == {
+        "numpy": {"equivalence": (True, "0/64 bits differ"), "gradient": (True, "0 bits")},
+        "cupy": "not installed (cupy)",
+    }
+    text, failures = gen_matrix.render({"source": "test", **VERIFY_JSON}, {"cpu": "test"})
+    assert failures == [] and "not run: None" not in text
+    assert "| `numpy` | PASS: 0/64 bits differ | PASS: 0 bits |" in text
+    assert "| `cupy` | not run: not installed (cupy) |" in text
+
+
+def _matrix_html(*rows: list[str]) -> str:
+    cells = "".join("<tr>" + "".join(f"<td><p>{c}</p></td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr><th>backend</th><th>equivalence</th></tr></thead><tbody>{cells}</tbody></table>"
+
+
+def test_site_check_fails_when_the_page_says_not_run_but_verify_passed() -> None:
+    good = _matrix_html(["<code>numpy</code>", "PASS: 0 bits", "PASS: 0 bits"], ["<code>cupy</code>", "not run: x", ""])
+    assert check_site.check_matrix(good, VERIFY_JSON) == []
+    elsewhere = _matrix_html(["<code>numpy</code>", "not run: None", ""])  # a later table is not the matrix
+    assert check_site.check_matrix(good + elsewhere, VERIFY_JSON) == []
+    assert check_site.check_matrix(elsewhere + good, VERIFY_JSON) != []
+    bad = _matrix_html(["<code>numpy</code>", "not run: None", ""], ["<code>cupy</code>", "not run: x", ""])
+    assert check_site.check_matrix(bad, VERIFY_JSON) == [
+        "backend matrix: verify says numpy passed, the page says: not run: None"
+    ]
+    missing = _matrix_html(["<code>cupy</code>", "PASS: 0 bits", "PASS"])
+    assert check_site.check_matrix(missing, VERIFY_JSON) == [
+        "backend matrix: no row for numpy (verify says pass)",
+        "backend matrix: verify skipped cupy, the page says: PASS: 0 bits PASS",
+    ]
 
 
 def test_performance_records_and_plot(tmp_path: Path) -> None:

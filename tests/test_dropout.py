@@ -5,6 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import FLOAT_DTYPES
+from helpers import expected_dropout, input_on, random_input
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spec_v1 import keep_bits
@@ -16,28 +18,6 @@ from xdrop._stream import keep_count
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 1, 9), (4, 0, 2), (1025,)]
 PS = [0.0, 0.1, 1 / 3, 0.5, 0.9, 1.0]
 DTYPES = ["float32", "float64"]
-
-
-def random_input(shape, dtype, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def input_on(backend, shape, dtype, seed=0):
-    """A random input on ``backend`` in ``dtype``, and the values it holds as NumPy.
-
-    NumPy has no bfloat16: its input is drawn in float32 and cast on the
-    backend; the NumPy copy then holds the bfloat16 values as float32.
-    """
-    x = backend.asarray(random_input(shape, "float32" if dtype == "bfloat16" else dtype, seed), dtype)
-    return x, backend.to_numpy(x)
-
-
-def expected(x, p, seed, step):
-    """Dropout from the independent scalar spec, computed in NumPy."""
-    keep = np.array(keep_bits(seed, step, 0, x.size, p), dtype=bool).reshape(x.shape)
-    k = keep_count(p)
-    scale = x.dtype.type(2**32 / k) if k else x.dtype.type(0)  # float64 -> dtype is correct for k > 0 here
-    return np.where(keep, x * scale, x.dtype.type(0))
 
 
 # -- property 1: seeded equivalence ---------------------------------------------------------------
@@ -61,7 +41,7 @@ def test_same_bits_on_every_backend(backend, float_dtype, shape, p):
 def test_equals_independent_scalar_spec(backend, dtype, p):
     x_np = random_input((6, 11), dtype, seed=1)
     got = backend.to_numpy(xdrop.dropout(backend.asarray(x_np), p, seed=2**63 + 5, step=2**33))
-    assert got.tobytes() == expected(x_np, p, 2**63 + 5, 2**33).tobytes()
+    assert got.tobytes() == expected_dropout(x_np, p, 2**63 + 5, 2**33).tobytes()
 
 
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -81,9 +61,8 @@ def test_any_shape_p_seed_step(backend, float_dtype, shape, p, seed, step):
     assert mask.reshape(-1).tolist() == keep_bits(seed, step, 0, math.prod(shape), p)
 
 
-@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="this test uses torch's bfloat16")
 @pytest.mark.parametrize("p", [0.5, 0.3])
-def test_bfloat16_is_torchs_own_product(backend, p):
+def test_bfloat16_is_torchs_own_product(torch_backend, p):
     """Independent of the NumPy emulation: torch's bfloat16 multiply by torch's rounding of 1/keep.
 
     1/keep is 2 and 1.4285714...: neither is near a bfloat16 tie, so rounding
@@ -91,12 +70,13 @@ def test_bfloat16_is_torchs_own_product(backend, p):
     """
     import torch
 
-    x = torch.randn(64, generator=torch.Generator().manual_seed(0)).to(device=backend.device, dtype=torch.bfloat16)
+    dev = torch_backend.device
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0)).to(device=dev, dtype=torch.bfloat16)
     out = xdrop.dropout(x, p, seed=9)
     assert out.dtype == torch.bfloat16
-    keep = xdrop.keep_mask((64,), p, seed=9, xp=torch, device=backend.device)
+    keep = xdrop.keep_mask((64,), p, seed=9, xp=torch, device=dev)
     scale = torch.tensor(2**32 / keep_count(p), dtype=torch.float64).to(torch.bfloat16)
-    assert torch.equal(out, torch.where(keep, x * scale.to(backend.device), torch.zeros_like(x)))
+    assert torch.equal(out, torch.where(keep, x * scale.to(dev), torch.zeros_like(x)))
 
 
 def test_non_contiguous_views(backend):
@@ -230,13 +210,14 @@ def test_backward_is_dropout_of_dout(backend, float_dtype):
     assert np.all(backend.to_numpy(dx)[zero] == 0)
 
 
-@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="torch autograd; JAX: test_jax.py")
-def test_torch_autograd_equals_backward(backend, float_dtype):
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_torch_autograd_equals_backward(torch_backend, dtype):
+    """Torch autograd through xdrop.dropout (JAX's: test_jax.py)."""
     import torch
 
-    x, _ = input_on(backend, (4, 6), float_dtype)
+    x, _ = input_on(torch_backend, (4, 6), dtype)
     x.requires_grad_()
-    dout, _ = input_on(backend, (4, 6), float_dtype, seed=3)
+    dout, _ = input_on(torch_backend, (4, 6), dtype, seed=3)
     xdrop.dropout(x, 0.4, seed=8, step=1).backward(dout)
     _, cache = xdrop.dropout_forward(x.detach(), 0.4, seed=8, step=1)
     assert torch.equal(x.grad, xdrop.dropout_backward(dout, cache))
@@ -363,3 +344,84 @@ def test_noise_shape_backward_uses_the_same_mask(backend):
 def test_bad_noise_shape(noise_shape, match):
     with pytest.raises(ValueError, match=match):
         xdrop.dropout(np.ones((3, 4)), 0.5, seed=1, noise_shape=noise_shape)
+
+
+# -- NumPy layouts: the output keeps x's layout, the bits are those of the C-order result ------------
+
+
+@pytest.mark.parametrize("impl", ["auto", "reference", "blocked"])
+@pytest.mark.parametrize("shape", [(7, 9), (300, 513)], ids=str)  # the second crosses the threading threshold
+def test_numpy_layout_is_kept_and_bits_are_c_orders(impl, shape):
+    c = random_input(shape, "float32")
+    f = np.asfortranarray(c)
+    permuted = np.ascontiguousarray(random_input((4, 5, 6), "float64").transpose(2, 0, 1)).transpose(1, 2, 0)
+    for x in (f, c[::2, ::-3], permuted):
+        expected_bits = xdrop.dropout(np.ascontiguousarray(x), 0.5, seed=9, step=3, impl="reference").tobytes()
+        out = xdrop.dropout(x, 0.5, seed=9, step=3, impl=impl)
+        assert out.tobytes() == expected_bits  # tobytes reads in logical (row-major) order
+        if impl != "reference":  # the reference's layout is the array library's choice
+            assert out.strides == np.empty_like(x).strides
+    assert xdrop.dropout(f, 0.5, seed=9, impl=impl).flags.f_contiguous or impl == "reference"
+
+
+# -- flags, pickling, traced seeds --------------------------------------------------------------------
+
+
+def test_numpy_bools_are_accepted_as_flags():
+    x = random_input((3, 4), "float64")
+    assert xdrop.dropout(x, 0.5, seed=1, training=np.False_) is x
+    assert xdrop.dropout(x, 0.5, seed=1, training=np.True_).tobytes() == xdrop.dropout(x, 0.5, seed=1).tobytes()
+    with pytest.raises(TypeError, match="training must be True or False, got training=1 of type int"):
+        xdrop.dropout(x, 0.5, seed=1, training=1)
+
+
+def test_p_beyond_binary64_is_a_value_error_not_an_overflow():
+    x = np.ones(3)
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\], got p=1000.*\(401 characters\)"):
+        xdrop.dropout(x, 10**400, seed=1)
+    with pytest.raises(ValueError, match="p must be a probability"):
+        xdrop.dropout(x, Fraction(10**400, 3), seed=1)
+
+
+def test_generator_pickles_and_deep_copies_with_a_fresh_lock():
+    import copy
+    import pickle
+
+    g = xdrop.Generator(11, step=4)
+    for twin in (pickle.loads(pickle.dumps(g)), copy.deepcopy(g), copy.copy(g)):
+        assert (twin.seed, twin.step) == (11, 4) and twin._lock is not g._lock
+        a = xdrop.dropout(np.ones(16), 0.5, seed=twin)
+        assert a.tobytes() == xdrop.dropout(np.ones(16), 0.5, seed=11, step=4).tobytes()
+        assert (twin.step, g.step) == (5, 4)  # the copy advances alone
+    exhausted = xdrop.Generator(1, step=2**64 - 1)
+    exhausted.take_step()
+    assert pickle.loads(pickle.dumps(exhausted)).step == 2**64
+
+
+def test_cache_noise_shape_must_broadcast_to_shape():
+    with pytest.raises(ValueError, match=r"cache.noise_shape must broadcast to the shape \(4,\)"):
+        xdrop.DropoutCache(1, 0, 0.5, (4,), np.float64, "numpy", "cpu", (4, 1))
+    _, cache = xdrop.dropout_forward(np.ones((4, 3)), 0.5, seed=2, noise_shape=(4, 1))
+    assert xdrop.dropout_backward(np.ones((4, 3)), cache).shape == (4, 3)
+
+
+def test_keep_mask_refuses_a_mask_larger_than_memory_before_allocating(monkeypatch):
+    gen = xdrop.Generator(3)
+    with pytest.raises(ValueError, match=r"needs a mask of 1099511627776 bytes, more than the \d+ bytes"):
+        xdrop.keep_mask((2**40,), 0.5, seed=gen, xp=np, impl="reference")
+    assert gen.step == 0
+    monkeypatch.setenv("XDROP_MAX_MASK_BYTES", "100")
+    with pytest.raises(ValueError, match="more than the 100 bytes"):
+        xdrop.keep_mask((101,), 0.5, seed=1, xp=np)
+    assert xdrop.keep_mask((100,), 0.5, seed=1, xp=np).shape == (100,)
+
+
+# -- the fixed per-call cost: what is cached must not go stale ---------------------------------------
+
+
+def test_cached_selection_and_scale_follow_dtype_type_and_p():
+    for dtype in ("float16", "float32", "float64"):
+        x = random_input((5, 6), dtype)
+        for p in (0.1, 0.5, 0.9):
+            for _ in range(2):  # the second call hits the caches
+                assert xdrop.dropout(x, p, seed=5).tobytes() == expected(x, p, 5, 0).tobytes()

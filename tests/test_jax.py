@@ -5,6 +5,7 @@ float64 cases run inside ``jax.enable_x64(True)``; everything else runs without 
 
 import numpy as np
 import pytest
+from helpers import random_input
 
 import xdrop
 from xdrop._kernels._jax import jax_mask
@@ -17,7 +18,7 @@ SEED, STEP = 2**63 + 5, 2**33 + 1
 
 
 def rand(shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return random_input(shape, dtype, seed)
 
 
 def ref(x, p, seed=SEED, step=STEP, **kw):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 
+import helpers
 import numpy as np
 import pytest
 
@@ -22,7 +23,7 @@ from xdrop._kernels import _cuda, _host, _native
 from xdrop._stream import keep_count, keep_flat, scale_for
 from xdrop.random import philox4x32
 
-HOST_IMPLS = ["numpy", "c"]
+HOST_IMPLS = ["blocked", "compiled"]
 TINY = [2.0**-33, 2.0**-32, 1e-9]
 PS = [0.0, *TINY, 0.1, 1 / 3, 0.5, 0.9, 1 - 2.0**-32, 1.0]
 SEEDS = [(0, 0), (7, 3), (2**64 - 1, 2**64 - 1), (0xDEADBEEF << 32 | 5, 1 << 63)]
@@ -40,17 +41,13 @@ def needs_native() -> None:
 
 
 def host_impl(impl: str) -> str:
-    if impl == "c":
+    if impl == "compiled":
         needs_native()
     return impl
 
 
 def random_input(shape, dtype, seed=0):
-    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    flat = x.reshape(-1)  # specials: NaN, inf and -0 follow the product's rules when kept
-    idx = np.arange(min(3, flat.size)) * max(1, flat.size // 3)
-    flat[idx] = np.array([np.nan, -np.inf, -0.0], dtype)[: idx.size]
-    return x
+    return helpers.random_input(shape, dtype, seed, specials=True)
 
 
 def reference(x, p, seed, step):
@@ -101,7 +98,7 @@ def test_host_kernels_on_views_and_leave_input_alone(impl):
     for v in views:
         got = xdrop.dropout(v, 0.5, seed=11, step=2**40, impl=host_impl(impl))
         assert got.tobytes() == reference(np.ascontiguousarray(v), 0.5, 11, 2**40).tobytes()
-        assert got.flags.c_contiguous
+        assert got.strides == np.empty_like(v).strides  # the layout of empty_like(v): F stays F
     assert base.tobytes() == before.tobytes()
 
 
@@ -142,7 +139,7 @@ def test_keep_mask_and_noise_shape_use_fast_masks():
 
 @pytest.fixture(params=_native.VARIANTS)
 def variant(request, monkeypatch):
-    """Route impl="c" to one compiled variant; a variant this CPU cannot run is skipped, saying so."""
+    """Route impl="compiled" to one compiled variant; a variant this CPU cannot run is skipped, saying so."""
     needs_native()
     kernels = _native.library(request.param)
     if kernels is None:
@@ -161,12 +158,12 @@ def test_compiled_variant_dropout_matches_reference(variant, dtype):
         x = random_input(shape, dtype, seed=len(shape) + shape[0])
         for p in (TINY[0], 0.1, 0.5, 1 - 2.0**-32) if shape[0] < 2000 else (1 / 3,):
             for seed, step in SEEDS:
-                got = xdrop.dropout(x, p, seed=seed, step=step, impl="c")
+                got = xdrop.dropout(x, p, seed=seed, step=step, impl="compiled")
                 assert got.tobytes() == reference(x, p, seed, step).tobytes(), (variant, shape, p, seed)
 
 
 def test_compiled_variant_masks_match_reference(variant):
-    kernel = _kernels.select_mask(xp_np, "c")
+    kernel = _kernels.select_mask(xp_np, "compiled")
     for start in EDGE_STARTS:
         for n in (1, 3, 64, 65, 130, 257):
             n = min(n, 2**64 - start)
@@ -226,8 +223,8 @@ def test_auto_falls_back_to_numpy_without_compiler(monkeypatch):
     x = random_input((300,), "float32")
     assert xdrop.dropout(x, 0.5, seed=2).tobytes() == reference(x, 0.5, 2, 0).tobytes()
     monkeypatch.setattr(_native, "build_info", lambda: _native.BuildInfo(None, False, 0.0, "no C compiler found"))
-    with pytest.raises(RuntimeError, match=r"impl='c' needs the compiled kernel.*no C compiler"):
-        xdrop.dropout(x, 0.5, seed=2, impl="c")
+    with pytest.raises(RuntimeError, match=r"impl='compiled' needs the compiled kernel.*no C compiler"):
+        xdrop.dropout(x, 0.5, seed=2, impl="compiled")
 
 
 def test_native_build_can_be_disabled(monkeypatch):

@@ -231,7 +231,7 @@ def test_refused_cache_falls_back_to_numpy_with_a_warning(monkeypatch, cache):
     x = np.linspace(-1, 1, 1000, dtype=np.float32)
     assert xdrop.dropout(x, 0.5, seed=3).tobytes() == xdrop.dropout(x, 0.5, seed=3, impl="reference").tobytes()
     with pytest.raises(RuntimeError, match="writable by group or others"):
-        xdrop.dropout(x, 0.5, seed=3, impl="c")
+        xdrop.dropout(x, 0.5, seed=3, impl="compiled")
 
 
 # -- the compiler ------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import xdrop
 
 def test_import_loads_no_framework():
     code = (
-        "import sys, xdrop, xdrop.random, xdrop.compat.cs231n;"
+        "import sys, xdrop, xdrop.random, xdrop.cs231n;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'cupy', 'jax', 'jaxlib', 'dask'});"
         "print(','.join(bad))"
     )

@@ -15,8 +15,6 @@ from torch.utils.checkpoint import checkpoint  # noqa: E402
 import xdrop  # noqa: E402
 import xdrop.torch as xt  # noqa: E402
 
-TORCH_ONLY = pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="torch layers")
-
 # layer class -> (functional forward, input shape)
 LAYERS = {
     xt.Dropout: (xdrop.dropout_forward, (4, 6)),
@@ -43,12 +41,11 @@ def randn(*shape, seed=0, dtype=torch.float32, device="cpu"):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
 
 
-@TORCH_ONLY
 @pytest.mark.parametrize("cls", LAYERS, ids=IDS)
-def test_training_forward_is_the_functional_at_successive_steps(backend, cls):
+def test_training_forward_is_the_functional_at_successive_steps(torch_backend, cls):
     forward, shape = LAYERS[cls]
     layer = cls(0.4, seed=2**63 + 9)
-    x = randn(*shape, device=backend.device)
+    x = randn(*shape, device=torch_backend.device)
     for step in range(3):
         expected, _ = forward(x, 0.4, seed=2**63 + 9, step=step)
         assert torch.equal(layer(x), expected)
@@ -136,13 +133,12 @@ def test_autograd_saves_no_mask(cls):
     assert max(saved_tensor_sizes(lambda: torch.nn.Dropout(0.5)(x))) == x.numel()
 
 
-@TORCH_ONLY
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cls", LAYERS, ids=IDS)
-def test_gradient_is_dropout_backward(backend, cls, dtype):
+def test_gradient_is_dropout_backward(torch_backend, cls, dtype):
     forward, shape = LAYERS[cls]
-    x = randn(*shape, dtype=dtype, device=backend.device).requires_grad_()
-    dout = randn(*shape, seed=1, dtype=dtype, device=backend.device)
+    x = randn(*shape, dtype=dtype, device=torch_backend.device).requires_grad_()
+    dout = randn(*shape, seed=1, dtype=dtype, device=torch_backend.device)
     cls(0.3, seed=5)(x).backward(dout)
     _, cache = forward(x.detach(), 0.3, seed=5, step=0)
     assert torch.equal(x.grad, xdrop.dropout_backward(dout, cache))

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 import pytest
-from spec_v1 import alpha_bits, keep_bits
+from helpers import inverted, random_input, spec_keep
+from spec_v1 import alpha_bits
 
 import xdrop
 from xdrop import verify
@@ -27,21 +28,6 @@ SHAPES = {
     "dropout2d": [(3, 4, 2, 3), (1, 4, 2, 3)],  # no unbatched form: torch 2.x reads 3-d as (N, C, L)
     "dropout3d": [(2, 3, 2, 2, 3), (3, 2, 2, 3)],
 }
-
-
-def random_input(shape, dtype="float64", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def spec_keep(noise_shape, p, seed, step):
-    n = math.prod(noise_shape)
-    return np.array(keep_bits(seed, step, 0, n, p), dtype=bool).reshape(noise_shape)
-
-
-def inverted(x, keep, p):
-    k = keep_count(p)
-    scale = x.dtype.type(2**32 / k) if k else x.dtype.type(0)
-    return np.where(keep, x * scale, x.dtype.type(0))
 
 
 def alpha_abc(p):
@@ -341,14 +327,13 @@ def test_alpha_backward_is_dout_times_a_where_kept(backend, name, noise, dtype):
     assert dx.tobytes() == expected.tobytes()
 
 
-@pytest.mark.skip_backend("numpy", "array_api_strict", "cupy", "jax", "dask", reason="torch autograd")
 @pytest.mark.parametrize("name", ["dropout2d", "alpha_dropout", "feature_alpha_dropout", "drop_path"])
-def test_torch_autograd_equals_backward(backend, name):
+def test_torch_autograd_equals_backward(torch_backend, name):
     import torch
 
     shape = (3, 4, 2, 2)
-    x = backend.asarray(random_input(shape, "float32")).requires_grad_()
-    dout = backend.asarray(random_input(shape, "float32", seed=3))
+    x = torch_backend.asarray(random_input(shape, "float32")).requires_grad_()
+    dout = torch_backend.asarray(random_input(shape, "float32", seed=3))
     getattr(xdrop, name)(x, 0.4, seed=8, step=1).backward(dout)
     _, cache = getattr(xdrop, name + "_forward")(x.detach(), 0.4, seed=8, step=1)
     assert torch.equal(x.grad, xdrop.dropout_backward(dout, cache))
@@ -401,7 +386,84 @@ def test_bad_p_and_dtype(name):
 
 
 def test_bad_scale_by_keep_and_missing_seed():
-    with pytest.raises(TypeError, match="scale_by_keep must be a bool, got scale_by_keep=1"):
+    with pytest.raises(TypeError, match="scale_by_keep must be True or False, got scale_by_keep=1 of type int"):
         xdrop.drop_path(np.ones((2, 2)), 0.5, seed=1, scale_by_keep=1)
     with pytest.raises(TypeError, match="seed must be an integer"):
         xdrop.alpha_dropout_forward(np.ones(3), 0.5, seed=None)
+
+
+# -- channels_last and alpha noise_shape -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+@pytest.mark.parametrize("batched", [True, False])
+def test_channels_last_is_keras_spatial_dropout(backend, spatial, batched):
+    shape = (2,) * batched + (3,) * spatial + (4,)
+    noise = (2,) * batched + (1,) * spatial + (4,)
+    x = random_input(shape, "float32", seed=spatial)
+    fn = getattr(xdrop, f"dropout{spatial}d")
+    out = backend.to_numpy(fn(backend.asarray(x), 0.5, seed=8, step=1, data_format="channels_last"))
+    assert out.tobytes() == inverted(x, spec_keep(noise, 0.5, 8, 1), 0.5).tobytes()
+    via_dropout = xdrop.dropout(x, 0.5, seed=8, step=1, noise_shape=noise)
+    assert out.tobytes() == via_dropout.tobytes()
+    out2, cache = getattr(xdrop, f"dropout{spatial}d_forward")(x, 0.5, seed=8, step=1, data_format="channels_last")
+    assert out2.tobytes() == out.tobytes() and cache.noise_shape == noise
+    assert xdrop.dropout_backward(x, cache).tobytes() == out.tobytes()
+
+
+def test_channels_first_is_the_default(numpy_ref):
+    x = random_input((2, 3, 4))
+    first = xdrop.dropout1d(x, 0.5, seed=3, data_format="channels_first")
+    assert first.tobytes() == xdrop.dropout1d(x, 0.5, seed=3).tobytes()
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_alpha_dropout_with_noise_shape_matches_spec(backend, p):
+    x = random_input((3, 5, 2), "float32")
+    noise = (3, 1, 2)
+    out = backend.to_numpy(xdrop.alpha_dropout(backend.asarray(x), p, seed=6, noise_shape=(None, 1, None)))
+    assert out.tobytes() == alpha_expected(x, spec_keep(noise, p, 6, 0), p).tobytes()
+    out2, cache = xdrop.alpha_dropout_forward(x, p, seed=6, noise_shape=noise)
+    assert out2.tobytes() == out.tobytes() and cache.noise_shape == noise
+    dx = xdrop.dropout_backward(np.ones_like(x), cache)
+    a = np.float32(alpha_abc(p)[0]) if keep_count(p) else np.float32(0)
+    assert dx.tobytes() == np.where(spec_keep(noise, p, 6, 0), np.ones_like(x) * a, np.float32(0)).tobytes()
+
+
+# -- the gate: every variant checks training like dropout, and never advances a Generator when refusing --
+
+
+VARIANT_INPUTS = {
+    "dropout": (4, 3),
+    "dropout1d": (2, 3, 4),
+    "dropout2d": (2, 3, 4, 4),
+    "dropout3d": (2, 3, 2, 2, 2),
+    "alpha_dropout": (4, 3),
+    "feature_alpha_dropout": (4, 3),
+    "drop_path": (4, 3),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANT_INPUTS))
+@pytest.mark.parametrize("training", [None, "no", 0, 1, np.array(True)])
+def test_every_function_checks_training_like_dropout(name, training):
+    gen = xdrop.Generator(4)
+    with pytest.raises(TypeError, match="training must be True or False"):
+        getattr(xdrop, name)(np.ones(VARIANT_INPUTS[name]), 0.5, seed=gen, training=training)
+    assert gen.step == 0
+
+
+@pytest.mark.parametrize("name", list(VARIANT_INPUTS))
+def test_refusals_after_the_gate_never_advance_a_generator(name):
+    """An impl that does not apply is found by kernel selection, which runs before the seed is taken."""
+    x = np.ones(VARIANT_INPUTS[name])
+    gen = xdrop.Generator(4)
+    for fn in (getattr(xdrop, name), getattr(xdrop, f"{name}_forward")):
+        with pytest.raises(ValueError, match="impl='cuda' does not apply to numpy arrays"):
+            fn(x, 0.5, seed=gen, impl="cuda")
+        assert gen.step == 0
+    with pytest.raises(ValueError, match="impl='cuda' does not apply to numpy arrays"):
+        xdrop.keep_mask((3,), 0.5, seed=gen, xp=np, impl="cuda")
+    assert gen.step == 0
+    fn(x, 0.5, seed=gen)  # and a call that succeeds does advance it
+    assert gen.step == 1

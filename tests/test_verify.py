@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from conftest import Backend
 
+import xdrop._compat
 import xdrop._dropout
 import xdrop._kernels
 from xdrop import verify
 from xdrop.__main__ import main
+from xdrop._backends import Entry
 
 
 def run_cli(tmp_path: Path, *backends: str) -> tuple[int, dict, str]:
@@ -62,7 +64,8 @@ def test_missing_backend_is_skipped_not_failed(tmp_path, monkeypatch, capsys):
     def absent() -> verify.Backend:
         raise ImportError("No module named 'nolib'", name="nolib")
 
-    monkeypatch.setitem(verify.LOADERS, "nolib", absent)
+    entry = Entry("nolib", "nolib", "is_numpy_namespace", ("nolib",), ("nolib",), False, absent)
+    monkeypatch.setitem(verify.REGISTRY, "nolib", entry)
     status, report, _ = run_cli(tmp_path, "numpy", "nolib")
     assert status == 1  # named with --backend but cannot run: reported as skipped, yet not a pass
     assert report["backends"]["nolib"] == {
@@ -159,8 +162,47 @@ def test_fails_when_backward_regenerates_the_wrong_mask(tmp_path, monkeypatch):
 # -- the pieces verify relies on -------------------------------------------------------------------
 
 
-def test_backend_enum_and_loaders_name_the_same_backends():
-    assert [b.value for b in Backend] == list(verify.LOADERS)
+def test_backend_enum_is_the_registry():
+    assert [b.value for b in Backend] == list(verify.REGISTRY)
+    assert Backend.TORCH_CUDA.value == "torch-cuda" and Backend.ARRAY_API_STRICT.value == "array_api_strict"
+
+
+def test_registry_entries_are_complete_and_name_their_namespace():
+    import array_api_compat
+
+    for name, entry in verify.REGISTRY.items():
+        assert entry.name == name and entry.modules
+        assert callable(getattr(array_api_compat, entry.namespace_check))
+        assert entry.gpu or name in ("numpy", "array_api_strict") or entry.packages, name
+    loaded = verify.load("numpy")
+    assert not isinstance(loaded, str) and xdrop._compat.namespace_name(loaded.xp) == "numpy"
+    with pytest.raises(KeyError):
+        verify.load("tensorflow")
+
+
+def test_the_noxfile_sessions_come_from_the_registry(monkeypatch):
+    """Loaded by path, as nox does: every registry entry in one environment's sessions, GPU ones apart."""
+    import importlib.util
+
+    pytest.importorskip("nox", reason="nox is not installed")
+    spec = importlib.util.spec_from_file_location("noxfile_under_test", Path(__file__).parent.parent / "noxfile.py")
+    noxfile = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, noxfile)  # as nox does: its dataclass needs its module
+    spec.loader.exec_module(noxfile)
+    cpu = [n for n, e in verify.REGISTRY.items() if not e.gpu]
+    gpu = [n for n, e in verify.REGISTRY.items() if e.gpu]
+    assert cpu == noxfile.CPU_BACKENDS and gpu == noxfile.GPU_BACKENDS
+    for name in cpu:
+        env = noxfile.ENV_OF[name]
+        assert set(verify.REGISTRY[name].packages) <= set(env.requirements), name
+
+
+def test_torch_backend_fixture_selects_torch_namespaces_only():
+    """Torch-only tests take ``torch_backend``: a new backend never inherits them."""
+    import conftest
+
+    assert conftest.torch_only(list(Backend)) == [Backend.TORCH, Backend.TORCH_CUDA]
+    assert conftest.torch_only([Backend.NUMPY, Backend.JAX, Backend.DASK, Backend.CUPY]) == []
 
 
 def test_golden_copies_match_the_golden_file():

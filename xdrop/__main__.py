@@ -19,9 +19,9 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from . import verify
 
     names = args.backend
-    unknown = sorted(set(names or ()) - set(verify.LOADERS))
+    unknown = sorted(set(names or ()) - set(verify.REGISTRY))
     if unknown:
-        parser.error(f"unknown backend {', '.join(unknown)}; choose from {', '.join(verify.LOADERS)}")
+        parser.error(f"unknown backend {', '.join(unknown)}; choose from {', '.join(verify.REGISTRY)}")
     if args.json is not None:
         check_writable(args.json, "--json", parser)  # before the run, not after minutes of it
     results = verify.run(list(dict.fromkeys(names)) if names else None)
@@ -63,17 +63,6 @@ def check_writable(path: str, option: str, parser: argparse.ArgumentParser) -> N
         parser.error(f"{option} {path!r}: cannot write there: {exc.strerror or exc}")
 
 
-def log2_sizes(text: str) -> list[int]:
-    """``"16,20"`` -> ``[16, 20]``; a ValueError names what is wrong."""
-    try:
-        sizes = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--sizes must be comma-separated integers (log2 sizes), got {text!r}") from None
-    if not all(0 <= s <= 32 for s in sizes):
-        raise ValueError(f"--sizes takes log2 sizes from 0 to 32, got {text!r}")
-    return sizes
-
-
 def add_verify(sub: Subparsers) -> None:
     p = sub.add_parser(
         "verify",
@@ -99,12 +88,7 @@ def add_bench(sub: Subparsers) -> None:
 def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import bench
 
-    if args.sizes is not None:
-        try:
-            log2_sizes(args.sizes)
-        except ValueError as exc:
-            parser.error(str(exc))
-    return bench.main(args)
+    return bench.main(args)  # --sizes was checked by its argparse type
 
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_verify, add_bench]

@@ -1,29 +1,66 @@
-"""Argument checks shared by the public functions.
+"""The argument gate: every check of every public function, in one module.
 
 Each check names the argument and the offending value, and raises before any
-work is done, so nothing is half-written.
+work is done, so nothing is half-written. :func:`check_call` is the gate the
+dropout functions and variants pass through (array, p, noise shape, impl,
+training, in the order of the bad-input table); the seed is resolved last,
+by ``_dropout.resolve_seed``, so a rejected call never advances a Generator.
+Layers, ``cs231n`` and ``random.philox4x32`` use the single checks.
+
+The happy path is cheap: type checks first, and what depends only on an
+array's type (its namespace) or on its ``(type, dtype)`` is found once and
+cached (``_compat.array_type``, ``_FLOAT_TYPES``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 from numbers import Integral, Real
 from types import ModuleType
 from typing import Any, cast
 
-from ._compat import array_namespace, is_array_api_obj, is_jax_array, is_torch_namespace, namespace_name
+from ._compat import ArrayType, array_type, is_jax_array, namespace_name
+from ._sharding import Block, has_ambient, resolve_block, shared_axes_rule
 
 MAX_U64 = (1 << 64) - 1
+# Every impl name; each means one thing (see _kernels for what each runs).
+IMPLS = ("auto", "reference", "blocked", "compiled", "cuda")
+# Longest repr an error message shows in full; longer ones (p=10**400) are elided.
+MAX_REPR = 60
+# (type, dtype) pairs already seen to be real floating arrays xdrop can compute with.
+_FLOAT_TYPES: set[tuple[type, Any]] = set()
+
+
+def show(value: Any) -> str:
+    """``repr(value)``, elided in the middle when longer than ``MAX_REPR`` characters."""
+    text = repr(value)
+    if len(text) <= MAX_REPR:
+        return text
+    return f"{text[:24]}...{text[-12:]} ({len(text)} characters)"
+
+
+def check_impl(impl: Any) -> str:
+    """``impl`` if it is one of :data:`IMPLS`."""
+    if not isinstance(impl, str) or impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got impl={impl!r}")
+    return impl
 
 
 def check_probability(p: Any, name: str = "p") -> float:
     """``p`` as a float in [0, 1]; TypeError for a non-real, ValueError otherwise."""
+    if type(p) is float and 0.0 <= p <= 1.0:  # the common case, decided without the ABC check
+        return p
     if isinstance(p, bool) or not isinstance(p, Real):
-        raise TypeError(f"{name} must be a real number in [0, 1], got {name}={p!r} of type {type(p).__name__}")
-    value = float(p)
+        raise TypeError(f"{name} must be a real number in [0, 1], got {name}={show(p)} of type {type(p).__name__}")
+    try:
+        value = float(p)
+    except OverflowError:  # an int or Fraction beyond binary64 (p=10**400) is out of range, not a crash
+        value = math.inf
     if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {name}={p!r}")
+        raise ValueError(f"{name} must be a probability in [0, 1], got {name}={show(p)}")
     return value
 
 
@@ -33,6 +70,8 @@ def check_u64(value: Any, name: str) -> int:
     A JAX integer array is taken too: a concrete one as its value, a traced one
     as two uint32 words that only the JAX kernels read (see ``_kernels._jax``).
     """
+    if type(value) is int and 0 <= value <= MAX_U64:  # the common case first
+        return value
     if "jax" in sys.modules:  # a traced value already split into words stays so
         from ._kernels._jax import TracedU64
 
@@ -45,24 +84,61 @@ def check_u64(value: Any, name: str) -> int:
         if isinstance(value, TracedU64):
             return cast(int, value)  # it stands in for an int while JAX traces
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer in [0, 2**64), got {name}={value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be an integer in [0, 2**64), got {name}={show(value)} of type {type(value).__name__}"
+        )
     if not 0 <= int(value) <= MAX_U64:
-        raise ValueError(f"{name} must be an integer in [0, 2**64), got {name}={value!r}")
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {name}={show(value)}")
     return int(value)
 
 
-def check_float_array(x: Any, name: str = "x") -> ModuleType:
-    """The namespace of ``x``, which must be a real floating array."""
-    if not is_array_api_obj(x):
+def check_array(x: Any, name: str = "x") -> ArrayType:
+    """The cached :class:`ArrayType` of ``x``, which must be a real floating array xdrop can compute with.
+
+    Also refused: ``numpy.matrix`` (its ``*`` is a matrix product), torch
+    tensors that are not dense (sparse layouts) or whose dtype has no
+    arithmetic (float8), and Dask arrays of unknown chunk sizes.
+    """
+    at = array_type(x)
+    if at is None:
+        hint = ""
+        if type(x).__name__ == "matrix" and type(x).__module__.startswith("numpy"):
+            hint = " (numpy.matrix is not supported, its * is a matrix product: pass numpy.asarray(x))"
         raise TypeError(
-            f"{name} must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got {name} of type {type(x).__name__}"
+            f"{name} must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got {name} of type "
+            f"{type(x).__name__}{hint}"
         )
-    xp = array_namespace(x)
-    if is_torch_namespace(xp) and str(x.layout) != "torch.strided":  # sparse: no flat element order
+    dtype = x.dtype
+    try:
+        known = (type(x), dtype) in _FLOAT_TYPES
+    except TypeError:  # an unhashable dtype: check it every time
+        known = False
+    if not known:
+        _check_dtype(at, dtype, name)
+        with contextlib.suppress(TypeError):  # unhashable: not cached
+            _FLOAT_TYPES.add((type(x), dtype))
+    if at.name == "torch" and x.layout is not sys.modules["torch"].strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got {name}.layout={x.layout}")
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{name} must have a real floating dtype, got {name}.dtype={x.dtype}")
-    return xp
+    if at.name == "dask" and any(math.isnan(d) for d in x.shape):
+        raise ValueError(
+            f"{name} must have known chunk sizes, got {name}.chunks={x.chunks}; call {name}.compute_chunk_sizes() first"
+        )
+    return at
+
+
+def _check_dtype(at: ArrayType, dtype: Any, name: str) -> None:
+    if not at.xp.isdtype(dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype, got {name}.dtype={dtype}")
+    if "float8" in str(dtype):  # torch's float8 types are "real floating" but have no multiply
+        raise TypeError(
+            f"{name} must have a real floating dtype with arithmetic (float16, bfloat16, float32, float64), "
+            f"got {name}.dtype={dtype}"
+        )
+
+
+def check_float_array(x: Any, name: str = "x") -> ModuleType:
+    """The namespace of ``x``, which must be a real floating array (see :func:`check_array`)."""
+    return check_array(x, name).xp
 
 
 def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
@@ -79,10 +155,16 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
 
 
 def check_flag(value: Any, name: str) -> bool:
-    """``value`` as a bool; only ``True`` and ``False`` are accepted (``None`` would silently mean False)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {name}={value!r} of type {type(value).__name__}")
-    return value
+    """``value`` as a bool: ``True``, ``False`` or a NumPy bool (``numpy.True_``).
+
+    Anything else raises, ``None`` included (it would silently mean False) and
+    0/1, strings or arrays.
+    """
+    if value is True or value is False:
+        return value
+    if type(value).__name__ == "bool" and type(value).__module__ == "numpy":  # numpy.bool_, not imported here
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {name}={show(value)} of type {type(value).__name__}")
 
 
 def check_mask_size(shape: tuple[int, ...], name: str = "shape") -> int:
@@ -96,6 +178,31 @@ def check_mask_size(shape: tuple[int, ...], name: str = "shape") -> int:
     return n
 
 
+def max_mask_bytes() -> int:
+    """The largest eager mask :func:`xdrop.keep_mask` builds, in bytes (one per element).
+
+    ``XDROP_MAX_MASK_BYTES`` if set, else the host's physical memory: a bigger
+    mask could not be held, and building it would only swap or be killed.
+    """
+    env = os.environ.get("XDROP_MAX_MASK_BYTES")
+    if env:
+        return int(env)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no cap
+        return MAX_U64
+
+
+def check_mask_memory(shape: tuple[int, ...], n: int, name: str = "shape") -> None:
+    """Refuse an eager mask larger than :func:`max_mask_bytes` before allocating anything."""
+    limit = max_mask_bytes()
+    if n > limit:
+        raise ValueError(
+            f"{name}={shape!r} needs a mask of {n} bytes, more than the {limit} bytes of this host's memory "
+            "(set XDROP_MAX_MASK_BYTES to change the limit, or use a lazy Dask mask)"
+        )
+
+
 def check_device(xp: ModuleType, device: Any, name: str = "device") -> None:
     """Raise a ValueError naming ``device`` unless ``xp`` can make arrays on it."""
     if device is None:
@@ -106,6 +213,52 @@ def check_device(xp: ModuleType, device: Any, name: str = "device") -> None:
         raise ValueError(
             f"{name} must be a device of the {namespace_name(xp)} namespace, got {name}={device!r}"
         ) from None
+
+
+def check_call(
+    x: Any,
+    p: Any,
+    *,
+    impl: Any,
+    training: Any = True,
+    noise_shape: Any = None,
+    rule: Any = None,
+    global_shape: Any = None,
+    global_start: Any = None,
+) -> tuple[ArrayType, float, tuple[int, ...], Block | None] | None:
+    """The gate of the dropout functions: ``(array type, p, mask shape, block)``, or ``None`` when not training.
+
+    Checks, in this order: ``x``, ``p``, the mask shape (``rule(x.shape)`` for
+    a variant, else ``noise_shape``), ``impl``, the block (``global_shape`` and
+    ``global_start``, or the ambient placement; ``None`` without them), ``training``.
+    The caller then selects the kernel (which may still refuse ``impl`` for this
+    array) and resolves the seed last. A new keyword is checked here, before
+    ``training``, so every function gets it.
+    """
+    at = check_array(x)
+    p = check_probability(p)
+    shape = tuple(x.shape)
+    mask_shape = rule(shape) if rule is not None else resolve_noise_shape(noise_shape, shape)
+    check_impl(impl)
+    block = None
+    if global_shape is not None or global_start is not None or has_ambient():  # else no block work at all
+        global_noise = rule if rule is not None else shared_axes_rule(noise_shape, shape)
+        block = resolve_block(at.xp, shape, global_shape, global_start, impl, global_noise)
+    if not check_flag(training, "training"):
+        return None
+    return at, p, mask_shape, block
+
+
+def check_noise_shape(noise_shape: Any, shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    """A resolved mask shape (ints, no ``None``) that broadcasts to ``shape``: one entry per axis, 1 or the size."""
+    ok = isinstance(noise_shape, tuple) and len(noise_shape) == len(shape)
+    ok = ok and all(type(n) is int and n in (1, d) for n, d in zip(noise_shape, shape, strict=False))
+    if not ok:
+        raise ValueError(
+            f"{name} must broadcast to the shape {shape}: one int per axis, each 1 or that axis' size, "
+            f"got {name}={noise_shape!r}"
+        )
+    return tuple(noise_shape)
 
 
 def resolve_noise_shape(noise_shape: Any, shape: tuple[int, ...]) -> tuple[int, ...]:

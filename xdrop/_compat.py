@@ -7,10 +7,15 @@ imports a framework) and a change of compat layer touches one file.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
 from array_api_compat import (
     array_namespace as _array_namespace,
 )
@@ -29,7 +34,9 @@ from array_api_compat import (
 )
 
 __all__ = [
+    "ArrayType",
     "array_namespace",
+    "array_type",
     "compat_namespace",
     "device",
     "is_array_api_obj",
@@ -72,17 +79,72 @@ def numpy_namespace() -> ModuleType:
     return compat_namespace("numpy")
 
 
+@functools.cache
+def _namespace_checks() -> tuple[tuple[str, Callable[[ModuleType], bool]], ...]:
+    # Built once from the backend registry, the one list of namespaces xdrop knows.
+    from . import _backends
+
+    checks = {e.namespace: getattr(array_api_compat, e.namespace_check) for e in _backends.REGISTRY.values()}
+    return tuple(checks.items())
+
+
 def namespace_name(xp: ModuleType) -> str:
-    """A short, stable name for a namespace, used in reports and error messages."""
-    checks = (
-        ("numpy", is_numpy_namespace),
-        ("torch", is_torch_namespace),
-        ("cupy", is_cupy_namespace),
-        ("jax", is_jax_namespace),
-        ("dask", is_dask_namespace),
-        ("array_api_strict", is_array_api_strict_namespace),
-    )
-    for name, check in checks:
+    """A short, stable name for a namespace, used in reports and error messages.
+
+    The names are the backend registry's (:mod:`xdrop._backends`); a namespace
+    it does not know is named by its module.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> namespace_name(compat_namespace("numpy")), namespace_name(np)
+    ('numpy', 'numpy')
+    """
+    for name, check in _namespace_checks():
         if check(xp):
             return name
     return getattr(xp, "__name__", repr(xp))
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayType:
+    """What xdrop needs to know about one array *type*, found once and cached.
+
+    ``xp`` and ``name`` are the namespace and its short name; ``traced`` is
+    true for JAX tracer types (the value is unknown while JAX traces).
+    """
+
+    xp: ModuleType
+    name: str
+    traced: bool
+
+
+_TYPES: dict[type, ArrayType] = {}
+
+
+def _is_jax_tracer_type(t: type) -> bool:
+    if "jax" not in sys.modules:
+        return False
+    from jax.core import Tracer
+
+    return issubclass(t, Tracer)
+
+
+def array_type(x: Any) -> ArrayType | None:
+    """The cached :class:`ArrayType` of ``type(x)``, or ``None`` if ``x`` is no supported array.
+
+    array-api-compat is asked once per type; afterwards a dict lookup replaces
+    ``array_namespace`` on the hot path (the namespace of an array depends
+    only on its type in every supported library).
+    """
+    t = type(x)
+    found = _TYPES.get(t)
+    if found is not None:
+        return found
+    if not is_array_api_obj(x):
+        return None  # not cached: error paths need not be fast, and the dict stays small
+    xp = array_namespace(x)
+    found = ArrayType(xp, namespace_name(xp), _is_jax_tracer_type(t))
+    if t.__module__ != "numpy" or found.name == "numpy":  # JAX's float0 gradients are NumPy arrays: not cached
+        _TYPES[t] = found
+    return found

@@ -10,28 +10,41 @@ from typing import Any
 
 from . import _kernels
 from ._checks import (
+    check_array,
+    check_call,
     check_device,
-    check_flag,
-    check_float_array,
+    check_impl,
+    check_mask_memory,
     check_mask_size,
+    check_noise_shape,
     check_probability,
     check_shape,
     check_u64,
-    resolve_noise_shape,
 )
-from ._compat import array_namespace, device, is_jax_namespace, is_torch_namespace, namespace_name
+from ._compat import array_namespace, device, is_dask_namespace, is_torch_namespace
 from ._generator import Generator
-from ._sharding import Block, ambient, check_block, is_dtensor, is_whole, noise_block, unwrap_dtensor
+from ._sharding import Block, is_dtensor, is_whole, local_noise, noise_block, resolve_block, unwrap_dtensor
 from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
 
 SeedLike = int | Generator | None
 
 
-def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True) -> tuple[int, int]:
+TRACED_SEED_HELP = (
+    "while JAX traces x (under jax.jit, grad, vmap, ...) it would be read once, at trace time, "
+    "and every call of the compiled function would reuse one mask; pass an int seed and the step "
+    "as a traced argument instead, e.g. step=jnp.asarray(i, jnp.uint32)"
+)
+
+
+def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True, traced: bool = False) -> tuple[int, int]:
     """The ``(seed, step)`` pair a call uses; takes a step from a Generator.
 
     Call it last among the checks, so a rejected call never advances a Generator.
+    ``traced`` says the input is a JAX tracer: then a Generator or ``None``,
+    which would be consumed once at trace time, is refused.
     """
+    if traced and (seed is None or isinstance(seed, Generator)):
+        raise TypeError(f"seed={seed!r} cannot be used here: {TRACED_SEED_HELP}")
     if isinstance(seed, Generator):
         if not (isinstance(step, int) and not isinstance(step, bool) and step == 0):
             raise ValueError(
@@ -73,44 +86,29 @@ class DropoutCache:
         check_u64(self.seed, "cache.seed")
         check_u64(self.step, "cache.step")
         check_probability(self.p, "cache.p")
+        check_shape(self.shape, "cache.shape")
+        check_noise_shape(self.noise_shape, self.shape, "cache.noise_shape")
 
 
-def resolve_block(
-    xp: ModuleType, shape: tuple[int, ...], global_shape: Any, global_start: Any, impl: str, global_noise: Any
-) -> Block | None:
-    """The block (in the mask's index space) that ``global_shape``/``global_start`` give for ``shape``.
-
-    ``global_noise(global_shape)`` is the global mask's shape (a variant's noise rule).
-    """
-    global_shape, global_start = ambient(global_shape, global_start, shape)
-    block = check_block(global_shape, global_start, shape, jax_ok=is_jax_namespace(xp) and impl == "auto")
-    return None if block is None else noise_block(block, global_noise(block.shape))
+# (K, dtype type, dtype, scale function) -> scale: Fraction arithmetic once per (p, dtype), not per call.
+_SCALES: dict[tuple[Any, ...], float] = {}
+_MAX_SCALES = 4096  # p schedules make new keys: start again rather than grow without bound
 
 
-def _shared_axes_rule(noise_shape: Any, shape: tuple[int, ...]) -> Any:
-    """``noise_shape``'s rule on the global shape: an entry of 1 shares the decision along that axis.
-
-    Where x's own size is 1 the entry cannot say which is meant; it is read as x's size (not shared).
-    """
-    if noise_shape is None:
-        return lambda shape: shape
-    ones = tuple(n is not None and n == 1 and d != 1 for n, d in zip(noise_shape, shape, strict=True))
-    return lambda shape: tuple(1 if one else d for one, d in zip(ones, shape, strict=True))
-
-
-def _local_noise(noise_shape: Any, shape: tuple[int, ...]) -> Any:
-    """A DTensor's ``noise_shape`` (against its global ``shape``) as entries that hold for its shard."""
-    if noise_shape is None:
-        return None
-    full = resolve_noise_shape(noise_shape, shape)
-    return tuple(1 if n == 1 and d != 1 else None for n, d in zip(full, shape, strict=True))
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+def _scale(k: int, xp: ModuleType, dtype: Any) -> float:
+    """``scale_for(k, xp, dtype)``, cached (keyed by the function too, so a replaced one is honoured)."""
+    key = (k, type(dtype), dtype, scale_for)  # the type first: dtypes of two libraries may hash alike
+    try:
+        return _SCALES[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable dtype
+        return scale_for(k, xp, dtype)
+    value = scale_for(k, xp, dtype)
+    if len(_SCALES) >= _MAX_SCALES:
+        _SCALES.clear()
+    _SCALES[key] = value
+    return value
 
 
 def _mask(
@@ -123,11 +121,18 @@ def _mask(
     impl: str,
     block: Block | None = None,
 ) -> Any:
-    if not is_whole(block, shape):
-        assert block is not None
+    if block is not None and not is_whole(block, shape):
         return _kernels.block_mask(xp, shape, block, seed, step, k, dev, impl)
-    flat = _kernels.select_mask(xp, impl)(xp, 0, _prod(shape), seed, step, k, dev)
+    flat = _kernels.select_mask(xp, impl, dev)(xp, 0, math.prod(shape), seed, step, k, dev)
     return xp.reshape(flat, shape)
+
+
+def _preflight(x: Any, xp: ModuleType, impl: str, noise_shape: tuple[int, ...]) -> None:
+    """Select the kernel now, so that an ``impl`` that does not apply raises before the seed is taken."""
+    if noise_shape == tuple(x.shape):
+        _kernels.select(xp, x, impl)
+    else:
+        _kernels.select_mask(xp, impl, device(x))
 
 
 def _apply(
@@ -147,13 +152,14 @@ def _apply(
     ``block`` places the mask in a larger (global) mask: see :mod:`xdrop._sharding`.
     """
     k = keep_count(p)
-    if is_torch_namespace(xp) and is_whole(block, noise_shape):
+    whole = block is None or is_whole(block, noise_shape)  # the ordinary call pays one comparison
+    if whole and is_torch_namespace(xp):
         # Every torch call takes one path (the registered operator under compile), whose
         # backward is this same dropout of ``dout``: no mask or tensor is saved.
-        a = scale_for(k, xp, x.dtype) if scale is None else scale
+        a = _scale(k, xp, x.dtype) if scale is None else scale
         return _kernels.torch_dropout(x, seed, step, k, noise_shape, a, 0.0, 0.0, impl)
     _kernels.refuse_traced(xp, impl, seed, step)
-    scale = scale_for(k, xp, x.dtype) if scale is None else scale
+    scale = _scale(k, xp, x.dtype) if scale is None else scale
     if math.isinf(scale):
         # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd
         # through where(keep, x * inf, 0) would give dropped elements 0 * inf = NaN
@@ -161,7 +167,7 @@ def _apply(
         keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
         return xp.where(keep, xp.where(keep, x, xp.ones_like(x)) * scale, xp.zeros_like(x))
     if noise_shape == tuple(x.shape):
-        if is_whole(block, noise_shape):
+        if whole:
             return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
         assert block is not None
         # torch blocks that autograd records take the mask path: where() and * carry the gradient
@@ -260,20 +266,24 @@ def dropout(
     """
     if is_dtensor(x):  # each rank draws its shard's block of the global mask
         local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
-        kw = {"training": training, "noise_shape": _local_noise(noise_shape, tuple(x.shape)), "impl": impl}
+        kw = {"training": training, "noise_shape": local_noise(noise_shape, tuple(x.shape)), "impl": impl}
         out = dropout(local, p, seed=seed, step=step, **kw, global_shape=gs, global_start=gst)
         return x if out is local else wrap(out)
-    xp = check_float_array(x)
-    p = check_probability(p)
-    mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
-    _kernels.check_impl(impl)
-    block = resolve_block(
-        xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape, tuple(x.shape))
+    checked = check_call(
+        x,
+        p,
+        impl=impl,
+        training=training,
+        noise_shape=noise_shape,
+        global_shape=global_shape,
+        global_start=global_start,
     )
-    if not check_flag(training, "training"):
+    if checked is None:
         return x
-    seed, step = resolve_seed(seed, step)
-    return _apply(x, xp, seed, step, p, impl, mask_shape, None, block)
+    at, p, mask_shape, block = checked
+    _preflight(x, at.xp, impl, mask_shape)
+    seed, step = resolve_seed(seed, step, traced=at.traced)
+    return _apply(x, at.xp, seed, step, p, impl, mask_shape, None, block)
 
 
 def dropout_forward(
@@ -326,20 +336,17 @@ def dropout_forward(
     """
     if is_dtensor(x):
         local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
-        noise = _local_noise(noise_shape, tuple(x.shape))
+        noise = local_noise(noise_shape, tuple(x.shape))
         kw = {"noise_shape": noise, "impl": impl, "global_shape": gs, "global_start": gst}
         out, cache = dropout_forward(local, p, seed=seed, step=step, **kw)
         return wrap(out), cache
-    xp = check_float_array(x)
-    p = check_probability(p)
-    mask_shape = resolve_noise_shape(noise_shape, tuple(x.shape))
-    _kernels.check_impl(impl)
-    block = resolve_block(
-        xp, tuple(x.shape), global_shape, global_start, impl, _shared_axes_rule(noise_shape, tuple(x.shape))
-    )
-    seed, step = resolve_seed(seed, step, allow_none=False)
-    out = _apply(x, xp, seed, step, p, impl, mask_shape, None, block)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), mask_shape, block=block)
+    checked = check_call(x, p, impl=impl, noise_shape=noise_shape, global_shape=global_shape, global_start=global_start)
+    assert checked is not None  # training is always on here
+    at, p, mask_shape, block = checked
+    _preflight(x, at.xp, impl, mask_shape)
+    seed, step = resolve_seed(seed, step, allow_none=False, traced=at.traced)
+    out = _apply(x, at.xp, seed, step, p, impl, mask_shape, None, block)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), mask_shape, block=block)
     return out, cache
 
 
@@ -388,17 +395,19 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
             cache = replace(cache, shape=tuple(local.shape), noise_shape=noise, block=block)
         return wrap(dropout_backward(local, cache, impl=impl))
     check_stream_version(cache.stream_version, "cache.stream_version")
-    xp = check_float_array(dout, "dout")
-    name = namespace_name(xp)
-    if name != cache.namespace:
-        raise TypeError(f"dout must be a {cache.namespace} array like the forward's x, got a {name} array")
+    at = check_array(dout, "dout")
+    if at.name != cache.namespace:
+        raise TypeError(f"dout must be a {cache.namespace} array like the forward's x, got a {at.name} array")
     if tuple(dout.shape) != cache.shape:
         raise ValueError(f"dout must have the forward's shape {cache.shape}, got dout.shape={tuple(dout.shape)}")
     if dout.dtype != cache.dtype:
         raise TypeError(f"dout must have the forward's dtype {cache.dtype}, got dout.dtype={dout.dtype}")
-    if device(dout) != cache.device:
+    # A traced dout (under jax.jit) has no concrete device to compare with an eager forward's.
+    if not at.traced and device(dout) != cache.device:
         raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
-    return _apply(dout, xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale, cache.block)
+    check_impl(impl)
+    _preflight(dout, at.xp, impl, cache.noise_shape)
+    return _apply(dout, at.xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale, cache.block)
 
 
 def keep_mask(
@@ -450,13 +459,18 @@ def keep_mask(
            [ True, False,  True, False]])
     """
     shape = check_shape(shape)
-    check_mask_size(shape)
+    n = check_mask_size(shape)
     p = check_probability(p)
     if not isinstance(xp, ModuleType) or not callable(getattr(xp, "empty", None)):
         raise TypeError(f"xp must be an array namespace module, got xp={xp!r}")
     xp = array_namespace(xp.empty(0))
     check_device(xp, device)
-    _kernels.check_impl(impl)
+    check_impl(impl)
     block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s)
+    if not is_dask_namespace(xp):  # an eager mask is allocated now: refuse one that cannot fit
+        check_mask_memory(shape, n)
+    kernel = _kernels.select_mask(xp, impl, device)
     seed, step = resolve_seed(seed, step, allow_none=False)
-    return _mask(xp, shape, seed, step, keep_count(p), device, impl, block)
+    if block is not None and not is_whole(block, shape):
+        return _kernels.block_mask(xp, shape, block, seed, step, keep_count(p), device, impl)
+    return xp.reshape(kernel(xp, 0, n, seed, step, keep_count(p), device), shape)

@@ -21,6 +21,9 @@ class Generator:
     step then depends on scheduling. Give each thread its own Generator (or
     explicit steps) where the assignment must be reproducible.
 
+    A Generator pickles and deep-copies as its ``(seed, step)``: the copy
+    continues from the same step, independently of the original.
+
     Parameters
     ----------
     seed : int
@@ -72,6 +75,19 @@ class Generator:
                 )
             self._step = step + 1
             return step
+
+    def __getstate__(self) -> tuple[int, int]:
+        """``(seed, step)``: what pickling and ``copy.deepcopy`` keep (the lock is recreated)."""
+        with self._lock:
+            return self._seed, self._step
+
+    def __setstate__(self, state: tuple[int, int]) -> None:
+        seed, step = state
+        self._seed = check_u64(seed, "seed")
+        if not (type(step) is int and 0 <= step <= MAX_U64 + 1):  # 2**64: an exhausted Generator
+            raise ValueError(f"step must be an integer in [0, 2**64], got step={step!r}")
+        self._step = step
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Generator(seed={self._seed}, step={self._step})"

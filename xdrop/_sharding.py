@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_mask_size, check_shape
+from . import _checks  # a module reference: _checks imports this module at its top
+from ._compat import is_jax_namespace
 
 # Drawing one covering range instead of separate runs wastes (span - size) draws
 # but saves a call per run; a call costs about as much as this many draws.
@@ -37,6 +38,7 @@ CALL_COST_IN_DRAWS = 4096
 MAX_SPAN_FACTOR = 4
 
 MaskFn = Callable[[int, int], Any]
+NoiseRule = Callable[[tuple[int, ...]], tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,8 @@ def check_block(global_shape: Any, global_start: Any, shape: tuple[int, ...], *,
             "global_shape and global_start must be given together (or neither), got "
             f"global_shape={global_shape!r}, global_start={global_start!r}"
         )
-    gshape = check_shape(global_shape, "global_shape")
-    check_mask_size(gshape, "global_shape")
+    gshape = _checks.check_shape(global_shape, "global_shape")
+    _checks.check_mask_size(gshape, "global_shape")
     try:
         entries = tuple(global_start)
     except TypeError:
@@ -135,6 +137,38 @@ def check_block(global_shape: Any, global_start: Any, shape: tuple[int, ...], *,
                 f"> global_shape={g} (global_shape={gshape}, global_start={global_start!r}, x.shape={shape})"
             )
     return Block(gshape, start)
+
+
+def resolve_block(
+    xp: ModuleType, shape: tuple[int, ...], global_shape: Any, global_start: Any, impl: str, global_noise: NoiseRule
+) -> Block | None:
+    """The block (in the mask's index space) that ``global_shape``/``global_start`` give for ``shape``.
+
+    Without them, the ambient placement's (see :func:`placed`), if any.
+    ``global_noise(global_shape)`` is the global mask's shape (a variant's noise rule).
+    """
+    global_shape, global_start = ambient(global_shape, global_start, shape)
+    block = check_block(global_shape, global_start, shape, jax_ok=is_jax_namespace(xp) and impl == "auto")
+    return None if block is None else noise_block(block, global_noise(block.shape))
+
+
+def shared_axes_rule(noise_shape: Any, shape: tuple[int, ...]) -> NoiseRule:
+    """``noise_shape``'s rule on the global shape: an entry of 1 shares the decision along that axis.
+
+    Where x's own size is 1 the entry cannot say which is meant; it is read as x's size (not shared).
+    """
+    if noise_shape is None:
+        return lambda shape: shape
+    ones = tuple(n is not None and n == 1 and d != 1 for n, d in zip(noise_shape, shape, strict=True))
+    return lambda shape: tuple(1 if one else d for one, d in zip(ones, shape, strict=True))
+
+
+def local_noise(noise_shape: Any, shape: tuple[int, ...]) -> Any:
+    """A DTensor's ``noise_shape`` (against its global ``shape``) as entries that hold for its shard."""
+    if noise_shape is None:
+        return None
+    full = _checks.resolve_noise_shape(noise_shape, shape)
+    return tuple(1 if n == 1 and d != 1 else None for n, d in zip(full, shape, strict=True))
 
 
 def noise_block(block: Block | None, global_noise: tuple[int, ...]) -> Block | None:
@@ -217,6 +251,11 @@ def placed(placement: Placement) -> Iterator[None]:
         _ambient.reset(token)
 
 
+def has_ambient() -> bool:
+    """Whether a placement is in force (cheap: the calls without one skip the block checks)."""
+    return _ambient.get() is not None
+
+
 def ambient(global_shape: Any, global_start: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
     """``global_shape``/``global_start`` as given, or from the ambient placement when neither is."""
     placement = _ambient.get()
@@ -284,11 +323,12 @@ def check_law(from_numpy: Callable[[np.ndarray], Any], to_numpy: Callable[[Any],
     rng = np.random.default_rng(0)
     seed, step, p = 2**63 + 1, 5, 0.3
     bad = total = 0
-    for fn, shape, rows, cols in [
+    cases: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = [
         (_dropout.dropout, (7, 9), (3, 4), (2, 7)),
         (_dropout.dropout, (8, 5), (1, 7), (5,)),
         (_variants.dropout1d, (6, 3, 4), (2, 4), (3,)),
-    ]:
+    ]
+    for fn, shape, rows, cols in cases:
         x = rng.standard_normal(shape).astype(np.float32)
         whole = fn(x, p, seed=seed, step=step)
         r0 = 0

@@ -19,11 +19,11 @@ from typing import Any
 
 from . import _kernels
 from ._arith import alpha_constants, float_format
-from ._checks import check_float_array, check_probability
-from ._compat import device, is_torch_namespace, namespace_name
-from ._dropout import DropoutCache, SeedLike, _apply, _mask, resolve_block, resolve_seed
+from ._checks import check_call, check_flag
+from ._compat import device, is_torch_namespace
+from ._dropout import DropoutCache, SeedLike, _apply, _mask, _preflight, resolve_seed
 from ._generator import Generator
-from ._sharding import is_dtensor, is_whole, unwrap_dtensor
+from ._sharding import is_dtensor, is_whole, local_noise, unwrap_dtensor
 from ._stream import keep_count
 
 NoiseRule = Callable[[tuple[int, ...]], tuple[int, ...]]
@@ -61,7 +61,12 @@ def _deprecated_rank(name: str, ndim: int, spatial: int) -> None:
     )
 
 
-def channel_noise_shape(shape: tuple[int, ...], spatial: int, name: str) -> tuple[int, ...]:
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
+def channel_noise_shape(
+    shape: tuple[int, ...], spatial: int, name: str, data_format: str = "channels_first"
+) -> tuple[int, ...]:
     """One decision per (sample, channel): PyTorch 2.x's ``dropout{1,2,3}d`` rank rules.
 
     ``spatial + 2`` dims are ``(N, C, *spatial)``; ``spatial + 1`` dims are the
@@ -71,7 +76,20 @@ def channel_noise_shape(shape: tuple[int, ...], spatial: int, name: str) -> tupl
     >= 2 as ``(N, C, ...)``, ``dropout3d`` any rank >= 1 other than 5 as
     unbatched, each with PyTorch's ``UserWarning``.
     A rank that PyTorch refuses raises :class:`RankError`.
+
+    ``data_format="channels_last"`` (Keras' ``SpatialDropout``): ``(N, *spatial, C)``
+    or ``(*spatial, C)`` only, noise shape ``(N, 1, ..., 1, C)``.
     """
+    if not isinstance(data_format, str) or data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got data_format={data_format!r}")
+    if data_format == "channels_last":
+        dims = _SPATIAL_NAMES[spatial]
+        if len(shape) not in (spatial + 1, spatial + 2):
+            raise RankError(
+                f"{name} expects x with {spatial + 1} dims ({dims}, C) or {spatial + 2} dims (N, {dims}, C), "
+                f"got x.ndim={len(shape)} (x.shape={shape})"
+            )
+        return shape[: len(shape) - spatial - 1] + (1,) * spatial + shape[-1:]
     dims, ndim = _SPATIAL_NAMES[spatial], len(shape)
     expected = (
         f"{name} expects x with {spatial + 1} dims (C, {dims}) or {spatial + 2} dims (N, C, {dims}), "
@@ -119,16 +137,20 @@ def _run(
     seed: Any,
     step: Any,
     impl: str,
-    rule: NoiseRule,
+    rule: NoiseRule | None,
     *,
-    training: bool = True,
+    training: Any = True,
     alpha: bool = False,
-    scale_by_keep: bool = True,
+    scale_by_keep: Any = True,
     allow_none_seed: bool = True,
+    noise_shape: Any = None,
     global_shape: Any = None,
     global_start: Any = None,
 ) -> tuple[Any, DropoutCache | None]:
-    """Validate everything, then draw: a rejected call never advances a Generator."""
+    """Validate everything (the gate, then the kernel choice), then draw: a rejected call never advances a Generator.
+
+    ``rule`` gives the mask shape from x's shape; ``None`` takes ``noise_shape`` (Keras semantics) instead.
+    """
     if is_dtensor(x):  # each rank draws its shard's block of the global mask
         local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
         flags = {
@@ -136,19 +158,21 @@ def _run(
             "alpha": alpha,
             "scale_by_keep": scale_by_keep,
             "allow_none_seed": allow_none_seed,
+            "noise_shape": local_noise(noise_shape, tuple(x.shape)),
         }
         out, cache = _run(local, p, seed, step, impl, rule, **flags, global_shape=gs, global_start=gst)
         return (x if out is local else wrap(out)), cache
-    xp = check_float_array(x)
-    p = check_probability(p)
-    noise_shape = rule(tuple(x.shape))
-    _kernels.check_impl(impl)
-    block = resolve_block(xp, tuple(x.shape), global_shape, global_start, impl, rule)
-    if not isinstance(scale_by_keep, bool):
-        raise TypeError(f"scale_by_keep must be a bool, got scale_by_keep={scale_by_keep!r}")
-    if not training:
+    checked = check_call(
+        x, p, impl=impl, noise_shape=noise_shape, rule=rule, global_shape=global_shape, global_start=global_start
+    )
+    assert checked is not None
+    at, p, noise_shape, block = checked
+    scale_by_keep = check_flag(scale_by_keep, "scale_by_keep")
+    if not check_flag(training, "training"):
         return x, None
-    seed, step = resolve_seed(seed, step, allow_none=allow_none_seed)
+    xp = at.xp
+    _preflight(x, xp, impl, noise_shape)
+    seed, step = resolve_seed(seed, step, allow_none=allow_none_seed, traced=at.traced)
     k = keep_count(p)
     grad_scale: float | None = None
     if alpha:
@@ -164,31 +188,21 @@ def _run(
         grad_scale = None if scale_by_keep else 1.0
         out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale, block)
     cache = DropoutCache(
-        seed, step, p, tuple(x.shape), x.dtype, namespace_name(xp), device(x), noise_shape, grad_scale, block=block
+        seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), noise_shape, grad_scale, block=block
     )
     return out, cache
 
 
-def _forward(x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule, **kw: Any) -> tuple[Any, DropoutCache]:
+def _forward(
+    x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule | None, **kw: Any
+) -> tuple[Any, DropoutCache]:
     out, cache = _run(x, p, seed, step, impl, rule, allow_none_seed=False, **kw)
     assert cache is not None  # training is always on here
     return out, cache
 
 
-def _full(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return shape
-
-
-def _dropout1d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return channel_noise_shape(shape, 1, "dropout1d")
-
-
-def _dropout2d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return channel_noise_shape(shape, 2, "dropout2d")
-
-
-def _dropout3d_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return channel_noise_shape(shape, 3, "dropout3d")
+def _channel_rule(spatial: int, data_format: Any) -> NoiseRule:
+    return lambda shape: channel_noise_shape(shape, spatial, f"dropout{spatial}d", data_format)
 
 
 def _feature_alpha_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -209,6 +223,7 @@ def dropout1d(
     seed: SeedLike = None,
     step: int = 0,
     training: bool = True,
+    data_format: str = "channels_first",
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -232,6 +247,11 @@ def dropout1d(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    data_format : {"channels_first", "channels_last"}, optional
+        Where the channel axis is: ``"channels_first"`` (PyTorch, the default)
+        reads ``x`` as ``(N, C, ...)``; ``"channels_last"`` (Keras' ``SpatialDropout``)
+        as ``(N, ..., C)``, with noise shape ``(N, 1, ..., 1, C)``. The bits are those of
+        :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
     global_shape, global_start : tuple of int, optional
@@ -263,7 +283,15 @@ def dropout1d(
             [2., 2., 2., 2.]]])
     """
     return _run(
-        x, p, seed, step, impl, _dropout1d_rule, training=training, global_shape=global_shape, global_start=global_start
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _channel_rule(1, data_format),
+        training=training,
+        global_shape=global_shape,
+        global_start=global_start,
     )[0]
 
 
@@ -273,6 +301,7 @@ def dropout1d_forward(
     *,
     seed: int | Generator,
     step: int = 0,
+    data_format: str = "channels_first",
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -281,7 +310,7 @@ def dropout1d_forward(
 
     Parameters
     ----------
-    x, p, step, impl, global_shape, global_start
+    x, p, step, data_format, impl, global_shape, global_start
         As in :func:`dropout1d`.
     seed : int or Generator
         Required (no OS entropy): backward regenerates the mask from it.
@@ -301,7 +330,9 @@ def dropout1d_forward(
     >>> bool((xdrop.dropout_backward(np.ones((3, 2)), cache) == out).all())
     True
     """
-    return _forward(x, p, seed, step, impl, _dropout1d_rule, global_shape=global_shape, global_start=global_start)
+    return _forward(
+        x, p, seed, step, impl, _channel_rule(1, data_format), global_shape=global_shape, global_start=global_start
+    )
 
 
 def dropout2d(
@@ -311,6 +342,7 @@ def dropout2d(
     seed: SeedLike = None,
     step: int = 0,
     training: bool = True,
+    data_format: str = "channels_first",
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -335,6 +367,11 @@ def dropout2d(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    data_format : {"channels_first", "channels_last"}, optional
+        Where the channel axis is: ``"channels_first"`` (PyTorch, the default)
+        reads ``x`` as ``(N, C, ...)``; ``"channels_last"`` (Keras' ``SpatialDropout``)
+        as ``(N, ..., C)``, with noise shape ``(N, 1, ..., 1, C)``. The bits are those of
+        :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
     global_shape, global_start : tuple of int, optional
@@ -365,7 +402,15 @@ def dropout2d(
     True
     """
     return _run(
-        x, p, seed, step, impl, _dropout2d_rule, training=training, global_shape=global_shape, global_start=global_start
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _channel_rule(2, data_format),
+        training=training,
+        global_shape=global_shape,
+        global_start=global_start,
     )[0]
 
 
@@ -375,6 +420,7 @@ def dropout2d_forward(
     *,
     seed: int | Generator,
     step: int = 0,
+    data_format: str = "channels_first",
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -383,7 +429,7 @@ def dropout2d_forward(
 
     Parameters
     ----------
-    x, p, step, impl, global_shape, global_start
+    x, p, step, data_format, impl, global_shape, global_start
         As in :func:`dropout2d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -403,7 +449,9 @@ def dropout2d_forward(
     >>> cache.noise_shape
     (1, 3, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _dropout2d_rule, global_shape=global_shape, global_start=global_start)
+    return _forward(
+        x, p, seed, step, impl, _channel_rule(2, data_format), global_shape=global_shape, global_start=global_start
+    )
 
 
 def dropout3d(
@@ -413,6 +461,7 @@ def dropout3d(
     seed: SeedLike = None,
     step: int = 0,
     training: bool = True,
+    data_format: str = "channels_first",
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -435,6 +484,11 @@ def dropout3d(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    data_format : {"channels_first", "channels_last"}, optional
+        Where the channel axis is: ``"channels_first"`` (PyTorch, the default)
+        reads ``x`` as ``(N, C, ...)``; ``"channels_last"`` (Keras' ``SpatialDropout``)
+        as ``(N, ..., C)``, with noise shape ``(N, 1, ..., 1, C)``. The bits are those of
+        :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
     global_shape, global_start : tuple of int, optional
@@ -459,9 +513,25 @@ def dropout3d(
     >>> import xdrop
     >>> xdrop.dropout3d(np.ones((4, 1, 1, 2)), 0.5, seed=7)[:, 0, 0, 0]
     array([0., 0., 2., 2.])
+
+    Channels last, as Keras' ``SpatialDropout3D``: the mask has shape ``(N, 1, 1, 1, C)``.
+
+    >>> out = xdrop.dropout3d(np.ones((1, 2, 2, 2, 4)), 0.5, seed=7, data_format="channels_last")
+    >>> out[0, 0, 0, 0]
+    array([0., 0., 2., 2.])
+    >>> bool((out == out[:, :1, :1, :1, :]).all())
+    True
     """
     return _run(
-        x, p, seed, step, impl, _dropout3d_rule, training=training, global_shape=global_shape, global_start=global_start
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _channel_rule(3, data_format),
+        training=training,
+        global_shape=global_shape,
+        global_start=global_start,
     )[0]
 
 
@@ -471,6 +541,7 @@ def dropout3d_forward(
     *,
     seed: int | Generator,
     step: int = 0,
+    data_format: str = "channels_first",
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -479,7 +550,7 @@ def dropout3d_forward(
 
     Parameters
     ----------
-    x, p, step, impl, global_shape, global_start
+    x, p, step, data_format, impl, global_shape, global_start
         As in :func:`dropout3d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -499,7 +570,9 @@ def dropout3d_forward(
     >>> cache.noise_shape
     (2, 3, 1, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _dropout3d_rule, global_shape=global_shape, global_start=global_start)
+    return _forward(
+        x, p, seed, step, impl, _channel_rule(3, data_format), global_shape=global_shape, global_start=global_start
+    )
 
 
 # -- alpha dropout ----------------------------------------------------------------------------------
@@ -512,6 +585,7 @@ def alpha_dropout(
     seed: SeedLike = None,
     step: int = 0,
     training: bool = True,
+    noise_shape: Any = None,
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -542,6 +616,9 @@ def alpha_dropout(
         As in :func:`xdrop.dropout`.
     training : bool, optional
         If false, return ``x`` itself.
+    noise_shape : tuple, optional
+        Shape of the mask, as in :func:`xdrop.dropout` (Keras' ``AlphaDropout``
+        ``noise_shape``): 1 shares one decision along that axis.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
     global_shape, global_start : tuple of int, optional
@@ -560,6 +637,12 @@ def alpha_dropout(
     >>> xdrop.alpha_dropout(np.zeros(6), 0.5, seed=7)
     array([-0.77919393, -0.77919393,  0.77919393,  0.77919393,  0.77919393,
            -0.77919393])
+
+    With a noise shape, one decision per row:
+
+    >>> xdrop.alpha_dropout(np.zeros((2, 3)), 0.5, seed=7, noise_shape=(2, 1))
+    array([[-0.77919393, -0.77919393, -0.77919393],
+           [-0.77919393, -0.77919393, -0.77919393]])
     """
     return _run(
         x,
@@ -567,9 +650,10 @@ def alpha_dropout(
         seed,
         step,
         impl,
-        _full,
+        None,
         training=training,
         alpha=True,
+        noise_shape=noise_shape,
         global_shape=global_shape,
         global_start=global_start,
     )[0]
@@ -581,6 +665,7 @@ def alpha_dropout_forward(
     *,
     seed: int | Generator,
     step: int = 0,
+    noise_shape: Any = None,
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
@@ -592,7 +677,7 @@ def alpha_dropout_forward(
 
     Parameters
     ----------
-    x, p, step, impl, global_shape, global_start
+    x, p, step, noise_shape, impl, global_shape, global_start
         As in :func:`alpha_dropout`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -612,7 +697,18 @@ def alpha_dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0.        , 0.        , 0.88640489, 0.88640489])
     """
-    return _forward(x, p, seed, step, impl, _full, alpha=True, global_shape=global_shape, global_start=global_start)
+    return _forward(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        None,
+        alpha=True,
+        noise_shape=noise_shape,
+        global_shape=global_shape,
+        global_start=global_start,
+    )
 
 
 def feature_alpha_dropout(

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _dropout
+from . import _backends, _dropout
 from ._kernels import _host, _native
 
-BACKENDS = ("numpy", "torch", "torch-cuda", "cupy")
+BACKENDS = ("numpy", "torch", "torch-cuda", "cupy")  # the registry's backends this file has cases for
 GPU_BACKENDS = ("torch-cuda", "cupy")
 # log2 sizes: per-call cost (2^6) to bandwidth (2^26) on the CPU, 2^18..2^28 on a GPU.
 CPU_SIZES, GPU_SIZES, QUICK_SIZES = "6,10,14,18,22,26", "18,20,22,24,26,28", "6,16"
@@ -115,10 +115,6 @@ def _timer(fn: Callable[[], Any], sync: Callable[[], None], quick: bool) -> tupl
     return statistics.median(times), len(times)
 
 
-def _no_sync() -> None:
-    return None
-
-
 # -- cases per backend: name -> (forward, backward or None) ----------------------------------------
 
 
@@ -149,8 +145,8 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
         "xdrop": (lambda: _dropout.dropout(x, P, seed=SEED), lambda: _dropout.dropout_backward(dout, cache)),
         "numpy-oneliner": (oneliner, lambda: dout * one_mask / keep),
         "xdrop[numpy]": (
-            lambda: _dropout.dropout(x, P, seed=SEED, impl="numpy"),
-            lambda: _dropout.dropout_backward(dout, cache, impl="numpy"),
+            lambda: _dropout.dropout(x, P, seed=SEED, impl="blocked"),
+            lambda: _dropout.dropout_backward(dout, cache, impl="blocked"),
         ),
         "cs231n": (cs231n, lambda: dout * cs_mask),
         "numpy-generator": (generator, lambda: np.where(g_keep, dout * scale, x.dtype.type(0))),
@@ -262,27 +258,14 @@ def _saved_bytes(fn: Callable[[], Any], torch: Any) -> int:
 
 
 def _load(backend: str) -> tuple[Any, Any, Callable[[], None]] | str:
-    """(library, device, sync) for a backend, or why it is unavailable."""
+    """(library, device, sync) for a backend, or why it is unavailable (the registry's loader decides)."""
     try:
-        if backend == "numpy":
-            return np, None, _no_sync
-        if backend in ("torch", "torch-cuda"):
-            import torch
-
-            if backend == "torch":
-                return torch, torch.device("cpu"), _no_sync
-            if not torch.cuda.is_available():
-                return "no CUDA device"
-            return torch, torch.device("cuda"), torch.cuda.synchronize
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() == 0:
-            return "no CUDA device"
-        return cupy, None, lambda: cupy.cuda.Device().synchronize()
-    except ImportError as exc:
-        return f"not installed ({exc.name})"
-    except Exception as exc:  # CuPy without a driver raises CUDARuntimeError
+        loaded = _backends.load(backend)
+    except Exception as exc:  # an installed library that fails to load, e.g. CuPy without a driver
         return f"unavailable ({type(exc).__name__}: {exc})"
+    if isinstance(loaded, str):
+        return loaded
+    return importlib.import_module(_backends.REGISTRY[backend].modules[0]), loaded.device, loaded.sync
 
 
 def _measure(

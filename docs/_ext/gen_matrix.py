@@ -1,14 +1,12 @@
 """The backend matrix page, from ``python -m xdrop verify --json``.
 
-Source of the figures, in order:
+Source of the figures: ``XDROP_DOCS_VERIFY_JSON=path``, a JSON file written
+earlier by ``python -m xdrop verify --json`` (e.g. on a GPU host), or else
+``python -m xdrop verify --json FILE`` run now, on this machine.
 
-1. ``XDROP_DOCS_VERIFY_JSON=path``: a JSON file written earlier by
-   ``python -m xdrop verify --json`` (e.g. on a GPU host);
-2. ``python -m xdrop verify --json FILE`` run now, on this machine;
-3. while the CLI has no ``--json`` yet: ``xdrop.verify.run()`` in process,
-   serialised to the same shape by :func:`from_run`.
-
-:func:`normalize` is the one place that reads the JSON's layout.
+:func:`normalize` is the one place that reads the JSON's layout. The JSON is
+saved beside the page (:data:`DATA`) so that ``docs/check_site.py`` can check
+the built page against it.
 """
 
 from __future__ import annotations
@@ -27,6 +25,8 @@ from typing import Any
 from _common import GENERATED, ROOT, md_table, write_if_changed
 
 PAGE = GENERATED / "backend_matrix.md"
+# The verify JSON the page was rendered from: docs/check_site.py compares the built page with it.
+DATA = GENERATED / "backend_matrix.json"
 PROPERTIES = ("equivalence", "expectation", "gradient")
 
 
@@ -45,21 +45,8 @@ def machine() -> dict[str, str]:
     return info
 
 
-def from_run() -> dict[str, Any]:
-    """The in-process fallback: ``xdrop.verify.run()`` as JSON-ready data."""
-    from xdrop import verify
-
-    results: dict[str, Any] = {}
-    for name, row in verify.run().items():
-        if isinstance(row, str):
-            results[name] = {"skipped": row}
-        else:
-            results[name] = {p: {"passed": c.passed, "figure": c.figure, "detail": c.detail} for p, c in row.items()}
-    return {"source": "xdrop.verify.run() (in process)", "results": results}
-
-
-def from_cli() -> dict[str, Any] | None:
-    """``python -m xdrop verify --json FILE``; None while the CLI has no ``--json``."""
+def from_cli() -> dict[str, Any]:
+    """``python -m xdrop verify --json FILE``, run now."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "verify.json"
         proc = subprocess.run(
@@ -69,8 +56,6 @@ def from_cli() -> dict[str, Any] | None:
             cwd=ROOT,
             check=False,
         )
-        if proc.returncode == 2 and "--json" in proc.stderr:
-            return None  # argparse: unrecognized arguments: --json
         if not out.exists():
             raise RuntimeError(f"python -m xdrop verify --json wrote nothing (exit {proc.returncode}):\n{proc.stderr}")
         data = json.loads(out.read_text())
@@ -87,6 +72,21 @@ def _cell(value: Any) -> tuple[bool, str]:
     raise ValueError(f"unrecognised verify cell {value!r}")
 
 
+SKIP_KEYS = ("skipped", "reason", "unavailable")
+
+
+def skip_reason(row: dict[str, Any]) -> str | None:
+    """Why a row was not run, or None if it ran.
+
+    verify's JSON says so in ``status`` (its ``reason`` is null for a backend
+    that ran); other layouts mark a skipped row by a non-empty skip key.
+    """
+    if "status" in row:
+        return str(row.get("reason") or "no reason given") if row["status"] == "skipped" else None
+    given = [str(row[k]) for k in SKIP_KEYS if row.get(k)]
+    return given[0] if given else None
+
+
 def normalize(data: dict[str, Any]) -> dict[str, dict[str, tuple[bool, str]] | str]:
     """backend -> {property: (passed, figure)} or a skip reason."""
     results = data.get("results", data.get("backends", data))
@@ -96,10 +96,11 @@ def normalize(data: dict[str, Any]) -> dict[str, dict[str, tuple[bool, str]] | s
     for name, row in results.items():
         if isinstance(row, str):
             table[name] = row
-        elif isinstance(row, dict) and any(k in row for k in ("skipped", "reason", "unavailable")):
-            table[name] = str(row.get("skipped") or row.get("reason") or row.get("unavailable"))
+        elif isinstance(row, dict) and skip_reason(row) is not None:
+            table[name] = str(skip_reason(row))
         elif isinstance(row, dict):
-            table[name] = {p: _cell(row[p]) for p in row if p in PROPERTIES or isinstance(row[p], dict)}
+            cells = row.get("cells", row)  # verify's JSON nests the cells; older layouts did not
+            table[name] = {p: _cell(v) for p, v in cells.items() if p in PROPERTIES or isinstance(v, dict)}
         else:
             raise ValueError(f"unrecognised verify row for {name!r}: {row!r}")
     return table
@@ -138,8 +139,9 @@ def generate() -> list[str]:
         data.setdefault("source", f"`{Path(given).name}` (written earlier by python -m xdrop verify --json)")
         info = data.get("machine") or {"note": "the JSON names no machine"}
     else:
-        data = from_cli() or from_run()
+        data = from_cli()
         info = data.get("machine") or machine()
     text, failures = render(data, info)
     write_if_changed(PAGE, text)
+    write_if_changed(DATA, json.dumps(data, indent=1, default=str) + "\n")
     return failures

@@ -74,7 +74,7 @@ def public_names() -> list[tuple[str, Any]]:
     import xdrop
 
     found: list[tuple[str, Any]] = []
-    todo: list[ModuleType] = [xdrop, importlib.import_module("xdrop.compat.cs231n")]
+    todo: list[ModuleType] = [xdrop, importlib.import_module("xdrop.cs231n")]
     while todo:
         mod = todo.pop(0)
         for name in mod.__all__:

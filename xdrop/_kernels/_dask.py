@@ -101,11 +101,11 @@ def dask_dropout(impl: str, block: Block | None = None) -> Callable[[Any, Any, i
         _check_known(x.chunks, "x")
         where = block or Block(tuple(x.shape), (0,) * x.ndim)
         token = tokenize(x, seed, step, k, scale, impl, where, STREAM_VERSION)
-        return da.map_blocks(
+        return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
             _dropout_block,
             x,
             dtype=x.dtype,
-            meta=meta_from_array(x, ndim=x.ndim),
+            meta=meta_from_array(x, ndim=x.ndim),  # type: ignore[no-untyped-call]  # dask ships no annotations for it either
             name=f"xdrop-dropout-{token}",
             shape=where.shape,
             start=where.start,
@@ -136,7 +136,7 @@ def dask_block_mask(shape: tuple[int, ...], block: Block, seed: int, step: int, 
 
     slots = da.empty(shape, dtype=bool)  # never computed: it only lays out the chunks
     token = tokenize(shape, block, seed, step, k, impl, STREAM_VERSION)
-    return da.map_blocks(
+    return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
         _mask_block,
         slots,
         dtype=bool,

@@ -6,21 +6,52 @@ Assignment code calls ``dropout_forward(x, dropout_param)`` and
 ``dropout_param["mode"]`` is ``"train"`` or ``"test"``, and an optional
 ``dropout_param["seed"]`` makes the mask reproducible. Unlike the original,
 a seed never reseeds NumPy's global random state, and the cache holds no mask.
+
+Everything the student sees speaks in the student's ``p``, the keep
+probability: the cache prints ``p=0.2 (keep)`` after ``p=0.2`` was passed
+(xdrop's own functions take the drop probability, ``1 - p``, internally).
+(This module was ``xdrop.compat.cs231n``; ``xdrop._compat`` is unrelated: it
+wraps array-api-compat.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .._checks import check_float_array, check_probability
-from .._dropout import DropoutCache
-from .._dropout import dropout_backward as _backward
-from .._dropout import dropout_forward as _forward
+from ._checks import check_float_array, check_probability, check_u64
+from ._dropout import DropoutCache
+from ._dropout import dropout_backward as _backward
+from ._dropout import dropout_forward as _forward
 
-__all__ = ["dropout_backward", "dropout_forward"]
+__all__ = ["RegeneratedMask", "dropout_backward", "dropout_forward"]
 
-Cache = tuple[dict[str, Any], DropoutCache | None]
+
+@dataclass(frozen=True, repr=False)
+class RegeneratedMask:
+    """The second half of the cache: what backward needs to draw the mask again, not the mask.
+
+    ``keep`` is the student's ``p``. Its text says so, in the student's terms.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xdrop.cs231n import dropout_forward
+    >>> _, cache = dropout_forward(np.ones((2, 3)), {"p": 0.2, "mode": "train", "seed": 7})
+    >>> cache[1]
+    RegeneratedMask(p=0.2 (keep probability), seed=7, step=0, shape=(2, 3))
+    """
+
+    keep: float
+    stream: DropoutCache
+
+    def __repr__(self) -> str:
+        s = self.stream
+        return f"RegeneratedMask(p={self.keep!r} (keep probability), seed={s.seed}, step={s.step}, shape={s.shape})"
+
+
+Cache = tuple[dict[str, Any], RegeneratedMask | None]
 
 
 def _mode(dropout_param: Any) -> str:
@@ -55,7 +86,7 @@ def dropout_forward(x: Any, dropout_param: dict[str, Any]) -> tuple[Any, Cache]:
     Examples
     --------
     >>> import numpy as np
-    >>> from xdrop.compat.cs231n import dropout_forward, dropout_backward
+    >>> from xdrop.cs231n import dropout_forward, dropout_backward
     >>> x = np.ones((2, 3))
     >>> out, cache = dropout_forward(x, {"p": 0.5, "mode": "train", "seed": 123})
     >>> out
@@ -75,13 +106,14 @@ def dropout_forward(x: Any, dropout_param: dict[str, Any]) -> tuple[Any, Cache]:
         import secrets
 
         seed = secrets.randbits(64)
+    seed = check_u64(seed, 'dropout_param["seed"]')
     out, cache = _forward(x, 1.0 - keep, seed=seed)
-    return out, (dropout_param, cache)
+    return out, (dropout_param, RegeneratedMask(keep, cache))
 
 
 def dropout_backward(dout: Any, cache: Cache) -> Any:
     """Gradient of :func:`dropout_forward`: ``dout * mask / keep`` (``dout`` in test mode)."""
-    if not (isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[1], (DropoutCache, type(None)))):
+    if not (isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[1], (RegeneratedMask, type(None)))):
         raise TypeError(
             f"cache must be the (dropout_param, cache) pair that dropout_forward returned, got {type(cache).__name__}"
         )
@@ -90,4 +122,4 @@ def dropout_backward(dout: Any, cache: Cache) -> Any:
         return dout
     if xdrop_cache is None:
         raise ValueError("cache holds no training-mode forward; pass the cache dropout_forward returned")
-    return _backward(dout, xdrop_cache)
+    return _backward(dout, xdrop_cache.stream)

@@ -1,1 +1,0 @@
-"""Drop-in interfaces for code written against other dropout APIs."""
