@@ -424,4 +424,4 @@ def test_cached_selection_and_scale_follow_dtype_type_and_p():
         x = random_input((5, 6), dtype)
         for p in (0.1, 0.5, 0.9):
             for _ in range(2):  # the second call hits the caches
-                assert xdrop.dropout(x, p, seed=5).tobytes() == expected(x, p, 5, 0).tobytes()
+                assert xdrop.dropout(x, p, seed=5).tobytes() == expected_dropout(x, p, 5, 0).tobytes()
