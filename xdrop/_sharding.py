@@ -236,6 +236,8 @@ def block_keep(xp: ModuleType, block: Block, shape: tuple[int, ...], mask: MaskF
 
 Placement = Callable[[tuple[int, ...]], tuple[tuple[int, ...], tuple[int, ...]]]
 _ambient: ContextVar[Placement | None] = ContextVar("xdrop_ambient_block", default=None)
+# The gate reads it directly (``AMBIENT.get() is None``: no block work), one C call per dropout call.
+AMBIENT = _ambient
 
 
 @contextmanager
@@ -249,11 +251,6 @@ def placed(placement: Placement) -> Iterator[None]:
         yield
     finally:
         _ambient.reset(token)
-
-
-def has_ambient() -> bool:
-    """Whether a placement is in force (cheap: the calls without one skip the block checks)."""
-    return _ambient.get() is not None
 
 
 def ambient(global_shape: Any, global_start: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
