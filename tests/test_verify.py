@@ -50,7 +50,7 @@ def test_passes_on_numpy_and_writes_the_table(tmp_path, capsys):
     assert report["passed"] is True and report["stream_version"] == 1
     row = report["backends"]["numpy"]
     assert row["status"] == "pass" and row["dtypes"] == ["float16", "float32", "float64"]
-    eq, ex, gr = (row["cells"][p]["detail"] for p in verify.PROPERTIES)
+    eq, ex, gr = (row["cells"][p]["detail"] for p in ("equivalence", "expectation", "gradient"))
     assert eq["differing_bits"] == 0 and eq["total_bits"] > 0 and eq["golden_failures"] == eq["kat_failures"] == 0
     assert ex["max_abs_z"] < verify.Z_LIMIT and ex["identity_error_units"] <= 1
     assert gr["differing_bits"] == 0 and gr["max_error_units"] <= verify.GRADIENT_UNITS
@@ -155,7 +155,7 @@ def test_fails_when_backward_regenerates_the_wrong_mask(tmp_path, monkeypatch):
     monkeypatch.setattr(xdrop._dropout, "dropout_backward", broken_backward)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
-    assert verdicts(report) == {"equivalence": True, "expectation": True, "gradient": False}
+    assert verdicts(report) == {"equivalence": True, "expectation": True, "gradient": False, "sharding": True}
     assert report["backends"]["numpy"]["cells"]["gradient"]["detail"]["differing_bits"] > 0
 
 

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from ._compat import ArrayType, array_type, is_jax_array, namespace_name
+from ._sharding import AMBIENT, Block, resolve_block, shared_axes_rule
 
 MAX_U64 = (1 << 64) - 1
 # Every impl name; each means one thing (see _kernels for what each runs).
@@ -222,23 +223,30 @@ def check_call(
     training: Any = True,
     noise_shape: Any = None,
     rule: Any = None,
-) -> tuple[ArrayType, float, tuple[int, ...]] | None:
-    """The gate of the dropout functions: ``(array type, p, mask shape)``, or ``None`` when not training.
+    global_shape: Any = None,
+    global_start: Any = None,
+) -> tuple[ArrayType, float, tuple[int, ...], Block | None] | None:
+    """The gate of the dropout functions: ``(array type, p, mask shape, block)``, or ``None`` when not training.
 
     Checks, in this order: ``x``, ``p``, the mask shape (``rule(x.shape)`` for
-    a variant, else ``noise_shape``), ``impl``, ``training``. The caller then
-    selects the kernel (which may still refuse ``impl`` for this array) and
-    resolves the seed last. A new keyword (or pair, e.g. a global shape and
-    start) is checked here, before ``training``, so every function gets it.
+    a variant, else ``noise_shape``), ``impl``, the block (``global_shape`` and
+    ``global_start``, or the ambient placement; ``None`` without them), ``training``.
+    The caller then selects the kernel (which may still refuse ``impl`` for this
+    array) and resolves the seed last. A new keyword is checked here, before
+    ``training``, so every function gets it.
     """
     at = check_array(x)
     p = check_probability(p)
     shape = tuple(x.shape)
     mask_shape = rule(shape) if rule is not None else resolve_noise_shape(noise_shape, shape)
     check_impl(impl)
+    block = None
+    if global_shape is not None or global_start is not None or AMBIENT.get() is not None:  # else no block work at all
+        global_noise = rule if rule is not None else shared_axes_rule(noise_shape, shape)
+        block = resolve_block(at.xp, shape, global_shape, global_start, impl, global_noise)
     if not check_flag(training, "training"):
         return None
-    return at, p, mask_shape
+    return at, p, mask_shape, block
 
 
 def check_noise_shape(noise_shape: Any, shape: tuple[int, ...], name: str) -> tuple[int, ...]:

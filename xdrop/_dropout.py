@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +23,7 @@ from ._checks import (
 )
 from ._compat import array_namespace, device, is_dask_namespace, is_torch_namespace
 from ._generator import Generator
+from ._sharding import Block, is_dtensor, is_whole, local_noise, noise_block, resolve_block, unwrap_dtensor
 from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
 
 SeedLike = int | Generator | None
@@ -78,6 +79,7 @@ class DropoutCache:
     noise_shape: tuple[int, ...]
     grad_scale: float | None = None
     stream_version: int = STREAM_VERSION
+    block: Block | None = None  # the mask's place in the global mask (global_shape / global_start)
 
     def __post_init__(self) -> None:
         # A hand-made cache is checked like the forward's arguments.
@@ -109,7 +111,18 @@ def _scale(k: int, xp: ModuleType, dtype: Any) -> float:
     return value
 
 
-def _mask(xp: ModuleType, shape: tuple[int, ...], seed: int, step: int, k: int, dev: Any, impl: str) -> Any:
+def _mask(
+    xp: ModuleType,
+    shape: tuple[int, ...],
+    seed: int,
+    step: int,
+    k: int,
+    dev: Any,
+    impl: str,
+    block: Block | None = None,
+) -> Any:
+    if block is not None and not is_whole(block, shape):
+        return _kernels.block_mask(xp, shape, block, seed, step, k, dev, impl)
     flat = _kernels.select_mask(xp, impl, dev)(xp, 0, math.prod(shape), seed, step, k, dev)
     return xp.reshape(flat, shape)
 
@@ -131,13 +144,16 @@ def _apply(
     impl: str,
     noise_shape: tuple[int, ...],
     scale: float | None = None,
+    block: Block | None = None,
 ) -> Any:
     """Dropout of ``x`` with the mask drawn on ``noise_shape`` (broadcast over x).
 
     ``scale`` (exact in x's dtype) replaces the inverted-dropout scale when given.
+    ``block`` places the mask in a larger (global) mask: see :mod:`xdrop._sharding`.
     """
     k = keep_count(p)
-    if is_torch_namespace(xp):
+    whole = block is None or is_whole(block, noise_shape)  # the ordinary call pays one comparison
+    if whole and is_torch_namespace(xp):
         # Every torch call takes one path (the registered operator under compile), whose
         # backward is this same dropout of ``dout``: no mask or tensor is saved.
         a = _scale(k, xp, x.dtype) if scale is None else scale
@@ -148,11 +164,18 @@ def _apply(
         # float16 with p > 1 - 2**-16. The same bits as the kernels, but autograd
         # through where(keep, x * inf, 0) would give dropped elements 0 * inf = NaN
         # gradients; the inner where gives them exactly 0, as dropout_backward does.
-        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
         return xp.where(keep, xp.where(keep, x, xp.ones_like(x)) * scale, xp.zeros_like(x))
     if noise_shape == tuple(x.shape):
-        return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
-    keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        if whole:
+            return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
+        assert block is not None
+        # torch blocks that autograd records take the mask path: where() and * carry the gradient
+        recorded = is_torch_namespace(xp) and x.requires_grad
+        kernel = None if recorded else _kernels.select_block(xp, x, impl, block)
+        if kernel is not None:  # else: the block's mask, drawn run by run
+            return kernel(x, xp, seed, step, k, scale)
+    keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
     return xp.where(keep, x * scale, xp.zeros_like(x))
 
 
@@ -165,6 +188,8 @@ def dropout(
     training: bool = True,
     noise_shape: Any = None,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Inverted dropout: zero each element with probability ``p``, scale the rest.
 
@@ -195,6 +220,13 @@ def dropout(
         stream's flat indices run over this shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        Both or neither: ``x`` is the block of a row-major array of shape
+        ``global_shape`` that starts at index ``global_start`` along each axis
+        (a shard, a chunk, a rank's slice of the batch), and gets exactly that
+        block of the whole array's mask. With a ``noise_shape``, an entry of 1
+        shares decisions along that axis of the global array. Under JAX
+        tracing the starts may be traced unsigned integers.
 
     Returns
     -------
@@ -226,14 +258,32 @@ def dropout(
     >>> import torch  # doctest: +SKIP
     >>> xdrop.dropout(torch.ones(8), 0.5, seed=7)  # doctest: +SKIP
     tensor([0., 0., 2., 2., 2., 0., 2., 0.])
+
+    A block of a larger array gets that block of the larger array's mask:
+
+    >>> xdrop.dropout(np.ones(3, dtype=np.float32), 0.5, seed=7, global_shape=(8,), global_start=(4,))
+    array([2., 0., 2.], dtype=float32)
     """
-    checked = check_call(x, p, impl=impl, training=training, noise_shape=noise_shape)
+    if is_dtensor(x):  # each rank draws its shard's block of the global mask
+        local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
+        kw = {"training": training, "noise_shape": local_noise(noise_shape, tuple(x.shape)), "impl": impl}
+        out = dropout(local, p, seed=seed, step=step, **kw, global_shape=gs, global_start=gst)
+        return x if out is local else wrap(out)
+    checked = check_call(
+        x,
+        p,
+        impl=impl,
+        training=training,
+        noise_shape=noise_shape,
+        global_shape=global_shape,
+        global_start=global_start,
+    )
     if checked is None:
         return x
-    at, p, mask_shape = checked
+    at, p, mask_shape, block = checked
     _preflight(x, at.xp, impl, mask_shape)
     seed, step = resolve_seed(seed, step, traced=at.traced)
-    return _apply(x, at.xp, seed, step, p, impl, mask_shape)
+    return _apply(x, at.xp, seed, step, p, impl, mask_shape, None, block)
 
 
 def dropout_forward(
@@ -244,6 +294,8 @@ def dropout_forward(
     step: int = 0,
     noise_shape: Any = None,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """Training-mode dropout that also returns what backward needs.
 
@@ -261,6 +313,8 @@ def dropout_forward(
         Shape of the mask, as in :func:`dropout`.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is a block of a larger array, as in :func:`dropout`.
 
     Returns
     -------
@@ -280,13 +334,19 @@ def dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0., 2., 0., 0.])
     """
-    checked = check_call(x, p, impl=impl, noise_shape=noise_shape)
+    if is_dtensor(x):
+        local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
+        noise = local_noise(noise_shape, tuple(x.shape))
+        kw = {"noise_shape": noise, "impl": impl, "global_shape": gs, "global_start": gst}
+        out, cache = dropout_forward(local, p, seed=seed, step=step, **kw)
+        return wrap(out), cache
+    checked = check_call(x, p, impl=impl, noise_shape=noise_shape, global_shape=global_shape, global_start=global_start)
     assert checked is not None  # training is always on here
-    at, p, mask_shape = checked
+    at, p, mask_shape, block = checked
     _preflight(x, at.xp, impl, mask_shape)
     seed, step = resolve_seed(seed, step, allow_none=False, traced=at.traced)
-    out = _apply(x, at.xp, seed, step, p, impl, mask_shape)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), mask_shape)
+    out = _apply(x, at.xp, seed, step, p, impl, mask_shape, None, block)
+    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), mask_shape, block=block)
     return out, cache
 
 
@@ -323,6 +383,17 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
     """
     if not isinstance(cache, DropoutCache):
         raise TypeError(f"cache must be the DropoutCache returned by dropout_forward, got {type(cache).__name__}")
+    if is_dtensor(dout):  # the cache holds the forward's local shard: shape and block
+        local, gs, gst, wrap = unwrap_dtensor(dout, None, None)
+        fits = cache.block is not None and all(n in (1, g) for n, g in zip(cache.block.shape, gs, strict=False))
+        if tuple(local.shape) != cache.shape and cache.block is not None and fits:
+            # autograd may hand the gradient over with other placements: draw dout's own block
+            # of the same global mask (the forward's DTensor was the whole global array)
+            global_noise = cache.block.shape
+            noise = tuple(1 if g == 1 else d for g, d in zip(global_noise, local.shape, strict=True))
+            block = noise_block(Block(gs, tuple(gst)), global_noise)
+            cache = replace(cache, shape=tuple(local.shape), noise_shape=noise, block=block)
+        return wrap(dropout_backward(local, cache, impl=impl))
     check_stream_version(cache.stream_version, "cache.stream_version")
     at = check_array(dout, "dout")
     if at.name != cache.namespace:
@@ -336,7 +407,7 @@ def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> A
         raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
     check_impl(impl)
     _preflight(dout, at.xp, impl, cache.noise_shape)
-    return _apply(dout, at.xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale)
+    return _apply(dout, at.xp, cache.seed, cache.step, cache.p, impl, cache.noise_shape, cache.grad_scale, cache.block)
 
 
 def keep_mask(
@@ -348,6 +419,8 @@ def keep_mask(
     xp: ModuleType,
     device: Any = None,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """The boolean keep mask that :func:`dropout` uses for an array of ``shape``.
 
@@ -368,6 +441,9 @@ def keep_mask(
         Device to build the mask on.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        The mask is the block at ``global_start`` of the mask of an array of
+        ``global_shape``, as in :func:`dropout`.
 
     Returns
     -------
@@ -390,8 +466,11 @@ def keep_mask(
     xp = array_namespace(xp.empty(0))
     check_device(xp, device)
     check_impl(impl)
+    block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s)
     if not is_dask_namespace(xp):  # an eager mask is allocated now: refuse one that cannot fit
         check_mask_memory(shape, n)
     kernel = _kernels.select_mask(xp, impl, device)
     seed, step = resolve_seed(seed, step, allow_none=False)
+    if block is not None and not is_whole(block, shape):
+        return _kernels.block_mask(xp, shape, block, seed, step, keep_count(p), device, impl)
     return xp.reshape(kernel(xp, 0, n, seed, step, keep_count(p), device), shape)

@@ -37,7 +37,7 @@ GOLDEN_V1 = (
     (4294967295, 4294967296, (37,), "0x1.3333333333333p-2", "b7b7ffa1d0"),
     (18446744073709551615, 18446744073709551615, (64,), "0x1.0000000000000p-1", "f45eb368e60f3e81"),
 )
-PROPERTIES = ("equivalence", "expectation", "gradient")
+PROPERTIES = ("equivalence", "expectation", "gradient", "sharding")
 Z_LIMIT = 5.0  # two-sided false-alarm rate 5.7e-7 per z-score
 EXPECTATION_N = 2**16
 EXPECTATION_PS = (0.1, 0.5, 0.9)
@@ -235,8 +235,16 @@ def check_gradient(b: Backend) -> Cell:
     )
 
 
+def check_sharding(b: Backend) -> Cell:
+    """The sharding law: a block drawn with global_shape/global_start is the whole array's block."""
+    from ._sharding import check_law
+
+    return Cell(*check_law(b.from_numpy, b.to_numpy))
+
+
 CHECKS: dict[str, Callable[[Backend], Cell]] = {
     "equivalence": check_equivalence,
     "expectation": check_expectation,
     "gradient": check_gradient,
+    "sharding": check_sharding,
 }

@@ -24,7 +24,8 @@ expectation: worst |z| of mean(dropout(ones)) against scale*keep (limit 5, false
              |scale*keep - 1| in units u of the dtype's rounding (at most 1): E[out] = x to one rounding.
 gradient:    bits differing between dropout_backward and dropout of dout (and autograd, where the
              library has it); worst error against dout*mask/keep in units u (at most 2); finite
-             differences in float64 (relative, below 1e-6)."""
+             differences in float64 (relative, below 1e-6).
+sharding:    tiles drawn with global_shape/global_start whose bits equal the whole array's tile (all must)."""
 
 
 def format_table(results: dict[str, BackendResult]) -> str:

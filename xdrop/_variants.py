@@ -19,10 +19,11 @@ from typing import Any
 
 from . import _kernels
 from ._arith import alpha_constants, float_format
-from ._checks import check_call, check_flag, resolve_noise_shape
+from ._checks import check_call, check_flag
 from ._compat import device, is_torch_namespace
 from ._dropout import DropoutCache, SeedLike, _apply, _mask, _preflight, resolve_seed
 from ._generator import Generator
+from ._sharding import is_dtensor, is_whole, local_noise, unwrap_dtensor
 from ._stream import keep_count
 
 NoiseRule = Callable[[tuple[int, ...]], tuple[int, ...]]
@@ -136,17 +137,36 @@ def _run(
     seed: Any,
     step: Any,
     impl: str,
-    rule: NoiseRule,
+    rule: NoiseRule | None,
     *,
     training: Any = True,
     alpha: bool = False,
     scale_by_keep: Any = True,
     allow_none_seed: bool = True,
+    noise_shape: Any = None,
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache | None]:
-    """Validate everything (the gate, then the kernel choice), then draw: a rejected call never advances a Generator."""
-    checked = check_call(x, p, impl=impl, training=True, rule=rule)
+    """Validate everything (the gate, then the kernel choice), then draw: a rejected call never advances a Generator.
+
+    ``rule`` gives the mask shape from x's shape; ``None`` takes ``noise_shape`` (Keras semantics) instead.
+    """
+    if is_dtensor(x):  # each rank draws its shard's block of the global mask
+        local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
+        flags = {
+            "training": training,
+            "alpha": alpha,
+            "scale_by_keep": scale_by_keep,
+            "allow_none_seed": allow_none_seed,
+            "noise_shape": local_noise(noise_shape, tuple(x.shape)),
+        }
+        out, cache = _run(local, p, seed, step, impl, rule, **flags, global_shape=gs, global_start=gst)
+        return (x if out is local else wrap(out)), cache
+    checked = check_call(
+        x, p, impl=impl, noise_shape=noise_shape, rule=rule, global_shape=global_shape, global_start=global_start
+    )
     assert checked is not None
-    at, p, noise_shape = checked
+    at, p, noise_shape, block = checked
     scale_by_keep = check_flag(scale_by_keep, "scale_by_keep")
     if not check_flag(training, "training"):
         return x, None
@@ -158,20 +178,24 @@ def _run(
     if alpha:
         a, b, c = alpha_constants(k, float_format(xp, x.dtype))  # each rounded once to x's dtype
         grad_scale = a
-    if alpha and is_torch_namespace(xp):  # the one torch path: no mask kept for autograd
+    if alpha and is_torch_namespace(xp) and is_whole(block, noise_shape):  # the one torch path: no mask kept
         out = _kernels.torch_dropout(x, seed, step, k, noise_shape, a, b, c, impl)
     elif alpha:
-        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl)
+        keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
         kept = x * a if b == 0.0 else x * a + b  # no add where b rounds to 0 in x's dtype: keeps -0.0
         out = xp.where(keep, kept, xp.asarray(c, dtype=x.dtype, device=device(x)))
     else:
         grad_scale = None if scale_by_keep else 1.0
-        out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale)
-    cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), noise_shape, grad_scale)
+        out = _apply(x, xp, seed, step, p, impl, noise_shape, grad_scale, block)
+    cache = DropoutCache(
+        seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), noise_shape, grad_scale, block=block
+    )
     return out, cache
 
 
-def _forward(x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule, **kw: Any) -> tuple[Any, DropoutCache]:
+def _forward(
+    x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule | None, **kw: Any
+) -> tuple[Any, DropoutCache]:
     out, cache = _run(x, p, seed, step, impl, rule, allow_none_seed=False, **kw)
     assert cache is not None  # training is always on here
     return out, cache
@@ -179,10 +203,6 @@ def _forward(x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule, *
 
 def _channel_rule(spatial: int, data_format: Any) -> NoiseRule:
     return lambda shape: channel_noise_shape(shape, spatial, f"dropout{spatial}d", data_format)
-
-
-def _given_rule(noise_shape: Any) -> NoiseRule:
-    return lambda shape: resolve_noise_shape(noise_shape, shape)
 
 
 def _feature_alpha_rule(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -205,6 +225,8 @@ def dropout1d(
     training: bool = True,
     data_format: str = "channels_first",
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Channel dropout for ``(N, C, L)`` or unbatched ``(C, L)``: whole channels are zeroed.
 
@@ -232,6 +254,9 @@ def dropout1d(
         :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -257,7 +282,17 @@ def dropout1d(
             [2., 2., 2., 2.],
             [2., 2., 2., 2.]]])
     """
-    return _run(x, p, seed, step, impl, _channel_rule(1, data_format), training=training)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _channel_rule(1, data_format),
+        training=training,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def dropout1d_forward(
@@ -268,12 +303,14 @@ def dropout1d_forward(
     step: int = 0,
     data_format: str = "channels_first",
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout1d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, data_format, impl
+    x, p, step, data_format, impl, global_shape, global_start
         As in :func:`dropout1d`.
     seed : int or Generator
         Required (no OS entropy): backward regenerates the mask from it.
@@ -293,7 +330,9 @@ def dropout1d_forward(
     >>> bool((xdrop.dropout_backward(np.ones((3, 2)), cache) == out).all())
     True
     """
-    return _forward(x, p, seed, step, impl, _channel_rule(1, data_format))
+    return _forward(
+        x, p, seed, step, impl, _channel_rule(1, data_format), global_shape=global_shape, global_start=global_start
+    )
 
 
 def dropout2d(
@@ -305,6 +344,8 @@ def dropout2d(
     training: bool = True,
     data_format: str = "channels_first",
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Channel dropout for ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
 
@@ -333,6 +374,9 @@ def dropout2d(
         :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -357,7 +401,17 @@ def dropout2d(
     >>> bool((out == out[:, :, :1, :1]).all())
     True
     """
-    return _run(x, p, seed, step, impl, _channel_rule(2, data_format), training=training)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _channel_rule(2, data_format),
+        training=training,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def dropout2d_forward(
@@ -368,12 +422,14 @@ def dropout2d_forward(
     step: int = 0,
     data_format: str = "channels_first",
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout2d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, data_format, impl
+    x, p, step, data_format, impl, global_shape, global_start
         As in :func:`dropout2d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -393,7 +449,9 @@ def dropout2d_forward(
     >>> cache.noise_shape
     (1, 3, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _channel_rule(2, data_format))
+    return _forward(
+        x, p, seed, step, impl, _channel_rule(2, data_format), global_shape=global_shape, global_start=global_start
+    )
 
 
 def dropout3d(
@@ -405,6 +463,8 @@ def dropout3d(
     training: bool = True,
     data_format: str = "channels_first",
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Channel dropout for ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)``.
 
@@ -431,6 +491,9 @@ def dropout3d(
         :func:`xdrop.dropout` with that noise shape.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -459,7 +522,17 @@ def dropout3d(
     >>> bool((out == out[:, :1, :1, :1, :]).all())
     True
     """
-    return _run(x, p, seed, step, impl, _channel_rule(3, data_format), training=training)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _channel_rule(3, data_format),
+        training=training,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def dropout3d_forward(
@@ -470,12 +543,14 @@ def dropout3d_forward(
     step: int = 0,
     data_format: str = "channels_first",
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`dropout3d` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, data_format, impl
+    x, p, step, data_format, impl, global_shape, global_start
         As in :func:`dropout3d`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -495,7 +570,9 @@ def dropout3d_forward(
     >>> cache.noise_shape
     (2, 3, 1, 1, 1)
     """
-    return _forward(x, p, seed, step, impl, _channel_rule(3, data_format))
+    return _forward(
+        x, p, seed, step, impl, _channel_rule(3, data_format), global_shape=global_shape, global_start=global_start
+    )
 
 
 # -- alpha dropout ----------------------------------------------------------------------------------
@@ -510,6 +587,8 @@ def alpha_dropout(
     training: bool = True,
     noise_shape: Any = None,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Alpha dropout for SELU networks: keeps mean 0 and variance 1 of its input.
 
@@ -542,6 +621,9 @@ def alpha_dropout(
         ``noise_shape``): 1 shares one decision along that axis.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -562,11 +644,31 @@ def alpha_dropout(
     array([[-0.77919393, -0.77919393, -0.77919393],
            [-0.77919393, -0.77919393, -0.77919393]])
     """
-    return _run(x, p, seed, step, impl, _given_rule(noise_shape), training=training, alpha=True)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        None,
+        training=training,
+        alpha=True,
+        noise_shape=noise_shape,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def alpha_dropout_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, noise_shape: Any = None, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    noise_shape: Any = None,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`alpha_dropout` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
@@ -575,7 +677,7 @@ def alpha_dropout_forward(
 
     Parameters
     ----------
-    x, p, step, noise_shape, impl
+    x, p, step, noise_shape, impl, global_shape, global_start
         As in :func:`alpha_dropout`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -595,11 +697,30 @@ def alpha_dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0.        , 0.        , 0.88640489, 0.88640489])
     """
-    return _forward(x, p, seed, step, impl, _given_rule(noise_shape), alpha=True)
+    return _forward(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        None,
+        alpha=True,
+        noise_shape=noise_shape,
+        global_shape=global_shape,
+        global_start=global_start,
+    )
 
 
 def feature_alpha_dropout(
-    x: Any, p: float = 0.5, *, seed: SeedLike = None, step: int = 0, training: bool = True, impl: str = "auto"
+    x: Any,
+    p: float = 0.5,
+    *,
+    seed: SeedLike = None,
+    step: int = 0,
+    training: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Alpha dropout of whole channels: one decision per (sample, channel).
 
@@ -621,6 +742,9 @@ def feature_alpha_dropout(
         If false, return ``x`` itself.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -640,17 +764,35 @@ def feature_alpha_dropout(
     array([[-0.77919393, -0.77919393],
            [ 0.77919393,  0.77919393]])
     """
-    return _run(x, p, seed, step, impl, _feature_alpha_rule, training=training, alpha=True)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _feature_alpha_rule,
+        training=training,
+        alpha=True,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def feature_alpha_dropout_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`feature_alpha_dropout` in training mode, also returning the cache.
 
     Parameters
     ----------
-    x, p, step, impl
+    x, p, step, impl, global_shape, global_start
         As in :func:`feature_alpha_dropout`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -670,7 +812,9 @@ def feature_alpha_dropout_forward(
     >>> cache.noise_shape
     (2, 2, 1)
     """
-    return _forward(x, p, seed, step, impl, _feature_alpha_rule, alpha=True)
+    return _forward(
+        x, p, seed, step, impl, _feature_alpha_rule, alpha=True, global_shape=global_shape, global_start=global_start
+    )
 
 
 # -- drop path --------------------------------------------------------------------------------------
@@ -685,6 +829,8 @@ def drop_path(
     training: bool = True,
     scale_by_keep: bool = True,
     impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> Any:
     """Stochastic depth: zero whole samples (axis 0) of a residual branch.
 
@@ -708,6 +854,9 @@ def drop_path(
         Scale kept samples by ``1 / keep`` (default), or leave them unscaled.
     impl : {"auto", "reference"}, optional
         ``"reference"`` forces the pure-standard implementation.
+    global_shape, global_start : tuple of int, optional
+        ``x`` is the block at ``global_start`` of an array of ``global_shape``,
+        as in :func:`xdrop.dropout`; the noise shape is the global one's block.
 
     Returns
     -------
@@ -731,17 +880,36 @@ def drop_path(
     >>> xdrop.drop_path(np.ones((4, 3)), 0.5, seed=7, scale_by_keep=False)[:, 0]
     array([0., 0., 1., 1.])
     """
-    return _run(x, p, seed, step, impl, _drop_path_rule, training=training, scale_by_keep=scale_by_keep)[0]
+    return _run(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _drop_path_rule,
+        training=training,
+        scale_by_keep=scale_by_keep,
+        global_shape=global_shape,
+        global_start=global_start,
+    )[0]
 
 
 def drop_path_forward(
-    x: Any, p: float, *, seed: int | Generator, step: int = 0, scale_by_keep: bool = True, impl: str = "auto"
+    x: Any,
+    p: float,
+    *,
+    seed: int | Generator,
+    step: int = 0,
+    scale_by_keep: bool = True,
+    impl: str = "auto",
+    global_shape: Any = None,
+    global_start: Any = None,
 ) -> tuple[Any, DropoutCache]:
     """:func:`drop_path` in training mode, also returning the cache for :func:`xdrop.dropout_backward`.
 
     Parameters
     ----------
-    x, p, step, scale_by_keep, impl
+    x, p, step, scale_by_keep, impl, global_shape, global_start
         As in :func:`drop_path`.
     seed : int or Generator
         Required: backward regenerates the mask from it.
@@ -761,4 +929,14 @@ def drop_path_forward(
     >>> xdrop.dropout_backward(np.full((4, 3), 5.0), cache)[:, 0]
     array([0., 0., 5., 5.])
     """
-    return _forward(x, p, seed, step, impl, _drop_path_rule, scale_by_keep=scale_by_keep)
+    return _forward(
+        x,
+        p,
+        seed,
+        step,
+        impl,
+        _drop_path_rule,
+        scale_by_keep=scale_by_keep,
+        global_shape=global_shape,
+        global_start=global_start,
+    )

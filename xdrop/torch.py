@@ -71,9 +71,11 @@ from torch import Tensor, nn
 
 from ._arith import alpha_constants, float_format
 from ._checks import check_probability, check_u64
+from ._dropout import dropout
 from ._kernels import _torch_ops
 from ._stream import keep_count, scale_for
-from ._variants import channel_noise_shape, feature_noise_shape, sample_noise_shape
+from ._variants import alpha_dropout, channel_noise_shape, drop_path, feature_noise_shape, sample_noise_shape
+from .distributed import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
 
 __all__ = [
     "AlphaDropout",
@@ -274,6 +276,17 @@ class _SeededDropout(nn.Module):
                     self._draws.popitem(last=False)
         return taken
 
+    def _functional(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> Tensor:
+        """The layer's dropout through the public functions (which place blocks of a global array)."""
+        out: Tensor
+        if self._alpha:
+            out = alpha_dropout(x, self.p, seed=seed, step=step, noise_shape=noise)
+        elif not self.scale_by_keep:
+            out = drop_path(x, self.p, seed=seed, step=step, scale_by_keep=False)
+        else:
+            out = dropout(x, self.p, seed=seed, step=step, noise_shape=noise)
+        return out
+
     def forward(self, input: Tensor) -> Tensor:
         if not self.training:
             return input
@@ -284,6 +297,21 @@ class _SeededDropout(nn.Module):
         if input.is_meta:  # shape inference: no state to read or advance
             return torch.empty_like(input)
         taken = self._take()
+        if layer_is_placed(self, input):  # DTensor, or a global-batch layer: the functional path places blocks
+            seed, step = taken if isinstance(taken, tuple) else (int(v) % _U64 for v in taken.tolist())
+            placed: Tensor = layer_call(self, lambda t, s, st: self._functional(t, s, st, noise), input, seed, step)
+            return input.copy_(placed) if self.inplace else placed
+        if offset := rank_step_offset(self):  # per-rank masks: never in a buffer, so DDP cannot erase it
+            if isinstance(taken, tuple):
+                if taken[1] >> RANK_SHIFT:
+                    raise ValueError(
+                        f"per-rank masks fold the rank into the step (step + rank * 2**{RANK_SHIFT}), which needs "
+                        f"step < 2**{RANK_SHIFT}, got step={taken[1]}; "
+                        "use xdrop.distributed.data_parallel(model, 'global_batch') instead"
+                    )
+                taken = (taken[0], taken[1] + offset)
+            else:
+                taken = taken + torch.tensor([0, offset], dtype=taken.dtype, device=taken.device)
         k, a, b, c = _op_constants(self._alpha, self.p, input.dtype, self.scale_by_keep)
         shape = tuple(input.shape) if noise is None else noise
         if isinstance(taken, tuple):

@@ -37,6 +37,7 @@ from .._compat import (
     is_torch_namespace,
     namespace_name,
 )
+from .._sharding import Block, block_keep, contiguous_start
 from .._stream import keep_flat
 from . import _host, _native
 from ._reference import reference
@@ -264,6 +265,52 @@ def select_mask(xp: ModuleType, impl: str, device: Any = None) -> MaskKernel:
 
         return _cuda.cupy_mask if is_cupy_namespace(xp) else _cuda.torch_mask
     return keep_flat
+
+
+def select_block(xp: ModuleType, x: Any, impl: str, block: Block) -> Kernel | None:
+    """The dropout kernel for ``x`` as ``block`` of a larger array; ``None`` where only the mask path applies.
+
+    Dask and JAX draw any block themselves; the host kernels take a block that is
+    one contiguous range of the global flat indices (rows of a row-sharded array).
+    """
+    if is_dask_namespace(xp):
+        from ._dask import dask_dropout
+
+        return dask_dropout(impl, block)
+    if is_jax_namespace(xp) and impl == "auto":
+        from ._jax import jax_block_dropout
+
+        return lambda x, xp, seed, step, k, scale: jax_block_dropout(x, seed, step, k, scale, block)
+    start = contiguous_start(block, tuple(x.shape))
+    if start is None:
+        return None
+    engine = _engine(xp, impl, _family(xp, getattr(x, "device", None)))
+    if engine not in _host.ENGINES:
+        return None
+    if is_torch_namespace(xp):
+        from . import _torch
+
+        return lambda x, xp, seed, step, k, scale: _torch.cpu_dropout(x, seed, step, k, scale, engine, start)
+    return lambda x, xp, seed, step, k, scale: _host.dropout_array(
+        np.asarray(x), seed, step, k, scale, engine, start=start
+    )
+
+
+def block_mask(
+    xp: ModuleType, shape: tuple[int, ...], block: Block, seed: int, step: int, k: int, dev: Any, impl: str
+) -> Any:
+    """Keep decisions (bool, ``shape``) of ``block``, drawn with its global flat indices."""
+    check_impl(impl)
+    if is_dask_namespace(xp):
+        from ._dask import dask_block_mask
+
+        return dask_block_mask(shape, block, seed, step, k, impl)
+    if is_jax_namespace(xp) and impl == "auto":
+        from ._jax import jax_block_mask
+
+        return jax_block_mask(shape, block, seed, step, k, dev)
+    kernel = select_mask(xp, impl, dev)
+    return block_keep(xp, block, shape, lambda start, n: kernel(xp, start, n, seed, step, k, dev))
 
 
 def torch_dropout(

@@ -1,19 +1,17 @@
 """Dask kernels: lazy, chunk-invariant dropout through ``map_blocks``.
 
-Each chunk computes the keep decisions of its own *global* flat indices with
-the NumPy mask kernel (a fast path, or the reference for ``impl="reference"``),
+Each chunk is a block of the whole array (itself possibly a block of a larger
+one, given by ``global_shape``/``global_start``): it draws the keep decisions
+of its own *global* flat indices with the NumPy mask kernel (a fast path, or
+the reference for ``impl="reference"``) through :func:`xdrop._sharding.block_keep`,
 so any chunking gives the bits of NumPy on the whole array, nothing is computed
 at call time, and a task's memory is bounded by a small multiple of its chunk.
-
-A chunk of an n-d array is not one contiguous range of flat indices: it is
-``runs`` contiguous runs (one per index of its leading axes) of ``run`` indices
-each. When the runs lie close together, one range covering them all is drawn
-and viewed with the array's strides; otherwise each run is drawn on its own.
+Each task learns where its chunk lies from Dask's ``block_info`` (O(ndim) per
+task), so the graph grows linearly with the number of chunks.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,24 +19,10 @@ from typing import Any
 import numpy as np
 
 from .._compat import array_namespace, numpy_namespace
+from .._sharding import CALL_COST_IN_DRAWS, MAX_SPAN_FACTOR, Block, MaskFn, block_keep
 from .._stream import STREAM_VERSION
 
-# Drawing one covering range instead of separate runs wastes (span - size) draws
-# but saves a call per run; a call costs about as much as this many draws.
-CALL_COST_IN_DRAWS = 4096
-# The covering range is used only while its mask stays within this multiple of the chunk.
-MAX_SPAN_FACTOR = 4
-
-MaskFn = Callable[[int, int], np.ndarray]
-
-
-def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Row-major element strides of ``shape``."""
-    out, acc = [], 1
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= d
-    return tuple(reversed(out))
+__all__ = ["CALL_COST_IN_DRAWS", "MAX_SPAN_FACTOR", "chunk_keep", "dask_dropout", "dask_mask"]
 
 
 def chunk_keep(shape: tuple[int, ...], origin: tuple[int, ...], cshape: tuple[int, ...], mask: MaskFn) -> np.ndarray:
@@ -46,26 +30,7 @@ def chunk_keep(shape: tuple[int, ...], origin: tuple[int, ...], cshape: tuple[in
 
     ``mask(start, n)`` gives the 1-d decisions of flat indices ``start .. start + n - 1``.
     """
-    size = math.prod(cshape)
-    if size == 0:
-        return np.zeros(cshape, dtype=bool)
-    strides = _strides(shape)
-    first = sum(o * s for o, s in zip(origin, strides, strict=True))
-    span = 1 + sum((c - 1) * s for c, s in zip(cshape, strides, strict=True))
-    if span == size:  # one contiguous range
-        return mask(first, size).reshape(cshape)
-    # axis j is the last axis the chunk does not cover in full: runs are contiguous from there on
-    j = max(a for a in range(len(shape)) if cshape[a] != shape[a])
-    run = cshape[j] * strides[j]
-    runs = size // run
-    if span - size <= CALL_COST_IN_DRAWS * runs and span <= MAX_SPAN_FACTOR * size + CALL_COST_IN_DRAWS:
-        covering = np.ascontiguousarray(mask(first, span))
-        return np.lib.stride_tricks.as_strided(covering, shape=cshape, strides=strides, writeable=False)
-    out = np.empty(cshape, dtype=bool)
-    for lead in itertools.product(*(range(c) for c in cshape[:j])):
-        start = first + sum(i * s for i, s in zip(lead, strides, strict=False))
-        out[lead] = mask(start, run).reshape(cshape[j:])
-    return out
+    return np.asarray(block_keep(numpy_namespace(), Block(shape, origin), cshape, mask))
 
 
 def _numpy_mask(seed: int, step: int, k: int, impl: str) -> MaskFn:
@@ -76,8 +41,9 @@ def _numpy_mask(seed: int, step: int, k: int, impl: str) -> MaskFn:
     return lambda start, n: np.asarray(kernel(xp, start, n, seed, step, k, None))
 
 
-def _offsets(chunks: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(itertools.accumulate(c[:-1], initial=0)) for c in chunks)
+def _origin(block_info: dict[Any, Any], start: tuple[int, ...]) -> tuple[int, ...]:
+    """The chunk's first index along each axis in the global array (the array starts at ``start``)."""
+    return tuple(s + lo for s, (lo, _) in zip(start, block_info[None]["array-location"], strict=True))
 
 
 def _check_known(chunks: tuple[tuple[float, ...], ...], name: str) -> None:
@@ -91,15 +57,15 @@ def _dropout_block(
     block: Any,
     *,
     shape: tuple[int, ...],
-    offsets: tuple[tuple[int, ...], ...],
+    start: tuple[int, ...],
     seed: int,
     step: int,
     k: int,
     scale: float,
     impl: str,
-    block_id: tuple[int, ...],
+    block_info: dict[Any, Any],
 ) -> Any:
-    origin = tuple(offsets[axis][i] for axis, i in enumerate(block_id))
+    origin = _origin(block_info, start)
     keep = chunk_keep(shape, origin, tuple(block.shape), _numpy_mask(seed, step, k, impl))
     xp = array_namespace(block)
     if not isinstance(block, np.ndarray):  # e.g. CuPy chunks: the decisions are drawn on the host
@@ -108,13 +74,24 @@ def _dropout_block(
 
 
 def _mask_block(
-    block: Any, *, offsets: tuple[int, ...], seed: int, step: int, k: int, impl: str, block_id: tuple[int]
+    block: Any,
+    *,
+    shape: tuple[int, ...],
+    start: tuple[int, ...],
+    seed: int,
+    step: int,
+    k: int,
+    impl: str,
+    block_info: dict[Any, Any],
 ) -> np.ndarray:
-    return _numpy_mask(seed, step, k, impl)(offsets[block_id[0]], block.shape[0])
+    return chunk_keep(shape, _origin(block_info, start), tuple(block.shape), _numpy_mask(seed, step, k, impl))
 
 
-def dask_dropout(impl: str) -> Callable[[Any, Any, int, int, int, float], Any]:
-    """The dropout kernel for Dask arrays; each chunk uses the NumPy kernels of ``impl``."""
+def dask_dropout(impl: str, block: Block | None = None) -> Callable[[Any, Any, int, int, int, float], Any]:
+    """The dropout kernel for Dask arrays; each chunk uses the NumPy kernels of ``impl``.
+
+    ``block``: where the Dask array lies in a larger array (``None``: it is the whole array).
+    """
 
     def kernel(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> Any:
         import dask.array as da
@@ -122,15 +99,16 @@ def dask_dropout(impl: str) -> Callable[[Any, Any, int, int, int, float], Any]:
         from dask.base import tokenize
 
         _check_known(x.chunks, "x")
-        token = tokenize(x, seed, step, k, scale, impl, STREAM_VERSION)
-        return da.map_blocks(
+        where = block or Block(tuple(x.shape), (0,) * x.ndim)
+        token = tokenize(x, seed, step, k, scale, impl, where, STREAM_VERSION)
+        return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
             _dropout_block,
             x,
             dtype=x.dtype,
-            meta=meta_from_array(x, ndim=x.ndim),
+            meta=meta_from_array(x, ndim=x.ndim),  # type: ignore[no-untyped-call]  # dask ships no annotations for it either
             name=f"xdrop-dropout-{token}",
-            shape=tuple(x.shape),
-            offsets=_offsets(x.chunks),
+            shape=where.shape,
+            start=where.start,
             seed=seed,
             step=step,
             k=k,
@@ -145,23 +123,29 @@ def dask_mask(impl: str) -> Callable[[Any, int, int, int, int, int, Any], Any]:
     """The mask kernel for Dask: a lazy 1-d bool array in chunks of Dask's default size."""
 
     def kernel(xp: Any, start: int, n: int, seed: int, step: int, k: int, dev: Any) -> Any:
-        import dask.array as da
-        from dask.base import tokenize
-
-        slots = da.empty((n,), dtype=bool)  # never computed: it only lays out the chunks
-        offsets = tuple(start + o for o in _offsets(slots.chunks)[0])
-        token = tokenize(start, n, seed, step, k, impl, STREAM_VERSION)
-        return da.map_blocks(
-            _mask_block,
-            slots,
-            dtype=bool,
-            meta=np.empty((0,), dtype=bool),
-            name=f"xdrop-mask-{token}",
-            offsets=offsets,
-            seed=seed,
-            step=step,
-            k=k,
-            impl=impl,
-        )
+        # flat indices start .. start + n - 1 are the block at (start,) of a 1-d array of start + n
+        return dask_block_mask((n,), Block((start + n,), (start,)), seed, step, k, impl)
 
     return kernel
+
+
+def dask_block_mask(shape: tuple[int, ...], block: Block, seed: int, step: int, k: int, impl: str) -> Any:
+    """Lazy keep decisions (bool, ``shape``) of ``block``, in chunks of Dask's default size."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    slots = da.empty(shape, dtype=bool)  # never computed: it only lays out the chunks
+    token = tokenize(shape, block, seed, step, k, impl, STREAM_VERSION)
+    return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
+        _mask_block,
+        slots,
+        dtype=bool,
+        meta=np.empty((0,) * len(shape), dtype=bool),
+        name=f"xdrop-mask-{token}",
+        shape=block.shape,
+        start=block.start,
+        seed=seed,
+        step=step,
+        k=k,
+        impl=impl,
+    )

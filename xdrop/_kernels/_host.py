@@ -165,30 +165,34 @@ def mask_into(out: np.ndarray, start: int, seed: int, step: int, k: int, engine:
         _mask_numpy(out, start, seed, step, k)
 
 
-def _dropout_numpy(src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any) -> None:
+def _dropout_numpy(src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any, start: int) -> None:
     def body(lo: int, hi: int) -> None:
         s = _Scratch()
         for i in range(lo, hi, PIECE):
             j = min(i + PIECE, hi)
-            drop = _numpy_flags(s, i, j - i, seed, step, k, False)
+            drop = _numpy_flags(s, start + i, j - i, seed, step, k, False)
             np.multiply(src[i:j], scale, out=dst[i:j])
             np.copyto(dst[i:j], 0, where=drop)  # +0, also where x is NaN or inf
 
     run_ranges(src.shape[0], body)
 
 
-def _dropout_c(lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any) -> None:
+def _dropout_c(
+    lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any, start: int
+) -> None:
     fn = lib.xd_dropout_f32 if src.dtype == np.float32 else lib.xd_dropout_f64
     size = src.dtype.itemsize
     sp, dp, sc = src.ctypes.data, dst.ctypes.data, float(scale)
 
     def body(lo: int, hi: int) -> None:
-        fn(sp + lo * size, dp + lo * size, lo, hi - lo, seed, step, k, sc)
+        fn(sp + lo * size, dp + lo * size, start + lo, hi - lo, seed, step, k, sc)
 
     run_ranges(src.shape[0], body)
 
 
-def _dropout_c_mask(lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any) -> None:
+def _dropout_c_mask(
+    lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: Any, start: int
+) -> None:
     """Other dtypes (float16): the C mask a piece at a time, the product in NumPy."""
 
     def body(lo: int, hi: int) -> None:
@@ -196,7 +200,7 @@ def _dropout_c_mask(lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step:
         for i in range(lo, hi, PIECE):
             j = min(i + PIECE, hi)
             d = drop[: j - i]
-            lib.xd_mask(i, j - i, seed, step, k, d.ctypes.data)
+            lib.xd_mask(start + i, j - i, seed, step, k, d.ctypes.data)
             np.logical_not(d, out=d)
             np.multiply(src[i:j], scale, out=dst[i:j])
             np.copyto(dst[i:j], 0, where=d)
@@ -204,8 +208,10 @@ def _dropout_c_mask(lib: Any, src: np.ndarray, dst: np.ndarray, seed: int, step:
     run_ranges(src.shape[0], body)
 
 
-def dropout_into(src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str) -> None:
-    """``dst = where(keep, src * scale, 0)`` over flat indices 0.. of contiguous 1-d ``src``/``dst``."""
+def dropout_into(
+    src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str, start: int = 0
+) -> None:
+    """``dst = where(keep, src * scale, 0)`` over flat indices ``start ..`` of contiguous 1-d ``src``/``dst``."""
     factor = src.dtype.type(scale)  # exact: scale_for rounds to the dtype
     if k == 0:
         dst.fill(0)
@@ -213,19 +219,24 @@ def dropout_into(src: np.ndarray, dst: np.ndarray, seed: int, step: int, k: int,
         run_ranges(src.shape[0], lambda lo, hi: np.multiply(src[lo:hi], factor, out=dst[lo:hi]))
     elif (lib := _native.library() if engine == "c" else None) is not None:
         if src.dtype in (np.float32, np.float64):
-            _dropout_c(lib, src, dst, seed, step, k, factor)
+            _dropout_c(lib, src, dst, seed, step, k, factor, start)
         else:
-            _dropout_c_mask(lib, src, dst, seed, step, k, factor)
+            _dropout_c_mask(lib, src, dst, seed, step, k, factor, start)
     else:
-        _dropout_numpy(src, dst, seed, step, k, factor)
+        _dropout_numpy(src, dst, seed, step, k, factor, start)
 
 
-def dropout_array(x: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str, out: Any = None) -> Any:
-    """Dropout of a NumPy array into a new C-contiguous array (or ``out``, a NumPy view of one)."""
+def dropout_array(
+    x: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str, out: Any = None, start: int = 0
+) -> Any:
+    """Dropout of a NumPy array into a new C-contiguous array (or ``out``, a NumPy view of one).
+
+    ``start`` is the flat global index of ``x``'s first element (a contiguous block of a larger array).
+    """
     src = x if x.flags.c_contiguous else x.copy(order="C")  # a copy only for strided views
     dst = np.empty(src.shape, src.dtype) if out is None else out
     if src.size:
-        dropout_into(src.reshape(-1), dst.reshape(-1), seed, step, k, scale, engine)
+        dropout_into(src.reshape(-1), dst.reshape(-1), seed, step, k, scale, engine, start)
     return dst
 
 

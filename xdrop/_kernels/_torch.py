@@ -20,15 +20,15 @@ def _torch_dtype_name(t: Any) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
-def cpu_dropout(x: Any, seed: int, step: int, k: int, scale: float, engine: str) -> Any:
+def cpu_dropout(x: Any, seed: int, step: int, k: int, scale: float, engine: str, start: int = 0) -> Any:
     import torch
 
     src = x.detach().resolve_neg().resolve_conj()
     if _torch_dtype_name(src) in _NUMPY_DTYPES:
         out = torch.empty(tuple(src.shape), dtype=src.dtype)
-        _host.dropout_array(src.numpy(), seed, step, k, scale, engine, out=out.numpy())
+        _host.dropout_array(src.numpy(), seed, step, k, scale, engine, out=out.numpy(), start=start)
         return out
-    keep = cpu_mask(0, src.numel(), seed, step, k, engine).reshape(src.shape)
+    keep = cpu_mask(start, src.numel(), seed, step, k, engine).reshape(src.shape)
     return torch.where(keep, src * scale, torch.zeros_like(src))
 
 
