@@ -190,9 +190,9 @@ def _dtensor(rank, world):
                 assert torch.equal(got.full_tensor(), want)
                 got.sum().backward()
                 assert isinstance(leaf.grad, DTensor)
-                ones_out = layer._variant(torch.ones_like(full), SEED, 5, layer._noise_shape(full))[
-                    1
-                ]  # full-tensor cache
+                ones, noise = torch.ones_like(full), layer._noise_shape(full)
+                forward = xdrop.alpha_dropout_forward if layer._alpha else xdrop.dropout_forward
+                ones_out = forward(ones, P, seed=SEED, step=5, noise_shape=noise)[1]  # full-tensor cache
                 assert torch.equal(leaf.grad.full_tensor(), xdrop.dropout_backward(torch.ones_like(full), ones_out))
             partial = DTensor.from_local(torch.ones(2, 3), mesh, [Partial()] * len(mesh_shape), run_check=False)
             with pytest.raises(ValueError, match="Partial"):

@@ -155,11 +155,14 @@ def resolve_block(
 def shared_axes_rule(noise_shape: Any, shape: tuple[int, ...]) -> NoiseRule:
     """``noise_shape``'s rule on the global shape: an entry of 1 shares the decision along that axis.
 
-    Where x's own size is 1 the entry cannot say which is meant; it is read as x's size (not shared).
+    With a global array, ``noise_shape`` speaks of the global array: an entry of 1
+    shares one decision along that axis of it, also where the block's own size
+    there is 1 (a one-wide shard); ``None`` or the block's size means one decision
+    per element along the axis.
     """
     if noise_shape is None:
         return lambda shape: shape
-    ones = tuple(n is not None and n == 1 and d != 1 for n, d in zip(noise_shape, shape, strict=True))
+    ones = tuple(n is not None and n == 1 for n in noise_shape)
     return lambda shape: tuple(1 if one else d for one, d in zip(ones, shape, strict=True))
 
 
