@@ -140,8 +140,70 @@ def jitted(fn: Callable[..., Any], **kwargs: Any) -> Call:
     return jax.jit(lambda a: fn(a, **kwargs)), (jax.numpy.ones(4),), {}
 
 
-# Layers (xdrop.torch) get their rows from the "torch layers" work: add them with Case("torch.Dropout", ...).
-LAYER_CASES: list[Case] = []
+def xt() -> Any:
+    """``xdrop.torch`` (imports torch)."""
+    torch()
+    import xdrop.torch
+
+    return xdrop.torch
+
+
+def layer_case(function: str, bad: str, build: Callable[[], Call], error: type[Exception], message: str) -> Case:
+    return Case(function, bad, build, error, message, needs_torch=True)
+
+
+# Layers: the constructors' arguments and the forward's input.
+LAYER_CASES: list[Case] = [
+    layer_case(
+        "torch.Dropout",
+        "p above one",
+        lambda: (xt().Dropout, (1.5,), {}),
+        ValueError,
+        "p must be a probability in [0, 1], got p=1.5",
+    ),
+    layer_case(
+        "torch.Dropout",
+        "inplace an int",
+        lambda: (xt().Dropout, (0.5,), {"inplace": 1}),
+        TypeError,
+        "inplace must be a bool, got inplace=1",
+    ),
+    layer_case(
+        "torch.Dropout",
+        "seed negative",
+        lambda: (xt().Dropout, (0.5,), {"seed": -1}),
+        ValueError,
+        "seed must be an integer in [0, 2**64), got seed=-1",
+    ),
+    layer_case(
+        "torch.Dropout",
+        "seed a float",
+        lambda: (xt().Dropout, (0.5,), {"seed": 1.5}),
+        TypeError,
+        "seed must be an integer in [0, 2**64), got seed=1.5 of type float",
+    ),
+    layer_case(
+        "torch.Dropout (forward)",
+        "x an int64 tensor",
+        lambda: (xt().Dropout(0.5, seed=1), (torch().ones(4, dtype=torch().int64),), {}),
+        TypeError,
+        "x must have a real floating dtype, got x.dtype=torch.int64",
+    ),
+    layer_case(
+        "torch.DropPath",
+        "scale_by_keep None",
+        lambda: (xt().DropPath, (0.5,), {"scale_by_keep": None}),
+        TypeError,
+        "scale_by_keep must be a bool, got scale_by_keep=None",
+    ),
+    layer_case(
+        "torch.replace_dropout",
+        "module an int",
+        lambda: (xt().replace_dropout, (3,), {}),
+        TypeError,
+        "module must be a torch.nn.Module, got module of type int",
+    ),
+]
 
 
 def generator_case(bad, args, kwargs, error, message) -> Case:
