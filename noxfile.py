@@ -113,7 +113,15 @@ ENV_OF = {name: env for env, names in ENVS.values() for name in names}
 
 
 # Modules that import a framework at import time: the light environment has none to import.
-FRAMEWORK_MODULES = ["xdrop/torch.py", "xdrop/distributed.py", "xdrop/flax.py", "xdrop/keras.py"]
+# Modules that import a framework at import time: the light environment cannot import them.
+FRAMEWORK_MODULES = [
+    "xdrop/torch.py",
+    "xdrop/distributed.py",
+    "xdrop/flax.py",
+    "xdrop/keras.py",
+    "xdrop/_kernels/_torch_ops.py",
+    "xdrop/_kernels/_triton.py",
+]
 
 
 def run_suite(session: nox.Session, env: Env, backends: list[str]) -> None:
@@ -133,10 +141,12 @@ def tests(session: nox.Session, env: str) -> None:
         if not backends:
             session.skip(f"XDROP_BACKENDS={chosen} names none of this environment's backends")
     run_suite(session, shared, backends)
-    if env == "light":
-        # The framework modules' imports fail here (no framework installed); their own tests run their doctests.
+    if env == "light":  # the framework modules' imports fail here (no framework installed)
         ignores = [f"--ignore={m}" for m in FRAMEWORK_MODULES]
         shared.run(session, "pytest", "-q", "--doctest-modules", "xdrop", *ignores, "-p", "no:cacheprovider")
+    elif not chosen:  # ... so their doctests run here (Keras on its JAX backend)
+        doctest = ("pytest", "-q", "--doctest-modules", *FRAMEWORK_MODULES, "-p", "no:cacheprovider")
+        shared.run(session, *doctest, env={"KERAS_BACKEND": "jax"})
 
 
 def cuda_device_present() -> tuple[bool, str]:

@@ -337,3 +337,34 @@ def test_eager_fast_path_equals_the_operator():
             fast = _torch_ops.dropout(x, 5, 6, *args)
             ss = torch.tensor([5, 6])
             assert _same_bits(fast, _torch_ops.OP(x, ss, args[0], list(args[1]), *args[2:], "auto"))
+
+
+# -- seed=None on torch tensors: torch's generator, so checkpoint recomputes the same mask ----------------
+
+
+def test_seed_none_follows_torch_manual_seed():
+    x = torch.ones(256)
+    torch.manual_seed(3)
+    a = xdrop.dropout(x, 0.5)
+    torch.manual_seed(3)
+    b = xdrop.dropout(x, 0.5)
+    c = xdrop.dropout(x, 0.5)  # the generator moved on: another seed
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+@pytest.mark.parametrize("variant", ["dropout", "dropout1d", "alpha_dropout"])
+def test_checkpoint_recomputes_the_forward_mask_for_seed_none(reentrant, variant):
+    from torch.utils.checkpoint import checkpoint
+
+    fn = getattr(xdrop, variant)
+    x = torch.randn(4, 8, 16, dtype=torch.float64, requires_grad=True)
+    out = checkpoint(lambda t: fn(t * 1.0, 0.5), x, use_reentrant=reentrant)
+    out.backward(torch.ones_like(out))
+    if variant == "alpha_dropout":  # kept: a * x + b, gradient a; dropped: the constant c, gradient 0
+        kept = x.grad != 0
+        c = out[~kept].flatten()[0]
+        # the recomputed mask is the forward's: exactly the dropped elements hold c (x is random float64)
+        assert torch.equal(~kept, out == c) and 0 < int(kept.sum()) < kept.numel()
+    else:
+        assert torch.equal(x.grad != 0, out != 0)  # the recomputed mask is the forward's

@@ -36,12 +36,18 @@ TRACED_SEED_HELP = (
 )
 
 
-def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True, traced: bool = False) -> tuple[int, int]:
+def resolve_seed(
+    seed: Any, step: Any, *, allow_none: bool = True, traced: bool = False, xp: ModuleType | None = None
+) -> tuple[int, int]:
     """The ``(seed, step)`` pair a call uses; takes a step from a Generator.
 
     Call it last among the checks, so a rejected call never advances a Generator.
     ``traced`` says the input is a JAX tracer: then a Generator or ``None``,
-    which would be consumed once at trace time, is refused.
+    which would be consumed once at trace time, is refused. ``seed=None`` on a
+    torch tensor (``xp`` torch's namespace) draws the seed from torch's default
+    generator, as ``F.dropout`` draws its mask: ``torch.manual_seed`` reproduces
+    it, and ``torch.utils.checkpoint``, which restores that generator before it
+    recomputes, replays the same mask. Elsewhere it is fresh OS entropy.
     """
     if traced and (seed is None or isinstance(seed, Generator)):
         raise TypeError(f"seed={seed!r} cannot be used here: {TRACED_SEED_HELP}")
@@ -53,6 +59,11 @@ def resolve_seed(seed: Any, step: Any, *, allow_none: bool = True, traced: bool 
         return seed.seed, seed.take_step()
     step = check_u64(step, "step")
     if seed is None and allow_none:
+        if xp is not None and is_torch_namespace(xp):
+            import torch
+
+            lo, hi = torch.randint(0, 1 << 32, (2,), dtype=torch.int64).tolist()
+            return lo | hi << 32, step
         return secrets.randbits(64), step
     return check_u64(seed, "seed"), step
 
@@ -208,7 +219,9 @@ def dropout(
         ``torch.nn.functional.dropout``). Resolution 2**-32.
     seed : int, Generator or None, optional
         A seed in ``[0, 2**64)``; a :class:`Generator`, whose step is used and
-        advanced; or ``None`` for fresh OS entropy (not reproducible).
+        advanced; or ``None``: on a torch tensor a seed drawn from torch's default
+        generator (``torch.manual_seed`` reproduces it; ``torch.utils.checkpoint``
+        replays it), elsewhere fresh OS entropy (not reproducible).
     step : int, optional
         A step in ``[0, 2**64)``: a second counter, e.g. the training
         iteration, so one seed gives independent masks at every step.
@@ -282,7 +295,7 @@ def dropout(
         return x
     at, p, mask_shape, block = checked
     _preflight(x, at.xp, impl, mask_shape)
-    seed, step = resolve_seed(seed, step, traced=at.traced)
+    seed, step = resolve_seed(seed, step, traced=at.traced, xp=at.xp)
     return _apply(x, at.xp, seed, step, p, impl, mask_shape, None, block)
 
 

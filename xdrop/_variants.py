@@ -172,7 +172,7 @@ def _run(
         return x, None
     xp = at.xp
     _preflight(x, xp, impl, noise_shape)
-    seed, step = resolve_seed(seed, step, allow_none=allow_none_seed, traced=at.traced)
+    seed, step = resolve_seed(seed, step, allow_none=allow_none_seed, traced=at.traced, xp=at.xp)
     k = keep_count(p)
     grad_scale: float | None = None
     if alpha:
