@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from ._compat import ArrayType, array_type, is_jax_array, namespace_name
-from ._sharding import AMBIENT, Block, resolve_block, shared_axes_rule
+from ._sharding import Block, ambient_placed, resolve_block, shared_axes_rule
 
 MAX_U64 = (1 << 64) - 1
 # Every impl name; each means one thing (see _kernels for what each runs).
@@ -241,7 +241,7 @@ def check_call(
     mask_shape = rule(shape) if rule is not None else resolve_noise_shape(noise_shape, shape)
     check_impl(impl)
     block = None
-    if global_shape is not None or global_start is not None or AMBIENT.get() is not None:  # else no block work at all
+    if global_shape is not None or global_start is not None or ambient_placed():  # else no block work at all
         global_noise = rule if rule is not None else shared_axes_rule(noise_shape, shape)
         block = resolve_block(at.xp, shape, global_shape, global_start, impl, global_noise)
     if not check_flag(training, "training"):

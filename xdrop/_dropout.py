@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
@@ -139,7 +140,13 @@ def _mask(
 
 
 def _preflight(x: Any, xp: ModuleType, impl: str, noise_shape: tuple[int, ...]) -> None:
-    """Select the kernel now, so that an ``impl`` that does not apply raises before the seed is taken."""
+    """Select the kernel now, so that an ``impl`` that does not apply raises before the seed is taken.
+
+    Not while torch.compile traces: the registered operator selects its kernel when it runs, and the
+    first selection may build the compiled kernel under a lock, which dynamo cannot trace.
+    """
+    if is_torch_namespace(xp) and sys.modules["torch"].compiler.is_compiling():
+        return
     if noise_shape == tuple(x.shape):
         _kernels.select(xp, x, impl)
     else:

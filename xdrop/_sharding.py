@@ -241,6 +241,14 @@ Placement = Callable[[tuple[int, ...]], tuple[tuple[int, ...], tuple[int, ...]]]
 _ambient: ContextVar[Placement | None] = ContextVar("xdrop_ambient_block", default=None)
 # The gate reads it directly (``AMBIENT.get() is None``: no block work), one C call per dropout call.
 AMBIENT = _ambient
+# How many ``placed`` contexts are open in any thread: while none is, the gate does not read the
+# ContextVar at all (one list read; torch.compile cannot trace ContextVar.get, but can this).
+_PLACED = [0]
+
+
+def ambient_placed() -> bool:
+    """Whether a placement may be ambient in this context (cheap, and traceable by torch.compile)."""
+    return _PLACED[0] > 0 and _ambient.get() is not None
 
 
 @contextmanager
@@ -250,9 +258,11 @@ def placed(placement: Placement) -> Iterator[None]:
     Used by :mod:`xdrop.distributed` to put a rank's slice of the batch in the global batch.
     """
     token = _ambient.set(placement)
+    _PLACED[0] += 1
     try:
         yield
     finally:
+        _PLACED[0] -= 1
         _ambient.reset(token)
 
 
