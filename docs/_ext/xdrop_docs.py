@@ -111,12 +111,18 @@ def check_api(app: Sphinx, env: Any) -> None:
         logger.warning(problem, type="xdrop", subtype="api")
 
 
+def _marked_not_run(node: nodes.Node) -> bool:
+    """Whether the block follows a ``% not run: <reason>`` comment (MyST keeps it as a comment node)."""
+    before = node.previous_sibling() if hasattr(node, "previous_sibling") else None
+    return isinstance(before, nodes.comment) and before.astext().strip().startswith("not run:")
+
+
 def untested_examples(doctree: nodes.Node) -> list[nodes.literal_block]:
-    """Python code blocks that the doctest builder would not run."""
+    """Python code blocks that the doctest builder would not run and that no marker says why."""
     return [
         node
         for node in doctree.findall(nodes.literal_block)
-        if node.get("language") in PYTHON_LANGS and "testnodetype" not in node
+        if node.get("language") in PYTHON_LANGS and "testnodetype" not in node and not _marked_not_run(node)
     ]
 
 
