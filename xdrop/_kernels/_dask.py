@@ -65,8 +65,7 @@ def _dropout_block(
     impl: str,
     block_info: dict[Any, Any],
 ) -> Any:
-    origin = _origin(block_info, start)
-    keep = chunk_keep(shape, origin, tuple(block.shape), _numpy_mask(seed, step, k, impl))
+    keep = _mask_block(block, shape=shape, start=start, seed=seed, step=step, k=k, impl=impl, block_info=block_info)
     xp = array_namespace(block)
     if not isinstance(block, np.ndarray):  # e.g. CuPy chunks: the decisions are drawn on the host
         keep = xp.asarray(keep)
