@@ -47,7 +47,7 @@ MIN_REPEATS, MAX_REPEATS, BUDGET_S = 3, 25, 0.6
 # a 64-element dropout lasts microseconds, close to the timer's own cost and to a cold cache's.
 SAMPLE_S, MAX_CALLS = 2e-3, 1 << 14
 # The bandwidth bound and the xdrop rows used for ratios (not ratioed themselves).
-BOUNDS = ("multiply", "copy")
+BOUNDS = ("multiply", "multiply-into", "copy")
 
 
 @dataclass
@@ -143,6 +143,7 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
     cs_mask = (rng.random(x.shape) < keep) / keep  # CS231n: float64 mask, saved for backward
     g_keep = rng.random(x.size, dtype=np.float32).reshape(x.shape) < keep
     scale = x.dtype.type(1 / keep)
+    into = np.empty_like(x)
 
     def cs231n() -> Any:  # the seed's code, with a Generator instead of the global RNG
         mask = (rng.random(x.shape) < keep) / keep
@@ -168,6 +169,7 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
         "cs231n": (cs231n, lambda: dout * cs_mask),
         "numpy-generator": (generator, lambda: np.where(g_keep, dout * scale, x.dtype.type(0))),
         "multiply": (lambda: x * scale, None),
+        "multiply-into": (lambda: np.multiply(x, scale, out=into), None),  # no allocation: the bound itself
         "copy": (lambda: x.copy(), None),
     }
     if _host.default_engine() != "c":

@@ -328,6 +328,7 @@ def torch_dropout(
     x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
 ) -> Any:
     """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
-    from . import _torch_ops
-
-    return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+    ops: Any = sys.modules.get(f"{__name__}._torch_ops")  # imported once; a per-call import statement costs
+    if ops is None:
+        from . import _torch_ops as ops
+    return ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)

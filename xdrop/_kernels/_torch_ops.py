@@ -129,14 +129,13 @@ def compute(
 
     Not recorded by autograd: callers are the operator's kernels and :class:`_Dropout`.
     """
-    from . import select, select_mask
-
     if x.is_meta:
         return torch.empty_like(x)
     plain = b == 0.0 and c == 0.0 and x.shape == tuple(noise_shape)
     if plain and impl == "auto" and (out := _small_cpu(x, seed, step, k, a)) is not None:
         return out  # (only x's memory is read: no detach needed)
     x = x.detach()
+    from . import select, select_mask  # here, not above: the small path is the hot one
 
     xp = _namespace()
     noise_shape = tuple(noise_shape)
