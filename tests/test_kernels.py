@@ -176,7 +176,18 @@ def test_small_array_entry_points_match_reference(variant, entry, monkeypatch):
     else:
         monkeypatch.setattr(kernels, "array_dropout", {})
     for dtype in ("float32", "float64"):
-        for shape in [(), (0,), (1,), (5,), (64,), (65,), (7, 9), (1023,)]:
+        for shape in [
+            (),
+            (0,),
+            (1,),
+            (5,),
+            (64,),
+            (65,),
+            (7, 9),
+            (1023,),
+            (_kernels.BY_ARRAY_MAX,),
+            (_kernels.BY_ARRAY_MAX + 1,),
+        ]:
             x = random_input(shape, dtype, seed=3)
             x.flags.writeable = False  # a read-only input is read, never written
             for p in (TINY[0], 0.5, 1 - 2.0**-32):

@@ -160,6 +160,9 @@ def select(xp: ModuleType, x: Any, impl: str) -> Kernel:
 # Below this many elements a C-contiguous float32/float64 NumPy array calls the C kernel
 # directly: one ctypes call, no range splitting, no closures (the per-call cost is the point).
 SMALL = _host.PARALLEL_MIN
+# Up to this many elements the kernel takes the arrays themselves and runs with the GIL held
+# (microseconds); above, it takes addresses and releases the GIL (their cost is then negligible).
+BY_ARRAY_MAX = 1 << 12
 _C_FUNCTIONS = {np.dtype(np.float32): "xd_dropout_f32", np.dtype(np.float64): "xd_dropout_f64"}
 
 
@@ -178,7 +181,7 @@ def _numpy_kernel(engine: str) -> Kernel:
                 lib = _native.library()
                 if lib is not None:
                     out = np.empty(a.shape, a.dtype)  # C-contiguous like a
-                    by_array = lib.array_dropout.get(a.dtype.char)  # (dtype.name is slow: 5 us)
+                    by_array = lib.array_dropout.get(a.dtype.char) if a.size <= BY_ARRAY_MAX else None
                     if by_array is not None:  # the arrays themselves: no addresses to fetch
                         if by_array(a, out, seed, step, k, scale):
                             raise RuntimeError(f"xdrop's compiled kernel refused arrays of {a.size} elements")
