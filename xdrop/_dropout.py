@@ -490,7 +490,7 @@ def keep_mask(
     xp = array_namespace(xp.empty(0))
     check_device(xp, device)
     check_impl(impl)
-    block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s)
+    block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s, "shape")
     if not is_dask_namespace(xp):  # an eager mask is allocated now: refuse one that cannot fit
         check_mask_memory(shape, n)
     kernel = _kernels.select_mask(xp, impl, device)
