@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
+import sys
 import threading
 
 import helpers
@@ -160,6 +161,28 @@ def test_compiled_variant_dropout_matches_reference(variant, dtype):
             for seed, step in SEEDS:
                 got = xdrop.dropout(x, p, seed=seed, step=step, impl="compiled")
                 assert got.tobytes() == reference(x, p, seed, step).tobytes(), (variant, shape, p, seed)
+
+
+@pytest.mark.parametrize("entry", ["arrays", "addresses"])
+def test_small_array_entry_points_match_reference(variant, entry, monkeypatch):
+    """Below the threading threshold NumPy arrays reach the C kernel in one call: passing the arrays
+    themselves (read through the buffer protocol) where the interpreter exports it, else addresses."""
+    kernels = _native.library()
+    if entry == "arrays":
+        if sys.implementation.name == "cpython" and sys.platform.startswith("linux"):
+            assert kernels.array_dropout, "CPython on Linux exports the buffer API: the array entry points load"
+        if not kernels.array_dropout:
+            pytest.skip("this interpreter does not export the buffer API to the compiled kernel")
+    else:
+        monkeypatch.setattr(kernels, "array_dropout", {})
+    for dtype in ("float32", "float64"):
+        for shape in [(), (0,), (1,), (5,), (64,), (65,), (7, 9), (1023,)]:
+            x = random_input(shape, dtype, seed=3)
+            x.flags.writeable = False  # a read-only input is read, never written
+            for p in (TINY[0], 0.5, 1 - 2.0**-32):
+                for seed, step in SEEDS:
+                    got = xdrop.dropout(x, p, seed=seed, step=step)
+                    assert got.tobytes() == reference(x, p, seed, step).tobytes(), (variant, entry, shape, p)
 
 
 def test_compiled_variant_masks_match_reference(variant):

@@ -290,8 +290,9 @@ def test_graph_task_id_that_replay_detection_uses_exists():
         lambda b: b.numpy().__setitem__((), 10),
         lambda b: b.copy_(torch.tensor(10)),
         lambda b: setattr(b, "data", torch.tensor(10)),
+        lambda b: b.share_memory_().fill_(10),  # moves the storage: the layer's views of it are made again
     ],
-    ids=["data", "numpy", "copy_", "data_assign"],
+    ids=["data", "numpy", "copy_", "data_assign", "share_memory"],
 )
 def test_any_write_to_the_step_buffer_is_honoured(write):
     layer = xt.Dropout(0.5, seed=4)
@@ -349,6 +350,8 @@ def test_deepcopy_and_pickle_keep_the_state():
     layer(torch.ones(4))
     for twin in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
         assert torch.equal(twin(torch.ones(64)), xdrop.dropout(torch.ones(64), 0.5, seed=6, step=1))
+        assert twin.step.item() == 2 and layer.step.item() == 1  # each advances its own buffers only
+    assert torch.equal(layer(torch.ones(64)), xdrop.dropout(torch.ones(64), 0.5, seed=6, step=1))
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")

@@ -149,6 +149,8 @@ def _preflight(x: Any, xp: ModuleType, impl: str, noise_shape: tuple[int, ...]) 
     Not while torch.compile traces: the registered operator selects its kernel when it runs, and the
     first selection may build the compiled kernel under a lock, which dynamo cannot trace.
     """
+    if impl == "auto":  # selection for "auto" never refuses: skip it (the kernel is selected when it runs)
+        return
     if is_torch_namespace(xp) and sys.modules["torch"].compiler.is_compiling():
         return
     if noise_shape == tuple(x.shape):

@@ -43,6 +43,9 @@ TORCH_CPU_THREADS = 1
 P = 0.5
 SEED = 0x5EED
 MIN_REPEATS, MAX_REPEATS, BUDGET_S = 3, 25, 0.6
+# A sample runs a case enough times back to back to last SAMPLE_S (timeit's auto-range): one call of
+# a 64-element dropout lasts microseconds, close to the timer's own cost and to a cold cache's.
+SAMPLE_S, MAX_CALLS = 2e-3, 1 << 14
 # The bandwidth bound and the xdrop rows used for ratios (not ratioed themselves).
 BOUNDS = ("multiply", "copy")
 
@@ -54,8 +57,9 @@ class Row:
     dtype: str
     direction: str  # forward | backward
     name: str
-    median_s: float
-    repeats: int
+    median_s: float  # per call
+    repeats: int  # samples
+    calls: int = 1  # calls per sample
 
     @property
     def ns_per_element(self) -> float:
@@ -98,21 +102,34 @@ def log2_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _timer(fn: Callable[[], Any], sync: Callable[[], None], quick: bool) -> tuple[float, int]:
-    """Median wall time of ``fn`` after one warm-up call; ``sync`` waits for a device."""
+def _sample(fn: Callable[[], Any], sync: Callable[[], None], calls: int) -> float:
+    """Wall time of ``calls`` back-to-back calls of ``fn``, then ``sync`` (a device's queue drained)."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def _timer(fn: Callable[[], Any], sync: Callable[[], None], quick: bool) -> tuple[float, int, int]:
+    """(median time per call, samples, calls per sample) of ``fn`` after one warm-up call.
+
+    The calls per sample double until a sample lasts :data:`SAMPLE_S`; ``sync``
+    waits for a device at the end of each sample, so queued kernels are counted.
+    """
     fn()
     sync()
+    calls = 1
+    while calls < MAX_CALLS and _sample(fn, sync, calls) < SAMPLE_S:
+        calls *= 2
     times: list[float] = []
     budget = 0.1 if quick else BUDGET_S
     start = time.perf_counter()
     while len(times) < (2 if quick else MIN_REPEATS) or (
         len(times) < MAX_REPEATS and time.perf_counter() - start < budget
     ):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
+        times.append(_sample(fn, sync, calls) / calls)
+    return statistics.median(times), len(times), calls
 
 
 # -- cases per backend: name -> (forward, backward or None) ----------------------------------------
@@ -297,8 +314,8 @@ def _measure(
         cases["xdrop-layer"] = (lambda: layer(x), None)
         cases["torch-layer"] = (lambda: native_layer(x), None)
         for name, fwd_bwd in _torch_fwd_bwd_cases(x, lib).items():
-            median, reps = _timer(fwd_bwd, sync, quick)
-            rows.append(Row(backend, n, dtype, "forward+backward", name, median, reps))
+            median, reps, calls = _timer(fwd_bwd, sync, quick)
+            rows.append(Row(backend, n, dtype, "forward+backward", name, median, reps, calls))
         xg = x.detach().clone().requires_grad_(True)
         saved["xdrop"] = _saved_bytes(lambda: _dropout.dropout(xg, P, seed=SEED), lib)
         saved["torch"] = _saved_bytes(lambda: lib.nn.functional.dropout(xg, P, training=True), lib)
@@ -311,8 +328,8 @@ def _measure(
     for name, (fwd, bwd) in cases.items():
         for direction, fn in (("forward", fwd), ("backward", bwd)):
             if fn is not None:
-                median, reps = _timer(fn, sync, quick)
-                rows.append(Row(backend, n, dtype, direction, name, median, reps))
+                median, reps, calls = _timer(fn, sync, quick)
+                rows.append(Row(backend, n, dtype, direction, name, median, reps, calls))
     out_bytes = n * np.dtype(dtype).itemsize
     return {
         "rows": rows,
@@ -545,7 +562,11 @@ def main(args: argparse.Namespace) -> int:
         "cpu_count": os.cpu_count(),
         "host_engine": _host.default_engine(),
         "native": _native_first_call(),
-        "timing": f"median wall time after one warm-up call, {MIN_REPEATS}..{MAX_REPEATS} repeats",
+        "timing": (
+            f"median wall time per call of {MIN_REPEATS}..{MAX_REPEATS} samples after one warm-up call; "
+            f"a sample runs enough back-to-back calls to last {SAMPLE_S * 1e3:g} ms (at most {MAX_CALLS}), "
+            "then synchronizes a device"
+        ),
         "torch_cpu_threads": TORCH_CPU_THREADS,
     }
     if "torch" in sys.modules:

@@ -95,6 +95,16 @@ def data_parallel(
     return module
 
 
+_DEFAULT = DataParallel()
+
+
+def _setting(layer: torch.nn.Module) -> DataParallel:
+    """The layer's data-parallel mode (``per_rank`` unless set); read from ``__dict__``, where
+    ``setattr`` put it, because a missing attribute costs nn.Module a slow failed lookup."""
+    setting: DataParallel = layer.__dict__.get(_ATTRIBUTE) or _DEFAULT
+    return setting
+
+
 def _rank_and_size(group: Any) -> tuple[int, int]:
     if not (dist.is_available() and dist.is_initialized()):
         return 0, 1
@@ -125,7 +135,7 @@ def layer_is_placed(layer: torch.nn.Module, x: Any) -> bool:
     """
     if _sharding.is_dtensor(x):
         return True
-    setting: DataParallel = getattr(layer, _ATTRIBUTE, None) or DataParallel()
+    setting = _setting(layer)
     return setting.mode == "global_batch" and not torch.compiler.is_compiling()
 
 
@@ -134,7 +144,7 @@ def rank_step_offset(layer: torch.nn.Module) -> int:
 
     Added to the step a layer draws with (eager or compiled), never stored in a buffer.
     """
-    setting: DataParallel = getattr(layer, _ATTRIBUTE, None) or DataParallel()
+    setting = _setting(layer)
     if setting.mode != "per_rank":
         return 0
     rank, world = _rank_and_size(setting.group)
@@ -147,7 +157,7 @@ def rank_step_offset(layer: torch.nn.Module) -> int:
 
 def layer_call(layer: torch.nn.Module, variant: Any, x: Any, seed: int, step: int) -> Any:
     """What an xdrop layer's forward runs: ``variant(x, seed, step)`` with the rank coordinate of its mode."""
-    setting: DataParallel = getattr(layer, _ATTRIBUTE, None) or DataParallel()
+    setting = _setting(layer)
     if setting.mode == "shared" or _sharding.is_dtensor(x):
         return variant(x, seed, step)
     rank, world = _rank_and_size(setting.group)

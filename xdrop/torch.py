@@ -127,6 +127,10 @@ def _u64(buffer: Tensor) -> int:
     return int(buffer.item()) % _U64
 
 
+def _addresses(seed: Tensor, step: Tensor) -> tuple[int, int]:
+    return seed.data_ptr(), step.data_ptr()
+
+
 def _dense_like(x: Tensor, values: Tensor) -> Tensor:
     """``values`` (row-major) in the layout torch's elementwise ops give for ``x``: x's strides where x is
     dense (``empty_like``), else dense in x's stride order."""
@@ -225,7 +229,12 @@ class _SeededDropout(nn.Module):
 
     def _advance(self) -> tuple[int, int] | Tensor:
         """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
-        if self.step.device.type == "cpu":
+        views = self._state_views()
+        if views is not None:  # CPU buffers, read and advanced through their memory
+            seed, step = int(views[0]) % _U64, int(views[1]) % _U64
+            views[1][()] = _to_int64((step + 1) % _U64)
+            return seed, step
+        if self.step.device.type == "cpu":  # buffers NumPy cannot view (a tensor subclass)
             seed, step = _u64(self.seed), _u64(self.step)
             self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
             return seed, step
@@ -236,6 +245,37 @@ class _SeededDropout(nn.Module):
 
     def _replay_name(self) -> str:
         return f"xdrop.torch.{type(self).__name__}"
+
+    def _state_views(self) -> tuple[Any, Any] | None:
+        """NumPy views of the seed and step buffers when they are plain CPU tensors, else None.
+
+        Reading and writing a 0-d buffer through a view costs a tenth of ``item()``/``fill_()``,
+        and it is the buffers' own memory, so every write to them is seen (``load_state_dict``,
+        ``dist.broadcast``, ``.data``, ``.numpy()``). The views are made again when a buffer is
+        replaced (``.to()``, assignment) or its storage moves (``.data = ...``, ``share_memory_()``),
+        and are not part of the layer's state (:meth:`__getstate__`).
+        """
+        buffers = self._buffers
+        seed, step = buffers["seed"], buffers["step"]
+        found = self.__dict__.get("_views")
+        if found is not None and found[0] is seed and found[1] is step and found[2:4] == _addresses(seed, step):
+            views: tuple[Any, Any] = found[4]
+            return views
+        if not (type(seed) is Tensor and type(step) is Tensor and seed.is_cpu and step.is_cpu):
+            return None
+        if seed.dtype != torch.int64 or step.dtype != torch.int64 or seed.ndim or step.ndim:
+            return None
+        try:
+            views = (seed.numpy(), step.numpy())
+        except RuntimeError:  # e.g. a buffer that requires grad or has the neg/conj bit: the tensor path
+            return None
+        self.__dict__["_views"] = (seed, step, *_addresses(seed, step), views)
+        return views
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
+        state.pop("_views", None)  # views of this process's buffers: made again on first use
+        return state
 
     def _functional(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> Tensor:
         """The layer's dropout through the public functions (which place blocks of a global array)."""

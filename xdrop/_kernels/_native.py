@@ -47,6 +47,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .._stream import STREAM_VERSION
 
@@ -110,6 +111,18 @@ class Kernels:
         self.xd_block_words.argtypes = [u64, u64, u64, ptr]
         for fn in (self.xd_mask, self.xd_dropout_f32, self.xd_dropout_f64, self.xd_block_words):
             fn.restype = None
+        # Entry points that take NumPy arrays themselves (see philox_dropout.c), called with the GIL
+        # held: {NumPy dtype char: fn(x, out, seed, step, k, scale) -> 0 or an error code}; empty without them.
+        self.array_dropout: dict[str, Any] = {}
+        has_api = getattr(lib, "xd_buffer_api", None)
+        if has_api is not None and has_api():
+            held = ctypes.PyDLL(lib._name, handle=lib._handle)
+            obj = ctypes.py_object
+            for char, bits, real in (("f", "32", ctypes.c_float), ("d", "64", ctypes.c_double)):
+                fn = getattr(held, f"xd_dropout_f{bits}_buf{suffix}")
+                fn.argtypes = [obj, obj, u64, u64, u64, real]
+                fn.restype = ctypes.c_int
+                self.array_dropout[char] = fn
 
 
 _lock = threading.Lock()

@@ -112,9 +112,9 @@ def _small_cpu(x: Any, seed: int, step: int, k: int, a: float) -> Any:
     threading threshold (``_host.dropout_into``), without the driver's cost.
     """
     n = x.numel()
-    if not (0 < k < TWO32 and 0 < n < PARALLEL_MIN) or x.device.type != "cpu" or x.is_neg():
+    if not (0 < k < TWO32 and 0 < n < PARALLEL_MIN) or not x.is_cpu or x.is_neg():
         return None
-    fn = _c_dropout(x.dtype)
+    fn = _cache.get(x.dtype) or _c_dropout(x.dtype)
     if fn is None or not x.is_contiguous():
         return None
     out = torch.empty_like(x)
@@ -131,12 +131,12 @@ def compute(
     """
     from . import select, select_mask
 
-    if x.device.type == "meta":
+    if x.is_meta:
         return torch.empty_like(x)
-    x = x.detach()
-    plain = b == 0.0 and c == 0.0 and tuple(noise_shape) == x.shape
+    plain = b == 0.0 and c == 0.0 and x.shape == tuple(noise_shape)
     if plain and impl == "auto" and (out := _small_cpu(x, seed, step, k, a)) is not None:
-        return out
+        return out  # (only x's memory is read: no detach needed)
+    x = x.detach()
 
     xp = _namespace()
     noise_shape = tuple(noise_shape)
@@ -299,6 +299,13 @@ class _FuncDropout(_Linear):
         return dropout(xb, seed, step, k, (xb.shape[0], *noise_shape), a, b, c, impl), 0
 
 
+def _has_tangent(x: Any) -> bool:
+    """Whether ``x`` carries a forward-mode tangent (only possible inside a ``dual_level``)."""
+    if getattr(forward_ad, "_current_level", 0) < 0:  # no dual level open: skip the unpack
+        return False
+    return forward_ad.unpack_dual(x).tangent is not None  # type: ignore[no-untyped-call]
+
+
 def dropout(
     x: Any,
     seed: Any,
@@ -336,6 +343,6 @@ def dropout(
         x.data_ptr()
     except RuntimeError:  # functorch's wrappers (vmap, grad, jvp) have no storage
         return _FuncDropout.apply(x, seed, step, k, noise_shape, a, b, c, impl)  # type: ignore[no-untyped-call]
-    if (x.requires_grad and torch.is_grad_enabled()) or forward_ad.unpack_dual(x).tangent is not None:  # type: ignore[no-untyped-call]
+    if (x.requires_grad and torch.is_grad_enabled()) or _has_tangent(x):
         return _Dropout.apply(x, seed, step, k, noise_shape, a, b, c, impl)  # type: ignore[no-untyped-call]
     return compute(x, seed, step, k, noise_shape, a, b, c, impl)

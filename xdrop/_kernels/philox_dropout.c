@@ -270,10 +270,69 @@ XD_AVX2 static inline void xd_keep_chunk_avx2(xd_u64 first, xd_u64 step, xd_u64 
         });                                                                                                  \
     }
 
+/* Entry points for small NumPy arrays: they take the arrays themselves (PyObject
+ * pointers) and read their memory through the buffer protocol, which is part of
+ * Python's stable ABI. Called with the GIL held (ctypes.PyDLL), they spare the
+ * caller fetching two addresses in Python, which costs more than the kernel at
+ * these sizes. The interpreter's symbols are declared weak: where they do not
+ * resolve (no Python process, or an interpreter that does not export them),
+ * xd_buffer_api() is 0 and callers pass addresses instead. The struct is
+ * Py_buffer's stable layout; x and out are C-contiguous arrays of n elements. */
+#if defined(__GNUC__) || defined(__clang__)
+#include <stddef.h>
+typedef struct {
+    void *buf;
+    void *obj;
+    ptrdiff_t len, itemsize;
+    int readonly, ndim;
+    char *format;
+    ptrdiff_t *shape, *strides, *suboffsets;
+    void *internal;
+} xd_buffer;
+extern int PyObject_GetBuffer(void *obj, xd_buffer *view, int flags) __attribute__((weak));
+extern void PyBuffer_Release(xd_buffer *view) __attribute__((weak));
+#define XD_PYBUF_WRITABLE 0x0001
+#define XD_PYBUF_C_CONTIGUOUS 0x0038
+int xd_buffer_api(void) { return PyObject_GetBuffer != 0 && PyBuffer_Release != 0; }
+/* 0 with both buffers held and of n_bytes each; -1 (a Python error set, or a size mismatch) otherwise. */
+static int xd_get_buffers(void *x, void *out, xd_buffer *bx, xd_buffer *bo) {
+    if (PyObject_GetBuffer(x, bx, XD_PYBUF_C_CONTIGUOUS) != 0) return -1;
+    if (PyObject_GetBuffer(out, bo, XD_PYBUF_C_CONTIGUOUS | XD_PYBUF_WRITABLE) != 0) {
+        PyBuffer_Release(bx);
+        return -1;
+    }
+    if (bx->len != bo->len) {
+        PyBuffer_Release(bo);
+        PyBuffer_Release(bx);
+        return -2;
+    }
+    return 0;
+}
+#define XD_BUFFER_KERNEL(SUFFIX, TYPE, BITS)                                                          \
+    int xd_dropout_f##BITS##_buf##SUFFIX(void *x, void *out, xd_u64 seed, xd_u64 step, xd_u64 k,      \
+                                         TYPE scale) {                                                 \
+        xd_buffer bx, bo;                                                                              \
+        int rc = xd_get_buffers(x, out, &bx, &bo);                                                     \
+        if (rc != 0) return rc;                                                                        \
+        xd_dropout_f##BITS##SUFFIX((const TYPE *)bx.buf, (TYPE *)bo.buf, 0, (xd_u64)bo.len / sizeof(TYPE), \
+                                   seed, step, k, scale);                                              \
+        PyBuffer_Release(&bo);                                                                         \
+        PyBuffer_Release(&bx);                                                                         \
+        return 0;                                                                                      \
+    }
+#else
+int xd_buffer_api(void) { return 0; }
+#define XD_BUFFER_KERNEL(SUFFIX, TYPE, BITS)
+#endif
+
 #define XD_NO_ATTR
 XD_HOST_KERNELS(, XD_NO_ATTR, xd_keep_chunk)
+XD_BUFFER_KERNEL(, float, 32)
+XD_BUFFER_KERNEL(, double, 64)
 #ifdef XD_HAVE_AVX2
 XD_HOST_KERNELS(_avx2, XD_AVX2, xd_keep_chunk_avx2)
+XD_BUFFER_KERNEL(_avx2, float, 32)
+XD_BUFFER_KERNEL(_avx2, double, 64)
 #endif
 
 /* Bit 0: base (always), bit 1: avx2 (compiled in and supported by this CPU). */
