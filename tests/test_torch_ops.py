@@ -388,7 +388,8 @@ def _checkpointed_generator_grads(gen, reentrant, x, **kw):
 @pytest.mark.parametrize("reentrant", [True, False])
 def test_checkpoint_replays_the_steps_a_generator_took(reentrant):
     gen = xdrop.Generator(11, step=5)
-    x = torch.randn(6, 40, dtype=torch.float64, requires_grad=True)
+    data = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 40, dtype=torch.float64, generator=data).requires_grad_()
     out = _checkpointed_generator_grads(gen, reentrant, x)
     assert gen.step == 7  # one step per call: the recomputation took none
 
@@ -400,7 +401,8 @@ def test_checkpoint_replays_the_steps_a_generator_took(reentrant):
     g = xdrop.dropout_backward(torch.ones_like(t), cache2) * (1 - torch.tanh(mid) ** 2)
     expected = xdrop.dropout_backward(g, cache1)
     assert torch.equal(out.detach(), expected_out)
-    assert torch.allclose(x.grad, expected, rtol=1e-12, atol=0)
+    # equal up to rounding: autograd evaluates tanh's derivative in its own order
+    assert torch.allclose(x.grad, expected, rtol=1e-12, atol=1e-15)
     # and exactly the forward's keep decisions: zero gradient where either mask dropped
     keep = xdrop.keep_mask(t.shape, 0.5, seed=11, step=5, xp=torch)
     keep &= xdrop.keep_mask(t.shape, 0.25, seed=11, step=6, xp=torch)
@@ -414,7 +416,7 @@ def test_generator_keeps_its_replay_across_calls_and_copies(reentrant):
     import pickle
 
     gen = xdrop.Generator(3)
-    x = torch.randn(4, 32, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
     with torch.no_grad():  # a no-grad call records a token too: no confusion with the checkpointed one
         xdrop.dropout(torch.ones(8), 0.5, seed=gen)
     xdrop.dropout(x, 0.5, seed=gen).sum().backward()  # a plain call with autograd
