@@ -91,7 +91,7 @@ class Generator:
 
     def _take_torch_step(self) -> int:
         """:meth:`take_step` for a call on a torch tensor: replays its step when checkpoint recomputes it."""
-        return replay_take(self._draws, self._lock, self._advance, self.__repr__)
+        return replay_take(self._draws, self._lock, self._advance, self)
 
     def __getstate__(self) -> tuple[int, int]:
         """``(seed, step)``: what pickling and ``copy.deepcopy`` keep (the lock is recreated)."""

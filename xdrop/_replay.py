@@ -69,14 +69,14 @@ def take(
     draws: OrderedDict[int, T],
     lock: AbstractContextManager[Any],
     advance: Callable[[], T],
-    owner: Callable[[], str],
+    owner: object,
 ) -> T:
     """What this call takes: ``advance()``, or the value a recomputed call took before.
 
     ``draws`` is the owner's replay window (token -> value taken), guarded by
     ``lock``, under which ``advance`` (the owner's read-and-advance) runs.
-    ``owner`` names the owner in the error raised when a recomputation finds no
-    recorded call (the generator was not restored, or the call left the window).
+    ``owner`` (its repr) names the owner in the error raised when a recomputation
+    finds no recorded call (the generator was not restored, or the call left the window).
     """
     task_id, hooks, grad_enabled = _probes or _probe()
     recomputing: bool | None
@@ -94,7 +94,7 @@ def take(
             found = draws.get(token) if token is not None else None
             if found is None:
                 raise RuntimeError(
-                    f"{owner()} is being recomputed during backward, but torch's RNG state matches none of its "
+                    f"{owner!r} is being recomputed during backward, but torch's RNG state matches none of its "
                     "recent calls, so it cannot replay the mask: use torch.utils.checkpoint with "
                     f"preserve_rng_state=True (the default), and backward within {REPLAY_WINDOW} calls of it"
                 )

@@ -225,7 +225,7 @@ class _SeededDropout(nn.Module):
                 f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
                 "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
             )
-        return take(self._draws, _STEP_LOCK, self._advance, self._replay_name)
+        return take(self._draws, _STEP_LOCK, self._advance, self)
 
     def _advance(self) -> tuple[int, int] | Tensor:
         """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
@@ -242,9 +242,6 @@ class _SeededDropout(nn.Module):
         pair = torch.stack((self.seed, self.step))
         self.step.add_(1)
         return pair
-
-    def _replay_name(self) -> str:
-        return f"xdrop.torch.{type(self).__name__}"
 
     def _state_views(self) -> tuple[Any, Any] | None:
         """NumPy views of the seed and step buffers when they are plain CPU tensors, else None.
