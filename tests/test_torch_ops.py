@@ -451,3 +451,27 @@ def test_plain_generator_calls_draw_nothing_from_torch_rng():
     xdrop.dropout(torch.ones(8, requires_grad=True), 0.5, seed=gen)
     xdrop.dropout(torch.ones(8), 0.5, seed=gen)
     assert torch.equal(torch.rand(3), expected) and gen.step == 2
+
+
+ENTRIES = {  # each public way a Generator reaches resolve_seed on a torch tensor: (call, the mask it applies)
+    "dropout": lambda t, gen: xdrop.dropout(t, 0.5, seed=gen),
+    "dropout_forward": lambda t, gen: xdrop.dropout_forward(t, 0.5, seed=gen)[0],
+    "dropout2d": lambda t, gen: xdrop.dropout2d(t.reshape(2, 3, 4, 4), 0.5, seed=gen).reshape(t.shape),
+    "keep_mask": lambda t, gen: t * xdrop.keep_mask(tuple(t.shape), 0.5, seed=gen, xp=torch),
+}
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_every_entry_replays_a_generator_step_under_checkpoint(entry, reentrant):
+    from torch.utils.checkpoint import checkpoint
+
+    gen, fn = xdrop.Generator(21, step=9), ENTRIES[entry]
+    x = torch.randn(96, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    # tanh after the call saves a tensor, so a non-reentrant checkpoint recomputes up to and through the call
+    out = checkpoint(lambda t: torch.tanh(fn(t * 1.0, gen)), x, use_reentrant=reentrant)
+    out.backward(torch.ones_like(out))
+    assert gen.step == 10
+    plain = fn(x.detach(), xdrop.Generator(21, step=9))  # the forward of step 9, not checkpointed
+    assert torch.equal(out.detach(), torch.tanh(plain))
+    assert torch.equal(x.grad != 0, plain != 0)  # the recomputation used step 9's mask too
