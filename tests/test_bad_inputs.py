@@ -596,42 +596,42 @@ CASES: list[Case] = [
         lambda: (2**32, 0, 0, 0),
         lambda: (0, 0),
         ValueError,
-        "counter[0] must be an int in [0, 2**32), got 4294967296",
+        "counter[0] must be an integer in [0, 2**32) or a uint32 array, got counter[0]=4294967296",
     ),
     philox_case(
         "key word negative",
         lambda: (0, 0, 0, 0),
         lambda: (0, -1),
         ValueError,
-        "key[1] must be an int in [0, 2**32), got -1",
+        "key[1] must be an integer in [0, 2**32) or a uint32 array, got key[1]=-1",
     ),
     philox_case(
         "counter word a float",
         lambda: (0, 1.0, 0, 0),
         lambda: (0, 0),
         TypeError,
-        "counter[1] must be a uint32 array or an int in [0, 2**32), got 1.0",
+        "counter[1] must be an integer in [0, 2**32) or a uint32 array, got counter[1]=1.0 of type float",
     ),
     philox_case(
         "counter word a bool",
         lambda: (0, 0, True, 0),
         lambda: (0, 0),
         TypeError,
-        "counter[2] must be a uint32 array or an int in [0, 2**32), got True",
+        "counter[2] must be an integer in [0, 2**32) or a uint32 array, got counter[2]=True of type bool",
     ),
     philox_case(
         "counter word an int64 array",
         lambda: (np.arange(3), 0, 0, 0),
         lambda: (0, 0),
         TypeError,
-        "counter[0] must have dtype uint32, got int64",
+        "counter[0] must have dtype uint32, got counter[0].dtype=int64",
     ),
     philox_case(
         "key word a float32 array",
         lambda: (0, 0, 0, 0),
         lambda: (np.ones(2, np.float32), 0),
         TypeError,
-        "key[0] must have dtype uint32, got float32",
+        "key[0] must have dtype uint32, got key[0].dtype=float32",
     ),
     philox_case(
         "words that do not broadcast",
@@ -668,17 +668,55 @@ CASES: list[Case] = [
         "rounds a float",
         lambda: WORDS[0],
         lambda: WORDS[1],
-        ValueError,
-        "rounds must be an integer in [1, 16], got rounds=10.0",
+        TypeError,
+        "rounds must be an integer in [1, 16], got rounds=10.0 of type float",
         rounds=10.0,
     ),
     philox_case(
         "rounds a bool",
         lambda: WORDS[0],
         lambda: WORDS[1],
-        ValueError,
-        "rounds must be an integer in [1, 16], got rounds=True",
+        TypeError,
+        "rounds must be an integer in [1, 16], got rounds=True of type bool",
         rounds=True,
+    ),
+    philox_case(
+        "rounds None",
+        lambda: WORDS[0],
+        lambda: WORDS[1],
+        TypeError,
+        "rounds must be an integer in [1, 16], got rounds=None of type NoneType",
+        rounds=None,
+    ),
+    philox_case(
+        "rounds 2**70",
+        lambda: WORDS[0],
+        lambda: WORDS[1],
+        ValueError,
+        "rounds must be an integer in [1, 16], got rounds=1180591620717411303424",
+        rounds=2**70,
+    ),
+    philox_case(
+        "counter one uint32 array of 4 words (not a sequence of words)",
+        lambda: np.zeros(4, np.uint32),
+        lambda: (0, 0),
+        TypeError,
+        "counter must be a sequence of 4 uint32 arrays or ints, got counter=array([0, 0, 0, 0], dtype=uint32)",
+    ),
+    philox_case(
+        "key a long list (shown elided)",
+        lambda: WORDS[0],
+        lambda: list(range(100)),
+        TypeError,
+        "key must be a sequence of 2 uint32 arrays or ints, got key=[0, 1, 2, 3, 4, 5, 6, 7,... 97, 98, 99] "
+        "(390 characters)",
+    ),
+    philox_case(
+        "key word a uint32 array and counter word an out-of-range int",
+        lambda: (0, 0, 0, 2**32 + 1),
+        lambda: (np.zeros(3, np.uint32), 0),
+        ValueError,
+        "counter[3] must be an integer in [0, 2**32) or a uint32 array, got counter[3]=4294967297",
     ),
     # -- cs231n --
     cs_forward_case(
@@ -1005,6 +1043,148 @@ CASES += [
     ),
     variant_case("drop_path_forward", "x a list", {}, TypeError, f"x {NOT_ARRAY} x of type list", x=lambda: [1.0, 2.0]),
     *LAYER_CASES,
+]
+
+
+# -- global_shape / global_start: where an array lies in a larger one (xdrop._sharding) --
+# (bad input in words, keywords, exception, message); {what} names the shape argument, {shape} its value.
+OUTSIDE = (
+    "the block lies outside the global array: along axis {axis}, global_start={s} + {what}={d} > global_shape={g} "
+)
+BAD_BLOCKS = [
+    (
+        "global_shape without global_start",
+        {"global_shape": (6, 11)},
+        TypeError,
+        "global_shape and global_start must be given together (or neither), got global_shape=(6, 11), "
+        "global_start=None",
+    ),
+    (
+        "global_start without global_shape",
+        {"global_start": (0, 0)},
+        TypeError,
+        "global_shape and global_start must be given together (or neither), got global_shape=None, global_start=(0, 0)",
+    ),
+    (
+        "global_shape and global_start of 1 axis, 2 wanted",
+        {"global_shape": (6,), "global_start": (0,)},
+        ValueError,
+        "global_shape and global_start must have one entry per axis of {what}={shape}, got global_shape=(6,), "
+        "global_start=(0,)",
+    ),
+    (
+        "global_start of 1 axis, 2 wanted",
+        {"global_shape": (6, 11), "global_start": (0,)},
+        ValueError,
+        "global_shape and global_start must have one entry per axis of {what}={shape}, got global_shape=(6, 11), "
+        "global_start=(0,)",
+    ),
+    (
+        "global_start entry negative",
+        {"global_shape": (6, 11), "global_start": (-1, 0)},
+        ValueError,
+        "global_start must be non-negative, got global_start=(-1, 0)",
+    ),
+    (
+        "global_shape entry negative",
+        {"global_shape": (6, -11), "global_start": (0, 0)},
+        TypeError,
+        "global_shape must be a tuple of non-negative ints, got global_shape=(6, -11)",
+    ),
+    (
+        "global_start + shape past the end of axis 0",
+        {"global_shape": (6, 11), "global_start": (4, 0)},
+        ValueError,
+        OUTSIDE.format(axis=0, s=4, what="{what}", d=3, g=6)
+        + "(global_shape=(6, 11), global_start=(4, 0), {what}={shape})",
+    ),
+    (
+        "global_start + shape past the end of axis 1",
+        {"global_shape": (6, 11), "global_start": (0, 9)},
+        ValueError,
+        OUTSIDE.format(axis=1, s=9, what="{what}", d=4, g=11)
+        + "(global_shape=(6, 11), global_start=(0, 9), {what}={shape})",
+    ),
+    (
+        "global_start entry a float",
+        {"global_shape": (6, 11), "global_start": (0, 1.0)},
+        TypeError,
+        "global_start must be a tuple of non-negative ints, got global_start=(0, 1.0) (entry 1 of type float)",
+    ),
+    (
+        "global_start an int, not a tuple",
+        {"global_shape": (6, 11), "global_start": 3},
+        TypeError,
+        "global_start must be a tuple of non-negative ints, got global_start=3",
+    ),
+    (
+        "global_shape of 2**66 elements",
+        {"global_shape": (2**33, 2**33), "global_start": (0, 0)},
+        ValueError,
+        "global_shape must have fewer than 2**64 elements (the stream's flat indices are 64-bit), "
+        "got global_shape=(8589934592, 8589934592) with 73786976294838206464 elements",
+    ),
+]
+
+
+def block_cases(function: str, rows: list[Any], x: Callable[[], Any] = x34) -> list[Case]:
+    """The rows of BAD_BLOCKS for ``xdrop.<function>`` on ``x()`` (keep_mask: a mask of x's shape)."""
+    out = []
+    for bad, kwargs, error, message in rows:
+        if function == "keep_mask":
+            shape = tuple(x().shape)
+            out.append(mask_case(bad, {"shape": shape, **kwargs}, error, message.format(what="shape", shape=shape)))
+        else:
+            text = message.format(what="x.shape", shape=tuple(x().shape))
+            out.append(variant_case(function, bad, kwargs, error, text, x=x))
+    return out
+
+
+def past_axis_0(shape: tuple[int, ...]) -> tuple[Any, ...]:
+    """A BAD_BLOCKS row for an array of ``shape``: the global array is its own shape, the block starts at 1."""
+    start = (1,) + (0,) * (len(shape) - 1)
+    message = OUTSIDE.format(axis=0, s=1, what="{what}", d=shape[0], g=shape[0])
+    return (
+        "global_start + shape past the end of axis 0 (global_shape the array's own)",
+        {"global_shape": shape, "global_start": start},
+        ValueError,
+        message + f"(global_shape={shape}, global_start={start}, {{what}}={{shape}})",
+    )
+
+
+def x2344() -> np.ndarray:
+    return np.ones((2, 3, 4, 4))
+
+
+def x23222() -> np.ndarray:
+    return np.ones((2, 3, 2, 2, 2))
+
+
+# Every row for the functions with their own path to the check (dropout, its forward, a variant with
+# a noise rule, keep_mask); the other variants share the gate: the first and an out-of-bounds row each.
+CASES += [
+    *(
+        case
+        for name in ("dropout", "dropout_forward", "dropout1d", "keep_mask")
+        for case in block_cases(name, BAD_BLOCKS)
+    ),
+    *(
+        case
+        for name, x_for in [
+            ("dropout1d_forward", x34),
+            ("dropout2d", x2344),
+            ("dropout2d_forward", x2344),
+            ("dropout3d", x23222),
+            ("dropout3d_forward", x23222),
+            ("alpha_dropout", x34),
+            ("alpha_dropout_forward", x34),
+            ("feature_alpha_dropout", x34),
+            ("feature_alpha_dropout_forward", x34),
+            ("drop_path", x34),
+            ("drop_path_forward", x34),
+        ]
+        for case in block_cases(name, [BAD_BLOCKS[0], past_axis_0(tuple(x_for().shape))], x_for)
+    ),
 ]
 
 

@@ -97,6 +97,35 @@ def test_keep_mask_on_dask_is_chunked_and_equal():
     assert np.array_equal(mask.compute(), xdrop.keep_mask((3, 7), 0.4, seed=2, step=3, xp=np))
 
 
+def _per_chunk_build_data(lazy):
+    """The graph's per-chunk values built at call time (Dask's ``block_info`` dicts), counted in chunks."""
+    from dask.blockwise import Blockwise, BlockwiseDepDict
+    from dask.layers import ArrayValuesDep
+
+    layer = lazy.dask.layers[lazy.name]  # xdrop's own layer (from_array's input layer is materialised)
+    assert isinstance(layer, Blockwise) and not layer.is_materialized()  # nothing expanded task by task
+    deps = layer.io_deps.values()  # what each task gets besides its chunk: lazy (ArrayBlockIdDep) or stored
+    found = sum(len(dep.values) for dep in deps if isinstance(dep, ArrayValuesDep))
+    return found + sum(len(dep.mapping) for dep in deps if isinstance(dep, BlockwiseDepDict))
+
+
+def test_building_a_lazy_mask_does_not_iterate_chunks():
+    """Regression: keep_mask((2**48,), xp=dask.array) took about a minute to build, a dict per chunk of
+    ``block_info``; regular chunks now find their place from ``block_id`` (lazy) and the chunk size."""
+    with dask.config.set({"array.chunk-size": "256B"}):
+        mask = xdrop.keep_mask((2**20,), 0.5, seed=SEED, step=STEP, xp=da)
+    assert mask.numblocks == (4096,) and _per_chunk_build_data(mask) == 0
+    assert np.array_equal(mask.compute(), xdrop.keep_mask((2**20,), 0.5, seed=SEED, step=STEP, xp=np))
+    x = rand((64, 300))
+    regular = da.from_array(x, chunks=(5, 7))  # the last chunk along each axis is shorter: still regular
+    out = xdrop.dropout(regular, 0.3, seed=SEED, step=STEP)
+    assert _per_chunk_build_data(out) == 0 and out.compute().tobytes() == ref(x).tobytes()
+    # Irregular chunks still take their place from block_info (what the count above would have found)
+    irregular = da.from_array(x, chunks=((1, 63), (100, 200)))
+    out = xdrop.dropout(irregular, 0.3, seed=SEED, step=STEP)
+    assert _per_chunk_build_data(out) == 4 and out.compute().tobytes() == ref(x).tobytes()
+
+
 def test_backward_is_dropout_of_dout():
     x, dout = rand((9, 7)), rand((9, 7), seed=1)
     _, cache = xdrop.dropout_forward(da.from_array(x, chunks=4), 0.3, seed=5, step=2)

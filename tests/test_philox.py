@@ -60,7 +60,7 @@ def test_broadcasts_scalars_with_arrays(backend):
         ((0, 0, 0, -1), (0, 0), 10, ValueError, r"counter\[3\]"),
         ((0, 0, 0, 0), (0, np.zeros(2, dtype=np.int64)), 10, TypeError, r"key\[1\] must have dtype uint32"),
         ((0, 0, 0, 0), (0, 0), 0, ValueError, "rounds=0"),
-        ((0, 0, 0, 0), (0, 0), 7.0, ValueError, "rounds=7.0"),
+        ((0, 0, 0, 0), (0, 0), 7.0, TypeError, "rounds=7.0 of type float"),
     ],
 )
 def test_bad_arguments(counter, key, rounds, error, match):

@@ -197,35 +197,7 @@ def test_block_keep_draws_run_by_run_or_covering():
         assert np.array_equal(out, np.array(want, dtype=bool))
 
 
-BAD = [
-    ({"global_shape": (6, 11)}, TypeError, "global_shape and global_start must be given together"),
-    ({"global_start": (0, 0)}, TypeError, "global_shape and global_start must be given together"),
-    ({"global_shape": (6,), "global_start": (0,)}, ValueError, "one entry per axis"),
-    ({"global_shape": (6, 11), "global_start": (0,)}, ValueError, "one entry per axis"),
-    ({"global_shape": (6, 11), "global_start": (-1, 0)}, ValueError, "global_start must be non-negative"),
-    ({"global_shape": (6, -11), "global_start": (0, 0)}, TypeError, "global_shape must be a tuple"),
-    ({"global_shape": (6, 11), "global_start": (4, 0)}, ValueError, "outside the global array: along axis 0"),
-    ({"global_shape": (6, 11), "global_start": (0, 9)}, ValueError, "outside the global array: along axis 1"),
-    ({"global_shape": (6, 11), "global_start": (0, 1.0)}, TypeError, "global_start must be a tuple"),
-    ({"global_shape": (6, 11), "global_start": 3}, TypeError, "global_start must be a tuple"),
-    ({"global_shape": (2**33, 2**33), "global_start": (0, 0)}, ValueError, "fewer than 2\\*\\*64"),
-]
-
-
-@pytest.mark.parametrize("kw, exc, match", BAD, ids=str)
-def test_bad_blocks_are_refused_before_anything_is_drawn(kw, exc, match):
-    x = np.ones((3, 4), np.float32)
-    before = x.copy()
-    gen = xdrop.Generator(5)
-    for call in (
-        lambda: xdrop.dropout(x, P, seed=gen, **kw),
-        lambda: xdrop.dropout_forward(x, P, seed=gen, **kw),
-        lambda: xdrop.dropout1d(x, P, seed=gen, **kw),
-        lambda: xdrop.keep_mask((3, 4), P, seed=gen, xp=np, **kw),
-    ):
-        with pytest.raises(exc, match=match):
-            call()
-    assert gen.step == 0 and np.array_equal(x, before)
+# Bad global_shape / global_start for every public function: rows of the table in tests/test_bad_inputs.py.
 
 
 def test_all_tilings_of_a_small_array_are_exact():

@@ -368,3 +368,110 @@ def test_checkpoint_recomputes_the_forward_mask_for_seed_none(reentrant, variant
         assert torch.equal(~kept, out == c) and 0 < int(kept.sum()) < kept.numel()
     else:
         assert torch.equal(x.grad != 0, out != 0)  # the recomputed mask is the forward's
+
+
+# -- a Generator under torch.utils.checkpoint replays the step its forward took -------------------------
+
+
+def _checkpointed_generator_grads(gen, reentrant, x, **kw):
+    """x's gradient through a checkpointed region with two Generator calls (dropout, then alpha_dropout)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def region(t):
+        return xdrop.alpha_dropout(torch.tanh(xdrop.dropout(t * 1.0, 0.5, seed=gen)), 0.25, seed=gen)
+
+    out = checkpoint(region, x, use_reentrant=reentrant, **kw)
+    out.backward(torch.ones_like(out))
+    return out
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_checkpoint_replays_the_steps_a_generator_took(reentrant):
+    gen = xdrop.Generator(11, step=5)
+    data = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 40, dtype=torch.float64, generator=data).requires_grad_()
+    out = _checkpointed_generator_grads(gen, reentrant, x)
+    assert gen.step == 7  # one step per call: the recomputation took none
+
+    # The gradient the forward's masks give, from explicit caches at the steps 5 and 6 (nothing under test
+    # is checkpointed here): d/dt alpha_dropout(tanh(dropout(t))) = alpha_grad * (1 - tanh^2) * dropout_grad.
+    t = x.detach()
+    mid, cache1 = xdrop.dropout_forward(t, 0.5, seed=11, step=5)
+    expected_out, cache2 = xdrop.alpha_dropout_forward(torch.tanh(mid), 0.25, seed=11, step=6)
+    g = xdrop.dropout_backward(torch.ones_like(t), cache2) * (1 - torch.tanh(mid) ** 2)
+    expected = xdrop.dropout_backward(g, cache1)
+    assert torch.equal(out.detach(), expected_out)
+    # equal up to rounding: autograd evaluates tanh's derivative in its own order
+    assert torch.allclose(x.grad, expected, rtol=1e-12, atol=1e-15)
+    # and exactly the forward's keep decisions: zero gradient where either mask dropped
+    keep = xdrop.keep_mask(t.shape, 0.5, seed=11, step=5, xp=torch)
+    keep &= xdrop.keep_mask(t.shape, 0.25, seed=11, step=6, xp=torch)
+    assert torch.equal(x.grad != 0, keep)
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_generator_keeps_its_replay_across_calls_and_copies(reentrant):
+    """Calls outside the checkpoint, before and between, and copies of the Generator leave the replay right."""
+    import copy
+    import pickle
+
+    gen = xdrop.Generator(3)
+    x = torch.randn(4, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    with torch.no_grad():  # a no-grad call records a token too: no confusion with the checkpointed one
+        xdrop.dropout(torch.ones(8), 0.5, seed=gen)
+    xdrop.dropout(x, 0.5, seed=gen).sum().backward()  # a plain call with autograd
+    x.grad = None
+    _checkpointed_generator_grads(gen, reentrant, x)
+    keep = xdrop.keep_mask(x.shape, 0.5, seed=3, step=2, xp=torch)
+    keep &= xdrop.keep_mask(x.shape, 0.25, seed=3, step=3, xp=torch)
+    assert torch.equal(x.grad != 0, keep) and gen.step == 4
+    for twin in (copy.deepcopy(gen), pickle.loads(pickle.dumps(gen))):
+        assert (twin.seed, twin.step) == (3, 4)
+
+
+def test_generator_checkpoint_without_preserved_rng_state_raises():
+    from torch.utils.checkpoint import checkpoint
+
+    gen = xdrop.Generator(5)
+    x = torch.randn(4, 6, requires_grad=True)
+    region = lambda t: torch.tanh(xdrop.dropout(t, 0.5, seed=gen))  # noqa: E731
+    y = checkpoint(region, x, use_reentrant=False, preserve_rng_state=False)
+    torch.rand(1)  # moves torch's RNG on: the recomputation cannot find the call
+    with pytest.raises(RuntimeError, match=r"Generator\(seed=5, step=1\) is being recomputed.*preserve_rng_state=True"):
+        y.sum().backward()
+    assert gen.step == 1
+
+
+def test_plain_generator_calls_draw_nothing_from_torch_rng():
+    """Outside a checkpoint (grad mode on, no saved-tensor hooks) a Generator leaves torch's generator alone."""
+    gen = xdrop.Generator(1)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    xdrop.dropout(torch.ones(8, requires_grad=True), 0.5, seed=gen)
+    xdrop.dropout(torch.ones(8), 0.5, seed=gen)
+    assert torch.equal(torch.rand(3), expected) and gen.step == 2
+
+
+ENTRIES = {  # each public way a Generator reaches resolve_seed on a torch tensor: (call, the mask it applies)
+    "dropout": lambda t, gen: xdrop.dropout(t, 0.5, seed=gen),
+    "dropout_forward": lambda t, gen: xdrop.dropout_forward(t, 0.5, seed=gen)[0],
+    "dropout2d": lambda t, gen: xdrop.dropout2d(t.reshape(2, 3, 4, 4), 0.5, seed=gen).reshape(t.shape),
+    "keep_mask": lambda t, gen: t * xdrop.keep_mask(tuple(t.shape), 0.5, seed=gen, xp=torch),
+}
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_every_entry_replays_a_generator_step_under_checkpoint(entry, reentrant):
+    from torch.utils.checkpoint import checkpoint
+
+    gen, fn = xdrop.Generator(21, step=9), ENTRIES[entry]
+    x = torch.randn(96, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    # tanh after the call saves a tensor, so a non-reentrant checkpoint recomputes up to and through the call
+    out = checkpoint(lambda t: torch.tanh(fn(t * 1.0, gen)), x, use_reentrant=reentrant)
+    out.backward(torch.ones_like(out))
+    assert gen.step == 10
+    plain = fn(x.detach(), xdrop.Generator(21, step=9))  # the forward of step 9, not checkpointed
+    assert torch.equal(out.detach(), torch.tanh(plain))
+    assert torch.equal(x.grad != 0, plain != 0)  # the recomputation used step 9's mask too

@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import sys
+from collections.abc import Sequence
 from numbers import Integral, Real
 from types import ModuleType
 from typing import Any, cast
@@ -83,13 +84,34 @@ def check_u64(value: Any, name: str) -> int:
         value = jax_u64(value, name)
         if isinstance(value, TracedU64):
             return cast(int, value)  # it stands in for an int while JAX traces
+    return check_integer(value, name, 0, MAX_U64, "an integer in [0, 2**64)")
+
+
+def check_integer(value: Any, name: str, low: int, high: int, what: str | None = None) -> int:
+    """``value`` as an int in ``[low, high]``: TypeError for a non-integer (``bool`` too), ValueError outside.
+
+    ``what`` describes the accepted values in the message (default ``"an integer in [low, high]"``).
+    """
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(
-            f"{name} must be an integer in [0, 2**64), got {name}={show(value)} of type {type(value).__name__}"
-        )
-    if not 0 <= int(value) <= MAX_U64:
-        raise ValueError(f"{name} must be an integer in [0, 2**64), got {name}={show(value)}")
+        what = what or f"an integer in [{low}, {high}]"
+        raise TypeError(f"{name} must be {what}, got {name}={show(value)} of type {type(value).__name__}")
+    if not low <= int(value) <= high:
+        what = what or f"an integer in [{low}, {high}]"
+        raise ValueError(f"{name} must be {what}, got {name}={show(value)}")
     return int(value)
+
+
+def check_sequence(value: Any, name: str, length: int, items: str) -> Sequence[Any]:
+    """``value`` if it is a sequence (not a string) of ``length`` entries, described as ``items``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != length:
+        raise TypeError(f"{name} must be a sequence of {length} {items}, got {name}={show(value)}")
+    return value
+
+
+def check_dtype(x: Any, dtype: Any, dtype_name: str, name: str) -> None:
+    """``x`` (an array) must have ``dtype`` (called ``dtype_name`` in the message)."""
+    if x.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype_name}, got {name}.dtype={x.dtype}")
 
 
 def check_array(x: Any, name: str = "x") -> ArrayType:

@@ -48,7 +48,9 @@ def resolve_seed(
     torch tensor (``xp`` torch's namespace) draws the seed from torch's default
     generator, as ``F.dropout`` draws its mask: ``torch.manual_seed`` reproduces
     it, and ``torch.utils.checkpoint``, which restores that generator before it
-    recomputes, replays the same mask. Elsewhere it is fresh OS entropy.
+    recomputes, replays the same mask. Elsewhere it is fresh OS entropy. A
+    Generator on a torch tensor replays the step it took when checkpoint
+    recomputes the call (see :mod:`xdrop._replay`).
     """
     if traced and (seed is None or isinstance(seed, Generator)):
         raise TypeError(f"seed={seed!r} cannot be used here: {TRACED_SEED_HELP}")
@@ -57,6 +59,8 @@ def resolve_seed(
             raise ValueError(
                 f"step must be left at 0 when seed is a Generator (it supplies the step), got step={step!r}"
             )
+        if xp is not None and is_torch_namespace(xp):  # a checkpoint recomputation replays the step taken
+            return seed.seed, seed._take_torch_step()
         return seed.seed, seed.take_step()
     step = check_u64(step, "step")
     if seed is None and allow_none:
@@ -366,7 +370,7 @@ def dropout_forward(
     assert checked is not None  # training is always on here
     at, p, mask_shape, block = checked
     _preflight(x, at.xp, impl, mask_shape)
-    seed, step = resolve_seed(seed, step, allow_none=False, traced=at.traced)
+    seed, step = resolve_seed(seed, step, allow_none=False, traced=at.traced, xp=at.xp)
     out = _apply(x, at.xp, seed, step, p, impl, mask_shape, None, block)
     cache = DropoutCache(seed, step, p, tuple(x.shape), x.dtype, at.name, device(x), mask_shape, block=block)
     return out, cache
@@ -488,11 +492,11 @@ def keep_mask(
     xp = array_namespace(xp.empty(0))
     check_device(xp, device)
     check_impl(impl)
-    block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s)
+    block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s, "shape")
     if not is_dask_namespace(xp):  # an eager mask is allocated now: refuse one that cannot fit
         check_mask_memory(shape, n)
     kernel = _kernels.select_mask(xp, impl, device)
-    seed, step = resolve_seed(seed, step, allow_none=False)
+    seed, step = resolve_seed(seed, step, allow_none=False, xp=xp)
     if block is not None and not is_whole(block, shape):
         return _kernels.block_mask(xp, shape, block, seed, step, keep_count(p), device, impl)
     return xp.reshape(kernel(xp, 0, n, seed, step, keep_count(p), device), shape)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 from ._checks import MAX_U64, check_u64
+from ._replay import take as replay_take  # imports no torch: torch is loaded when the input is a torch tensor
 
 
 class Generator:
@@ -20,6 +22,14 @@ class Generator:
     share a Generator never get the same step twice; which thread gets which
     step then depends on scheduling. Give each thread its own Generator (or
     explicit steps) where the assignment must be reproducible.
+
+    ``torch.utils.checkpoint`` (both ``use_reentrant`` modes): on a torch
+    tensor, a call that checkpoint recomputes during backward replays the step
+    its forward took instead of taking the next one, so the gradient uses the
+    forward's mask; this works as for the :mod:`xdrop.torch` layers (a call
+    that may be recomputed draws a token from torch's default generator, which
+    checkpoint restores, ``preserve_rng_state=True``, its default; the last 256
+    such calls can be replayed; other calls draw nothing from it).
 
     A Generator pickles and deep-copies as its ``(seed, step)``: the copy
     continues from the same step, independently of the original.
@@ -44,12 +54,13 @@ class Generator:
     True
     """
 
-    __slots__ = ("_lock", "_seed", "_step")
+    __slots__ = ("_draws", "_lock", "_seed", "_step")
 
     def __init__(self, seed: int, step: int = 0) -> None:
         self._seed = check_u64(seed, "seed")
         self._step = check_u64(step, "step")
         self._lock = threading.Lock()
+        self._draws: OrderedDict[int, int] = OrderedDict()  # checkpoint token -> step taken (torch only)
 
     @property
     def seed(self) -> int:
@@ -68,13 +79,19 @@ class Generator:
         exhausted and every further call raises ValueError (and changes nothing).
         """
         with self._lock:
-            step = self._step
-            if step > MAX_U64:
-                raise ValueError(
-                    f"Generator(seed={self._seed}) has used every step up to 2**64 - 1; make a new Generator"
-                )
-            self._step = step + 1
-            return step
+            return self._advance()
+
+    def _advance(self) -> int:
+        """The step, advanced by one; the caller holds the lock."""
+        step = self._step
+        if step > MAX_U64:
+            raise ValueError(f"Generator(seed={self._seed}) has used every step up to 2**64 - 1; make a new Generator")
+        self._step = step + 1
+        return step
+
+    def _take_torch_step(self) -> int:
+        """:meth:`take_step` for a call on a torch tensor: replays its step when checkpoint recomputes it."""
+        return replay_take(self._draws, self._lock, self._advance, self)
 
     def __getstate__(self) -> tuple[int, int]:
         """``(seed, step)``: what pickling and ``copy.deepcopy`` keep (the lock is recreated)."""
@@ -88,6 +105,7 @@ class Generator:
             raise ValueError(f"step must be an integer in [0, 2**64], got step={step!r}")
         self._step = step
         self._lock = threading.Lock()
+        self._draws = OrderedDict()  # recent calls are not state: a copy replays none of the original's
 
     def __repr__(self) -> str:
         return f"Generator(seed={self._seed}, step={self._step})"

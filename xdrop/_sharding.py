@@ -103,11 +103,14 @@ def _start_entry(value: Any, axis: int, global_start: Any, jax_ok: bool) -> Any:
     )
 
 
-def check_block(global_shape: Any, global_start: Any, shape: tuple[int, ...], *, jax_ok: bool = False) -> Block | None:
+def check_block(
+    global_shape: Any, global_start: Any, shape: tuple[int, ...], *, jax_ok: bool = False, what: str = "x.shape"
+) -> Block | None:
     """The :class:`Block` that ``global_shape`` and ``global_start`` describe for an array of ``shape``.
 
     ``None`` when neither is given. ``jax_ok`` allows traced JAX starts (the
     JAX kernels read them); their bounds cannot be checked while tracing.
+    ``what`` names ``shape`` in messages (``"shape"`` for keep_mask's argument).
     """
     if global_shape is None and global_start is None:
         return None
@@ -126,21 +129,27 @@ def check_block(global_shape: Any, global_start: Any, shape: tuple[int, ...], *,
         ) from None
     if len(gshape) != len(shape) or len(entries) != len(shape):
         raise ValueError(
-            f"global_shape and global_start must have one entry per axis of x.shape={shape}, got "
+            f"global_shape and global_start must have one entry per axis of {what}={shape}, got "
             f"global_shape={gshape}, global_start={global_start!r}"
         )
     start = tuple(_start_entry(v, a, global_start, jax_ok) for a, v in enumerate(entries))
     for a, (s, d, g) in enumerate(zip(start, shape, gshape, strict=True)):
         if isinstance(s, int) and s + d > g:
             raise ValueError(
-                f"the block lies outside the global array: along axis {a}, global_start={s} + x.shape={d} "
-                f"> global_shape={g} (global_shape={gshape}, global_start={global_start!r}, x.shape={shape})"
+                f"the block lies outside the global array: along axis {a}, global_start={s} + {what}={d} "
+                f"> global_shape={g} (global_shape={gshape}, global_start={global_start!r}, {what}={shape})"
             )
     return Block(gshape, start)
 
 
 def resolve_block(
-    xp: ModuleType, shape: tuple[int, ...], global_shape: Any, global_start: Any, impl: str, global_noise: NoiseRule
+    xp: ModuleType,
+    shape: tuple[int, ...],
+    global_shape: Any,
+    global_start: Any,
+    impl: str,
+    global_noise: NoiseRule,
+    what: str = "x.shape",
 ) -> Block | None:
     """The block (in the mask's index space) that ``global_shape``/``global_start`` give for ``shape``.
 
@@ -148,7 +157,8 @@ def resolve_block(
     ``global_noise(global_shape)`` is the global mask's shape (a variant's noise rule).
     """
     global_shape, global_start = ambient(global_shape, global_start, shape)
-    block = check_block(global_shape, global_start, shape, jax_ok=is_jax_namespace(xp) and impl == "auto")
+    jax_ok = is_jax_namespace(xp) and impl == "auto"
+    block = check_block(global_shape, global_start, shape, jax_ok=jax_ok, what=what)
     return None if block is None else noise_block(block, global_noise(block.shape))
 
 

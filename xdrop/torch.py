@@ -63,7 +63,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -73,6 +72,7 @@ from ._arith import alpha_constants, float_format
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
 from ._kernels import _torch_ops
+from ._replay import draw_u64, take
 from ._stream import keep_count, scale_for
 from ._variants import alpha_dropout, channel_noise_shape, drop_path, feature_noise_shape, sample_noise_shape
 from .distributed import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
@@ -90,29 +90,10 @@ __all__ = [
 ]
 
 _U64 = 1 << 64
-_REPLAY_WINDOW = 256
 M = TypeVar("M", bound=nn.Module)
 
 # One lock for every layer's read-step / write-step + 1 (a layer holds no lock, so it pickles).
 _STEP_LOCK = threading.Lock()
-# The id of the autograd graph task running on this thread, -1 outside backward. Private, but
-# torch.utils.checkpoint itself relies on it; a test pins it. Without it a token seen before is a replay.
-_graph_task_id: Callable[[], int] | None = getattr(torch._C, "_current_graph_task_id", None)
-# Saved-tensor hooks are how a non-reentrant torch.utils.checkpoint records its region (private, guarded).
-_saved_tensor_hooks: Callable[[bool], Any] | None = getattr(
-    torch._C._autograd, "_top_saved_tensors_default_hooks", None
-)
-
-
-def _may_be_recomputed() -> bool:
-    """Whether this forward may run again in a checkpoint recomputation, so it needs a replay token.
-
-    A reentrant checkpoint's first pass runs with grad mode off, a non-reentrant one under
-    saved-tensor hooks; a plain training forward is neither and draws nothing from torch's generator.
-    """
-    if _graph_task_id is None or _saved_tensor_hooks is None:
-        return True
-    return not torch.is_grad_enabled() or _saved_tensor_hooks(False) is not None
 
 
 def _op_constants(alpha: bool, p: float, dtype: torch.dtype, scale_by_keep: bool) -> tuple[int, float, float, float]:
@@ -146,11 +127,6 @@ def _u64(buffer: Tensor) -> int:
     return int(buffer.item()) % _U64
 
 
-def _draw_u64() -> int:
-    """64 bits from torch's default CPU generator (explicitly on CPU, also under ``torch.device("meta")``)."""
-    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device="cpu")) % _U64
-
-
 def _addresses(seed: Tensor, step: Tensor) -> tuple[int, int]:
     return seed.data_ptr(), step.data_ptr()
 
@@ -181,7 +157,7 @@ class _SeededDropout(nn.Module):
         if not isinstance(inplace, bool):
             raise TypeError(f"inplace must be a bool, got inplace={inplace!r}")
         self.inplace = inplace
-        self._initial_seed = _draw_u64() if seed is None else check_u64(seed, "seed")
+        self._initial_seed = draw_u64() if seed is None else check_u64(seed, "seed")
         self.register_buffer("seed", torch.empty((), dtype=torch.int64))
         self.register_buffer("step", torch.empty((), dtype=torch.int64))
         # (RNG token) -> (seed, step) of recent training calls, for checkpoint recomputation.
@@ -249,41 +225,23 @@ class _SeededDropout(nn.Module):
                 f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
                 "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
             )
-        if _graph_task_id is not None:
-            recomputing = _graph_task_id() != -1
-            token = _draw_u64() if recomputing or _may_be_recomputed() else None
-        else:
-            token = _draw_u64()
-            recomputing = token in self._draws
-        with _STEP_LOCK:
-            if recomputing:
-                draw = self._draws.get(token) if token is not None else None
-                if draw is None:
-                    raise RuntimeError(
-                        f"xdrop.torch.{type(self).__name__} is being recomputed during backward, but torch's RNG "
-                        "state matches none of its recent calls, so it cannot replay the mask: use "
-                        "torch.utils.checkpoint with preserve_rng_state=True (the default), and backward within "
-                        f"{_REPLAY_WINDOW} calls of the layer"
-                    )
-                return draw
-            taken: tuple[int, int] | Tensor
-            views = self._state_views()
-            if views is not None:  # CPU buffers, read and advanced through their memory
-                seed, step = int(views[0]) % _U64, int(views[1]) % _U64
-                views[1][()] = _to_int64((step + 1) % _U64)
-                taken = (seed, step)
-            elif self.step.device.type == "cpu":  # buffers NumPy cannot view (a tensor subclass)
-                seed, step = _u64(self.seed), _u64(self.step)
-                self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
-                taken = (seed, step)
-            else:  # stays on the device: a fresh tensor, so the in-place advance does not change it
-                taken = torch.stack((self.seed, self.step))
-                self.step.add_(1)
-            if token is not None:
-                self._draws[token] = taken
-                if len(self._draws) > _REPLAY_WINDOW:
-                    self._draws.popitem(last=False)
-        return taken
+        return take(self._draws, _STEP_LOCK, self._advance, self)
+
+    def _advance(self) -> tuple[int, int] | Tensor:
+        """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
+        views = self._state_views()
+        if views is not None:  # CPU buffers, read and advanced through their memory
+            seed, step = int(views[0]) % _U64, int(views[1]) % _U64
+            views[1][()] = _to_int64((step + 1) % _U64)
+            return seed, step
+        if self.step.device.type == "cpu":  # buffers NumPy cannot view (a tensor subclass)
+            seed, step = _u64(self.seed), _u64(self.step)
+            self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
+            return seed, step
+        # stays on the device: a fresh tensor, so the in-place advance does not change it
+        pair = torch.stack((self.seed, self.step))
+        self.step.add_(1)
+        return pair
 
     def _state_views(self) -> tuple[Any, Any] | None:
         """NumPy views of the seed and step buffers when they are plain CPU tensors, else None.
@@ -643,7 +601,7 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
-    base = _draw_u64() if seed is None else check_u64(seed, "seed")
+    base = draw_u64() if seed is None else check_u64(seed, "seed")
 
     def convert(old: nn.Module, path: str) -> _SeededDropout:
         layer = _REPLACEMENTS[type(old)](old.p, old.inplace, seed=_path_seed(base, path))  # type: ignore[arg-type]

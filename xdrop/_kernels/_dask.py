@@ -6,8 +6,12 @@ of its own *global* flat indices with the NumPy mask kernel (a fast path, or
 the reference for ``impl="reference"``) through :func:`xdrop._sharding.block_keep`,
 so any chunking gives the bits of NumPy on the whole array, nothing is computed
 at call time, and a task's memory is bounded by a small multiple of its chunk.
-Each task learns where its chunk lies from Dask's ``block_info`` (O(ndim) per
-task), so the graph grows linearly with the number of chunks.
+Each task learns where its chunk lies from its ``block_id`` and the regular
+chunk size along each axis (O(ndim) per task, and nothing built per chunk at
+call time: a lazy mask of 2**48 elements, 2**21 chunks, builds in about a
+second); chunks of irregular sizes, which only a user's array has, take their
+place from Dask's ``block_info``, a dict Dask builds per chunk when the array is
+built. Either way the graph grows linearly with the number of chunks.
 """
 
 from __future__ import annotations
@@ -41,9 +45,42 @@ def _numpy_mask(seed: int, step: int, k: int, impl: str) -> MaskFn:
     return lambda start, n: np.asarray(kernel(xp, start, n, seed, step, k, None))
 
 
-def _origin(block_info: dict[Any, Any], start: tuple[int, ...]) -> tuple[int, ...]:
+Spacing = tuple[int, ...]
+
+
+def regular_spacing(chunks: tuple[tuple[float, ...], ...]) -> Spacing | None:
+    """Each axis's chunk size where every chunk along it but the last has that size (Dask's own
+    layouts), so chunk ``i`` starts at ``i * size``; else ``None``."""
+    sizes = []
+    for axis in chunks:
+        first = axis[0]
+        if axis[:-1].count(first) != len(axis) - 1 or axis[-1] > first:  # count: no Python loop per chunk
+            return None
+        sizes.append(int(first))
+    return tuple(sizes)
+
+
+def _origin(
+    start: tuple[int, ...], spacing: Spacing | None, block_id: tuple[int, ...] | None, block_info: Any
+) -> tuple[int, ...]:
     """The chunk's first index along each axis in the global array (the array starts at ``start``)."""
+    if spacing is not None and block_id is not None:
+        return tuple(s + i * c for s, i, c in zip(start, block_id, spacing, strict=True))
     return tuple(s + lo for s, (lo, _) in zip(start, block_info[None]["array-location"], strict=True))
+
+
+def _located(spacing: Spacing | None) -> Callable[..., Any]:
+    """The chunk function for ``map_blocks``: one that asks Dask for ``block_id`` (lazy, O(1) to build) where
+    the chunks are regular, else for ``block_info`` (built per chunk)."""
+    return _at_block_id if spacing is not None else _at_block_info
+
+
+def _at_block_id(chunk_fn: Callable[..., Any], block: Any, *, block_id: tuple[int, ...], **kw: Any) -> Any:
+    return chunk_fn(block, block_id=block_id, block_info=None, **kw)
+
+
+def _at_block_info(chunk_fn: Callable[..., Any], block: Any, *, block_info: dict[Any, Any], **kw: Any) -> Any:
+    return chunk_fn(block, block_id=None, block_info=block_info, **kw)
 
 
 def _check_known(chunks: tuple[tuple[float, ...], ...], name: str) -> None:
@@ -53,19 +90,9 @@ def _check_known(chunks: tuple[tuple[float, ...], ...], name: str) -> None:
         )
 
 
-def _dropout_block(
-    block: Any,
-    *,
-    shape: tuple[int, ...],
-    start: tuple[int, ...],
-    seed: int,
-    step: int,
-    k: int,
-    scale: float,
-    impl: str,
-    block_info: dict[Any, Any],
-) -> Any:
-    keep = _mask_block(block, shape=shape, start=start, seed=seed, step=step, k=k, impl=impl, block_info=block_info)
+def _dropout_block(block: Any, *, scale: float, **where: Any) -> Any:
+    """Dropout of one chunk; ``where`` holds :func:`_mask_block`'s keywords."""
+    keep = _mask_block(block, **where)
     xp = array_namespace(block)
     if not isinstance(block, np.ndarray):  # e.g. CuPy chunks: the decisions are drawn on the host
         keep = xp.asarray(keep)
@@ -81,9 +108,12 @@ def _mask_block(
     step: int,
     k: int,
     impl: str,
-    block_info: dict[Any, Any],
+    spacing: Spacing | None,
+    block_id: tuple[int, ...] | None,
+    block_info: Any,
 ) -> np.ndarray:
-    return chunk_keep(shape, _origin(block_info, start), tuple(block.shape), _numpy_mask(seed, step, k, impl))
+    origin = _origin(start, spacing, block_id, block_info)
+    return chunk_keep(shape, origin, tuple(block.shape), _numpy_mask(seed, step, k, impl))
 
 
 def dask_dropout(impl: str, block: Block | None = None) -> Callable[[Any, Any, int, int, int, float], Any]:
@@ -100,7 +130,9 @@ def dask_dropout(impl: str, block: Block | None = None) -> Callable[[Any, Any, i
         _check_known(x.chunks, "x")
         where = block or Block(tuple(x.shape), (0,) * x.ndim)
         token = tokenize(x, seed, step, k, scale, impl, where, STREAM_VERSION)
+        spacing = regular_spacing(x.chunks)
         return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
+            _located(spacing),
             _dropout_block,
             x,
             dtype=x.dtype,
@@ -113,6 +145,7 @@ def dask_dropout(impl: str, block: Block | None = None) -> Callable[[Any, Any, i
             k=k,
             scale=scale,
             impl=impl,
+            spacing=spacing,
         )
 
     return kernel
@@ -135,7 +168,9 @@ def dask_block_mask(shape: tuple[int, ...], block: Block, seed: int, step: int, 
 
     slots = da.empty(shape, dtype=bool)  # never computed: it only lays out the chunks
     token = tokenize(shape, block, seed, step, k, impl, STREAM_VERSION)
+    spacing = regular_spacing(slots.chunks)  # Dask's own layout: regular
     return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
+        _located(spacing),
         _mask_block,
         slots,
         dtype=bool,
@@ -147,4 +182,5 @@ def dask_block_mask(shape: tuple[int, ...], block: Block, seed: int, step: int, 
         step=step,
         k=k,
         impl=impl,
+        spacing=spacing,
     )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral
 from types import ModuleType
 from typing import Any
 
+from .._checks import check_dtype, check_integer, check_sequence
 from .._compat import array_namespace, device, is_array_api_obj, numpy_namespace
 from ._words import MASK32, Word, add_with_carry, mulhilo, word_dtype
 
@@ -38,28 +38,17 @@ def philox_rounds(
     return c0, c1, c2, c3
 
 
-def _check_rounds(rounds: Any) -> int:
-    if isinstance(rounds, bool) or not isinstance(rounds, Integral) or not 1 <= int(rounds) <= MAX_ROUNDS:
-        raise ValueError(f"rounds must be an integer in [1, {MAX_ROUNDS}], got rounds={rounds!r}")
-    return int(rounds)
-
-
-def _words_in(xp: ModuleType, name: str, values: Sequence[Any], length: int, dev: Any) -> list[Any]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != length:
-        raise TypeError(f"{name} must be a sequence of {length} uint32 arrays or ints, got {name}={values!r}")
+def _words_in(xp: ModuleType, name: str, values: Any, length: int, dev: Any) -> list[Any]:
+    check_sequence(values, name, length, "uint32 arrays or ints")
     wdtype = word_dtype(xp)
     words = []
     for i, v in enumerate(values):
         if is_array_api_obj(v):
-            if v.dtype != xp.uint32:
-                raise TypeError(f"{name}[{i}] must have dtype uint32, got {v.dtype}")
+            check_dtype(v, xp.uint32, "uint32", f"{name}[{i}]")
             words.append(xp.astype(v, wdtype))
-        elif isinstance(v, Integral) and not isinstance(v, bool):
-            if not 0 <= int(v) <= MASK32:
-                raise ValueError(f"{name}[{i}] must be an int in [0, 2**32), got {v!r}")
-            words.append(xp.asarray(int(v), dtype=wdtype, device=dev))
         else:
-            raise TypeError(f"{name}[{i}] must be a uint32 array or an int in [0, 2**32), got {v!r}")
+            word = check_integer(v, f"{name}[{i}]", 0, MASK32, "an integer in [0, 2**32) or a uint32 array")
+            words.append(xp.asarray(word, dtype=wdtype, device=dev))
     return words
 
 
@@ -92,7 +81,7 @@ def philox4x32(
     >>> [f"{int(w):08x}" for w in philox4x32((0, 0, 0, 0), (0, 0))]
     ['6627e8d5', 'e169c58d', 'bc57ac4c', '9b00dbd8']
     """
-    rounds = _check_rounds(rounds)
+    rounds = check_integer(rounds, "rounds", 1, MAX_ROUNDS)
     arrays = (
         [v for v in (*counter, *key) if is_array_api_obj(v)]
         if isinstance(counter, Sequence) and isinstance(key, Sequence)

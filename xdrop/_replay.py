@@ -1,0 +1,107 @@
+"""Replaying a call's ``(seed, step)`` when ``torch.utils.checkpoint`` recomputes it.
+
+``torch.utils.checkpoint`` runs a region's forward twice: once without keeping
+its activations, and again during backward. Anything that takes a step from
+state (an :mod:`xdrop.torch` layer's buffers, a :class:`xdrop.Generator`) would
+take the *next* step on the second run, so backward would use another mask than
+the forward. Before recomputing, checkpoint restores torch's default generator
+(``preserve_rng_state=True``, its default). So each call that may be recomputed
+draws a token from that generator and records the ``(seed, step)`` it took under
+the token; the recomputation draws the same token and replays what was taken.
+
+A call may be recomputed when grad mode is off (a reentrant checkpoint's first
+pass) or saved-tensor hooks are active (a non-reentrant one records its region
+with them); a recomputation runs inside backward. Other calls draw nothing from
+torch's generator. Both probes are private torch functions that
+``torch.utils.checkpoint`` itself relies on; without them every call draws a
+token and a token seen before is taken as a replay.
+
+torch is not imported here: these run only on torch tensors, when torch is
+already in ``sys.modules`` (``import xdrop`` imports no framework).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+__all__ = ["REPLAY_WINDOW", "draw_u64", "may_be_recomputed", "take"]
+
+# The last calls of each owner that a recomputation can replay.
+REPLAY_WINDOW = 256
+
+T = TypeVar("T")
+
+Probes = tuple[Callable[[], int] | None, Callable[[bool], Any] | None, Callable[[], bool]]
+# (torch._C._current_graph_task_id, torch._C._autograd._top_saved_tensors_default_hooks,
+# torch.is_grad_enabled), looked up once: this runs on every Generator call on a torch tensor.
+_probes: Probes | None = None
+
+
+def _probe() -> Probes:
+    global _probes
+    if _probes is None:
+        torch = sys.modules["torch"]
+        _probes = (
+            getattr(torch._C, "_current_graph_task_id", None),  # -1 outside backward
+            getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None),
+            torch.is_grad_enabled,
+        )
+    return _probes
+
+
+def draw_u64() -> int:
+    """64 bits from torch's default CPU generator (explicitly on CPU, also under ``torch.device("meta")``)."""
+    torch = sys.modules["torch"]
+    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device="cpu")) % (1 << 64)
+
+
+def may_be_recomputed() -> bool:
+    """Whether a call now may run again in a checkpoint recomputation, so it needs a replay token."""
+    _, hooks, grad_enabled = _probes or _probe()
+    return hooks is None or not grad_enabled() or hooks(False) is not None
+
+
+def take(
+    draws: OrderedDict[int, T],
+    lock: AbstractContextManager[Any],
+    advance: Callable[[], T],
+    owner: object,
+) -> T:
+    """What this call takes: ``advance()``, or the value a recomputed call took before.
+
+    ``draws`` is the owner's replay window (token -> value taken), guarded by
+    ``lock``, under which ``advance`` (the owner's read-and-advance) runs.
+    ``owner`` (its repr) names the owner in the error raised when a recomputation
+    finds no recorded call (the generator was not restored, or the call left the window).
+    """
+    task_id, hooks, grad_enabled = _probes or _probe()
+    recomputing: bool | None
+    if task_id is not None:
+        recomputing = task_id() != -1
+        # may_be_recomputed(), inlined: this is every Generator call's path on a torch tensor
+        may = recomputing or hooks is None or not grad_enabled() or hooks(False) is not None
+        token = draw_u64() if may else None
+    else:  # no way to tell backward from forward: a token seen before is a replay
+        token, recomputing = draw_u64(), None
+    with lock:
+        if recomputing is None:
+            recomputing = token in draws
+        if recomputing:
+            found = draws.get(token) if token is not None else None
+            if found is None:
+                raise RuntimeError(
+                    f"{owner!r} is being recomputed during backward, but torch's RNG state matches none of its "
+                    "recent calls, so it cannot replay the mask: use torch.utils.checkpoint with "
+                    f"preserve_rng_state=True (the default), and backward within {REPLAY_WINDOW} calls of it"
+                )
+            return found
+        taken = advance()
+        if token is not None:
+            draws[token] = taken
+            if len(draws) > REPLAY_WINDOW:
+                draws.popitem(last=False)
+        return taken
