@@ -28,7 +28,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-__all__ = ["REPLAY_WINDOW", "draw_u64", "may_be_recomputed", "take"]
+__all__ = ["REPLAY_WINDOW", "draw_u64", "take"]
 
 # The last calls of each owner that a recomputation can replay.
 REPLAY_WINDOW = 256
@@ -59,12 +59,6 @@ def draw_u64() -> int:
     return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device="cpu")) % (1 << 64)
 
 
-def may_be_recomputed() -> bool:
-    """Whether a call now may run again in a checkpoint recomputation, so it needs a replay token."""
-    _, hooks, grad_enabled = _probes or _probe()
-    return hooks is None or not grad_enabled() or hooks(False) is not None
-
-
 def take(
     draws: OrderedDict[int, T],
     lock: AbstractContextManager[Any],
@@ -82,7 +76,8 @@ def take(
     recomputing: bool | None
     if task_id is not None:
         recomputing = task_id() != -1
-        # may_be_recomputed(), inlined: this is every Generator call's path on a torch tensor
+        # a call may be recomputed later under a reentrant checkpoint's first pass (grad off) or a
+        # non-reentrant one's saved-tensor hooks: only such calls draw a token
         may = recomputing or hooks is None or not grad_enabled() or hooks(False) is not None
         token = draw_u64() if may else None
     else:  # no way to tell backward from forward: a token seen before is a replay

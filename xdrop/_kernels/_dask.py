@@ -123,32 +123,50 @@ def dask_dropout(impl: str, block: Block | None = None) -> Callable[[Any, Any, i
     """
 
     def kernel(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> Any:
-        import dask.array as da
         from dask.array.utils import meta_from_array
         from dask.base import tokenize
 
         _check_known(x.chunks, "x")
         where = block or Block(tuple(x.shape), (0,) * x.ndim)
         token = tokenize(x, seed, step, k, scale, impl, where, STREAM_VERSION)
-        spacing = regular_spacing(x.chunks)
-        return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
-            _located(spacing),
-            _dropout_block,
-            x,
-            dtype=x.dtype,
-            meta=meta_from_array(x, ndim=x.ndim),  # type: ignore[no-untyped-call]  # dask ships no annotations for it either
-            name=f"xdrop-dropout-{token}",
-            shape=where.shape,
-            start=where.start,
-            seed=seed,
-            step=step,
-            k=k,
-            scale=scale,
-            impl=impl,
-            spacing=spacing,
-        )
+        meta = meta_from_array(x, ndim=x.ndim)  # type: ignore[no-untyped-call]  # dask ships no annotations for it
+        return _map_chunks(_dropout_block, x, f"xdrop-dropout-{token}", meta, where, seed, step, k, impl, scale=scale)
 
     return kernel
+
+
+def _map_chunks(
+    chunk_fn: Callable[..., Any],
+    array: Any,
+    name: str,
+    meta: Any,
+    where: Block,
+    seed: int,
+    step: int,
+    k: int,
+    impl: str,
+    **extra: Any,
+) -> Any:
+    """``chunk_fn`` over the chunks of ``array`` (a lazy array like ``meta``), each told where it lies in ``where``."""
+    import dask.array as da
+
+    spacing = regular_spacing(array.chunks)
+    return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
+        _located(spacing),
+        chunk_fn,
+        array,
+        dtype=meta.dtype,
+        meta=meta,
+        name=name,
+        shape=where.shape,
+        start=where.start,
+        seed=seed,
+        step=step,
+        k=k,
+        impl=impl,
+        spacing=spacing,
+        **extra,
+    )
 
 
 def dask_mask(impl: str) -> Callable[[Any, int, int, int, int, int, Any], Any]:
@@ -166,21 +184,7 @@ def dask_block_mask(shape: tuple[int, ...], block: Block, seed: int, step: int, 
     import dask.array as da
     from dask.base import tokenize
 
-    slots = da.empty(shape, dtype=bool)  # never computed: it only lays out the chunks
+    slots = da.empty(shape, dtype=bool)  # never computed: it only lays out the chunks (Dask's regular layout)
     token = tokenize(shape, block, seed, step, k, impl, STREAM_VERSION)
-    spacing = regular_spacing(slots.chunks)  # Dask's own layout: regular
-    return da.map_blocks(  # type: ignore[no-untyped-call]  # dask ships no annotations for it
-        _located(spacing),
-        _mask_block,
-        slots,
-        dtype=bool,
-        meta=np.empty((0,) * len(shape), dtype=bool),
-        name=f"xdrop-mask-{token}",
-        shape=block.shape,
-        start=block.start,
-        seed=seed,
-        step=step,
-        k=k,
-        impl=impl,
-        spacing=spacing,
-    )
+    meta = np.empty((0,) * len(shape), dtype=bool)
+    return _map_chunks(_mask_block, slots, f"xdrop-mask-{token}", meta, block, seed, step, k, impl)
