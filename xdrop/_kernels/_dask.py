@@ -8,10 +8,11 @@ so any chunking gives the bits of NumPy on the whole array, nothing is computed
 at call time, and a task's memory is bounded by a small multiple of its chunk.
 Each task learns where its chunk lies from its ``block_id`` and the regular
 chunk size along each axis (O(ndim) per task, and nothing built per chunk at
-call time: a lazy mask of 2**48 elements, 2**21 chunks, builds in about a
-second); chunks of irregular sizes, which only a user's array has, take their
-place from Dask's ``block_info``, a dict Dask builds per chunk when the array is
-built. Either way the graph grows linearly with the number of chunks.
+call time: a lazy mask of 2**48 elements, 2**21 chunks, builds in about two
+seconds, mostly Dask's own bookkeeping of chunk sizes); chunks of irregular
+sizes, which only a user's array has, take their place from Dask's
+``block_info``, a dict Dask builds per chunk when the array is built. Either
+way the graph grows linearly with the number of chunks.
 """
 
 from __future__ import annotations
