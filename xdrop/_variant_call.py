@@ -13,7 +13,7 @@ from typing import Any
 from . import _kernels
 from ._arith import alpha_constants, float_format
 from ._checks import check_call, check_flag
-from ._compat import device, is_torch_namespace
+from ._compat import device
 from ._dropout import DropoutCache, _apply, _mask, _preflight, resolve_seed
 from ._noise_shapes import channel_noise_shape, feature_noise_shape, sample_noise_shape
 from ._sharding import is_dtensor, is_whole, local_noise, unwrap_dtensor
@@ -69,7 +69,7 @@ def _run(
     if alpha:
         a, b, c = alpha_constants(k, float_format(xp, x.dtype))  # each rounded once to x's dtype
         grad_scale = a
-    if alpha and is_torch_namespace(xp) and is_whole(block, noise_shape):  # the one torch path: no mask kept
+    if alpha and _kernels.library_of(xp).uses_torch_operator and is_whole(block, noise_shape):  # no mask kept
         out = _kernels.torch_dropout(x, seed, step, k, noise_shape, a, b, c, impl)
     elif alpha:
         keep = _mask(xp, noise_shape, seed, step, k, device(x), impl, block)
