@@ -67,7 +67,7 @@ from torch import nn
 
 from . import distributed  # noqa: F401  (``import xdrop.torch`` makes ``xdrop.distributed`` available, as it did)
 from ._checks import check_u64
-from ._replay import draw_u64
+from ._replay import draw_u64, require_probes
 from ._torch_layers import (
     _REPLACEMENTS,
     AlphaDropout,
@@ -99,6 +99,8 @@ for _layer in (AlphaDropout, DropPath, Dropout, Dropout1d, Dropout2d, Dropout3d,
 del _layer
 
 M = TypeVar("M", bound=nn.Module)
+
+require_probes()  # at import: a torch without the checkpoint replay's private probes fails here, loudly
 
 
 def _path_seed(seed: int, path: str) -> int:
