@@ -116,6 +116,9 @@ ENV_OF = {name: env for env, names in ENVS.values() for name in names}
 # Modules that import a framework at import time: the light environment cannot import them.
 FRAMEWORK_MODULES = [
     "xdrop/torch.py",
+    "xdrop/_torch_layers.py",
+    "xdrop/_torch_seeded.py",
+    "xdrop/_torch_ranks.py",
     "xdrop/distributed.py",
     "xdrop/flax.py",
     "xdrop/keras.py",

@@ -1,10 +1,14 @@
 """The backend registry: every array library xdrop is tested and verified on, one entry each.
 
 Read by the tests (``tests/conftest.py`` builds its ``Backend`` enum and
-fixtures from it), by ``python -m xdrop verify``, by ``python -m xdrop bench``,
-by :func:`xdrop._compat.namespace_name` and by the noxfile (which loads this
-file by path, so it imports nothing but the standard library at import time;
-every library is imported inside a loader).
+fixtures from it), by ``python -m xdrop verify``, by ``python -m xdrop bench``
+and by the noxfile (which loads this file by path, so it imports nothing but
+the standard library at import time; every library is imported inside a
+loader). A tool, above the public functions its loaders call: nothing in
+xdrop's run time reads it. Each entry's ``namespace`` is a key of
+:data:`xdrop._compat.NAMESPACES`, where arrays are recognised, and its
+fast paths (if any) are a :class:`xdrop._kernels.Library` (a test keeps the
+three in step).
 
 Adding a backend is one :class:`Entry` in :data:`REGISTRY`: its name, the
 modules it needs, the pip packages its test session installs, whether it
@@ -84,7 +88,7 @@ class Entry:
         The name users pass (``XDROP_BACKENDS=``, ``verify --backend``).
     namespace : str
         What :func:`xdrop._compat.namespace_name` calls its arrays' namespace
-        (``torch`` for ``torch-cuda`` too).
+        (``torch`` for ``torch-cuda`` too): a key of ``xdrop._compat.NAMESPACES``.
     namespace_check : str
         The array-api-compat predicate that recognises that namespace.
     modules : tuple of str

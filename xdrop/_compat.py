@@ -7,7 +7,6 @@ imports a framework) and a change of compat layer touches one file.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import sys
 from collections.abc import Callable
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import array_api_compat
 from array_api_compat import (
     array_namespace as _array_namespace,
 )
@@ -34,6 +32,7 @@ from array_api_compat import (
 )
 
 __all__ = [
+    "NAMESPACES",
     "ArrayType",
     "array_namespace",
     "array_type",
@@ -79,20 +78,24 @@ def numpy_namespace() -> ModuleType:
     return compat_namespace("numpy")
 
 
-@functools.cache
-def _namespace_checks() -> tuple[tuple[str, Callable[[ModuleType], bool]], ...]:
-    # Built once from the backend registry, the one list of namespaces xdrop knows.
-    from . import _backends
-
-    checks = {e.namespace: getattr(array_api_compat, e.namespace_check) for e in _backends.REGISTRY.values()}
-    return tuple(checks.items())
+# The namespaces xdrop knows, by the short name errors and reports use, and the array-api-compat
+# predicate that recognises each: the one place an array's library is recognised. (The backend
+# registry, xdrop._backends, names these namespaces; a test keeps the two in step.)
+NAMESPACES: dict[str, Callable[[ModuleType], bool]] = {
+    "numpy": is_numpy_namespace,
+    "array_api_strict": is_array_api_strict_namespace,
+    "torch": is_torch_namespace,
+    "cupy": is_cupy_namespace,
+    "jax": is_jax_namespace,
+    "dask": is_dask_namespace,
+}
 
 
 def namespace_name(xp: ModuleType) -> str:
     """A short, stable name for a namespace, used in reports and error messages.
 
-    The names are the backend registry's (:mod:`xdrop._backends`); a namespace
-    it does not know is named by its module.
+    The names are the keys of :data:`NAMESPACES`; a namespace it does not know
+    is named by its module.
 
     Examples
     --------
@@ -100,7 +103,7 @@ def namespace_name(xp: ModuleType) -> str:
     >>> namespace_name(compat_namespace("numpy")), namespace_name(np)
     ('numpy', 'numpy')
     """
-    for name, check in _namespace_checks():
+    for name, check in NAMESPACES.items():
         if check(xp):
             return name
     return getattr(xp, "__name__", repr(xp))

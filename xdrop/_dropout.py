@@ -22,7 +22,7 @@ from ._checks import (
     check_shape,
     check_u64,
 )
-from ._compat import array_namespace, device, is_dask_namespace, is_torch_namespace
+from ._compat import array_namespace, device
 from ._generator import Generator
 from ._sharding import Block, is_dtensor, is_whole, local_noise, noise_block, resolve_block, unwrap_dtensor
 from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
@@ -59,12 +59,12 @@ def resolve_seed(
             raise ValueError(
                 f"step must be left at 0 when seed is a Generator (it supplies the step), got step={step!r}"
             )
-        if xp is not None and is_torch_namespace(xp):  # a checkpoint recomputation replays the step taken
+        if xp is not None and _kernels.library_of(xp).torch_rng:  # a checkpoint recomputation replays the step
             return seed.seed, seed._take_torch_step()
         return seed.seed, seed.take_step()
     step = check_u64(step, "step")
     if seed is None and allow_none:
-        if xp is not None and is_torch_namespace(xp):
+        if xp is not None and _kernels.library_of(xp).torch_rng:
             import torch
 
             lo, hi = torch.randint(0, 1 << 32, (2,), dtype=torch.int64).tolist()
@@ -151,7 +151,7 @@ def _preflight(x: Any, xp: ModuleType, impl: str, noise_shape: tuple[int, ...]) 
     """
     if impl == "auto":  # selection for "auto" never refuses: skip it (the kernel is selected when it runs)
         return
-    if is_torch_namespace(xp) and sys.modules["torch"].compiler.is_compiling():
+    if _kernels.library_of(xp).uses_torch_operator and sys.modules["torch"].compiler.is_compiling():
         return
     if noise_shape == tuple(x.shape):
         _kernels.select(xp, x, impl)
@@ -177,7 +177,8 @@ def _apply(
     """
     k = keep_count(p)
     whole = block is None or is_whole(block, noise_shape)  # the ordinary call pays one comparison
-    if whole and is_torch_namespace(xp):
+    lib = _kernels.library_of(xp)
+    if whole and lib.uses_torch_operator:
         # Every torch call takes one path (the registered operator under compile), whose
         # backward is this same dropout of ``dout``: no mask or tensor is saved.
         a = _scale(k, xp, x.dtype) if scale is None else scale
@@ -195,7 +196,7 @@ def _apply(
             return _kernels.select(xp, x, impl)(x, xp, seed, step, k, scale)
         assert block is not None
         # torch blocks that autograd records take the mask path: where() and * carry the gradient
-        recorded = is_torch_namespace(xp) and x.requires_grad
+        recorded = lib.uses_torch_operator and x.requires_grad
         kernel = None if recorded else _kernels.select_block(xp, x, impl, block)
         if kernel is not None:  # else: the block's mask, drawn run by run
             return kernel(x, xp, seed, step, k, scale)
@@ -493,7 +494,7 @@ def keep_mask(
     check_device(xp, device)
     check_impl(impl)
     block = resolve_block(xp, shape, global_shape, global_start, impl, lambda s: s, "shape")
-    if not is_dask_namespace(xp):  # an eager mask is allocated now: refuse one that cannot fit
+    if not _kernels.library_of(xp).lazy:  # an eager mask is allocated now: refuse one that cannot fit
         check_mask_memory(shape, n)
     kernel = _kernels.select_mask(xp, impl, device)
     seed, step = resolve_seed(seed, step, allow_none=False, xp=xp)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from ._checks import MAX_U64, check_u64
 from ._replay import take as replay_take  # imports no torch: torch is loaded when the input is a torch tensor
+from ._values import MAX_U64, check_u64
 
 
 class Generator:

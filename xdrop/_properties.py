@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dropout
+from . import _dropout, _variants
 from ._backends import Backend
 from ._stream import keep_count, round_to_significand, significand_bits
 from .random import philox4x32
@@ -93,6 +93,21 @@ def _bits_differing(got: np.ndarray, want: np.ndarray) -> int:
 
 def _pack_hex(bits: np.ndarray) -> str:
     return np.packbits(bits.reshape(-1).astype(np.uint8)).tobytes().hex()
+
+
+@dataclass
+class BackendResult:
+    """One backend's line of the matrix: its cells, or why it did not run (``skipped``)."""
+
+    name: str
+    cells: dict[str, Cell] = field(default_factory=dict)
+    skipped: str | None = None
+    device: str | None = None
+    dtypes: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.cells.values())
 
 
 def check_equivalence(b: Backend) -> Cell:
@@ -237,9 +252,38 @@ def check_gradient(b: Backend) -> Cell:
 
 def check_sharding(b: Backend) -> Cell:
     """The sharding law: a block drawn with global_shape/global_start is the whole array's block."""
-    from ._sharding import check_law
-
     return Cell(*check_law(b.from_numpy, b.to_numpy))
+
+
+def check_law(from_numpy: Callable[[np.ndarray], Any], to_numpy: Callable[[Any], np.ndarray]) -> tuple[bool, str]:
+    """Tiles of arrays, each drawn as a block of the whole, against NumPy's whole-array result.
+
+    Returns ``(passed, figure)``: the figure counts the tiles whose bits differ.
+    """
+    rng = np.random.default_rng(0)
+    seed, step, p = 2**63 + 1, 5, 0.3
+    bad = total = 0
+    cases: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = [
+        (_dropout.dropout, (7, 9), (3, 4), (2, 7)),
+        (_dropout.dropout, (8, 5), (1, 7), (5,)),
+        (_variants.dropout1d, (6, 3, 4), (2, 4), (3,)),
+    ]
+    for fn, shape, rows, cols in cases:
+        x = rng.standard_normal(shape).astype(np.float32)
+        whole = fn(x, p, seed=seed, step=step)
+        r0 = 0
+        for r in rows:
+            c0 = 0
+            for c in cols:
+                where = (slice(r0, r0 + r), slice(c0, c0 + c))
+                tile = from_numpy(np.ascontiguousarray(x[where]))
+                start = (r0, c0, *(0,) * (len(shape) - 2))
+                got = to_numpy(fn(tile, p, seed=seed, step=step, global_shape=shape, global_start=start))
+                bad += np.ascontiguousarray(got).tobytes() != np.ascontiguousarray(whole[where]).tobytes()
+                total += 1
+                c0 += c
+            r0 += r
+    return bad == 0, f"{total - bad}/{total} blocks equal the whole array's block"
 
 
 CHECKS: dict[str, Callable[[Backend], Cell]] = {

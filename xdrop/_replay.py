@@ -13,8 +13,11 @@ A call may be recomputed when grad mode is off (a reentrant checkpoint's first
 pass) or saved-tensor hooks are active (a non-reentrant one records its region
 with them); a recomputation runs inside backward. Other calls draw nothing from
 torch's generator. Both probes are private torch functions that
-``torch.utils.checkpoint`` itself relies on; without them every call draws a
-token and a token seen before is taken as a replay.
+``torch.utils.checkpoint`` itself relies on (torch has no public way to ask
+either question). So they are checked, not guessed: ``import xdrop.torch`` and
+the first replayable call on a torch tensor raise :class:`MissingTorchProbe`,
+naming the missing function, if a torch release drops one; the replay never
+silently stops working.
 
 torch is not imported here: these run only on torch tensors, when torch is
 already in ``sys.modules`` (``import xdrop`` imports no framework).
@@ -28,28 +31,45 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-__all__ = ["REPLAY_WINDOW", "draw_u64", "take"]
+__all__ = ["PROBES", "REPLAY_WINDOW", "MissingTorchProbe", "draw_u64", "require_probes", "take"]
 
 # The last calls of each owner that a recomputation can replay.
 REPLAY_WINDOW = 256
 
 T = TypeVar("T")
 
-Probes = tuple[Callable[[], int] | None, Callable[[bool], Any] | None, Callable[[], bool]]
+# The private torch functions the replay asks (torch.utils.checkpoint asks the first too).
+PROBES = ("_C._current_graph_task_id", "_C._autograd._top_saved_tensors_default_hooks")
+
+Probes = tuple[Callable[[], int], Callable[[bool], Any], Callable[[], bool]]
 # (torch._C._current_graph_task_id, torch._C._autograd._top_saved_tensors_default_hooks,
 # torch.is_grad_enabled), looked up once: this runs on every Generator call on a torch tensor.
 _probes: Probes | None = None
 
 
-def _probe() -> Probes:
+class MissingTorchProbe(RuntimeError):
+    """This torch lacks a private function the checkpoint replay needs (see the module docs)."""
+
+
+def require_probes() -> Probes:
+    """The probes, looked up in the imported torch; :class:`MissingTorchProbe` names any that is missing."""
     global _probes
     if _probes is None:
         torch = sys.modules["torch"]
-        _probes = (
-            getattr(torch._C, "_current_graph_task_id", None),  # -1 outside backward
-            getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None),
-            torch.is_grad_enabled,
-        )
+        found = []
+        for path in PROBES:
+            obj: Any = torch
+            for part in path.split("."):
+                obj = getattr(obj, part, None)
+            if not callable(obj):
+                raise MissingTorchProbe(
+                    f"xdrop's torch.utils.checkpoint replay needs torch.{path}, which torch {torch.__version__} "
+                    "does not have (a private function; xdrop is tested with torch 2.13): without it a "
+                    "recomputation cannot be told from a new forward, so its masks would differ from the "
+                    "forward's. Use a torch release that has it, or a newer xdrop"
+                )
+            found.append(obj)
+        _probes = (found[0], found[1], torch.is_grad_enabled)
     return _probes
 
 
@@ -72,19 +92,13 @@ def take(
     ``owner`` (its repr) names the owner in the error raised when a recomputation
     finds no recorded call (the generator was not restored, or the call left the window).
     """
-    task_id, hooks, grad_enabled = _probes or _probe()
-    recomputing: bool | None
-    if task_id is not None:
-        recomputing = task_id() != -1
-        # a call may be recomputed later under a reentrant checkpoint's first pass (grad off) or a
-        # non-reentrant one's saved-tensor hooks: only such calls draw a token
-        may = recomputing or hooks is None or not grad_enabled() or hooks(False) is not None
-        token = draw_u64() if may else None
-    else:  # no way to tell backward from forward: a token seen before is a replay
-        token, recomputing = draw_u64(), None
+    task_id, hooks, grad_enabled = _probes or require_probes()
+    recomputing = task_id() != -1  # -1 outside backward
+    # a call may be recomputed later under a reentrant checkpoint's first pass (grad off) or a
+    # non-reentrant one's saved-tensor hooks: only such calls draw a token
+    may = recomputing or not grad_enabled() or hooks(False) is not None
+    token = draw_u64() if may else None
     with lock:
-        if recomputing is None:
-            recomputing = token in draws
         if recomputing:
             found = draws.get(token) if token is not None else None
             if found is None:

@@ -15,7 +15,7 @@ from ._backends import REGISTRY
 from ._properties import PROPERTIES
 
 if TYPE_CHECKING:
-    from .verify import BackendResult
+    from ._properties import BackendResult
 
 LEGEND = """\
 equivalence: bits of dropout differing from the NumPy reference, over every dtype the backend has (must be 0);

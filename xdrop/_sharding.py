@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks  # a module reference: _checks imports this module at its top
+from . import _values
 from ._compat import is_jax_namespace
 
 # Drawing one covering range instead of separate runs wastes (span - size) draws
@@ -119,8 +119,8 @@ def check_block(
             "global_shape and global_start must be given together (or neither), got "
             f"global_shape={global_shape!r}, global_start={global_start!r}"
         )
-    gshape = _checks.check_shape(global_shape, "global_shape")
-    _checks.check_mask_size(gshape, "global_shape")
+    gshape = _values.check_shape(global_shape, "global_shape")
+    _values.check_mask_size(gshape, "global_shape")
     try:
         entries = tuple(global_start)
     except TypeError:
@@ -180,7 +180,7 @@ def local_noise(noise_shape: Any, shape: tuple[int, ...]) -> Any:
     """A DTensor's ``noise_shape`` (against its global ``shape``) as entries that hold for its shard."""
     if noise_shape is None:
         return None
-    full = _checks.resolve_noise_shape(noise_shape, shape)
+    full = _values.resolve_noise_shape(noise_shape, shape)
     return tuple(1 if n == 1 and d != 1 else None for n, d in zip(full, shape, strict=True))
 
 
@@ -328,39 +328,3 @@ def unwrap_dtensor(x: Any, global_shape: Any, global_start: Any) -> tuple[Any, A
         return DTensor.from_local(out, mesh, placements, run_check=False, shape=shape, stride=stride)
 
     return x.to_local(), global_shape, global_start, wrap
-
-
-# -- the sharding law, for ``python -m xdrop verify`` ------------------------------------------------------
-
-
-def check_law(from_numpy: Callable[[np.ndarray], Any], to_numpy: Callable[[Any], np.ndarray]) -> tuple[bool, str]:
-    """Tiles of arrays, each drawn as a block of the whole, against NumPy's whole-array result.
-
-    Returns ``(passed, figure)``: the figure counts the tiles whose bits differ.
-    """
-    from . import _dropout, _variants
-
-    rng = np.random.default_rng(0)
-    seed, step, p = 2**63 + 1, 5, 0.3
-    bad = total = 0
-    cases: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = [
-        (_dropout.dropout, (7, 9), (3, 4), (2, 7)),
-        (_dropout.dropout, (8, 5), (1, 7), (5,)),
-        (_variants.dropout1d, (6, 3, 4), (2, 4), (3,)),
-    ]
-    for fn, shape, rows, cols in cases:
-        x = rng.standard_normal(shape).astype(np.float32)
-        whole = fn(x, p, seed=seed, step=step)
-        r0 = 0
-        for r in rows:
-            c0 = 0
-            for c in cols:
-                where = (slice(r0, r0 + r), slice(c0, c0 + c))
-                tile = from_numpy(np.ascontiguousarray(x[where]))
-                start = (r0, c0, *(0,) * (len(shape) - 2))
-                got = to_numpy(fn(tile, p, seed=seed, step=step, global_shape=shape, global_start=start))
-                bad += np.ascontiguousarray(got).tobytes() != np.ascontiguousarray(whole[where]).tobytes()
-                total += 1
-                c0 += c
-            r0 += r
-    return bad == 0, f"{total - bad}/{total} blocks equal the whole array's block"

@@ -20,7 +20,7 @@ import json
 import platform
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ._properties import (
     KAT_10,
     PROPERTIES,
     Z_LIMIT,
+    BackendResult,
     Cell,
     central_differences,
     check_equivalence,
@@ -73,21 +74,6 @@ __all__ = [
     "to_json",
     "write_json",
 ]
-
-
-@dataclass
-class BackendResult:
-    """One backend's line of the matrix: its cells, or why it did not run (``skipped``)."""
-
-    name: str
-    cells: dict[str, Cell] = field(default_factory=dict)
-    skipped: str | None = None
-    device: str | None = None
-    dtypes: tuple[str, ...] = ()
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.cells.values())
 
 
 def run_backend(name: str) -> BackendResult:

@@ -26,6 +26,7 @@ import numpy as np
 from .._compat import array_namespace, numpy_namespace
 from .._sharding import CALL_COST_IN_DRAWS, MAX_SPAN_FACTOR, Block, MaskFn, block_keep
 from .._stream import STREAM_VERSION
+from ._engines import numpy_mask
 
 __all__ = ["CALL_COST_IN_DRAWS", "MAX_SPAN_FACTOR", "chunk_keep", "dask_dropout", "dask_mask"]
 
@@ -39,10 +40,8 @@ def chunk_keep(shape: tuple[int, ...], origin: tuple[int, ...], cshape: tuple[in
 
 
 def _numpy_mask(seed: int, step: int, k: int, impl: str) -> MaskFn:
-    from . import select_mask
-
     xp = numpy_namespace()
-    kernel = select_mask(xp, impl)
+    kernel = numpy_mask(xp, impl)
     return lambda start, n: np.asarray(kernel(xp, start, n, seed, step, k, None))
 
 

@@ -31,7 +31,9 @@ import torch
 from torch.autograd import forward_ad
 
 from .._stream import TWO32
+from ._engines import triton_available
 from ._host import PARALLEL_MIN
+from ._select import select, select_mask
 
 MASK64 = (1 << 64) - 1
 
@@ -67,10 +69,8 @@ def _triton_kernel(x: Any, seed_step: Any, k: int, noise_shape: Sequence[int], a
 
 def _load_cuda_kernel() -> None:
     """On the first CUDA tensor: register the Triton kernel if Triton imports (never at ``import xdrop``)."""
-    from . import _triton_available
-
     _cache["cuda-tried"] = True
-    if _triton_available():  # else the generic path (CuPy or the reference) serves CUDA tensors
+    if triton_available():  # else the generic path (CuPy or the reference) serves CUDA tensors
         register_cuda_kernel(_triton_kernel)
 
 
@@ -135,8 +135,6 @@ def compute(
     if plain and impl == "auto" and (out := _small_cpu(x, seed, step, k, a)) is not None:
         return out  # (only x's memory is read: no detach needed)
     x = x.detach()
-    from . import select, select_mask  # here, not above: the small path is the hot one
-
     xp = _namespace()
     noise_shape = tuple(noise_shape)
     src = x if x.is_contiguous() else x.contiguous()

@@ -1,0 +1,262 @@
+"""The state every xdrop.torch layer shares: seed and step buffers, the step lock, checkpoint replay.
+
+:class:`_SeededDropout` reads and advances ``(seed, step)`` (see
+:mod:`xdrop.torch` for the guarantees) and calls the registered operator
+``torch.ops.xdrop.dropout``; each layer in :mod:`xdrop._torch_layers` only
+picks the variant (its noise shape, alpha's constants, drop path's scaling).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._arith import alpha_constants, float_format
+from ._checks import check_probability, check_u64
+from ._dropout import dropout
+from ._kernels import _torch_ops
+from ._replay import draw_u64, take
+from ._stream import keep_count, scale_for
+from ._torch_ranks import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
+from ._variants import alpha_dropout, drop_path
+
+_U64 = 1 << 64
+# One lock for every layer's read-step / write-step + 1 (a layer holds no lock, so it pickles).
+_STEP_LOCK = threading.Lock()
+
+
+def _op_constants(alpha: bool, p: float, dtype: torch.dtype, scale_by_keep: bool) -> tuple[int, float, float, float]:
+    """``(k, a, b, c)`` of ``torch.ops.xdrop.dropout`` for a layer: what the functional ``*_forward`` uses.
+
+    Cached: exact rational arithmetic per call would dominate a small forward (torch.compile folds it).
+    """
+    key = (alpha, p, dtype, scale_by_keep)
+    found = None if torch.compiler.is_compiling() else _CONSTANTS.get(key)  # a dict filled while tracing recompiles
+    if found is None:
+        k = keep_count(p)
+        if alpha:
+            a, b, c = alpha_constants(k, float_format(torch, dtype))
+        else:
+            a, b, c = (scale_for(k, torch, dtype) if scale_by_keep else 1.0), 0.0, 0.0
+        found = (k, a, b, c)
+        if not torch.compiler.is_compiling():
+            _CONSTANTS[key] = found
+    return found
+
+
+_CONSTANTS: dict[tuple[bool, float, torch.dtype, bool], tuple[int, float, float, float]] = {}
+
+
+def _to_int64(value: int) -> int:
+    """A u64 as the int64 with the same bits (two's complement), for an int64 buffer."""
+    return value - _U64 if value >= 1 << 63 else value
+
+
+def _u64(buffer: Tensor) -> int:
+    return int(buffer.item()) % _U64
+
+
+def _addresses(seed: Tensor, step: Tensor) -> tuple[int, int]:
+    return seed.data_ptr(), step.data_ptr()
+
+
+def _dense_like(x: Tensor, values: Tensor) -> Tensor:
+    """``values`` (row-major) in the layout torch's elementwise ops give for ``x``: x's strides where x is
+    dense (``empty_like``), else dense in x's stride order."""
+    if x.is_contiguous():
+        return values
+    out = torch.empty_like(x, dtype=values.dtype)
+    if out.stride() != x.stride():  # x has gaps (a slice): order the dims by x's strides, as TensorIterator
+        strides = x.stride()
+        order = sorted(range(x.ndim), key=lambda d: -strides[d])  # stable: equal strides keep their order
+        out = torch.empty([x.shape[d] for d in order], dtype=values.dtype, device=values.device)
+        out = out.permute([order.index(d) for d in range(x.ndim)])
+    return values if values.stride() == out.stride() else out.copy_(values)
+
+
+class _SeededDropout(nn.Module):
+    """Seed and step buffers, train/eval, checkpoint replay; subclasses pick the variant."""
+
+    seed: Tensor
+    step: Tensor
+
+    def __init__(self, p: float, inplace: bool, seed: int | None) -> None:
+        super().__init__()
+        self.p = check_probability(p)
+        if not isinstance(inplace, bool):
+            raise TypeError(f"inplace must be a bool, got inplace={inplace!r}")
+        self.inplace = inplace
+        self._initial_seed = draw_u64() if seed is None else check_u64(seed, "seed")
+        self.register_buffer("seed", torch.empty((), dtype=torch.int64))
+        self.register_buffer("step", torch.empty((), dtype=torch.int64))
+        # (RNG token) -> (seed, step) of recent training calls, for checkpoint recomputation.
+        self._draws: OrderedDict[int, tuple[int, int] | Tensor] = OrderedDict()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Back to the seed the layer was built with and step 0 (``to_empty()`` calls it)."""
+        if not self.seed.is_meta:
+            with torch.no_grad():
+                self.seed.fill_(_to_int64(self._initial_seed))
+                self.step.zero_()
+        self._draws.clear()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        was_meta = self.seed.is_meta
+        out = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        if was_meta and not self.seed.is_meta:  # to_empty(): the buffers hold garbage
+            self.reset_parameters()
+        return out
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        keys = (prefix + "seed", prefix + "step")
+        from_torch_dropout = not any(key in state_dict for key in keys)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if from_torch_dropout:  # a torch.nn dropout layer's (empty) state: keep seed and step
+            for key in keys:
+                if key in missing_keys:
+                    missing_keys.remove(key)
+
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...] | None:
+        """Checks x's rank (warning as torch does) before any state changes; ``None`` is x's own shape."""
+        return None
+
+    # Class-level settings of the variant, read by forward: alpha dropout's affine form, DropPath's scaling.
+    _alpha = False
+    scale_by_keep = True
+
+    def _take(self) -> tuple[int, int] | Tensor:
+        """The ``(seed, step)`` of this training call: the next step, or the replayed one of a recomputation.
+
+        The one place that reads and advances the layer's state. Python ints for
+        buffers on the CPU; for buffers on another device (CUDA) and under
+        torch.compile, an int64 tensor ``(seed, step)`` of shape ``(2,)`` on the
+        buffers' device, read by the kernel there (no host sync per call).
+        """
+        if torch.compiler.is_compiling():
+            # No token, no lock: AOT autograd's backward (and recomputation) reuses this stacked value.
+            pair = torch.stack((self.seed, self.step))
+            self.step.add_(1)  # int64 wraps around: the u64 step + 1 mod 2**64 in two's complement
+            return pair
+        if torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]
+            raise RuntimeError(
+                f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
+                "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
+            )
+        return take(self._draws, _STEP_LOCK, self._advance, self)
+
+    def _advance(self) -> tuple[int, int] | Tensor:
+        """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
+        views = self._state_views()
+        if views is not None:  # CPU buffers, read and advanced through their memory
+            seed, step = int(views[0]) % _U64, int(views[1]) % _U64
+            views[1][()] = _to_int64((step + 1) % _U64)
+            return seed, step
+        if self.step.device.type == "cpu":  # buffers NumPy cannot view (a tensor subclass)
+            seed, step = _u64(self.seed), _u64(self.step)
+            self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
+            return seed, step
+        # stays on the device: a fresh tensor, so the in-place advance does not change it
+        pair = torch.stack((self.seed, self.step))
+        self.step.add_(1)
+        return pair
+
+    def _state_views(self) -> tuple[Any, Any] | None:
+        """NumPy views of the seed and step buffers when they are plain CPU tensors, else None.
+
+        Reading and writing a 0-d buffer through a view costs a tenth of ``item()``/``fill_()``,
+        and it is the buffers' own memory, so every write to them is seen (``load_state_dict``,
+        ``dist.broadcast``, ``.data``, ``.numpy()``). The views are made again when a buffer is
+        replaced (``.to()``, assignment) or its storage moves (``.data = ...``, ``share_memory_()``),
+        and are not part of the layer's state (:meth:`__getstate__`).
+        """
+        buffers = self._buffers
+        seed, step = buffers["seed"], buffers["step"]
+        found = self.__dict__.get("_views")
+        if found is not None and found[0] is seed and found[1] is step and found[2:4] == _addresses(seed, step):
+            views: tuple[Any, Any] = found[4]
+            return views
+        if not (type(seed) is Tensor and type(step) is Tensor and seed.is_cpu and step.is_cpu):
+            return None
+        if seed.dtype != torch.int64 or step.dtype != torch.int64 or seed.ndim or step.ndim:
+            return None
+        try:
+            views = (seed.numpy(), step.numpy())
+        except RuntimeError:  # e.g. a buffer that requires grad or has the neg/conj bit: the tensor path
+            return None
+        self.__dict__["_views"] = (seed, step, *_addresses(seed, step), views)
+        return views
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
+        state.pop("_views", None)  # views of this process's buffers: made again on first use
+        return state
+
+    def _functional(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> Tensor:
+        """The layer's dropout through the public functions (which place blocks of a global array)."""
+        out: Tensor
+        if self._alpha:
+            out = alpha_dropout(x, self.p, seed=seed, step=step, noise_shape=noise)
+        elif not self.scale_by_keep:
+            out = drop_path(x, self.p, seed=seed, step=step, scale_by_keep=False)
+        else:
+            out = dropout(x, self.p, seed=seed, step=step, noise_shape=noise)
+        return out
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not self.training:
+            return input
+        if not isinstance(input, Tensor) or not input.is_floating_point():
+            what = f"x.dtype={input.dtype}" if isinstance(input, Tensor) else f"x of type {type(input).__name__}"
+            raise TypeError(f"x must have a real floating dtype, got {what}")
+        noise = self._noise_shape(input)
+        if input.is_meta:  # shape inference: no state to read or advance
+            return torch.empty_like(input)
+        taken = self._take()
+        if layer_is_placed(self, input):  # DTensor, or a global-batch layer: the functional path places blocks
+            seed, step = taken if isinstance(taken, tuple) else (int(v) % _U64 for v in taken.tolist())
+            placed: Tensor = layer_call(self, lambda t, s, st: self._functional(t, s, st, noise), input, seed, step)
+            return input.copy_(placed) if self.inplace else placed
+        if offset := rank_step_offset(self):  # per-rank masks: never in a buffer, so DDP cannot erase it
+            if isinstance(taken, tuple):
+                if taken[1] >> RANK_SHIFT:
+                    raise ValueError(
+                        f"per-rank masks fold the rank into the step (step + rank * 2**{RANK_SHIFT}), which needs "
+                        f"step < 2**{RANK_SHIFT}, got step={taken[1]}; "
+                        "use xdrop.distributed.data_parallel(model, 'global_batch') instead"
+                    )
+                taken = (taken[0], taken[1] + offset)
+            else:
+                taken = taken + torch.tensor([0, offset], dtype=taken.dtype, device=taken.device)
+        k, a, b, c = _op_constants(self._alpha, self.p, input.dtype, self.scale_by_keep)
+        shape = tuple(input.shape) if noise is None else noise
+        if isinstance(taken, tuple):
+            out: Tensor = _torch_ops.dropout(input, taken[0], taken[1], k, shape, a, b, c)
+        else:
+            out = _torch_ops.dropout(input, taken, 0, k, shape, a, b, c)
+        if self.inplace:
+            return input.copy_(out)
+        return out if out.stride() == input.stride() else _dense_like(input, out)
+
+    def _state_repr(self) -> str:
+        if self.seed.is_meta:
+            return f"seed={self._initial_seed}, step=?"
+        return f"seed={_u64(self.seed)}, step={_u64(self.step)}"
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}, {self._state_repr()}"
