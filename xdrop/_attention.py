@@ -9,7 +9,7 @@ from typing import Any
 
 from ._attention_reference import leading_shape, sdpa_reference
 from ._checks import check_array, check_flag, check_probability, show
-from ._compat import array_type
+from ._compat import ArrayType, array_type
 from ._dropout import SeedLike, resolve_seed
 
 
@@ -177,6 +177,34 @@ def scaled_dot_product_attention(
     >>> bool(((out != 0) == xdrop.keep_mask((2, 3, 3), 0.5, seed=7, xp=np)).all())
     True
     """
+    at, k, v, bias, p, scale_, is_causal = _checked(q, k, v, attn_mask, dropout_p, is_causal, scale, training)
+    if p > 0 and seed is None:
+        raise ValueError("seed is required when dropout_p > 0 and training: pass an int in [0, 2**64) or a Generator")
+    if p > 0:  # last among the checks: a refused call takes no step from a Generator
+        seed_, step_ = resolve_seed(seed, step, allow_none=False, traced=at.traced, xp=at.xp)
+    else:  # no mask is drawn: nothing is taken
+        seed_, step_ = 0, 0
+    run = _torch_attention if at.name == "torch" else _jax_attention if at.name == "jax" else sdpa_reference
+    return run(at.xp, q, k, v, bias, p, scale_, seed_, step_, is_causal)
+
+
+def attention_with_state(
+    q: Any, k: Any, v: Any, attn_mask: Any, dropout_p: float, is_causal: bool, scale: float | None, taken: Any
+) -> Any:
+    """:func:`scaled_dot_product_attention` of torch tensors in training, with a layer's taken state.
+
+    ``taken`` is ``(seed, step)`` or the int64 ``(seed, step)`` tensor a layer takes on CUDA
+    or under torch.compile (read by the operator, no host sync).
+    """
+    at, k, v, bias, p, scale_, is_causal = _checked(q, k, v, attn_mask, dropout_p, is_causal, scale, True)
+    seed, step = taken if isinstance(taken, tuple) else (taken, 0)
+    return _torch_attention(at.xp, q, k, v, bias, p, scale_, seed, step, is_causal)
+
+
+def _checked(
+    q: Any, k: Any, v: Any, attn_mask: Any, dropout_p: Any, is_causal: Any, scale: Any, training: Any
+) -> tuple[ArrayType, Any, Any, Any, float, float, bool]:
+    """The checks of :func:`scaled_dot_product_attention`: q's type, k and v (GQA heads repeated), bias, p, scale."""
     at = check_array(q, "q")
     xp = at.xp
     for name, a in (("k", k), ("v", v)):
@@ -204,11 +232,4 @@ def scaled_dot_product_attention(
     bias = None if attn_mask is None else _bias(xp, attn_mask, q, lead, L, S)
     if not training:
         p = 0.0
-    if p > 0 and seed is None:
-        raise ValueError("seed is required when dropout_p > 0 and training: pass an int in [0, 2**64) or a Generator")
-    if p > 0:  # last among the checks: a refused call takes no step from a Generator
-        seed_, step_ = resolve_seed(seed, step, allow_none=False, traced=at.traced, xp=xp)
-    else:  # no mask is drawn: nothing is taken
-        seed_, step_ = 0, 0
-    run = _torch_attention if at.name == "torch" else _jax_attention if at.name == "jax" else sdpa_reference
-    return run(xp, q, k, v, bias, p, float(scale), seed_, step_, is_causal)
+    return at, k, v, bias, p, float(scale), is_causal

@@ -617,6 +617,11 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
                 if id(child) not in done:
                     done[id(child)] = convert(child, path)
                 setattr(parent, name, done[id(child)])
+    # -- hook: the dropouts that are not modules (transformers attention, functional calls) --
+    from ._torch_attention import convert_attention, convert_functional
+
+    convert_attention(module, base)
+    convert_functional(module, base)
     return module
 
 
@@ -652,4 +657,6 @@ def plain_state_dict(module: nn.Module) -> dict[str, Any]:
             prefix = f"{path}." if path else ""
             state.pop(prefix + "seed", None)
             state.pop(prefix + "step", None)
+        if "xdrop_functional" in sub._buffers:  # hook: the functional stream of xdrop._torch_attention
+            state.pop(f"{path}.xdrop_functional" if path else "xdrop_functional", None)
     return state
