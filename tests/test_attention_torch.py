@@ -193,3 +193,6 @@ def test_nothing_of_l_by_s_elements_is_saved():
     theirs = _saved(math_sdpa)
     assert max(n for n, _ in theirs) >= 4 * L * S  # torch's math path keeps (N, L, S) tensors
     assert sum(b for _, b in ours) < sum(b for _, b in theirs) / 4
+    # beyond the inputs q, k, v (which both keep): only the log-sum-exp per row and the (seed, step) pair
+    inputs = 3 * q.numel() * q.element_size()
+    assert sum(b for _, b in ours) - inputs == 2 * 2 * L * 4 + 2 * 8

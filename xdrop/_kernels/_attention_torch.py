@@ -10,15 +10,15 @@ float ``(Nb, Lb, Sb)`` with ``Lb`` in ``{1, L}``, ``Sb`` in ``{1, S}`` and
 ``(batch, 1, L, S)`` padding mask serves every head without a copy).
 ``seed_step`` is the int64 ``(seed, step)`` pair of ``xdrop::dropout``.
 
-The keep decision of weight ``(n, i, j)`` is stream v1's at flat index
-``(n * L + i) * S + j``. Autograd saves q, k, v, bias, out and lse (nothing of
-``L * S`` elements); backward computes the weights again, block by block, and
-draws the same mask. On the CPU (and, until a device kernel is connected,
-other devices) the blocks are runs of query rows with all ``S`` keys: each
-block's scores, weights and mask are ``O(rows * S)``, at most ``BLOCK``
-elements unless one row is larger, its mask one contiguous range of flat
-indices, and its softmax exact (no online rescaling is needed when a block
-holds whole rows).
+The keep decision of weight ``(n, i, j)`` is stream v1's at flat index ``(n *
+L + i) * S + j``. Autograd saves q, k, v, bias and lse (and out where a device
+kernel's backward reads it; nothing of ``L * S`` elements); backward computes
+the weights again, block by block, and draws the same mask. On the CPU (and,
+until a device kernel is connected, other devices) the blocks are runs of
+query rows with all ``S`` keys: each block's scores, weights and mask are
+``O(rows * S)``, at most ``BLOCK`` elements unless one row is larger, its mask
+one contiguous range of flat indices, and its softmax exact (no online
+rescaling is needed when a block holds whole rows).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def _attention_backward_op(
     k: torch.Tensor,
     v: torch.Tensor,
     bias: torch.Tensor | None,
-    out: torch.Tensor,
+    out: torch.Tensor | None,
     lse: torch.Tensor,
     seed_step: torch.Tensor,
     dropout_p: float,
@@ -236,7 +236,7 @@ def _(
     k: torch.Tensor,
     v: torch.Tensor,
     bias: torch.Tensor | None,
-    out: torch.Tensor,
+    out: torch.Tensor | None,
     lse: torch.Tensor,
     seed_step: torch.Tensor,
     dropout_p: float,
@@ -250,8 +250,10 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     q, k, v, bias, seed_step, dropout_p, scale, is_causal = inputs
     out, lse = output
     ctx.mark_non_differentiable(lse)
-    # A copy of the two words: the caller may advance its step in place afterwards.
-    ctx.save_for_backward(q, k, v, bias, out, lse, seed_step.clone())
+    # out only for a device kernel whose backward reads it: the blocked backward takes each row's
+    # sum(P * dP) from its whole row. A copy of the two words: the caller may advance its step in place.
+    keep_out = q.is_cuda and _cuda_module() is not None
+    ctx.save_for_backward(q, k, v, bias, out if keep_out else None, lse, seed_step.clone())
     ctx.args = (dropout_p, scale, is_causal)
 
 
