@@ -37,7 +37,7 @@ GOLDEN_V1 = (
     (4294967295, 4294967296, (37,), "0x1.3333333333333p-2", "b7b7ffa1d0"),
     (18446744073709551615, 18446744073709551615, (64,), "0x1.0000000000000p-1", "f45eb368e60f3e81"),
 )
-PROPERTIES = ("equivalence", "expectation", "gradient", "sharding")
+PROPERTIES = ("equivalence", "expectation", "gradient", "sharding", "attention")
 Z_LIMIT = 5.0  # two-sided false-alarm rate 5.7e-7 per z-score
 EXPECTATION_N = 2**16
 EXPECTATION_PS = (0.1, 0.5, 0.9)
@@ -248,3 +248,12 @@ CHECKS: dict[str, Callable[[Backend], Cell]] = {
     "gradient": check_gradient,
     "sharding": check_sharding,
 }
+
+
+def _check_attention(b: Backend) -> Cell:  # hook: the attention property (xdrop/_attention_properties.py)
+    from ._attention_properties import check_attention
+
+    return check_attention(b)
+
+
+CHECKS["attention"] = _check_attention
