@@ -569,8 +569,12 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     ``inplace`` and training mode. The layer at module path ``name`` gets the
     seed ``blake2b(seed, name)``: its own stream, the same in every run for
     the same ``seed`` and model structure. A layer shared by several parents
-    stays shared. Calls of ``torch.nn.functional.dropout`` (e.g. inside
-    attention kernels) are not modules and are left as they are.
+    stays shared. The dropouts that are not modules are converted too
+    (:mod:`xdrop._torch_attention`, the docs' "Attention dropout" page):
+    transformers attention modules ("eager" / "sdpa") switch to xdrop's
+    attention, each with its own stream (a child ``xdrop_attention``), and
+    ``F.dropout`` / ``F.scaled_dot_product_attention`` calls made inside
+    ``module``'s forward are routed to xdrop (the buffer ``xdrop_functional``).
 
     Checkpoints saved before the conversion load into the converted model
     (the xdrop layers keep their seeds, step 0: see the module docs).
