@@ -196,3 +196,13 @@ def test_nothing_of_l_by_s_elements_is_saved():
     # beyond the inputs q, k, v (which both keep): only the log-sum-exp per row and the (seed, step) pair
     inputs = 3 * q.numel() * q.element_size()
     assert sum(b for _, b in ours) - inputs == 2 * 2 * L * 4 + 2 * 8
+
+
+def test_bias_for_the_device_kernels_has_leading_size_1_or_n():
+    """The CUDA kernels take bias (N, L, S)-broadcastable: a bias serving groups of rows is repeated for them."""
+    bias = torch.arange(2 * 3 * 4.0).reshape(2, 3, 4)  # rows n = 0..2 use bias[0], n = 3..5 use bias[1]
+    out = _attention_torch._contract_bias(bias, 6)
+    assert out.shape == (6, 3, 4)
+    for n in range(6):
+        assert torch.equal(out[n], bias[n // 3])
+    assert _attention_torch._contract_bias(bias[:1], 6) is not None and _attention_torch._contract_bias(None, 6) is None

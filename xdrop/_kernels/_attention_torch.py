@@ -57,6 +57,13 @@ def _cuda_module() -> Any:
     return _cuda[0]
 
 
+def _contract_bias(bias: Any, n: int) -> Any:
+    """``bias`` as the device kernels take it: leading size 1 or ``n`` (a copy where it serves groups of rows)."""
+    if bias is None or bias.shape[0] in (1, n):
+        return bias
+    return bias.repeat_interleave(n // bias.shape[0], 0)
+
+
 def blocks(n: int, length: int, keys: int) -> Iterator[tuple[int, int, int, int]]:
     """``(n0, n1, i0, i1)``: whole rows ``i0:i1`` of problems ``n0:n1``, each block one flat index range."""
     rows = max(1, BLOCK // max(keys, 1))
@@ -109,6 +116,7 @@ def forward(
 ) -> tuple[Any, Any]:
     """``(out, lse)`` of attention with dropout, computed block by block (see the module docs)."""
     if q.is_cuda and (cuda := _cuda_module()) is not None:
+        bias = _contract_bias(bias, q.shape[0])
         return cast(tuple[Any, Any], cuda.forward(q, k, v, bias, dropout_p, scale, seed, step, is_causal))
     q, k, v = (t.detach() for t in (q, k, v))
     bias = None if bias is None else bias.detach()
@@ -150,7 +158,9 @@ def backward(
     if q.is_cuda and (cuda := _cuda_module()) is not None:
         return cast(
             tuple[Any, Any, Any],
-            cuda.backward(dout, q, k, v, bias, out, lse, dropout_p, scale, seed, step, is_causal),
+            cuda.backward(
+                dout, q, k, v, _contract_bias(bias, q.shape[0]), out, lse, dropout_p, scale, seed, step, is_causal
+            ),
         )
     n, length, _ = q.shape
     keys = k.shape[1]
