@@ -206,3 +206,57 @@ def test_bias_for_the_device_kernels_has_leading_size_1_or_n():
     for n in range(6):
         assert torch.equal(out[n], bias[n // 3])
     assert _attention_torch._contract_bias(bias[:1], 6) is not None and _attention_torch._contract_bias(None, 6) is None
+
+
+def test_compiled_layer_state_path_matches_eager_step_by_step():
+    """A layer's (seed, step) buffers, taken as a tensor under compile: no graph break, eager's bits at each step."""
+    from xdrop._attention import attention_with_state
+    from xdrop._torch_attention import Stream
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stream = Stream(SEED)
+
+        def forward(self, q, k, v):
+            return attention_with_state(q, k, v, None, P, False, None, self.stream._take())
+
+    torch._dynamo.reset()
+    q, k, v = _qkv(grad=False)
+    eager, compiled_model = Attn(), Attn()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(compiled_model, fullgraph=True, backend=counter)
+    for step in range(3):
+        want = xdrop.scaled_dot_product_attention(q, k, v, dropout_p=P, seed=SEED, step=step)
+        assert torch.equal(eager(q, k, v), want)
+        assert torch.equal(compiled(q, k, v), want)
+    assert counter.frame_count == 1 and int(compiled_model.stream.step) == 3
+    torch._dynamo.reset()
+
+
+def test_no_intermediate_larger_than_a_block(monkeypatch):
+    """Every tensor the blocked forward and backward create is at most a block or an input/output's size.
+
+    A dispatch mode sees each aten op's outputs inside the (unregistered) kernel functions.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    sizes = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    sizes.append(t.numel())
+            return out
+
+    block = 4 * 64
+    monkeypatch.setattr(_attention_torch, "BLOCK", block)
+    n, L, S, E = 4, 64, 64, 8
+    q, k, v = (t.reshape(n, *t.shape[2:]) for t in _qkv((2, 2), L, S, E=E, Ev=E, grad=False))
+    bias = torch.zeros(2, 1, S, dtype=torch.float64)
+    with Record():
+        out, lse = _attention_torch.forward(q, k, v, bias, P, 0.3, SEED, STEP, True)
+        _attention_torch.backward(torch.ones_like(out), q, k, v, bias, out, lse, P, 0.3, SEED, STEP, True)
+    assert sizes and max(sizes) <= max(block, n * L * E) < L * S
