@@ -223,6 +223,7 @@ def convert_functional(module: nn.Module, base: int) -> None:
     if FUNCTIONAL in module._buffers:
         return
     module.register_buffer(FUNCTIONAL, torch.tensor([to_int64(_path_seed(base, "#functional")), 0]))
+    module.__dict__["_xdrop_modes"] = []  # now, not at the first forward (torch.compile would trace again)
     module.register_load_state_dict_post_hook(_keep_if_absent)  # type: ignore[no-untyped-call]
     module.register_forward_pre_hook(_enter)
     module.register_forward_hook(_exit, always_call=True)
