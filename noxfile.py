@@ -119,11 +119,13 @@ FRAMEWORK_MODULES = [
     "xdrop/_torch_layers.py",
     "xdrop/_torch_seeded.py",
     "xdrop/_torch_ranks.py",
+    "xdrop/_torch_attention.py",
     "xdrop/distributed.py",
     "xdrop/flax.py",
     "xdrop/keras.py",
     "xdrop/_kernels/_torch_ops.py",
     "xdrop/_kernels/_triton.py",
+    "xdrop/_kernels/_attention_torch.py",
 ]
 
 

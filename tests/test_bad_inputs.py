@@ -1188,6 +1188,158 @@ CASES += [
 ]
 
 
+# -- scaled_dot_product_attention (issue #24) ----------------------------------------------------------
+
+
+def qkv() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.ones((2, 3, 4)), np.ones((2, 5, 4)), np.ones((2, 5, 6))
+
+
+def attention_case(bad, change, error, message, **extra) -> Case:
+    """A row for ``xdrop.scaled_dot_product_attention``: ``change(q, k, v, kwargs)`` makes the bad call."""
+
+    def build() -> Call:
+        q, k, v = qkv()
+        kwargs: dict[str, Any] = {"dropout_p": 0.5, "seed": gen()}
+        q, k, v = change(q, k, v, kwargs)
+        return xdrop.scaled_dot_product_attention, (q, k, v), kwargs
+
+    return Case("scaled_dot_product_attention", bad, build, error, message, **extra)
+
+
+def _set(**more: Any) -> Callable[..., Any]:
+    def change(q: Any, k: Any, v: Any, kwargs: dict[str, Any]) -> Any:
+        kwargs.update(more() if callable(more.get("_")) else more)
+        return q, k, v
+
+    return change
+
+
+def torch_mask_requiring_grad() -> Any:
+    return torch().zeros((3, 5), dtype=torch().float64, requires_grad=True)
+
+
+CASES += [
+    attention_case(
+        "q not an array",
+        lambda q, k, v, kw: ([1.0], k, v),
+        TypeError,
+        "q must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got q of type list",
+    ),
+    attention_case(
+        "k of another library",
+        lambda q, k, v, kw: (q, torch().ones(2, 5, 4, dtype=torch().float64), v),
+        TypeError,
+        "k must be a numpy array like q, got a torch array",
+        needs_torch=True,
+    ),
+    attention_case(
+        "v of another dtype",
+        lambda q, k, v, kw: (q, k, v.astype(np.float32)),
+        TypeError,
+        "v must have q's dtype float64, got v.dtype=float32",
+    ),
+    attention_case(
+        "q of rank 1",
+        lambda q, k, v, kw: (np.ones(4), k, v),
+        ValueError,
+        "q must have at least 2 dimensions (..., length, features), got q.shape=(4,)",
+    ),
+    attention_case(
+        "k with another feature size",
+        lambda q, k, v, kw: (q, np.ones((2, 5, 3)), v),
+        ValueError,
+        "q and k must have the same last dimension E, got q.shape=(2, 3, 4), k.shape=(2, 5, 3)",
+    ),
+    attention_case(
+        "v with another number of keys",
+        lambda q, k, v, kw: (q, k, np.ones((2, 4, 6))),
+        ValueError,
+        "k and v must have the same number of keys S (dim -2), got k.shape=(2, 5, 4), v.shape=(2, 4, 6)",
+    ),
+    attention_case(
+        "leading dimensions that do not broadcast",
+        lambda q, k, v, kw: (np.ones((3, 3, 4)), k, v),
+        ValueError,
+        "the leading dimensions of q, k and v do not broadcast: [(3,), (2,), (2,)]: "
+        "q.shape=(3, 3, 4), k.shape=(2, 5, 4), v.shape=(2, 5, 6)",
+    ),
+    attention_case(
+        "dropout_p > 1",
+        _set(dropout_p=1.5),
+        ValueError,
+        "dropout_p must be a probability in [0, 1], got dropout_p=1.5",
+    ),
+    attention_case(
+        "is_causal not a bool",
+        _set(is_causal="yes"),
+        TypeError,
+        "is_causal must be True or False, got is_causal='yes' of type str",
+    ),
+    attention_case(
+        "attn_mask and is_causal together",
+        _set(is_causal=True, attn_mask=np.ones((3, 5), dtype=bool)),
+        ValueError,
+        "attn_mask and is_causal=True cannot be given together: put the causal mask in attn_mask",
+    ),
+    attention_case(
+        "attn_mask that does not broadcast",
+        _set(attn_mask=np.ones((4, 5), dtype=bool)),
+        ValueError,
+        "attn_mask must broadcast to the weights' shape (2, 3, 5), got attn_mask.shape=(4, 5)",
+    ),
+    attention_case(
+        "attn_mask of an integer dtype",
+        _set(attn_mask=np.ones((3, 5), dtype=np.int64)),
+        TypeError,
+        "attn_mask must be bool or q's dtype float64, got attn_mask.dtype=int64",
+    ),
+    attention_case(
+        "attn_mask not an array",
+        _set(attn_mask=[[True] * 5] * 3),
+        TypeError,
+        "attn_mask must be None or an array of q's namespace, got attn_mask of type list",
+    ),
+    Case(
+        "scaled_dot_product_attention",
+        "attn_mask that requires grad",
+        lambda: (
+            xdrop.scaled_dot_product_attention,
+            tuple(torch().ones(2, n, e, dtype=torch().float64) for n, e in ((3, 4), (5, 4), (5, 6))),
+            {"attn_mask": torch_mask_requiring_grad(), "dropout_p": 0.5, "seed": gen()},
+        ),
+        ValueError,
+        "attn_mask must not require grad: its gradient would be a tensor of L * S elements per head; "
+        "pass attn_mask.detach()",
+        needs_torch=True,
+    ),
+    attention_case(
+        "scale not a number",
+        _set(scale="0.5"),
+        TypeError,
+        "scale must be None or a finite real number, got scale='0.5'",
+    ),
+    attention_case(
+        "no seed while dropping",
+        _set(seed=None),
+        ValueError,
+        "seed is required when dropout_p > 0 and training: pass an int in [0, 2**64) or a Generator",
+    ),
+    attention_case(
+        "seed out of range",
+        _set(seed=-1),
+        ValueError,
+        "seed must be an integer in [0, 2**64), got seed=-1",
+    ),
+    attention_case(
+        "step beside a Generator",
+        _set(step=3),
+        ValueError,
+        "step must be left at 0 when seed is a Generator (it supplies the step), got step=3",
+    ),
+]
+
+
 # -- snapshots: proof that nothing was mutated or advanced -----------------------------------------
 
 

@@ -155,7 +155,13 @@ def test_fails_when_backward_regenerates_the_wrong_mask(tmp_path, monkeypatch):
     monkeypatch.setattr(xdrop._dropout, "dropout_backward", broken_backward)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
-    assert verdicts(report) == {"equivalence": True, "expectation": True, "gradient": False, "sharding": True}
+    assert verdicts(report) == {
+        "equivalence": True,
+        "expectation": True,
+        "gradient": False,
+        "sharding": True,
+        "attention": True,
+    }
     assert report["backends"]["numpy"]["cells"]["gradient"]["detail"]["differing_bits"] > 0
 
 

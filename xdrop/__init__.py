@@ -5,6 +5,7 @@ array-api-compat, which only looks at modules already imported.
 """
 
 from . import random
+from ._attention import scaled_dot_product_attention
 from ._dropout import DropoutCache, dropout, dropout_backward, dropout_forward, keep_mask
 from ._generator import Generator
 from ._stream import STREAM_VERSION
@@ -47,4 +48,5 @@ __all__ = [
     "feature_alpha_dropout_forward",
     "keep_mask",
     "random",
+    "scaled_dot_product_attention",
 ]

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from . import _dropout, _variants
+from ._attention_properties import check_attention
 from ._backends import Backend
+from ._property_cell import Cell, central_differences
 from ._stream import keep_count, round_to_significand, significand_bits
 from .random import philox4x32
 
@@ -37,7 +39,7 @@ GOLDEN_V1 = (
     (4294967295, 4294967296, (37,), "0x1.3333333333333p-2", "b7b7ffa1d0"),
     (18446744073709551615, 18446744073709551615, (64,), "0x1.0000000000000p-1", "f45eb368e60f3e81"),
 )
-PROPERTIES = ("equivalence", "expectation", "gradient", "sharding")
+PROPERTIES = ("equivalence", "expectation", "gradient", "sharding", "attention")
 Z_LIMIT = 5.0  # two-sided false-alarm rate 5.7e-7 per z-score
 EXPECTATION_N = 2**16
 EXPECTATION_PS = (0.1, 0.5, 0.9)
@@ -46,16 +48,6 @@ SEED = 2**63 + 1  # above 2**32 and 2**63, so both key words and the sign bit ma
 # rounding where longdouble is no wider than float64.
 GRADIENT_UNITS = 2.01 if np.finfo(np.longdouble).nmant >= 63 else 3.01
 CASES = [((), 0.5), ((1,), 0.5), ((7,), 0.1), ((3, 5), 1 / 3), ((2, 3, 4), 0.9), ((1000,), 0.5), ((4, 0), 0.5)]
-
-
-@dataclass
-class Cell:
-    """One property on one backend: a measured figure and a verdict."""
-
-    passed: bool
-    figure: str
-    detail: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 # -- property 1: seeded equivalence ---------------------------------------------------------------
@@ -179,18 +171,6 @@ def check_expectation(b: Backend, n: int = EXPECTATION_N) -> Cell:
 # -- property 3: the gradient identity ------------------------------------------------------------
 
 
-def central_differences(
-    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dout: np.ndarray, h: float = 1e-6
-) -> np.ndarray:
-    """Numerical vector-Jacobian product: d/dx_i sum(f(x) * dout), by central differences."""
-    num = np.empty_like(x)
-    for i in np.ndindex(x.shape):
-        e = np.zeros_like(x)
-        e[i] = h
-        num[i] = np.sum((f(x + e) - f(x - e)) * dout) / (2 * h)
-    return num
-
-
 def _finite_difference_error(b: Backend) -> float:
     """max relative |dropout_backward - central differences| in float64 on a 3x4 input."""
     rng = np.random.default_rng(2)
@@ -291,4 +271,5 @@ CHECKS: dict[str, Callable[[Backend], Cell]] = {
     "expectation": check_expectation,
     "gradient": check_gradient,
     "sharding": check_sharding,
+    "attention": check_attention,
 }

@@ -8,6 +8,7 @@ picks the variant (its noise shape, alpha's constants, drop path's scaling).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -260,3 +261,9 @@ class _SeededDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}, {self._state_repr()}"
+
+
+def path_seed(seed: int, path: str) -> int:
+    """A u64 seed for the layer at ``path``: a hash of (seed, path), so every layer has its own stream."""
+    digest = hashlib.blake2b(f"xdrop.torch.replace_dropout:{seed}:{path}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")

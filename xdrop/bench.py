@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends, _dropout
+from . import _backends, _bench_attention, _dropout
 from ._bench_cases import SEED, P, _cupy_cases, _numpy_cases, _torch_cases, _torch_fwd_bwd_cases
 from ._bench_memory import _peak_extra_cuda, _peak_extra_numpy, _saved_bytes
 from ._bench_mlp import mlp_epochs
@@ -65,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="timed epochs of the MLP comparison, with torch (default 5; --quick 2; 0 skips it)",
     )
+    _bench_attention.add_arguments(parser)  # hook: the attention rows (xdrop/_bench_attention.py)
 
 
 def log2_sizes(text: str) -> list[int]:
@@ -210,6 +211,8 @@ def main(args: argparse.Namespace) -> int:
     if "torch" in backends and "torch" not in report["skipped"] and epochs > 0:
         sys.modules["torch"].set_num_threads(TORCH_CPU_THREADS)
         report["mlp"] = mlp_epochs(sys.modules["torch"], epochs)
+    if "torch" in backends and "torch" not in report["skipped"] and args.attention_lengths != []:
+        report["attention"] = _bench_attention.run(args, sys.modules["torch"])  # hook: the attention rows
     report["meta"] = {
         "p": P,
         "python": sys.version.split()[0],
@@ -229,6 +232,8 @@ def main(args: argparse.Namespace) -> int:
     if "torch" in sys.modules:
         report["meta"]["torch"] = sys.modules["torch"].__version__
     print(format_table(report))
+    if "attention" in report:
+        print(_bench_attention.format_table(report["attention"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

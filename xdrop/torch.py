@@ -60,7 +60,6 @@ uninterrupted run would have. The step advances by one per training forward.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, TypeVar
 
 from torch import nn
@@ -79,6 +78,7 @@ from ._torch_layers import (
     FeatureAlphaDropout,
 )
 from ._torch_seeded import _SeededDropout
+from ._torch_seeded import path_seed as _path_seed  # the name tests and earlier code import
 
 __all__ = [
     "AlphaDropout",
@@ -103,12 +103,6 @@ M = TypeVar("M", bound=nn.Module)
 require_probes()  # at import: a torch without the checkpoint replay's private probes fails here, loudly
 
 
-def _path_seed(seed: int, path: str) -> int:
-    """A u64 seed for the layer at ``path``: a hash of (seed, path), so every layer has its own stream."""
-    digest = hashlib.blake2b(f"xdrop.torch.replace_dropout:{seed}:{path}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
 def replace_dropout(module: M, seed: int | None = None) -> M:
     """Replace every torch.nn dropout layer in ``module`` with its xdrop.torch counterpart, in place.
 
@@ -118,8 +112,12 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     ``inplace`` and training mode. The layer at module path ``name`` gets the
     seed ``blake2b(seed, name)``: its own stream, the same in every run for
     the same ``seed`` and model structure. A layer shared by several parents
-    stays shared. Calls of ``torch.nn.functional.dropout`` (e.g. inside
-    attention kernels) are not modules and are left as they are.
+    stays shared. The dropouts that are not modules are converted too
+    (:mod:`xdrop._torch_attention`, the docs' "Attention dropout" page):
+    transformers attention modules ("eager" / "sdpa") switch to xdrop's
+    attention, each with its own stream (a child ``xdrop_attention``), and
+    ``F.dropout`` / ``F.scaled_dot_product_attention`` calls made inside
+    ``module``'s forward are routed to xdrop (the buffer ``xdrop_functional``).
 
     Checkpoints saved before the conversion load into the converted model
     (the xdrop layers keep their seeds, step 0: see the module docs).
@@ -166,6 +164,11 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
                 if id(child) not in done:
                     done[id(child)] = convert(child, path)
                 setattr(parent, name, done[id(child)])
+    # -- hook: the dropouts that are not modules (transformers attention, functional calls) --
+    from ._torch_attention import convert_attention, convert_functional
+
+    convert_attention(module, base)
+    convert_functional(module, base)
     return module
 
 
@@ -201,4 +204,6 @@ def plain_state_dict(module: nn.Module) -> dict[str, Any]:
             prefix = f"{path}." if path else ""
             state.pop(prefix + "seed", None)
             state.pop(prefix + "step", None)
+        if "xdrop_functional" in sub._buffers:  # hook: the functional stream of xdrop._torch_attention
+            state.pop(f"{path}.xdrop_functional" if path else "xdrop_functional", None)
     return state

@@ -34,14 +34,13 @@ from ._properties import (
     PROPERTIES,
     Z_LIMIT,
     BackendResult,
-    Cell,
-    central_differences,
     check_equivalence,
     check_expectation,
     check_gradient,
     expected_dropout,
     round_to_bfloat16,
 )
+from ._property_cell import Cell, central_differences
 from ._report import LEGEND, format_table, gpu_name, library_versions
 from ._stream import STREAM_VERSION
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import gen_attention
 import gen_golden
 import gen_matrix
 import gen_performance
@@ -23,6 +24,7 @@ GENERATORS: dict[str, tuple[Callable[[], list[str]], Path]] = {
     "backend matrix": (gen_matrix.generate, gen_matrix.PAGE),
     "performance": (gen_performance.generate, gen_performance.PAGE),
     "theory figure": (gen_theory.generate, gen_theory.FIGURE),
+    "attention figure": (gen_attention.generate, gen_attention.FIGURE),
 }
 
 

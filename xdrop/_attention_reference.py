@@ -1,0 +1,91 @@
+"""Attention with dropout in pure standard array code: the reference every fast path is tested against.
+
+The keep decision of attention weight ``(n, i, j)`` is stream v1's at the flat
+row-major index ``(n * L + i) * S + j`` of the ``B + (L, S)`` weight array
+(``n`` the flat index over the broadcast leading shape ``B``), so the mask is
+``keep_mask(B + (L, S), ...)`` itself. Nothing here is fast: it builds the
+whole ``(..., L, S)`` weight array.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+from ._dropout import _scale, keep_mask
+from ._stream import keep_count
+
+
+def leading_shape(q: Any, k: Any, v: Any) -> tuple[int, ...]:
+    """``B``: the broadcast of the leading (all but the last two) dimensions of q, k and v."""
+    shapes = [tuple(a.shape[:-2]) for a in (q, k, v)]
+    rank = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (rank - len(s)) + s for s in shapes], strict=True):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(f"the leading dimensions of q, k and v do not broadcast: {shapes}")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def attention_weights(
+    xp: ModuleType,
+    q: Any,
+    k: Any,
+    bias: Any,
+    dropout_p: float,
+    scale: float,
+    seed: int,
+    step: int,
+    is_causal: bool,
+    lead: tuple[int, ...],
+) -> Any:
+    """The dropped attention weights ``where(keep, softmax(q k^T scale + bias) * a, 0)``, shape ``lead + (L, S)``.
+
+    ``a`` is :func:`xdrop.dropout`'s scale for ``dropout_p`` in q's dtype. A row
+    whose every key is masked out gets weights 0 (as torch's math SDPA since 2.5).
+    """
+    L, S = q.shape[-2], k.shape[-2]
+    scores = xp.matmul(q, xp.matrix_transpose(k)) * scale
+    if bias is not None:
+        scores = scores + bias
+    if is_causal:
+        allowed = xp.arange(S)[None, :] <= xp.arange(L)[:, None]
+        scores = xp.where(allowed, scores, xp.asarray(-math.inf, dtype=scores.dtype))
+    scores = xp.broadcast_to(scores, (*lead, L, S))
+    top = xp.max(scores, axis=-1, keepdims=True)
+    top = xp.where(top == -math.inf, xp.zeros_like(top), top)  # fully masked row: exp(-inf) = 0, not NaN
+    e = xp.exp(scores - top)
+    total = xp.sum(e, axis=-1, keepdims=True)
+    weights = e / xp.where(total == 0, xp.ones_like(total), total)
+    if dropout_p == 0:
+        return weights
+    kk = keep_count(dropout_p)
+    keep = keep_mask((*lead, L, S), dropout_p, seed=seed, step=step, xp=xp, device=getattr(q, "device", None))
+    return xp.where(keep, weights * _scale(kk, xp, q.dtype), xp.zeros_like(weights))
+
+
+def sdpa_reference(
+    xp: ModuleType,
+    q: Any,
+    k: Any,
+    v: Any,
+    bias: Any,
+    dropout_p: float,
+    scale: float,
+    seed: int,
+    step: int,
+    is_causal: bool,
+) -> Any:
+    """``attention_weights(...) @ v``: q ``(..., L, E)``, k ``(..., S, E)``, v ``(..., S, Ev)``, leading dims broadcast.
+
+    ``bias`` is None or an additive float array broadcastable to ``B + (L, S)``
+    (``-inf`` where a key is masked out); ``is_causal`` masks ``j > i``
+    (top-left aligned, as torch). Differentiable wherever ``xp`` is (torch
+    autograd, JAX): the tests take its gradients as the expected ones.
+    """
+    lead = leading_shape(q, k, v)
+    weights = attention_weights(xp, q, k, bias, dropout_p, scale, seed, step, is_causal, lead)
+    return xp.matmul(weights, v)

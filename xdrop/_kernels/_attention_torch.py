@@ -1,0 +1,288 @@
+"""Attention with xdrop's dropout as registered torch operators: ``xdrop::attention`` and its backward.
+
+``torch.ops.xdrop.attention(q, k, v, bias, seed_step, dropout_p, scale, is_causal)``
+takes q ``(N, L, E)``, k ``(N, S, E)``, v ``(N, S, Ev)`` and returns
+``(out, lse)``: out ``(N, L, Ev)`` and the log-sum-exp of each row of the
+scaled, biased scores (``(N, L)``, float32, float64 for float64 inputs, -inf
+for a row whose every key is masked out). ``bias`` is None or an additive
+float ``(Nb, Lb, Sb)`` with ``Lb`` in ``{1, L}``, ``Sb`` in ``{1, S}`` and
+``Nb`` dividing ``N``: row ``n`` takes ``bias[n // (N // Nb)]`` (so a
+``(batch, 1, L, S)`` padding mask serves every head without a copy).
+``seed_step`` is the int64 ``(seed, step)`` pair of ``xdrop::dropout``.
+
+The keep decision of weight ``(n, i, j)`` is stream v1's at flat index ``(n *
+L + i) * S + j``. Autograd saves q, k, v, bias and lse (and out where a device
+kernel's backward reads it; nothing of ``L * S`` elements); backward computes
+the weights again, block by block, and draws the same mask. On the CPU (and,
+until a device kernel is connected, other devices) the blocks are runs of
+query rows with all ``S`` keys: each block's scores, weights and mask are
+``O(rows * S)``, at most ``BLOCK`` elements unless one row is larger, its mask
+one contiguous range of flat indices, and its softmax exact (no online
+rescaling is needed when a block holds whole rows).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, cast
+
+import torch
+
+from .._stream import keep_count, scale_for
+from ._torch_ops import _unpack, to_int64
+
+# Elements of one block's score matrix: 2**20 (4 MiB in float32) keeps a block in cache-sized pieces
+# while each matmul stays large enough to run at full speed.
+BLOCK = 1 << 20
+
+# The CUDA kernels (part of the Triton backend): ``module.forward`` / ``module.backward`` with this
+# module's ``forward`` / ``backward`` contract, or None where they are not available.
+_cuda: list[Any] = []
+
+
+def _cuda_module() -> Any:
+    """``xdrop._kernels._attention_triton`` where it exists and Triton imports, else None (tried once)."""
+    if not _cuda:
+        from ._engines import triton_available
+
+        module = None
+        if triton_available():
+            try:
+                from . import _attention_triton as module  # type: ignore[attr-defined,no-redef]
+            except ImportError:
+                module = None
+        _cuda.append(module)
+    return _cuda[0]
+
+
+def _contract_bias(bias: Any, n: int) -> Any:
+    """``bias`` as the device kernels take it: leading size 1 or ``n`` (a copy where it serves groups of rows)."""
+    if bias is None or bias.shape[0] in (1, n):
+        return bias
+    return bias.repeat_interleave(n // bias.shape[0], 0)
+
+
+def blocks(n: int, length: int, keys: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(n0, n1, i0, i1)``: whole rows ``i0:i1`` of problems ``n0:n1``, each block one flat index range."""
+    rows = max(1, BLOCK // max(keys, 1))
+    if rows >= length:
+        per = max(1, rows // max(length, 1))
+        for n0 in range(0, n, per):
+            yield n0, min(n0 + per, n), 0, length
+        return
+    for i in range(n):
+        for i0 in range(0, length, rows):
+            yield i, i + 1, i0, min(i0 + rows, length)
+
+
+def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _scores(q: Any, k: Any, bias: Any, scale: float, is_causal: bool, n0: int, n1: int, i0: int, i1: int) -> Any:
+    """Scaled, biased, causally masked scores of a block, ``(n1 - n0, i1 - i0, S)``, in q's dtype."""
+    s = torch.matmul(q[n0:n1, i0:i1], k[n0:n1].transpose(1, 2))
+    s.mul_(scale)
+    if bias is not None:
+        per = q.shape[0] // bias.shape[0]
+        rows = bias[n0 // per : (n1 - 1) // per + 1]
+        if per > 1 and rows.shape[0] > 1:
+            rows = rows.repeat_interleave(per, 0)[n0 % per : n0 % per + n1 - n0]
+        s.add_(rows if rows.shape[1] == 1 else rows[:, i0:i1])
+    if is_causal:
+        j = torch.arange(s.shape[-1], device=s.device)
+        i = torch.arange(i0, i1, device=s.device)
+        s.masked_fill_(j[None, :] > i[:, None], -math.inf)
+    return s
+
+
+def _keep(q: Any, seed: int, step: int, kk: int, n0: int, n1: int, i0: int, i1: int, keys: int) -> Any:
+    """The keep mask of a block: one contiguous range of the flat indices."""
+    from ._select import select_mask
+    from ._torch_ops import _namespace
+
+    length = q.shape[1]
+    start = (n0 * length + i0) * keys
+    count = (n1 - n0) * (i1 - i0) * keys
+    xp = _namespace()
+    flat = select_mask(xp, "auto", q.device)(xp, start, count, seed, step, kk, q.device)
+    return flat.to(q.device).view(n1 - n0, i1 - i0, keys)
+
+
+def forward(
+    q: Any, k: Any, v: Any, bias: Any, dropout_p: float, scale: float, seed: int, step: int, is_causal: bool
+) -> tuple[Any, Any]:
+    """``(out, lse)`` of attention with dropout, computed block by block (see the module docs)."""
+    if q.is_cuda and (cuda := _cuda_module()) is not None:
+        bias = _contract_bias(bias, q.shape[0])
+        return cast(tuple[Any, Any], cuda.forward(q, k, v, bias, dropout_p, scale, seed, step, is_causal))
+    q, k, v = (t.detach() for t in (q, k, v))
+    bias = None if bias is None else bias.detach()
+    n, length, _ = q.shape
+    keys = k.shape[1]
+    out = q.new_empty((n, length, v.shape[2]))
+    lse = torch.empty((n, length), dtype=_lse_dtype(q.dtype), device=q.device)
+    kk = keep_count(dropout_p)
+    a = scale_for(kk, torch, q.dtype)
+    for n0, n1, i0, i1 in blocks(n, length, keys):
+        s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
+        top = s.amax(-1, keepdim=True)
+        top.masked_fill_(top == -math.inf, 0.0)  # a fully masked row: weights 0, as torch's math path
+        s.sub_(top).exp_()
+        total = s.sum(-1, keepdim=True)
+        lse[n0:n1, i0:i1] = (top + total.log()).squeeze(-1)
+        s.div_(total.masked_fill_(total == 0, 1.0))
+        if dropout_p > 0:
+            s.mul_(a).masked_fill_(~_keep(q, seed, step, kk, n0, n1, i0, i1, keys), 0.0)
+        torch.matmul(s, v[n0:n1], out=out[n0:n1, i0:i1])
+    return out, lse
+
+
+def backward(
+    dout: Any,
+    q: Any,
+    k: Any,
+    v: Any,
+    bias: Any,
+    out: Any,
+    lse: Any,
+    dropout_p: float,
+    scale: float,
+    seed: int,
+    step: int,
+    is_causal: bool,
+) -> tuple[Any, Any, Any]:
+    """``(dq, dk, dv)``: the weights of each block computed again from ``lse``, the mask drawn again."""
+    if q.is_cuda and (cuda := _cuda_module()) is not None:
+        return cast(
+            tuple[Any, Any, Any],
+            cuda.backward(
+                dout, q, k, v, _contract_bias(bias, q.shape[0]), out, lse, dropout_p, scale, seed, step, is_causal
+            ),
+        )
+    n, length, _ = q.shape
+    keys = k.shape[1]
+    dout = dout.contiguous()
+    dq = torch.empty_like(q)
+    dk = torch.zeros_like(k)
+    dv = torch.zeros_like(v)
+    kk = keep_count(dropout_p)
+    a = scale_for(kk, torch, q.dtype)
+    for n0, n1, i0, i1 in blocks(n, length, keys):
+        s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
+        top = lse[n0:n1, i0:i1, None].to(q.dtype)
+        s.sub_(top.masked_fill(top == -math.inf, 0.0)).exp_()  # P, the weights before dropout
+        g = dout[n0:n1, i0:i1]
+        dp = torch.matmul(g, v[n0:n1].transpose(1, 2))  # gradient of the dropped weights
+        if dropout_p > 0:
+            drop = ~_keep(q, seed, step, kk, n0, n1, i0, i1, keys)
+            dropped = (s * a).masked_fill_(drop, 0.0)
+            dp.mul_(a).masked_fill_(drop, 0.0)  # gradient of the weights before dropout
+        else:
+            dropped = s
+        dv[n0:n1] += torch.matmul(dropped.transpose(1, 2), g)
+        ds = s * (dp - (s * dp).sum(-1, keepdim=True))  # softmax's backward
+        ds.mul_(scale)
+        torch.matmul(ds, k[n0:n1], out=dq[n0:n1, i0:i1])
+        dk[n0:n1] += torch.matmul(ds.transpose(1, 2), q[n0:n1, i0:i1])
+    return dq, dk, dv
+
+
+@torch.library.custom_op("xdrop::attention", mutates_args=())
+def _attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    seed_step: torch.Tensor,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    seed, step = _unpack(seed_step)
+    return cast(tuple[torch.Tensor, torch.Tensor], forward(q, k, v, bias, dropout_p, scale, seed, step, is_causal))
+
+
+@_attention_op.register_fake
+def _(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    seed_step: torch.Tensor,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q.dtype))
+
+
+@torch.library.custom_op("xdrop::attention_backward", mutates_args=())
+def _attention_backward_op(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor | None,
+    lse: torch.Tensor,
+    seed_step: torch.Tensor,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    seed, step = _unpack(seed_step)
+    grads = backward(dout, q, k, v, bias, out, lse, dropout_p, scale, seed, step, is_causal)
+    return cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], grads)
+
+
+@_attention_backward_op.register_fake
+def _(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor | None,
+    lse: torch.Tensor,
+    seed_step: torch.Tensor,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    q, k, v, bias, seed_step, dropout_p, scale, is_causal = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    # out only for a device kernel whose backward reads it: the blocked backward takes each row's
+    # sum(P * dP) from its whole row. A copy of the two words: the caller may advance its step in place.
+    keep_out = q.is_cuda and _cuda_module() is not None
+    ctx.save_for_backward(q, k, v, bias, out if keep_out else None, lse, seed_step.clone())
+    ctx.args = (dropout_p, scale, is_causal)
+
+
+def _backward(ctx: Any, dout: Any, _dlse: Any) -> tuple[Any, ...]:
+    q, k, v, bias, out, lse, seed_step = ctx.saved_tensors
+    dq, dk, dv = BACKWARD(dout, q, k, v, bias, out, lse, seed_step, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None
+
+
+_attention_op.register_autograd(_backward, setup_context=_setup_context)
+OP = torch.ops.xdrop.attention.default
+BACKWARD = torch.ops.xdrop.attention_backward.default
+
+
+def attention(
+    q: Any, k: Any, v: Any, bias: Any, dropout_p: float, scale: float, seed: Any, step: int, is_causal: bool
+) -> Any:
+    """``out`` of ``xdrop::attention``; ``seed`` a Python int (with ``step``) or an int64 ``(seed, step)`` tensor."""
+    if isinstance(seed, int):
+        seed = torch.tensor([to_int64(seed), to_int64(step)], dtype=torch.int64, device=q.device)
+    q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
+    out, _ = OP(q, k, v, bias, seed, float(dropout_p), float(scale), bool(is_causal))
+    return out
