@@ -10,8 +10,12 @@
 #      it), so torch CUDA tensors take the Triton kernels, and
 #      tools/gpu_compile_check.py --no-cupy: the Triton path bit-identical to
 #      the CPU, torch.compile(fullgraph=True) with 0 graph breaks and eager
-#      bits, CUDA-graph capture of a training step with xdrop layers;
-#   4. `python -m xdrop bench` on torch-cuda and cupy, 2^18..2^28 elements.
+#      bits, CUDA-graph capture of a training step with xdrop layers, and the
+#      attention op on the device (mask bits vs keep_mask, values and
+#      gradients vs the CPU, compiled fullgraph);
+#   4. `python -m xdrop bench` on torch-cuda and cupy, 2^18..2^28 elements,
+#      with the attention rows on CUDA (xdrop vs torch's fused SDPA, L = S in
+#      ATTN_LENGTHS).
 # Every command has its own timeout. Everything goes to stdout and to
 # $OUT/gpu_check.log; JSON files: verify.json, compile_check.json, bench.json.
 # Exits non-zero if the tests, verify or the compile check fail.
@@ -19,7 +23,7 @@
 # Overrides (for trying it elsewhere, e.g. the CPU part on a laptop:
 #   PYTHON=python XDROP_BACKENDS=numpy,torch OUT=/tmp/gc tools/gpu_check.sh):
 # OUT (default ./gpu-out), PYTHON (python3), XDROP_BACKENDS, GPU_BENCH_BACKENDS
-# (torch-cuda,cupy), BENCH_SIZES (18,20,22,24,26,28), PYTEST_ARGS (tests),
+# (torch-cuda,cupy), BENCH_SIZES (18,20,22,24,26,28), ATTN_LENGTHS (128,512,1024,2048,4096), PYTEST_ARGS (tests),
 # MASKED_ARGS (the torch-CUDA test files), PYTEST_WORKERS (8; 0 = no xdist), PYTEST_DIST (loadfile),
 # COMPILE_BACKEND (inductor; aot_eager keeps eager's matmul rounding), and timeouts in seconds: PYTEST_TIMEOUT 180,
 # MASKED_TIMEOUT 90, VERIFY_TIMEOUT 60, COMPILE_TIMEOUT 110, BENCH_TIMEOUT 120: at most 560 s
@@ -138,10 +142,11 @@ PY
     compile_rc=$?
     echo "compile/graph check: $(verdict $compile_rc)"
 
-    section "python -m xdrop bench (${BENCH_BACKENDS}, 2^{${BENCH_SIZES}})"
+    section "python -m xdrop bench (${BENCH_BACKENDS}, 2^{${BENCH_SIZES}}; attention on CUDA, L = S in ${ATTN_LENGTHS:-128,512,1024,2048,4096})"
     local bench_flags
     mapfile -t bench_flags < <(backend_flags "$BENCH_BACKENDS")
     timeout "${BENCH_TIMEOUT:-120}" "$PYTHON" -m xdrop bench "${bench_flags[@]}" --sizes "$BENCH_SIZES" \
+        --attention-device cuda --attention-lengths "${ATTN_LENGTHS:-128,512,1024,2048,4096}" \
         --json "$OUT/bench.json" --plot "$OUT/bench.png"
     bench_rc=$?
 

@@ -126,6 +126,7 @@ def check_compile_functional(device: str, backend: str) -> None:
         "alpha_dropout": lambda t: xdrop.alpha_dropout(t, 0.3, seed=5, step=2),
         "feature_alpha_dropout": lambda t: xdrop.feature_alpha_dropout(t, 0.3, seed=5, step=2),
         "drop_path": lambda t: xdrop.drop_path(t, 0.3, seed=5, step=2),
+        "attention": lambda t: xdrop.scaled_dot_product_attention(t, t, t, dropout_p=0.3, seed=5, step=2),
     }
     for name, fn in cases.items():
 
@@ -144,6 +145,39 @@ def check_compile_functional(device: str, backend: str) -> None:
             )
 
         guarded(f"compile-{name}", one)
+
+
+def check_attention(device: str) -> None:
+    """Attention dropout on the device: the mask bits are keep_mask's, values and gradients the CPU's.
+
+    With q = k = 0 every weight is 1/S, and with v the identity, out[..., i, j] is keep[..., i, j] * a / S: its
+    zeros are the dropped weights, so the device's mask is read off the output exactly.
+    """
+    import torch
+
+    import xdrop
+
+    n, length, keys, p = (2, 3), 96, 80, 0.3
+    zeros = torch.zeros(*n, length, 16, device=device)
+    eye = torch.eye(keys, device=device).expand(*n, keys, keys)
+    out = xdrop.scaled_dot_product_attention(zeros, zeros[..., :keys, :], eye, dropout_p=p, seed=11, step=4)
+    want = xdrop.keep_mask((*n, length, keys), p, seed=11, step=4, xp=torch)
+    differing = int(((out.cpu() != 0) != want).sum())
+    record("attention-mask-bits", "PASS" if differing == 0 else "FAIL", f"{differing} of {want.numel()} bits differ")
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 128, 64, generator=g, dtype=torch.float64) for _ in range(3))
+    results: dict[str, list[Any]] = {}
+    for dev in ("cpu", device):
+        leaves = [t.to(dev).requires_grad_() for t in (q, k, v)]
+        o = xdrop.scaled_dot_product_attention(*leaves, dropout_p=p, seed=3, step=1, is_causal=True)
+        o.sum().backward()
+        results[dev] = [o.detach().cpu(), *(t.grad.cpu() for t in leaves)]
+    worst = max(
+        float(((a - b).abs() / b.abs().clamp_min(1e-6)).max())
+        for a, b in zip(results[device], results["cpu"], strict=True)
+    )
+    record("attention-values-grads", "PASS" if worst < 1e-10 else "FAIL", f"max relative difference vs CPU {worst:.2e}")
 
 
 def _model(device: str, seed: int) -> Any:
@@ -346,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     if args.device == "cuda":
+        guarded("attention", lambda: check_attention(args.device))
         guarded("triton-op", lambda: check_triton_op(args.device))
         guarded("cuda-graph", lambda: check_cuda_graph(args.device))
     else:

@@ -3,7 +3,8 @@
 For each length ``L = S``: forward and forward+backward wall time of
 :func:`xdrop.scaled_dot_product_attention` (torch CPU: the blocked operator)
 and of ``torch.nn.functional.scaled_dot_product_attention`` with the same
-``dropout_p`` (the math backend on the CPU), batch 1, ``HEADS`` heads of
+``dropout_p`` (the math backend on the CPU; on CUDA, ``--attention-device cuda``,
+torch's fused kernels: flash or memory-efficient, whichever it picks), batch 1, ``HEADS`` heads of
 ``E = 64`` features, float32; and the bytes autograd saves for backward for
 each (every tensor its saved-tensor hooks see), also less the inputs q, k, v
 that both keep.
@@ -47,14 +48,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"attention rows at these L = S (default {DEFAULT_LENGTHS}; --quick {QUICK_LENGTHS}; "
         "up to 4096 for the issue's range; 0 skips them; needs torch)",
     )
+    parser.add_argument(
+        "--attention-device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="device of the attention rows (default cpu: the peer is torch's math SDPA; cuda: its fused SDPA)",
+    )
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up: first-call costs (kernel selection, allocations) are not timed
+def _median_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], Any]) -> float:
+    fn()  # warm-up: first-call costs (kernel selection, compilation, allocations) are not timed
+    sync()
     samples = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        sync()  # CUDA launches are asynchronous: time the work, not the launch
         samples.append(time.perf_counter() - t)
     return statistics.median(samples)
 
@@ -71,28 +80,45 @@ def _saved(fn: Callable[[], Any], torch: Any) -> int:
     return sum(sizes)
 
 
-def measure(torch: Any, length: int, repeats: int) -> dict[str, Any]:
-    """One length's row: times in seconds, saved bytes, for ``xdrop`` and ``torch-math``."""
+def measure(torch: Any, length: int, repeats: int, device: str = "cpu") -> dict[str, Any]:
+    """One length's row: times in seconds, saved bytes, for ``xdrop`` and the peer (``torch-math`` on the CPU,
+    ``torch-fused`` on CUDA)."""
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from ._attention import scaled_dot_product_attention
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, HEADS, length, FEATURES, generator=g).requires_grad_() for _ in range(3))
+    q, k, v = (torch.randn(1, HEADS, length, FEATURES, generator=g).to(device).requires_grad_() for _ in range(3))
+    cuda = device == "cuda"
+    peer = "torch-fused" if cuda else "torch-math"
+    chosen = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION] if cuda else [SDPBackend.MATH]
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
 
     def ours() -> Any:
         return scaled_dot_product_attention(q, k, v, dropout_p=P, seed=SEED)
 
     def theirs() -> Any:
-        with sdpa_kernel(SDPBackend.MATH):
+        with sdpa_kernel(chosen):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=P)
 
     inputs = 3 * q.numel() * q.element_size()
-    row: dict[str, Any] = {"L": length, "S": length, "heads": HEADS, "E": FEATURES, "dtype": "float32", "p": P}
-    for name, fn in (("xdrop", ours), ("torch-math", theirs)):
+    row: dict[str, Any] = {
+        "L": length,
+        "S": length,
+        "heads": HEADS,
+        "E": FEATURES,
+        "dtype": "float32",
+        "p": P,
+        "device": device,
+        "peer": peer,
+    }
+    for name, fn in (("xdrop", ours), (peer, theirs)):
         with torch.no_grad():
-            forward = _median_time(fn, repeats)
+            forward = _median_time(fn, repeats, sync)
 
         def step(fn: Callable[[], Any] = fn) -> None:
             fn().sum().backward()
@@ -102,11 +128,11 @@ def measure(torch: Any, length: int, repeats: int) -> dict[str, Any]:
         saved = _saved(fn, torch)
         row[name] = {
             "forward_s": forward,
-            "forward_backward_s": _median_time(step, repeats),
+            "forward_backward_s": _median_time(step, repeats, sync),
             "saved_bytes": saved,
             "saved_beyond_inputs_bytes": saved - inputs,
         }
-    ours_row, theirs_row = row["xdrop"], row["torch-math"]
+    ours_row, theirs_row = row["xdrop"], row[peer]
     row["ratios"] = {
         key: ours_row[key] / theirs_row[key]
         for key in ("forward_s", "forward_backward_s", "saved_bytes", "saved_beyond_inputs_bytes")
@@ -120,11 +146,14 @@ def run(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     if chosen is None:
         chosen = lengths(QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
     repeats = 2 if args.quick else 5
-    rows = [measure(torch, n, repeats) for n in chosen]
+    device = getattr(args, "attention_device", "cpu")
+    rows = [measure(torch, n, repeats, device) for n in chosen]
+    kernels = "FLASH_ATTENTION or EFFICIENT_ATTENTION" if device == "cuda" else "MATH"
     return {
         "rows": rows,
         "meta": {
-            "peer": "torch.nn.functional.scaled_dot_product_attention, SDPBackend.MATH, same dropout_p",
+            "peer": f"torch.nn.functional.scaled_dot_product_attention, SDPBackend.{kernels}, same dropout_p",
+            "device": device,
             "timing": f"median of {repeats} calls after one warm-up call",
             "torch_threads": torch.get_num_threads(),
         },
@@ -133,11 +162,11 @@ def run(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
 
 def format_table(section: dict[str, Any]) -> str:
     lines = [
-        "attention (batch 1, 8 heads, E = 64, float32, dropout_p = 0.1): xdrop / torch math SDPA",
+        f"attention (batch 1, 8 heads, E = 64, float32, dropout_p = 0.1): xdrop / {section['meta']['peer']}",
         f"{'L=S':>6} {'fwd ms':>15} {'fwd+bwd ms':>17} {'saved MiB':>19} {'beyond q,k,v MiB':>19}",
     ]
     for r in section["rows"]:
-        a, b, x = r["xdrop"], r["torch-math"], r["ratios"]
+        a, b, x = r["xdrop"], r[r.get("peer", "torch-math")], r["ratios"]
         lines.append(
             f"{r['L']:>6} {a['forward_s'] * 1e3:7.1f}/{b['forward_s'] * 1e3:<7.1f}"
             f" {a['forward_backward_s'] * 1e3:8.1f}/{b['forward_backward_s'] * 1e3:<8.1f}"

@@ -211,7 +211,8 @@ def main(args: argparse.Namespace) -> int:
     if "torch" in backends and "torch" not in report["skipped"] and epochs > 0:
         sys.modules["torch"].set_num_threads(TORCH_CPU_THREADS)
         report["mlp"] = mlp_epochs(sys.modules["torch"], epochs)
-    if "torch" in backends and "torch" not in report["skipped"] and args.attention_lengths != []:
+    attention_backend = "torch-cuda" if args.attention_device == "cuda" else "torch"
+    if attention_backend in backends and attention_backend not in report["skipped"] and args.attention_lengths != []:
         report["attention"] = _bench_attention.run(args, sys.modules["torch"])  # hook: the attention rows
     report["meta"] = {
         "p": P,
