@@ -41,11 +41,18 @@ def attention(q, k, v, bias=None, p=0.0, *, seed=0, step=0, mask=None, scale=Non
     w = weights(q, k, bias, mask, scale, is_causal, fill)
     if p > 0.0:
         shape = w.shape[-2:] if shared_mask else w.shape
-        w = np.where(keep(shape, p, seed, step), w / effective_keep(p), 0.0)
+        a = 1 / effective_keep(p) if p < 1.0 else 0.0  # p = 1: every weight dropped
+        w = np.where(keep(shape, p, seed, step), w * a, 0.0)
     return np.einsum("...ls,...sd->...ld", w, v)
 
 
 def rel_err(got: Any, want: Any) -> float:
-    """Largest |got - want| relative to the largest |want|."""
+    """Largest |got - want| relative to the largest |want|; NaN must sit at the same places (else inf)."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    nan = np.isnan(want)
+    if not np.array_equal(np.isnan(got), nan):
+        return float("inf")
+    got, want = got[~nan], want[~nan]
+    if want.size == 0:
+        return 0.0
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
