@@ -12,15 +12,13 @@ but cross the 32-row and 32-key blocks and leave partial ones.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import attention_math as am
 import numpy as np
 import pytest
+from kernel_child import run_child
 
 from xdrop._stream import effective_keep
 
@@ -29,7 +27,6 @@ pytestmark = pytest.mark.skipif(
     reason="the Triton kernels need triton and torch (pip install triton torch)",
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 TOP = (1 << 64) - 1
 
 # (dtype, N, L, S, E, Ev, bias shape or None, p, seed, step, is_causal, scale)
@@ -94,24 +91,7 @@ def masked_inputs() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module", params=["interpreter", "cuda"])
 def kernel_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    if request.param == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device: the compiled kernels are checked on a GPU host only")
-        env.pop("TRITON_INTERPRET", None)
-        dev = "cuda"
-    else:
-        env["TRITON_INTERPRET"] = "1"
-        dev = "cpu"
-    path = str(tmp_path_factory.mktemp("attention_triton") / "results.npz")
-    done = subprocess.run(
-        [sys.executable, __file__, path, dev], env=env, capture_output=True, text=True, timeout=1200, check=False
-    )
-    assert done.returncode == 0, f"the kernels failed:\n{done.stdout}\n{done.stderr[-5000:]}"
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    return run_child(__file__, request.param, tmp_path_factory.mktemp("attention_triton"), timeout=1200)
 
 
 @pytest.mark.parametrize("case", range(len(MASK_CASES)))
@@ -169,6 +149,23 @@ def test_gradients_match_autograd_of_formula(kernel_results, case):
         got = kernel_results[f"d{name}{case}"]
         assert got.shape == want[name].shape
         assert am.rel_err(got, want[name]) < 10 * TOL[CASES[case][0]], name
+
+
+@pytest.mark.parametrize("case", [i for i, c in enumerate(CASES) if c[0] == "float64"])
+def test_jax_kernel_gives_the_same_outputs(kernel_results, case):
+    """The same inputs, seed and step: JAX's kernel and Triton's agree to float64 rounding (and the mask)."""
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    from xdrop._kernels._attention_jax import forward
+
+    c = CASES[case]
+    *_, p, seed, step, causal, scale = c
+    a = inputs(c)
+    scale = 1 / np.sqrt(a["q"].shape[-1]) if scale is None else scale
+    with jax.enable_x64(True):
+        out, lse = forward(a["q"], a["k"], a["v"], a.get("bias"), p, scale, seed, step, causal)
+        out, lse = np.asarray(out), np.asarray(lse)
+    assert am.rel_err(kernel_results[f"out{case}"], out) < 1e-12
+    assert am.rel_err(kernel_results[f"lse{case}"], lse) < 1e-12
 
 
 def test_row_with_no_key(kernel_results):

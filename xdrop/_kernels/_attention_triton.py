@@ -89,20 +89,15 @@ def _forward_kernel(
     n = tl.program_id(1)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     de, dv = tl.arange(0, BE), tl.arange(0, BEV)
-    base_q, base_k, base_v = n.to(tl.int64) * L * E, n.to(tl.int64) * S * E, n.to(tl.int64) * S * EV
-    q = tl.load(
-        q_ptr + base_q + rows[:, None] * E + de[None, :], mask=(rows[:, None] < L) & (de[None, :] < E), other=0.0
-    )
-    q = q.to(CT)
+    q_offs = n.to(tl.int64) * L * E + rows[:, None] * E + de[None, :]
+    q = tl.load(q_ptr + q_offs, mask=(rows[:, None] < L) & (de[None, :] < E), other=0.0).to(CT)
     m = tl.full((BM,), -float("inf"), CT)
     total = tl.zeros((BM,), CT)
     acc = tl.zeros((BM, BEV), CT)
     for start in range(0, S, BN):
         cols = start + tl.arange(0, BN)
-        kt = tl.load(
-            k_ptr + base_k + cols[None, :] * E + de[:, None], mask=(cols[None, :] < S) & (de[:, None] < E), other=0.0
-        )
-        s = _scores(q, kt.to(CT), n, rows, cols, L, S, scale, bias_ptr, sb_n, sb_l, sb_s, HAS_BIAS, CAUSAL)
+        kt, v = _key_cols(k_ptr, v_ptr, n, cols, S, E, EV, BE, BEV, CT)
+        s = _scores(q, kt, n, rows, cols, L, S, scale, bias_ptr, sb_n, sb_l, sb_s, HAS_BIAS, CAUSAL)
         m_new = tl.maximum(m, tl.max(s, axis=1))
         shift = tl.where(m_new == -float("inf"), 0.0, m_new)  # a block with no key yet: no NaN from -inf - -inf
         p = tl.exp(s - shift[:, None])
@@ -111,10 +106,7 @@ def _forward_kernel(
         if DROPOUT:
             keep = _keep_block(n, rows, cols, L, S, seed, step, k, SEED_PTR, STEP_PTR)
             p = tl.where(keep, p * drop_scale, 0.0)
-        v = tl.load(
-            v_ptr + base_v + cols[:, None] * EV + dv[None, :], mask=(cols[:, None] < S) & (dv[None, :] < EV), other=0.0
-        )
-        acc = acc * alpha[:, None] + tl.dot(p.to(CT), v.to(CT), input_precision="ieee")
+        acc = acc * alpha[:, None] + tl.dot(p.to(CT), v, input_precision="ieee")
         m = m_new
     out = acc / total[:, None]
     out_offs = n.to(tl.int64) * L * EV + rows[:, None] * EV + dv[None, :]
@@ -142,6 +134,44 @@ def _ds_block(
     return pd.to(CT), (p * (dp - delta[:, None])).to(CT)
 
 
+@triton.jit
+def _query_rows(q_ptr, do_ptr, lse_ptr, delta_ptr, n, rows, L, E, EV, BE: tl.constexpr, BEV: tl.constexpr, CT):
+    """One block of query rows for the backward: q, dout, lse and delta (0 past row L)."""
+    de, dv = tl.arange(0, BE), tl.arange(0, BEV)
+    ok = rows < L
+    q = tl.load(
+        q_ptr + n.to(tl.int64) * L * E + rows[:, None] * E + de[None, :],
+        mask=ok[:, None] & (de[None, :] < E),
+        other=0.0,
+    )
+    do = tl.load(
+        do_ptr + n.to(tl.int64) * L * EV + rows[:, None] * EV + dv[None, :],
+        mask=ok[:, None] & (dv[None, :] < EV),
+        other=0.0,
+    )
+    lse = tl.load(lse_ptr + n.to(tl.int64) * L + rows, mask=ok, other=0.0)
+    delta = tl.load(delta_ptr + n.to(tl.int64) * L + rows, mask=ok, other=0.0)
+    return q.to(CT), do.to(CT), lse.to(CT), delta.to(CT)
+
+
+@triton.jit
+def _key_cols(k_ptr, v_ptr, n, cols, S, E, EV, BE: tl.constexpr, BEV: tl.constexpr, CT):
+    """One block of keys: k transposed (BE, BN) and v (BN, BEV), 0 past key S."""
+    de, dv = tl.arange(0, BE), tl.arange(0, BEV)
+    ok = cols < S
+    kt = tl.load(
+        k_ptr + n.to(tl.int64) * S * E + cols[None, :] * E + de[:, None],
+        mask=ok[None, :] & (de[:, None] < E),
+        other=0.0,
+    )
+    v = tl.load(
+        v_ptr + n.to(tl.int64) * S * EV + cols[:, None] * EV + dv[None, :],
+        mask=ok[:, None] & (dv[None, :] < EV),
+        other=0.0,
+    )
+    return kt.to(CT), v.to(CT)
+
+
 @triton.jit(do_not_specialize=["seed", "step", "k"])
 def _dq_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
@@ -152,33 +182,19 @@ def _dq_kernel(
 ):  # fmt: skip
     n = tl.program_id(1)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
-    de, dv = tl.arange(0, BE), tl.arange(0, BEV)
-    base_q, base_k, base_v = n.to(tl.int64) * L * E, n.to(tl.int64) * S * E, n.to(tl.int64) * S * EV
-    row_ok = rows < L
-    q = tl.load(
-        q_ptr + base_q + rows[:, None] * E + de[None, :], mask=row_ok[:, None] & (de[None, :] < E), other=0.0
-    ).to(CT)
-    do_offs = n.to(tl.int64) * L * EV + rows[:, None] * EV + dv[None, :]
-    do = tl.load(do_ptr + do_offs, mask=row_ok[:, None] & (dv[None, :] < EV), other=0.0).to(CT)
-    lse = tl.load(lse_ptr + n.to(tl.int64) * L + rows, mask=row_ok, other=0.0).to(CT)
-    delta = tl.load(delta_ptr + n.to(tl.int64) * L + rows, mask=row_ok, other=0.0).to(CT)
+    q, do, lse, delta = _query_rows(q_ptr, do_ptr, lse_ptr, delta_ptr, n, rows, L, E, EV, BE, BEV, CT)
     dq = tl.zeros((BM, BE), CT)
     for start in range(0, S, BN):
         cols = start + tl.arange(0, BN)
-        col_ok = cols < S
-        kt = tl.load(
-            k_ptr + base_k + cols[None, :] * E + de[:, None], mask=col_ok[None, :] & (de[:, None] < E), other=0.0
-        )
-        v = tl.load(
-            v_ptr + base_v + cols[:, None] * EV + dv[None, :], mask=col_ok[:, None] & (dv[None, :] < EV), other=0.0
-        )
+        kt, v = _key_cols(k_ptr, v_ptr, n, cols, S, E, EV, BE, BEV, CT)
         _, ds = _ds_block(
-            q, kt.to(CT), v.to(CT), do, lse, delta, n, rows, cols, L, S, scale, drop_scale, seed, step, k,
+            q, kt, v, do, lse, delta, n, rows, cols, L, S, scale, drop_scale, seed, step, k,
             bias_ptr, sb_n, sb_l, sb_s, HAS_BIAS, CAUSAL, DROPOUT, SEED_PTR, STEP_PTR, CT,
         )  # fmt: skip
-        dq += tl.dot(ds, tl.trans(kt.to(CT)), input_precision="ieee")
-    dq_offs = base_q + rows[:, None] * E + de[None, :]
-    tl.store(dq_ptr + dq_offs, (dq * scale).to(dq_ptr.dtype.element_ty), mask=row_ok[:, None] & (de[None, :] < E))
+        dq += tl.dot(ds, tl.trans(kt), input_precision="ieee")
+    de = tl.arange(0, BE)
+    dq_offs = n.to(tl.int64) * L * E + rows[:, None] * E + de[None, :]
+    tl.store(dq_ptr + dq_offs, (dq * scale).to(dq_ptr.dtype.element_ty), mask=(rows[:, None] < L) & (de[None, :] < E))
 
 
 @triton.jit(do_not_specialize=["seed", "step", "k"])
@@ -191,37 +207,24 @@ def _dkv_kernel(
 ):  # fmt: skip
     n = tl.program_id(1)
     cols = tl.program_id(0) * BN + tl.arange(0, BN)
-    de, dv = tl.arange(0, BE), tl.arange(0, BEV)
-    base_q, base_k, base_v = n.to(tl.int64) * L * E, n.to(tl.int64) * S * E, n.to(tl.int64) * S * EV
-    col_ok = cols < S
-    kt = tl.load(
-        k_ptr + base_k + cols[None, :] * E + de[:, None], mask=col_ok[None, :] & (de[:, None] < E), other=0.0
-    ).to(CT)
-    v = tl.load(
-        v_ptr + base_v + cols[:, None] * EV + dv[None, :], mask=col_ok[:, None] & (dv[None, :] < EV), other=0.0
-    ).to(CT)
+    kt, v = _key_cols(k_ptr, v_ptr, n, cols, S, E, EV, BE, BEV, CT)
     dk = tl.zeros((BN, BE), CT)
     dvv = tl.zeros((BN, BEV), CT)
     for start in range(0, L, BM):
         rows = start + tl.arange(0, BM)
-        row_ok = rows < L
-        q = tl.load(
-            q_ptr + base_q + rows[:, None] * E + de[None, :], mask=row_ok[:, None] & (de[None, :] < E), other=0.0
-        )
-        do_offs = n.to(tl.int64) * L * EV + rows[:, None] * EV + dv[None, :]
-        do = tl.load(do_ptr + do_offs, mask=row_ok[:, None] & (dv[None, :] < EV), other=0.0).to(CT)
-        lse = tl.load(lse_ptr + n.to(tl.int64) * L + rows, mask=row_ok, other=0.0).to(CT)
-        delta = tl.load(delta_ptr + n.to(tl.int64) * L + rows, mask=row_ok, other=0.0).to(CT)
+        q, do, lse, delta = _query_rows(q_ptr, do_ptr, lse_ptr, delta_ptr, n, rows, L, E, EV, BE, BEV, CT)
         pd, ds = _ds_block(
-            q.to(CT), kt, v, do, lse, delta, n, rows, cols, L, S, scale, drop_scale, seed, step, k,
+            q, kt, v, do, lse, delta, n, rows, cols, L, S, scale, drop_scale, seed, step, k,
             bias_ptr, sb_n, sb_l, sb_s, HAS_BIAS, CAUSAL, DROPOUT, SEED_PTR, STEP_PTR, CT,
         )  # fmt: skip
         dvv += tl.dot(tl.trans(pd), do, input_precision="ieee")
-        dk += tl.dot(tl.trans(ds), q.to(CT), input_precision="ieee")
-    dk_offs = base_k + cols[:, None] * E + de[None, :]
-    tl.store(dk_ptr + dk_offs, (dk * scale).to(dk_ptr.dtype.element_ty), mask=col_ok[:, None] & (de[None, :] < E))
-    dv_offs = base_v + cols[:, None] * EV + dv[None, :]
-    tl.store(dv_ptr + dv_offs, dvv.to(dv_ptr.dtype.element_ty), mask=col_ok[:, None] & (dv[None, :] < EV))
+        dk += tl.dot(tl.trans(ds), q, input_precision="ieee")
+    de, dv = tl.arange(0, BE), tl.arange(0, BEV)
+    ok = cols[:, None] < S
+    dk_offs = n.to(tl.int64) * S * E + cols[:, None] * E + de[None, :]
+    tl.store(dk_ptr + dk_offs, (dk * scale).to(dk_ptr.dtype.element_ty), mask=ok & (de[None, :] < E))
+    dv_offs = n.to(tl.int64) * S * EV + cols[:, None] * EV + dv[None, :]
+    tl.store(dv_ptr + dv_offs, dvv.to(dv_ptr.dtype.element_ty), mask=ok & (dv[None, :] < EV))
 
 
 def _pow2(n: int) -> int:
