@@ -69,4 +69,11 @@ with tempfile.TemporaryDirectory() as tmp:
 layer = loaded.get_layer("mha")
 out["loaded_seed"] = layer.get_config()["seed"]
 out["loaded_step"] = [int(w) for w in keras.ops.convert_to_numpy(layer._dropout_layer.step.value)]
+
+if keras.backend.backend() != "numpy":  # training: the step advances inside the (jitted) train step
+    x = keras.Input((4, 8))
+    fit = keras.Model(x, xdrop.keras.MultiHeadAttention(num_heads=2, key_dim=3, dropout=0.4, seed=SEED, name="m")(x, x))
+    fit.compile(optimizer="sgd", loss="mse")
+    fit.fit(query, np.zeros((2, 4, 8), np.float32), batch_size=1, epochs=2, verbose=0)
+    out["fit_step"] = [int(w) for w in keras.ops.convert_to_numpy(fit.get_layer("m")._dropout_layer.step.value)]
 print(json.dumps(out))

@@ -178,5 +178,20 @@ def test_row_with_no_key(kernel_results):
     assert am.rel_err(got, want) < 1e-12
 
 
+def test_bad_inputs_name_the_shapes_and_dtypes():
+    """Checked before any launch, so this runs without a device or the interpreter."""
+    import torch
+
+    from xdrop._kernels import _attention_triton as at
+
+    q = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match=r"share a dtype .* torch\.float32, torch\.float64"):
+        at.forward(q, q.double(), q, None, 0.1, None, 0, 0, False)
+    with pytest.raises(ValueError, match=r"torch.Size\(\[2, 3, 4\]\), torch.Size\(\[2, 3, 5\]\)"):
+        at.forward(q, torch.zeros(2, 3, 5), q, None, 0.1, None, 0, 0, False)
+    with pytest.raises(ValueError, match="seed must be an int or a 0-d/1-d int64 tensor"):
+        at.forward(q, q, q, None, 0.1, None, torch.zeros(1, dtype=torch.int32), 0, False)
+
+
 if __name__ == "__main__":
     _run_child(sys.argv[1], sys.argv[2])
