@@ -13,14 +13,12 @@ compares one case with the reference, computed here.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from kernel_child import run_child
 
 import xdrop
 from xdrop._stream import keep_count, keep_flat
@@ -30,7 +28,6 @@ pytestmark = pytest.mark.skipif(
     reason="the Triton kernels need triton and torch (pip install triton torch)",
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 TOP = (1 << 64) - 1
 
 # Mask cases: (start, n, seed, step, p). Starts cross the 2**32 block boundary
@@ -142,24 +139,7 @@ def _run_child(out_path: str, dev: str) -> None:
 @pytest.fixture(scope="module", params=["interpreter", "cuda"])
 def kernel_results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """All results of one child run: the interpreter on the CPU, or the compiled kernels on a CUDA device."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    if request.param == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device: the compiled kernels are checked on a GPU host only")
-        env.pop("TRITON_INTERPRET", None)
-        dev = "cuda"
-    else:
-        env["TRITON_INTERPRET"] = "1"
-        dev = "cpu"
-    path = str(tmp_path_factory.mktemp("triton") / "results.npz")
-    done = subprocess.run(
-        [sys.executable, __file__, path, dev], env=env, capture_output=True, text=True, timeout=900, check=False
-    )
-    assert done.returncode == 0, f"the interpreted kernels failed:\n{done.stdout}\n{done.stderr}"
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    return run_child(__file__, request.param, tmp_path_factory.mktemp("triton"))
 
 
 @pytest.mark.parametrize("case", range(len(MASK_CASES)))

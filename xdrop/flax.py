@@ -12,6 +12,8 @@ as traced ``uint32`` words ``(low, high)``.
 - :class:`LinenDropout` (linen) takes a fresh seed from ``make_rng`` at each
   call, as ``flax.linen.Dropout`` does, or, given ``seed=``, keeps a step in
   the ``"xdrop"`` collection (advanced when that collection is mutable).
+- :func:`dot_product_attention` is the ``attention_fn`` of ``nnx.MultiHeadAttention``
+  and linen's ``MultiHeadDotProductAttention`` with xdrop's attention dropout.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from flax import linen, nnx
 
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
+from ._flax_attention import dot_product_attention, dropout_seed  # attention_fn for Flax's attention modules
 
-__all__ = ["Dropout", "DropoutState", "LinenDropout", "seed_words"]
+__all__ = ["Dropout", "DropoutState", "LinenDropout", "dot_product_attention", "dropout_seed", "seed_words"]
 
 _MASK32 = (1 << 32) - 1
 

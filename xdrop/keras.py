@@ -12,6 +12,9 @@ non-trainable ``uint32`` weight ``(low, high)``, so a ``.keras`` file restores
 both and a reloaded model continues the same masks. Under the JAX backend the
 step is read and advanced inside ``jit``; under the torch and NumPy backends,
 eagerly.
+
+:class:`MultiHeadAttention` is Keras' attention layer with its attention
+dropout drawn the same way (over the ``(B, H, L, S)`` weights).
 """
 
 from __future__ import annotations
@@ -23,9 +26,17 @@ import keras
 
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
+from ._keras_attention import MultiHeadAttention  # attention dropout of keras.layers.MultiHeadAttention
 from ._variants import alpha_dropout
 
-__all__ = ["AlphaDropout", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"]
+__all__ = [
+    "AlphaDropout",
+    "Dropout",
+    "MultiHeadAttention",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+]
 
 _MASK32 = (1 << 32) - 1
 

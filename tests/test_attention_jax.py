@@ -1,0 +1,283 @@
+"""The JAX attention kernel (custom_vjp): keep_mask's bits, the formula's values and gradients.
+
+Values and gradients are checked in float64 (inside ``jax.enable_x64(True)``)
+against ``attention_math`` (NumPy) and against ``jax.grad`` of the plain
+formula with the same mask; the mask bits exactly; jit, vmap and a traced step
+against eager calls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attention_math as am
+import numpy as np
+import pytest
+
+import xdrop
+
+jax = pytest.importorskip("jax", reason="jax is not installed")
+jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
+
+from xdrop._kernels import _attention_jax as aj  # noqa: E402  (imports jax)
+from xdrop._stream import effective_keep  # noqa: E402
+
+SEED, STEP = 2**63 + 11, 2**32 + 3
+
+
+def rand(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def kept(lead, length, keys, p, seed=SEED, step=STEP, **kw):
+    """The keep decisions the kernel used, read off its output: q = 0 (uniform weights), v = identity."""
+    q = jnp.zeros((*lead, length, 4), jnp.float32)
+    k = jnp.zeros((*lead, keys, 4), jnp.float32)
+    v = jnp.broadcast_to(jnp.eye(keys, dtype=jnp.float32), (*lead, keys, keys))
+    return np.asarray(aj.attention(q, k, v, dropout_p=p, seed=seed, step=step, **kw)) != 0
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("lead, length, keys", [((3,), 5, 7), ((2, 3), 4, 9), ((1,), 1, 33)], ids=str)
+def test_mask_bits_equal_keep_mask(lead, length, keys, p):
+    got = kept(lead, length, keys, p)
+    want = am.keep((*lead, length, keys), p, SEED, STEP)
+    assert int((got != want).sum()) == 0
+
+
+def test_mask_bits_edges_and_shared():
+    assert kept((2,), 3, 4, 1.0).sum() == 0
+    assert kept((2,), 3, 4, 0.0).all()
+    got = kept((2, 3), 4, 6, 0.5, seed=5, step=0, shared_mask=True)
+    assert np.array_equal(got, np.broadcast_to(am.keep((4, 6), 0.5, 5, 0), got.shape))
+
+
+def _inputs(lead=(2, 3), length=5, keys=6, e=4, ev=3, seed=0):
+    return rand((*lead, length, e), seed), rand((*lead, keys, e), seed + 1), rand((*lead, keys, ev), seed + 2)
+
+
+CASES = {
+    "plain": {},
+    "dropout": {"p": 0.3},
+    "bias": {"p": 0.5, "bias": (1, 5, 6)},
+    "bool mask": {"p": 0.2, "mask": (2, 1, 1, 6)},
+    "causal": {"p": 0.4, "is_causal": True},
+    "causal + bias": {"p": 0.4, "is_causal": True, "bias": (2, 3, 5, 6)},
+    "scale": {"p": 0.25, "scale": 0.3},
+}
+
+
+def _case(name):
+    c = dict(CASES[name])
+    q, k, v = _inputs()
+    bias = rand(c.pop("bias"), 9) if "bias" in c else None
+    mask = (np.arange(6) % 3 != 1) | (np.arange(2)[:, None, None, None] == 0) if "mask" in c else None
+    c.pop("mask", None)
+    return q, k, v, bias, mask, c
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_float64_matches_formula(name):
+    q, k, v, bias, mask, c = _case(name)
+    p = c.get("p", 0.0)
+    want = am.attention(q, k, v, bias, p, seed=SEED, step=STEP, mask=mask, scale=c.get("scale"),
+                        is_causal=c.get("is_causal", False))  # fmt: skip
+    with jax.enable_x64(True):
+        got = aj.attention(*map(jnp.asarray, (q, k, v)), None if bias is None else jnp.asarray(bias), p,
+                           scale=c.get("scale"), seed=SEED, step=STEP, is_causal=c.get("is_causal", False),
+                           mask=mask)  # fmt: skip
+        assert got.dtype == jnp.float64
+    assert am.rel_err(got, want) < 1e-12
+
+
+def test_contract_forward_returns_lse():
+    q, k, v = _inputs(lead=(6,))
+    bias = np.where(rand((6, 5, 6), 4) > 1.5, -np.inf, 0.0)
+    with jax.enable_x64(True):
+        out, lse = aj.forward(*map(jnp.asarray, (q, k, v, bias)), 0.3, 0.5, SEED, STEP, False)
+    s = np.einsum("nle,nse->nls", q, k) * 0.5 + bias
+    want_lse = np.log(np.exp(s).sum(-1))
+    assert lse.shape == (6, 5) and am.rel_err(lse, want_lse) < 1e-12
+    assert am.rel_err(out, am.attention(q, k, v, bias, 0.3, seed=SEED, step=STEP, scale=0.5)) < 1e-12
+
+
+def _formula(q, k, v, bias, keep, a, scale, mask=None, is_causal=False):
+    """The math formula in JAX (autograd keeps the L*S weights): gradients to compare against."""
+    s = jnp.einsum("...le,...se->...ls", q, k) * scale
+    if bias is not None:
+        s = s + bias
+    if mask is not None:
+        s = jnp.where(mask, s, -jnp.inf)
+    if is_causal:
+        s = jnp.where(jnp.tril(jnp.ones(s.shape[-2:], bool)), s, -jnp.inf)
+    w = jax.nn.softmax(s, axis=-1)
+    return jnp.einsum("...ls,...sd->...ld", jnp.where(keep, w * a, 0.0), v)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradients_float64_match_autograd_of_formula(name):
+    q, k, v, bias, mask, c = _case(name)
+    p, causal = c.get("p", 0.0), c.get("is_causal", False)
+    scale = c.get("scale", 1 / math.sqrt(q.shape[-1]))
+    keep = am.keep((2, 3, 5, 6), p, SEED, STEP)
+    dout = rand((2, 3, 5, 3), 7)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (q, k, v)] + ([] if bias is None else [jnp.asarray(bias)])
+
+        def fused(q, k, v, b=None):
+            out = aj.attention(q, k, v, b, p, scale=scale, seed=SEED, step=STEP, is_causal=causal, mask=mask)
+            return jnp.sum(out * dout)
+
+        def formula(q, k, v, b=None):
+            return jnp.sum(_formula(q, k, v, b, keep, 1 / effective_keep(p), scale, mask, causal) * dout)
+
+        argnums = tuple(range(len(args)))
+        got = jax.grad(fused, argnums)(*args)
+        want = jax.grad(formula, argnums)(*args)
+    for name_, g, w in zip(["q", "k", "v", "bias"], got, want, strict=False):
+        assert g.shape == w.shape, name_
+        assert am.rel_err(g, w) < 1e-11, name_
+
+
+def test_finite_differences_float64():
+    q, k, v = _inputs(lead=(2,), length=4, keys=5, e=3, ev=2)
+    bias = rand((1, 4, 5), 3)
+    dout = rand((2, 4, 2), 8)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (q, k, v, bias)]
+
+        def f(*a):
+            return jnp.sum(aj.attention(*a, 0.4, seed=3, step=1, is_causal=True) * dout)
+
+        grads = jax.grad(f, (0, 1, 2, 3))(*args)
+        rng, h = np.random.default_rng(1), 1e-6
+        for i, g in enumerate(grads):
+            for _ in range(3):
+                d = rng.standard_normal(args[i].shape)
+                up = [a + h * d if j == i else a for j, a in enumerate(args)]
+                down = [a - h * d if j == i else a for j, a in enumerate(args)]
+                numeric = (float(f(*up)) - float(f(*down))) / (2 * h)
+                analytic = float(jnp.sum(g * d))
+                assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic)), (i, numeric, analytic)
+
+
+def test_saved_for_backward_is_not_l_by_s():
+    from jax._src.ad_checkpoint import saved_residuals
+
+    length = keys = 64
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(2,), length=length, keys=keys, e=8, ev=8))
+    mask = jnp.ones((keys,), bool)
+
+    def f(q, k, v):
+        return aj.attention(q, k, v, dropout_p=0.5, seed=1, mask=mask).sum()
+
+    sizes = [math.prod(aval.shape) for aval, _ in saved_residuals(f, q, k, v)]
+    assert sizes and max(sizes) < length * keys, sizes  # q, k, v, out: 2*64*8 = 1024; lse: 128
+    formula = saved_residuals(lambda q, k, v: _formula(q, k, v, None, True, 2.0, 0.3).sum(), q, k, v)
+    assert max(math.prod(aval.shape) for aval, _ in formula) >= 2 * length * keys  # the check can fail
+
+
+def test_jit_traced_step_compiles_once_and_matches_eager():
+    """The traced step draws the eager mask (exactly); values agree to float32 rounding (XLA fuses differently)."""
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs())
+    traces = []
+
+    @jax.jit
+    def f(q, k, v, step):
+        traces.append(1)
+        return aj.attention(q, k, v, dropout_p=0.5, seed=SEED, step=step)
+
+    for step in (0, 1, 2**32 - 1):
+        got = f(q, k, v, jnp.asarray(step, jnp.uint32))
+        np.testing.assert_allclose(got, aj.attention(q, k, v, dropout_p=0.5, seed=SEED, step=step), rtol=1e-5)
+    assert len(traces) == 1
+    eye = jnp.broadcast_to(jnp.eye(6, dtype=jnp.float32), (2, 3, 6, 6))
+    zeros = jnp.zeros_like(q)
+
+    @jax.jit
+    def mask_of(step):
+        return aj.attention(zeros, jnp.zeros((2, 3, 6, 4)), eye, dropout_p=0.5, seed=SEED, step=step) != 0
+
+    for step, value in ((jnp.asarray(5, jnp.uint32), 5), (jnp.asarray([3, 1], jnp.uint32), 2**32 + 3)):
+        assert np.array_equal(mask_of(step), am.keep((2, 3, 5, 6), 0.5, SEED, value))
+
+
+def test_grad_under_jit_with_traced_seed_matches_eager():
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs())
+
+    def loss(q, seed):
+        return aj.attention(q, k, v, dropout_p=0.3, seed=seed, step=4).sum()
+
+    got = jax.jit(jax.grad(loss))(q, jnp.asarray([7, 2], jnp.uint32))
+    want = jax.grad(loss)(q, 2**33 + 7)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(want, jax.grad(loss)(q, 2**33 + 8), rtol=1e-3)  # another seed: other gradients
+
+
+def test_vmap_is_one_call_per_slice():
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(4, 3)))
+
+    def f(q, k, v):
+        return aj.attention(q, k, v, dropout_p=0.5, seed=SEED, step=STEP)
+
+    got = jax.vmap(f)(q, k, v)
+    for i in range(4):
+        assert np.array_equal(got[i], f(q[i], k[i], v[i]))
+    g = jax.vmap(jax.grad(lambda q, k, v: f(q, k, v).sum()))(q, k, v)
+    assert np.array_equal(g[1], jax.grad(lambda q: f(q, k[1], v[1]).sum())(q[1]))
+
+
+def test_grouped_query_heads_equal_repeated_heads():
+    q = jnp.asarray(rand((2, 6, 5, 4)), jnp.float32)
+    k, v = (jnp.asarray(rand((2, 2, 7, 4), s), jnp.float32) for s in (1, 2))
+    got = aj.attention(q, k, v, dropout_p=0.3, seed=1)
+    want = aj.attention(q, jnp.repeat(k, 3, axis=1), jnp.repeat(v, 3, axis=1), dropout_p=0.3, seed=1)
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match=r"k has 4 heads .* query's 6"):
+        aj.attention(q, jnp.ones((2, 4, 7, 4)), jnp.ones((2, 4, 7, 4)))
+
+
+def test_fully_masked_row():
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(1,), length=3, keys=4))
+    mask = jnp.asarray([[True] * 4, [False] * 4, [True, False, True, False]])
+    out = np.asarray(aj.attention(q, k, v, dropout_p=0.5, seed=2, mask=mask))
+    assert np.isnan(out[0, 1]).all() and np.isfinite(out[0, [0, 2]]).all()  # -inf fill: torch's NaN
+    out = np.asarray(aj.attention(q, k, v, dropout_p=0.0, mask=mask, empty_rows="uniform"))  # Flax: mean of v
+    assert np.allclose(out[0, 1], np.asarray(v)[0].mean(axis=0), rtol=1e-6)
+    assert np.array_equal(out[0, [0, 2]], np.asarray(aj.attention(q, k, v, mask=mask))[0, [0, 2]])
+    dq = jax.grad(lambda q: aj.attention(q, k, v, mask=mask, empty_rows="uniform").sum())(q)
+    assert np.all(np.asarray(dq)[0, 1] == 0) and np.all(np.isfinite(dq))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_types_round_the_float32_result(dtype):
+    q, k, v = (jnp.asarray(a, dtype) for a in _inputs())
+    got = aj.attention(q, k, v, dropout_p=0.5, seed=SEED)
+    assert got.dtype == dtype
+    want = aj.attention(*(a.astype(jnp.float32) for a in (q, k, v)), dropout_p=0.5, seed=SEED)
+    assert np.array_equal(np.asarray(got.astype(jnp.float32)), np.asarray(want.astype(dtype).astype(jnp.float32)))
+
+
+def test_bad_inputs_name_the_argument():
+    x = jnp.ones((2, 3, 4))
+    with pytest.raises(ValueError, match="seed is required"):
+        aj.attention(x, x, x, dropout_p=0.1)
+    with pytest.raises(ValueError, match="dropout_p must be a probability"):
+        aj.attention(x, x, x, dropout_p=1.5, seed=0)
+    with pytest.raises(ValueError, match=r"shapes q=\(2, 3, 4\), k=\(2, 3, 5\)"):
+        aj.attention(x, jnp.ones((2, 3, 5)), x)
+    with pytest.raises(ValueError, match="seed must be"):
+        aj.attention(x, x, x, dropout_p=0.1, seed=-1)
+    with pytest.raises(TypeError, match="traced"):
+        jax.jit(lambda s: aj.attention(x, x, x, dropout_p=0.1, seed=s))(jnp.asarray(1, jnp.int32))
+
+
+def test_inputs_unchanged_and_mask_matches_other_backends():
+    """The JAX mask is keep_mask's on NumPy: the one test of the stream the other backends share."""
+    q, k, v = _inputs()
+    before = [a.copy() for a in (q, k, v)]
+    aj.attention(*map(jnp.asarray, (q, k, v)), dropout_p=0.5, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip((q, k, v), before, strict=True))
+    assert np.array_equal(
+        np.asarray(xdrop.keep_mask((2, 3, 5, 6), 0.5, seed=3, xp=jnp)), am.keep((2, 3, 5, 6), 0.5, 3, 0)
+    )
