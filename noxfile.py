@@ -126,6 +126,8 @@ FRAMEWORK_MODULES = [
     "xdrop/_kernels/_torch_ops.py",
     "xdrop/_kernels/_triton.py",
     "xdrop/_kernels/_attention_torch.py",
+    "xdrop/_kernels/_attention_triton.py",
+    "xdrop/_flax_attention.py",
 ]
 
 

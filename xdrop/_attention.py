@@ -16,8 +16,10 @@ from ._dropout import SeedLike, resolve_seed
 def _jax_attention(
     xp: ModuleType, q: Any, k: Any, v: Any, bias: Any, p: float, scale: float, seed: int, step: int, causal: bool
 ) -> Any:
-    """JAX arrays: the reference until the JAX kernel is connected (then this one function calls it)."""
-    return sdpa_reference(xp, q, k, v, bias, p, scale, seed, step, causal)
+    """JAX arrays: the ``custom_vjp`` kernel, whose backward draws the mask again (nothing L x S saved)."""
+    from ._kernels._attention_jax import attention
+
+    return attention(q, k, v, bias, p, scale=scale, seed=seed, step=step, is_causal=causal, empty_rows="zero")
 
 
 def _torch_attention(
@@ -132,9 +134,9 @@ def scaled_dot_product_attention(
     bit for bit, on every backend, and kept weights are multiplied by the same
     ``1 / keep``. Outputs of two backends differ only by their matmul and
     softmax rounding. torch tensors take the registered operator
-    ``torch.ops.xdrop.attention``, whose backward draws the mask again and
-    which saves no tensor of ``L * S`` elements; other arrays the pure-standard
-    reference.
+    ``torch.ops.xdrop.attention`` and JAX arrays a ``jax.custom_vjp``
+    kernel, whose backward draws the mask again and which save no array of
+    ``L * S`` elements; other arrays the pure-standard reference.
 
     Parameters
     ----------

@@ -27,7 +27,8 @@ import math
 from typing import Any
 
 from .._stream import TWO32, keep_count, scale_for
-from ._jax import TracedU64, _global_index, _keep_at, _words, jax_u64
+from .._traced import TracedU64, jax_u64
+from ._jax import _global_index, _keep_at, _words
 
 __all__ = ["attention", "backward", "forward"]
 
@@ -83,6 +84,14 @@ def _scores(q: Any, k: Any, bias: Any, mask: Any, scale: float, is_causal: bool,
     return jnp.where(empty, jnp.zeros_like(s), s), empty
 
 
+def _empty_to_zero(w: Any, empty: Any, empty_rows: str) -> Any:
+    """``empty_rows="zero"``: the weights of a row with no key left are 0 (torch 2.13's math path), so is its
+    output and its gradient."""
+    import jax.numpy as jnp
+
+    return jnp.where(empty, jnp.zeros_like(w), w) if empty_rows == "zero" else w
+
+
 def _dropped(p_weights: Any, keep: Any, a: Any) -> Any:
     import jax.numpy as jnp
 
@@ -92,11 +101,11 @@ def _dropped(p_weights: Any, keep: Any, a: Any) -> Any:
 def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: tuple[Any, ...]) -> tuple[Any, Any]:
     import jax.numpy as jnp
 
-    dropout_p, scale, is_causal, shared, uniform = cfg
-    s, _ = _scores(q, k, bias, mask, scale, is_causal, uniform)
+    dropout_p, scale, is_causal, shared, empty_rows = cfg
+    s, empty = _scores(q, k, bias, mask, scale, is_causal, empty_rows != "nan")
     m = jnp.max(s, axis=-1, keepdims=True)
     lse = m + jnp.log(jnp.sum(jnp.exp(s - m), axis=-1, keepdims=True))
-    w = jnp.exp(s - lse)
+    w = _empty_to_zero(jnp.exp(s - lse), empty, empty_rows)
     if dropout_p > 0.0:
         kc = keep_count(dropout_p)
         w = _dropped(w, _keep(words, kc, s.shape, shared), jnp.asarray(scale_for(kc, jnp, w.dtype), w.dtype))
@@ -110,10 +119,10 @@ def _backward(
     """dq, dk, dv and the cotangent of the biased scores ``ds`` (B + (L, S), a temporary)."""
     import jax.numpy as jnp
 
-    dropout_p, scale, is_causal, shared, uniform = cfg
-    s, empty = _scores(q, k, bias, mask, scale, is_causal, uniform)
+    dropout_p, scale, is_causal, shared, empty_rows = cfg
+    s, empty = _scores(q, k, bias, mask, scale, is_causal, empty_rows != "nan")
     ct = s.dtype
-    w = jnp.exp(s - lse[..., None])
+    w = _empty_to_zero(jnp.exp(s - lse[..., None]), empty, empty_rows)
     do = dout.astype(ct)
     dw = jnp.einsum("...ld,...sd->...ls", do, v.astype(ct))
     if dropout_p > 0.0:
@@ -167,8 +176,8 @@ def _custom() -> Any:
     return fn
 
 
-def _config(dropout_p: float, scale: float, is_causal: bool, shared: bool, uniform: bool) -> tuple[Any, ...]:
-    return (float(dropout_p), float(scale), bool(is_causal), bool(shared), bool(uniform))
+def _config(dropout_p: float, scale: float, is_causal: bool, shared: bool, empty_rows: str) -> tuple[Any, ...]:
+    return (float(dropout_p), float(scale), bool(is_causal), bool(shared), empty_rows)
 
 
 def forward(
@@ -183,7 +192,7 @@ def forward(
     ones as in :func:`xdrop.dropout`).
     """
     words = (*_mask_words(seed, "seed"), *_mask_words(step, "step"))
-    return _forward(q, k, v, bias, None, words, _config(dropout_p, scale, is_causal, False, False))
+    return _forward(q, k, v, bias, None, words, _config(dropout_p, scale, is_causal, False, "nan"))
 
 
 def backward(
@@ -202,7 +211,7 @@ def backward(
 ) -> tuple[Any, Any, Any]:
     """The contract's backward: ``(dq, dk, dv)``, the mask redrawn from ``(seed, step, index)``."""
     words = (*_mask_words(seed, "seed"), *_mask_words(step, "step"))
-    cfg = _config(dropout_p, scale, is_causal, False, False)
+    cfg = _config(dropout_p, scale, is_causal, False, "nan")
     dq, dk, dv, _ = _backward(dout, q, k, v, bias, None, out, lse, words, cfg)
     return dq, dk, dv
 
@@ -260,9 +269,11 @@ def attention(
     shared_mask : bool
         One ``(L, S)`` dropout mask for every leading index (Flax's
         ``broadcast_dropout``) instead of one over ``(..., L, S)``.
-    empty_rows : {"nan", "uniform"}
-        A row whose every key is masked out: NaN (torch's math path) or equal
-        weights over all keys (what Flax's ``finfo.min`` fill gives), without
+    empty_rows : {"nan", "uniform", "zero"}
+        A row whose every key is masked out: NaN (plain softmax), equal
+        weights over all keys (what Flax's ``finfo.min`` fill gives) or zero
+        weights (torch 2.13's math path, and
+        :func:`xdrop.scaled_dot_product_attention`), the last two without
         gradient to q, k or bias.
 
     Returns
@@ -312,7 +323,7 @@ def attention(
     words = (*_mask_words(0 if seed is None else seed, "seed"), *_mask_words(step, "step"))
     if mask is not None:
         mask = jnp.asarray(mask, dtype=bool)
-    if empty_rows not in ("nan", "uniform"):
-        raise ValueError(f"empty_rows must be 'nan' or 'uniform', got empty_rows={empty_rows!r}")
-    cfg = _config(dropout_p, scale, is_causal, shared_mask, empty_rows == "uniform")
+    if empty_rows not in ("nan", "uniform", "zero"):
+        raise ValueError(f"empty_rows must be 'nan', 'uniform' or 'zero', got empty_rows={empty_rows!r}")
+    cfg = _config(dropout_p, scale, is_causal, shared_mask, empty_rows)
     return _custom()(q, k, v, bias, mask, words, cfg)

@@ -42,16 +42,15 @@ _cuda: list[Any] = []
 
 
 def _cuda_module() -> Any:
-    """``xdrop._kernels._attention_triton`` where it exists and Triton imports, else None (tried once)."""
+    """``xdrop._kernels._attention_triton`` where Triton imports, else None (tried once)."""
     if not _cuda:
         from ._engines import triton_available
 
-        module = None
+        module: Any = None
         if triton_available():
-            try:
-                from . import _attention_triton as module  # type: ignore[attr-defined,no-redef]
-            except ImportError:
-                module = None
+            from . import _attention_triton
+
+            module = _attention_triton
         _cuda.append(module)
     return _cuda[0]
 

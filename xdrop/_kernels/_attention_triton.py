@@ -16,7 +16,7 @@ as the JAX kernel does). ``dq`` has its own kernel (a walk over keys per query
 block) and ``dk, dv`` theirs (a walk over queries per key block), so no
 atomics: the gradients are deterministic. Arithmetic is float32 for float16,
 bfloat16 and float32 inputs (products in IEEE float32, not TF32) and float64
-for float64; a row with no key left gives NaN, as torch's math path does.
+for float64; a row with no key left gives 0 (torch 2.13's math path) and no gradient.
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors, which is how the
 tests check them.
 """
@@ -108,10 +108,14 @@ def _forward_kernel(
             p = tl.where(keep, p * drop_scale, 0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(CT), v, input_precision="ieee")
         m = m_new
-    out = acc / total[:, None]
+    # A row with no key left (total 0): output 0, as torch 2.13's math path, and lse +inf, so that the
+    # backward's weights exp(s - lse) are 0 there too (no NaN, no gradient).
+    empty = total == 0
+    out = acc / tl.where(empty, 1.0, total)[:, None]
     out_offs = n.to(tl.int64) * L * EV + rows[:, None] * EV + dv[None, :]
     tl.store(out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < L) & (dv[None, :] < EV))
-    tl.store(lse_ptr + n.to(tl.int64) * L + rows, m + tl.log(total), mask=rows < L)
+    lse = tl.where(empty, float("inf"), m + tl.log(tl.where(empty, 1.0, total)))
+    tl.store(lse_ptr + n.to(tl.int64) * L + rows, lse, mask=rows < L)
 
 
 @triton.jit
