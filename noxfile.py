@@ -127,6 +127,7 @@ FRAMEWORK_MODULES = [
     "xdrop/_kernels/_triton.py",
     "xdrop/_kernels/_attention_torch.py",
     "xdrop/_kernels/_attention_triton.py",
+    "xdrop/_kernels/_attention_jax.py",
     "xdrop/_flax_attention.py",
 ]
 
