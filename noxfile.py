@@ -59,6 +59,8 @@ CONSTRAINTS = ("-c", str(ROOT / "tests" / "constraints.txt"))
 WHEELS = Path(os.environ.get("XDROP_WHEELS", "/opt/wheels"))
 FIND_LINKS = ("--find-links", str(WHEELS)) if WHEELS.is_dir() else ()
 PYTEST = ("-q", "-n", "auto", "-p", "no:cacheprovider")
+# pyproject.toml's [build-system] requires: what an editable meson-python install needs in the environment.
+BUILD_REQUIREMENTS = ("meson-python>=0.16", "meson>=1.1", "ninja")
 
 
 @dataclass
@@ -91,7 +93,13 @@ class Env:
             if uv
             else [self.python(), "-m", "pip", "install", "-q"]
         )
-        session.run(*install, *FIND_LINKS, *CONSTRAINTS, *self.requirements, external=True)
+        # xdrop is installed editable with meson-python, which rebuilds the compiled kernel when
+        # the C source changes: its build tools live in the environment (no build isolation),
+        # and each environment has its own build directory.
+        session.run(*install, *FIND_LINKS, *CONSTRAINTS, *BUILD_REQUIREMENTS, external=True)
+        build_dir = f"build-dir={self.path / 'xdrop-build'}"
+        args = ("--no-build-isolation", "-C", build_dir, *FIND_LINKS, *CONSTRAINTS, *self.requirements)
+        session.run(*install, *args, external=True)
         self.ready = True
 
     def run(self, session: nox.Session, module: str, *args: str, env: dict[str, str] | None = None) -> None:
@@ -186,7 +194,8 @@ def tests_gpu(session: nox.Session, backend: str) -> None:
     if str(found).strip() != "True":
         packages = [CUPY_PACKAGE] if CUPY_PACKAGE and backend == "cupy" else list(entry.packages)
         session.install(*packages)  # no CPU-build constraint here: this host wants the CUDA build
-    session.install("-e", ".[test]", "pytest-xdist")
+    session.install(*BUILD_REQUIREMENTS)
+    session.install("--no-build-isolation", "-e", ".[test]", "pytest-xdist")
     session.run("pytest", *(session.posargs or ["-q", "-p", "no:cacheprovider"]), env={"XDROP_BACKENDS": backend})
     session.run("python", "-m", "xdrop", "verify", "--backend", backend)
 
@@ -253,5 +262,6 @@ def stream_battery(session: nox.Session) -> None:
         session.run(apt, "install", "-y", "-q", "dieharder", external=True, success_codes=[0, 100])
         if shutil.which("dieharder") is None:
             session.skip("dieharder is not installed and apt-get could not install it")
-    session.install(*FIND_LINKS, *CONSTRAINTS, "-e", ".")
+    session.install(*FIND_LINKS, *CONSTRAINTS, *BUILD_REQUIREMENTS)
+    session.install("--no-build-isolation", *FIND_LINKS, *CONSTRAINTS, "-e", ".")
     session.run("python", "tools/stream_battery.py", "run", *session.posargs)

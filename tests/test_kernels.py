@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-import sys
 import threading
 
 import helpers
@@ -163,17 +162,24 @@ def test_compiled_variant_dropout_matches_reference(variant, dtype):
                 assert got.tobytes() == reference(x, p, seed, step).tobytes(), (variant, shape, p, seed)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_variant_dropout_of_strided_views_matches_reference(variant, dtype):
+    base = random_input((70, 33), dtype, seed=11)
+    for view in (base[::2], base.T, base[:, 1::3], base[::-1]):
+        for seed, step in SEEDS:
+            got = xdrop.dropout(view, 0.3, seed=seed, step=step, impl="compiled")
+            want = reference(np.ascontiguousarray(view), 0.3, seed, step)
+            assert got.shape == view.shape, (variant, view.strides)
+            assert np.ascontiguousarray(got).tobytes() == want.tobytes(), (variant, view.strides)
+
+
 @pytest.mark.parametrize("entry", ["arrays", "addresses"])
 def test_small_array_entry_points_match_reference(variant, entry, monkeypatch):
     """Below the threading threshold NumPy arrays reach the C kernel in one call: passing the arrays
-    themselves (read through the buffer protocol) where the interpreter exports it, else addresses."""
+    themselves (read through the buffer protocol) up to BY_ARRAY_MAX elements, else addresses."""
     kernels = _native.library()
-    if entry == "arrays":
-        if sys.implementation.name == "cpython" and sys.platform.startswith("linux"):
-            assert kernels.array_dropout, "CPython on Linux exports the buffer API: the array entry points load"
-        if not kernels.array_dropout:
-            pytest.skip("this interpreter does not export the buffer API to the compiled kernel")
-    else:
+    assert set(kernels.array_dropout) == {"f", "d"}, "the extension takes float32/float64 arrays themselves"
+    if entry == "addresses":
         monkeypatch.setattr(kernels, "array_dropout", {})
     for dtype in ("float32", "float64"):
         for shape in [
@@ -251,30 +257,15 @@ def test_impl_names_are_checked():
         xdrop.dropout(np.ones(3), 0.5, seed=1, impl="cuda")
 
 
-def test_auto_falls_back_to_numpy_without_compiler(monkeypatch):
+def test_auto_falls_back_to_numpy_without_the_extension(monkeypatch):
     monkeypatch.setattr(_native, "library", lambda: None)
     assert _host.default_engine() == "numpy"
     x = random_input((300,), "float32")
     assert xdrop.dropout(x, 0.5, seed=2).tobytes() == reference(x, 0.5, 2, 0).tobytes()
-    monkeypatch.setattr(_native, "build_info", lambda: _native.BuildInfo(None, False, 0.0, "no C compiler found"))
-    with pytest.raises(RuntimeError, match=r"impl='compiled' needs the compiled kernel.*no C compiler"):
+    info = _native.BuildInfo(None, 0.0, "the compiled kernel is not installed")
+    monkeypatch.setattr(_native, "build_info", lambda: info)
+    with pytest.raises(RuntimeError, match=r"impl='compiled' needs the compiled kernel.*not installed"):
         xdrop.dropout(x, 0.5, seed=2, impl="compiled")
-
-
-def test_native_build_can_be_disabled(monkeypatch):
-    monkeypatch.setenv("XDROP_NO_NATIVE", "1")
-    lib, info = _native._load()
-    assert lib is None and "XDROP_NO_NATIVE" in (info.error or "")
-
-
-def test_native_build_into_fresh_cache(monkeypatch, tmp_path):
-    needs_native()
-    monkeypatch.setenv("XDROP_CACHE_DIR", str(tmp_path))
-    lib, info = _native._load()
-    assert lib is not None and info.compiled and info.path is not None and info.path.startswith(str(tmp_path))
-    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]  # no temporary left behind
-    lib, info = _native._load()
-    assert lib is not None and not info.compiled
 
 
 def test_native_block_words_match_random123_philox():
@@ -282,7 +273,7 @@ def test_native_block_words_match_random123_philox():
     lib = _native.library()
     w = (ctypes.c_uint32 * 4)()
     for block, step, seed in [(0, 0, 0), (2**62 - 1, 2**64 - 1, 2**64 - 1), (12345, 2**33 + 7, 0xA409382229F31D0)]:
-        lib.xd_block_words(block, step, seed, w)
+        lib.xd_block_words(block, step, seed, ctypes.addressof(w))
         counter = (block & 0xFFFFFFFF, block >> 32, step & 0xFFFFFFFF, step >> 32)
         expected = philox4x32(counter, (seed & 0xFFFFFFFF, seed >> 32))
         assert list(w) == [int(e) for e in expected]
