@@ -12,6 +12,7 @@ import ctypes
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import helpers
 import numpy as np
@@ -212,6 +213,67 @@ def test_compiled_variant_masks_match_reference(variant):
                 for seed, step in SEEDS[1:]:
                     got = kernel(xp_np, start, n, seed, step, k, None)
                     assert np.array_equal(got, keep_flat(xp_np, start, n, seed, step, k, None)), (variant, start, n)
+
+
+# The AVX-512 chunk routine against the scalar one: edge and random counters, keys and thresholds.
+AVX512_MAIN = r"""
+#include <stdio.h>
+static xd_u64 rng_state = 0x9E3779B97F4A7C15u;
+static xd_u64 next64(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    return rng_state ^= rng_state << 17;
+}
+int main(void) {
+    const xd_u64 firsts[] = {0, 4, 128, 4 * (((xd_u64)1 << 32) - 20), 4 * (((xd_u64)1 << 32) - 1),
+                             ((xd_u64)1 << 63) - 4, (xd_u64)0 - 128};
+    const xd_u64 ks[] = {0, 1, (xd_u64)1 << 31, ((xd_u64)1 << 32) - 1, (xd_u64)1 << 32, 3000000000u};
+    const xd_u64 keys[] = {0, (xd_u64)0 - 1, 0xDEADBEEF00000005u};
+    xd_u32 a[XD_CHUNK], b[XD_CHUNK];
+    int n = 0;
+    for (int r = 0; r < 2000 + 7 * 6 * 9; r++) {
+        xd_u64 first, step, seed, k;
+        if (r < 7 * 6 * 9) {
+            first = firsts[r % 7], k = ks[r / 7 % 6], seed = keys[r / 42 % 3], step = keys[r / 126 % 3];
+        } else {
+            first = next64() & ~(xd_u64)3, step = next64(), seed = next64(), k = next64() % (((xd_u64)1 << 32) + 1);
+        }
+        xd_keep_chunk(first, step, seed, k, a);
+        xd_keep_chunk_avx512(first, step, seed, k, b);
+        if (memcmp(a, b, sizeof a) != 0) {
+            printf("differ: first=%llu step=%llu seed=%llu k=%llu\n", (unsigned long long)first,
+                   (unsigned long long)step, (unsigned long long)seed, (unsigned long long)k);
+            return 1;
+        }
+        n++;
+    }
+    printf("%d chunks equal\n", n);
+    return 0;
+}
+"""
+
+
+def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
+    """The AVX-512 variant's keep-mask routine, its intrinsics replaced by scalar stand-ins
+    (tests/avx512_emulation.h), against the scalar routine: its algorithm is checked on any CPU.
+
+    On a CPU with AVX-512F the variant itself runs in the tests above (the ``variant`` fixture).
+    """
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the emulation harness")
+    text = _native.SOURCE.read_text()
+    head = text[: text.index("#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))")]
+    start = text.index("#define XD_MULHILO_AVX512")
+    body = text[start : text.index("#endif", start)]
+    harness = tmp_path / "avx512_harness.c"
+    emulation = Path(__file__).with_name("avx512_emulation.h")
+    harness.write_text(f'{head}\n#include "{emulation}"\n#define XD_AVX512\n{body}\n#endif\n{AVX512_MAIN}')
+    exe = tmp_path / "avx512_harness"
+    subprocess.run([cc, "-O1", "-std=gnu99", "-o", str(exe), str(harness)], check=True, capture_output=True)
+    run = subprocess.run([str(exe)], capture_output=True, text=True, check=False, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip() == f"{2000 + 7 * 6 * 9} chunks equal"
 
 
 def call_with_timeout(fn, seconds=60):
