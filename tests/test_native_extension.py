@@ -74,7 +74,8 @@ def test_runs_with_no_compiler_reachable_and_writes_no_cache(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {"PATH": str(bin_dir), "CC": "/bin/false", "HOME": str(home), "XDG_CACHE_HOME": str(home / "cache")}
-    env.update({k: v for k, v in os.environ.items() if k.startswith(("MESONPY", "PYTHON"))})
+    # The interpreter's own settings (and Windows' SYSTEMROOT, without which Python cannot start there).
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("MESONPY", "PYTHON")) or k == "SYSTEMROOT"})
     code = (
         "import numpy as np, xdrop; from xdrop._kernels import _native;"
         "x = np.ones(1 << 20, np.float32); xdrop.dropout(x, 0.5, seed=1);"
