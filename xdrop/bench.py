@@ -146,7 +146,11 @@ def _measure(
 
 
 def _native_kernel() -> dict[str, Any]:
-    """Which compiled-kernel variant ran (``XDROP_KERNEL_VARIANT`` chooses another) and what importing it cost."""
+    """Which compiled-kernel variant ran (``XDROP_KERNEL_VARIANT`` chooses another).
+
+    ``import_s`` is a second ``_load()`` in this process: the extension is imported
+    already, so it is the lookup's cost, not a fresh import's (nothing is compiled).
+    """
     _native.library()  # the import the timed calls made
     _, fresh = _native._load()
     return {"variant": fresh.variant, "variants": list(fresh.variants), "import_s": fresh.seconds, "error": fresh.error}
