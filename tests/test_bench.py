@@ -36,7 +36,12 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     report = json.loads(path.read_text())
-    assert "ratio xdrop/impl" in out and "compiled kernel: first use" in out
+    assert "ratio xdrop/impl" in out and "compiled kernel: " in out
+    native = report["meta"]["native"]
+    if native["error"] is None:  # the variant that ran is recorded, and printed
+        assert native["variant"] in native["variants"] and f"compiled kernel: variant {native['variant']}" in out
+    else:
+        assert f"compiled kernel: unavailable: {native['error']}" in out
     names = {(r["backend"], r["name"], r["direction"]) for r in report["results"]}
     for case in ["xdrop", "numpy-oneliner", "cs231n", "numpy-generator"]:
         assert ("numpy", case, "forward") in names and ("numpy", case, "backward") in names

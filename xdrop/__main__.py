@@ -27,6 +27,7 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     results = verify.run(list(dict.fromkeys(names)) if names else None)
     print(verify.format_table(results))
     print("\n" + verify.LEGEND)
+    print("\n" + verify.describe_host_kernel())
     if args.json is not None:
         try:
             verify.write_json(results, args.json)

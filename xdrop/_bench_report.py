@@ -78,8 +78,9 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"  {s['backend']} 2^{int(np.log2(s['size']))} {s['dtype']}: {cells}")
     nat = report["meta"]["native"]
     lines.append(
-        f"\ncompiled kernel: first use {nat['build_and_load_s']:.2f} s (build + load), "
-        f"cached {nat['cached_load_s']:.3f} s" + (f"; unavailable: {nat['error']}" if nat["error"] else "")
+        f"\ncompiled kernel: unavailable: {nat['error']}"
+        if nat["error"]
+        else f"\ncompiled kernel: variant {nat['variant']} (this CPU runs {', '.join(nat['variants'])})"
     )
     for b, name in report["devices"].items():
         lines.append(f"{b} device: {name}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._backends import REGISTRY, Backend, load
+from ._kernels import _native
 from ._properties import (
     CASES,
     CHECKS,
@@ -106,6 +107,20 @@ def all_passed(results: dict[str, BackendResult]) -> bool:
     return all(row.passed for row in results.values())
 
 
+def host_kernel() -> dict[str, Any]:
+    """Which host kernel NumPy and torch-CPU arrays ran on: the compiled variant, or why the NumPy engine."""
+    info = _native.build_info()
+    return {"variant": info.variant, "variants": list(info.variants), "error": info.error}
+
+
+def describe_host_kernel() -> str:
+    """One line for the report: the compiled kernel's variant, or the NumPy engine and its cost."""
+    kernel = host_kernel()
+    if kernel["error"]:
+        return f"host kernel: the NumPy engine ({_native.SLOWDOWN}): {kernel['error']}"
+    return f"host kernel: compiled, variant {kernel['variant']} (this CPU runs {', '.join(kernel['variants'])})"
+
+
 def to_json(results: dict[str, BackendResult]) -> dict[str, Any]:
     """The matrix as JSON-ready data, with the host, date, library versions and GPU."""
     return {
@@ -114,6 +129,7 @@ def to_json(results: dict[str, BackendResult]) -> dict[str, Any]:
         "host": {"name": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine()},
         "versions": library_versions(),
         "gpu": gpu_name(),
+        "host_kernel": host_kernel(),
         "properties": list(PROPERTIES),
         "passed": all_passed(results),
         "backends": {

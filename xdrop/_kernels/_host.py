@@ -1,7 +1,7 @@
 """Host (CPU) fast paths on NumPy buffers: blocked NumPy and the compiled C kernel.
 
 Both work on flat ranges of a C-contiguous buffer, so one driver splits a call
-into per-thread ranges (NumPy ufuncs and ctypes calls release the GIL) and the
+into per-thread ranges (NumPy ufuncs and the extension's calls release the GIL) and the
 torch CPU path reuses them zero-copy through ``Tensor.numpy()``.
 
 The NumPy engine generates Philox words for a piece of ``PIECE`` elements at a

@@ -1,7 +1,8 @@
 /*
  * xdrop stream spec v1 (docs/stream-spec.md) in C: one source text for the
  * GPU (NVRTC, through CuPy, with XDROP_CUDA defined) and for the host (any C99
- * compiler, loaded with ctypes). The host build is what the CPU-only tests
+ * compiler, built into the extension module xdrop._kernels._philox by
+ * _philox_module.c at install time). The host build is what the CPU-only tests
  * compare with the reference, so the Philox arithmetic the GPU runs is checked
  * on every CI run.
  *
@@ -129,11 +130,12 @@ extern "C" __global__ void xd_dropout_vec(const XD_T *x, XD_T *out, xd_u64 n, xd
 
 #else
 /* ---- Host: the same xd_philox10 as the GPU, a chunk of 128 elements at a
- * time, exported for ctypes in two variants: "base" (any C99 compiler, scalar
- * Philox; the mask and product loops vectorise with the baseline ISA) and, on
- * x86-64 with GCC or Clang, "avx2" (Philox on 8 blocks per AVX2 register;
- * the functions carry target attributes, so one shared object holds both and
- * xd_variants says at load which ones this CPU runs). ---------------------- */
+ * time, in three variants that _philox_module.c wraps: "base" (any C99
+ * compiler, scalar Philox; the mask and product loops vectorise with the
+ * baseline ISA) and, on x86-64 with GCC or Clang, "avx2" (Philox on 8 blocks
+ * per AVX2 register) and "avx512" (16 blocks per AVX-512F register). Those
+ * carry target attributes, so one object holds all three and xd_variants
+ * says by cpuid which ones this CPU runs. --------------------------------- */
 
 /* Philox words of one block (for the tests: the scalar routine the GPU runs). */
 void xd_block_words(xd_u64 block, xd_u64 step, xd_u64 seed, xd_u32 *w) { xd_philox10(block, step, seed, w); }
@@ -209,6 +211,56 @@ XD_AVX2 static inline void xd_keep_chunk_avx2(xd_u64 first, xd_u64 step, xd_u64 
         _mm256_storeu_si256(dst + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
     }
 }
+
+#define XD_AVX512 __attribute__((target("avx512f")))
+
+#define XD_MULHILO_AVX512(a, m, hi, lo)                                              \
+    do {                                                                             \
+        __m512i xd_m = _mm512_set1_epi32((int)(m));                                  \
+        __m512i xd_even = _mm512_mul_epu32((a), xd_m);                               \
+        __m512i xd_odd = _mm512_mul_epu32(_mm512_srli_epi64((a), 32), xd_m);         \
+        lo = _mm512_mask_blend_epi32(0xAAAA, xd_even, _mm512_slli_epi64(xd_odd, 32)); \
+        hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(xd_even, 32), xd_odd); \
+    } while (0)
+
+/* The same masks as xd_keep_chunk: counter word j of blocks b .. b + 15 in
+ * c[h][j] (two groups h of 16 blocks), compared under a mask register, then
+ * interleaved into element order through a small buffer (AVX-512F only). */
+XD_AVX512 static inline void xd_keep_chunk_avx512(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k,
+                                                   xd_u32 m[XD_CHUNK]) {
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i kv = _mm512_set1_epi32((int)(xd_u32)k);
+    const __m512i ones = _mm512_set1_epi32(-1);
+    const xd_u32 all = (xd_u32)0 - (xd_u32)(k >> 32);
+    __m512i c[2][4];
+    for (int h = 0; h < 2; h++) {
+        xd_u64 b = first / 4 + 16 * (xd_u64)h;
+        __m512i lo0 = _mm512_set1_epi32((int)(xd_u32)b);
+        __m512i c0 = _mm512_add_epi32(lo0, lanes);
+        __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, lo0); /* low word wrapped: carry into the high word */
+        c[h][0] = c0;
+        c[h][1] = _mm512_mask_add_epi32(_mm512_set1_epi32((int)(xd_u32)(b >> 32)), wrapped,
+                                        _mm512_set1_epi32((int)(xd_u32)(b >> 32)), _mm512_set1_epi32(1));
+        c[h][2] = _mm512_set1_epi32((int)(xd_u32)step);
+        c[h][3] = _mm512_set1_epi32((int)(xd_u32)(step >> 32));
+    }
+    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32);
+    for (int r = 0; r < 10; r++) {
+        __m512i kv0 = _mm512_set1_epi32((int)k0), kv1 = _mm512_set1_epi32((int)k1);
+        for (int h = 0; h < 2; h++) XD_ROUND(__m512i, XD_MULHILO_AVX512, c[h][0], c[h][1], c[h][2], c[h][3], kv0, kv1);
+        k0 += XD_W0;
+        k1 += XD_W1;
+    }
+    for (int h = 0; h < 2; h++) {
+        xd_u32 t[4][16];
+        for (int j = 0; j < 4; j++) {
+            __mmask16 keep = _mm512_cmplt_epu32_mask(c[h][j], kv);
+            _mm512_storeu_si512((void *)t[j], _mm512_or_si512(_mm512_maskz_mov_epi32(keep, ones), _mm512_set1_epi32((int)all)));
+        }
+        for (int b = 0; b < 16; b++)
+            for (int j = 0; j < 4; j++) m[64 * h + 4 * b + j] = t[j][b];
+    }
+}
 #endif
 
 /* Runs BODY for each flat index start + i, i in [0, n), with KEEP its keep
@@ -270,77 +322,20 @@ XD_AVX2 static inline void xd_keep_chunk_avx2(xd_u64 first, xd_u64 step, xd_u64 
         });                                                                                                  \
     }
 
-/* Entry points for small NumPy arrays: they take the arrays themselves (PyObject
- * pointers) and read their memory through the buffer protocol, which is part of
- * Python's stable ABI. Called with the GIL held (ctypes.PyDLL), they spare the
- * caller fetching two addresses in Python, which costs more than the kernel at
- * these sizes. The interpreter's symbols are declared weak: where they do not
- * resolve (no Python process, or an interpreter that does not export them),
- * xd_buffer_api() is 0 and callers pass addresses instead. The struct is
- * Py_buffer's stable layout; x and out are C-contiguous arrays of n elements. */
-#if defined(__GNUC__) || defined(__clang__)
-#include <stddef.h>
-typedef struct {
-    void *buf;
-    void *obj;
-    ptrdiff_t len, itemsize;
-    int readonly, ndim;
-    char *format;
-    ptrdiff_t *shape, *strides, *suboffsets;
-    void *internal;
-} xd_buffer;
-extern int PyObject_GetBuffer(void *obj, xd_buffer *view, int flags) __attribute__((weak));
-extern void PyBuffer_Release(xd_buffer *view) __attribute__((weak));
-#define XD_PYBUF_WRITABLE 0x0001
-#define XD_PYBUF_C_CONTIGUOUS 0x0038
-int xd_buffer_api(void) { return PyObject_GetBuffer != 0 && PyBuffer_Release != 0; }
-/* 0 with both buffers held and of n_bytes each; -1 (a Python error set, or a size mismatch) otherwise. */
-static int xd_get_buffers(void *x, void *out, xd_buffer *bx, xd_buffer *bo) {
-    if (PyObject_GetBuffer(x, bx, XD_PYBUF_C_CONTIGUOUS) != 0) return -1;
-    if (PyObject_GetBuffer(out, bo, XD_PYBUF_C_CONTIGUOUS | XD_PYBUF_WRITABLE) != 0) {
-        PyBuffer_Release(bx);
-        return -1;
-    }
-    if (bx->len != bo->len) {
-        PyBuffer_Release(bo);
-        PyBuffer_Release(bx);
-        return -2;
-    }
-    return 0;
-}
-#define XD_BUFFER_KERNEL(SUFFIX, TYPE, BITS)                                                          \
-    int xd_dropout_f##BITS##_buf##SUFFIX(void *x, void *out, xd_u64 seed, xd_u64 step, xd_u64 k,      \
-                                         TYPE scale) {                                                 \
-        xd_buffer bx, bo;                                                                              \
-        int rc = xd_get_buffers(x, out, &bx, &bo);                                                     \
-        if (rc != 0) return rc;                                                                        \
-        xd_dropout_f##BITS##SUFFIX((const TYPE *)bx.buf, (TYPE *)bo.buf, 0, (xd_u64)bo.len / sizeof(TYPE), \
-                                   seed, step, k, scale);                                              \
-        PyBuffer_Release(&bo);                                                                         \
-        PyBuffer_Release(&bx);                                                                         \
-        return 0;                                                                                      \
-    }
-#else
-int xd_buffer_api(void) { return 0; }
-#define XD_BUFFER_KERNEL(SUFFIX, TYPE, BITS)
-#endif
-
 #define XD_NO_ATTR
 XD_HOST_KERNELS(, XD_NO_ATTR, xd_keep_chunk)
-XD_BUFFER_KERNEL(, float, 32)
-XD_BUFFER_KERNEL(, double, 64)
 #ifdef XD_HAVE_AVX2
 XD_HOST_KERNELS(_avx2, XD_AVX2, xd_keep_chunk_avx2)
-XD_BUFFER_KERNEL(_avx2, float, 32)
-XD_BUFFER_KERNEL(_avx2, double, 64)
+XD_HOST_KERNELS(_avx512, XD_AVX512, xd_keep_chunk_avx512)
 #endif
 
-/* Bit 0: base (always), bit 1: avx2 (compiled in and supported by this CPU). */
+/* Bit 0: base (always), bit 1: avx2, bit 2: avx512 (compiled in and run by this CPU: cpuid). */
 int xd_variants(void) {
     int v = 1;
 #ifdef XD_HAVE_AVX2
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) v |= 2;
+    if (__builtin_cpu_supports("avx512f")) v |= 4;
 #endif
     return v;
 }
