@@ -120,7 +120,6 @@ ENVS = {"light": (LIGHT, LIGHT_BACKENDS), "frameworks": (FRAMEWORKS, FRAMEWORK_B
 ENV_OF = {name: env for env, names in ENVS.values() for name in names}
 
 
-# Modules that import a framework at import time: the light environment has none to import.
 # Modules that import a framework at import time: the light environment cannot import them.
 FRAMEWORK_MODULES = [
     "xdrop/torch.py",
