@@ -30,7 +30,7 @@ from .random._words import MASK32, add_with_carry, word_dtype
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """A stream version: what caches, kernel builds and golden files are tagged with.
+    """A stream version: what dropout caches and golden files record.
 
     ``version`` is the number users see (``xdrop.STREAM_VERSION``); ``module``
     holds its rules; ``golden`` names its golden files under ``tests/data/``.
@@ -43,7 +43,8 @@ class StreamSpec:
 
     @property
     def tag(self) -> str:
-        """A short string for cache keys and kernel-build hashes, e.g. ``"xdrop-stream-v1"``."""
+        """A short string naming the version, e.g. ``"xdrop-stream-v1"`` (the kernel is no longer built at run
+        time, so no build hash uses it now)."""
         return f"xdrop-stream-v{self.version}"
 
 
