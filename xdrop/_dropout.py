@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from . import _kernels
 from ._checks import (
     check_array,
@@ -24,8 +26,18 @@ from ._checks import (
 )
 from ._compat import array_namespace, device
 from ._generator import Generator
-from ._sharding import Block, is_dtensor, is_whole, local_noise, noise_block, resolve_block, unwrap_dtensor
+from ._sharding import (
+    Block,
+    ambient_placed,
+    is_dtensor,
+    is_whole,
+    local_noise,
+    noise_block,
+    resolve_block,
+    unwrap_dtensor,
+)
 from ._stream import STREAM_VERSION, check_stream_version, keep_count, scale_for
+from ._values import MAX_U64
 
 SeedLike = int | Generator | None
 
@@ -204,6 +216,29 @@ def _apply(
     return xp.where(keep, x * scale, xp.zeros_like(x))
 
 
+_NUMPY_FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+
+
+def _numpy_dropout(x: np.ndarray, p: float, seed: int, step: int) -> Any:
+    """``dropout(x, p, seed=seed, step=step)`` of a NumPy array with a float p and int seed and step, or None.
+
+    The general path's kernel and bits, without asking for x's namespace (array-api-compat's
+    NumPy wrapper, whose first import costs about 100 ms, would dominate a first call) and
+    without the checks these argument types have passed already. ``None`` (a value out of
+    range, another dtype, an ambient placement, an overflowing float16 scale) leaves the call
+    to the general path, which also raises the errors.
+    """
+    if x.dtype not in _NUMPY_FLOATS or not (0.0 <= p <= 1.0 and 0 <= seed <= MAX_U64 and 0 <= step <= MAX_U64):
+        return None
+    if ambient_placed():
+        return None
+    k = keep_count(p)
+    scale = _scale(k, np, x.dtype)  # np.finfo gives the compat namespace's format: the cache is shared
+    if math.isinf(scale):
+        return None
+    return _kernels.auto_kernel()(x, np, seed, step, k, scale)
+
+
 def dropout(
     x: Any,
     p: float = 0.5,
@@ -291,6 +326,19 @@ def dropout(
     >>> xdrop.dropout(np.ones(3, dtype=np.float32), 0.5, seed=7, global_shape=(8,), global_start=(4,))
     array([2., 0., 2.], dtype=float32)
     """
+    if (
+        type(x) is np.ndarray
+        and type(p) is float
+        and type(seed) is int
+        and type(step) is int
+        and training is True
+        and impl == "auto"
+        and noise_shape is None
+        and global_shape is None
+        and global_start is None
+        and (out := _numpy_dropout(x, p, seed, step)) is not None
+    ):
+        return out
     if is_dtensor(x):  # each rank draws its shard's block of the global mask
         local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
         kw = {"training": training, "noise_shape": local_noise(noise_shape, tuple(x.shape)), "impl": impl}

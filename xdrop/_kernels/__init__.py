@@ -28,7 +28,7 @@ from typing import Any
 
 from .._values import IMPLS, check_impl
 from ._engines import HOST_ENGINES, HOST_IMPLS, MaskKernel
-from ._numpy import BY_ARRAY_MAX, SMALL, Kernel
+from ._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel
 from ._reference import reference
 from ._select import (
     LIBRARIES,
@@ -51,6 +51,7 @@ __all__ = [
     "Kernel",
     "Library",
     "MaskKernel",
+    "auto_kernel",
     "block_mask",
     "check_impl",
     "library_of",

@@ -49,6 +49,20 @@ def numpy_kernel(engine: str) -> Kernel:
     return kernel
 
 
+_AUTO: list[Kernel] = []
+
+
+def auto_kernel() -> Kernel:
+    """The kernel ``impl="auto"`` selects for NumPy arrays (the host engine's), found once.
+
+    What :func:`xdrop._kernels.select` returns for a NumPy array and ``"auto"``, without asking for
+    the array's namespace: :func:`xdrop._dropout.dropout`'s NumPy path calls it directly.
+    """
+    if not _AUTO:
+        _AUTO.append(numpy_kernel(_host.default_engine()))
+    return _AUTO[0]
+
+
 def _strided_numpy(x: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str) -> np.ndarray:
     """Dropout of a non-C-contiguous array into an array of the same layout (``empty_like``).
 

@@ -1,0 +1,104 @@
+"""``xdrop.dropout`` on a NumPy array with plain arguments takes a short path: the same kernel, the same bits.
+
+The path skips the namespace lookup and the general checks (a float ``p`` and int
+``seed``/``step`` in range); everything else goes the general way. Each case is
+compared bit for bit with the pure-standard reference and with the general path
+(reached by passing ``p`` as a NumPy scalar), and the short path is shown to be
+taken (the general gate is replaced by one that fails).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import xdrop
+from xdrop import _dropout, _sharding
+from xdrop._kernels import _host
+
+LAYOUTS = {
+    "C": lambda a: a,
+    "F": np.asfortranarray,
+    "strided": lambda a: a[:, ::2],
+    "0-d": lambda a: a[0, 0, ...],
+    "empty": lambda a: a[:0],
+}
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(f"u{a.dtype.itemsize}")
+
+
+def _refuse_general_path(monkeypatch):
+    def gate(*args, **kwargs):
+        raise AssertionError("the general path was taken")
+
+    monkeypatch.setattr(_dropout, "check_call", gate)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("rows", [3, _host.PARALLEL_MIN // 64 + 3])  # one call; the threaded driver
+def test_short_path_equals_the_reference_and_the_general_path(dtype, layout, p, rows, monkeypatch):
+    base = np.random.default_rng(rows).standard_normal((rows, 128)).astype(dtype)
+    x = LAYOUTS[layout](base)
+    before = x.copy()
+    general = xdrop.dropout(x, np.float64(p), seed=2**64 - 3, step=5)  # a NumPy scalar p: the general path
+    reference = xdrop.dropout(x, p, seed=2**64 - 3, step=5, impl="reference")
+    _refuse_general_path(monkeypatch)
+    out = xdrop.dropout(x, p, seed=2**64 - 3, step=5)
+    assert type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
+    assert np.array_equal(_bits(out), _bits(reference)) and np.array_equal(_bits(out), _bits(general))
+    assert np.array_equal(_bits(x), _bits(before))  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"p": 1.5},
+        {"p": float("nan")},
+        {"seed": -1},
+        {"seed": 2**64},
+        {"step": -2},
+        {"p": 1 - 2**-17},  # float16: the scale overflows, the general path's inf rule applies
+    ],
+)
+def test_values_the_short_path_does_not_take_go_the_general_way(kwargs):
+    x = np.ones(8, np.float16)
+    args = {"p": 0.5, "seed": 1, "step": 0} | kwargs
+    try:
+        want: object = xdrop.dropout(x, args["p"], seed=args["seed"], step=args["step"], impl="reference")
+    except (TypeError, ValueError) as e:
+        want = (type(e), str(e))
+    try:
+        got: object = xdrop.dropout(x, args["p"], seed=args["seed"], step=args["step"])
+    except (TypeError, ValueError) as e:
+        got = (type(e), str(e))
+    if isinstance(want, tuple):
+        assert got == want
+    else:
+        assert isinstance(got, np.ndarray) and np.array_equal(_bits(got), _bits(want))
+
+
+def test_an_ambient_placement_still_places_a_numpy_call():
+    """Inside ``placed`` (how the data-parallel layers put a rank's slice in the global batch)."""
+    x = np.ones((4, 3), np.float32)
+    whole = xdrop.dropout(np.ones((8, 3), np.float32), 0.5, seed=9)
+    with _sharding.placed(lambda shape: ((8, 3), (4, 0))):
+        out = xdrop.dropout(x, 0.5, seed=9)
+    assert np.array_equal(out, whole[4:])
+
+
+def test_a_first_call_imports_no_namespace_wrapper():
+    """The first call of a fresh process needs no array-api-compat namespace (its import is ~100 ms)."""
+    code = (
+        "import sys, numpy as np, xdrop\n"
+        "xdrop.dropout(np.ones(2**20, np.float32), 0.5, seed=1)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('array_api_compat.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "array_api_compat.numpy" not in out, out
