@@ -328,6 +328,28 @@ def test_output_layout_follows_empty_like_and_mask_is_on_logical_indices(layout)
         assert _same_bits(out.contiguous(), _numpy_twin(fn, x.contiguous(), p, seed=12, step=3))
 
 
+@pytest.mark.parametrize("n", [7, 1 << 10, (1 << 17) + 5])  # the one-call small path and the threaded driver
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_gradient_through_sum_or_mean_arrives_expanded_and_gets_the_forward_mask(n, dtype, reduce):
+    """``dropout(x).sum().backward()``: the gradient is a stride-0 expansion of one value."""
+    x = _input((n,), dtype=dtype).requires_grad_()
+    out = xdrop.dropout(x, 0.5, seed=21, step=4)
+    getattr(out, reduce)().backward()
+    g = torch.full((n,), 1.0 if reduce == "sum" else 1.0 / n, dtype=dtype)  # the value autograd expands
+    want = _numpy_twin(xdrop.dropout, g, 0.5, seed=21, step=4)
+    assert x.grad.is_contiguous() and _same_bits(x.grad, want)
+
+
+def test_expanded_input_gives_a_contiguous_output_with_the_mask_on_logical_indices():
+    """An input that repeats memory (stride 0): the output cannot share that layout; empty_like's is contiguous."""
+    for shape in ((300,), (4, 75)):
+        x = _input((1,)).expand(shape) if len(shape) == 1 else _input((1, 75)).expand(shape)
+        out = xdrop.dropout(x, 0.5, seed=8)
+        assert out.stride() == torch.empty_like(x).stride() and out.is_contiguous()
+        assert _same_bits(out, _numpy_twin(xdrop.dropout, x.contiguous(), 0.5, seed=8))
+
+
 def test_eager_fast_path_equals_the_operator():
     """The direct kernel call (no autograd, not compiling) gives the operator's bits."""
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):

@@ -115,10 +115,15 @@ def _small_cpu(x: Any, seed: int, step: int, k: int, a: float) -> Any:
     if not (0 < k < TWO32 and 0 < n < PARALLEL_MIN) or not x.is_cpu or x.is_neg():
         return None
     fn = _cache.get(x.dtype) or _c_dropout(x.dtype)
-    if fn is None or not x.is_contiguous():
+    if fn is None:
         return None
-    out = torch.empty_like(x)
-    fn(x.data_ptr(), out.data_ptr(), 0, n, seed, step, k, a)
+    out = torch.empty_like(x)  # the layout the fake kernel promises
+    if not out.is_contiguous():  # a dense permuted layout (a transpose): compute() keeps it
+        return None
+    # An expanded gradient (``dropout(x).sum().backward()``) or another strided input is read once
+    # into row-major order, the order the mask's flat indices run in.
+    src = x if x.is_contiguous() else x.contiguous()
+    fn(src.data_ptr(), out.data_ptr(), 0, n, seed, step, k, a)
     return out
 
 
