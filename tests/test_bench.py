@@ -61,6 +61,7 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
         assert ("torch", "torch", "backward") in names
         for case in ["xdrop", "torch", "xdrop-layer", "torch-layer"]:
             assert ("torch", case, "forward") in names and ("torch", case, "forward+backward") in names
+            assert ("torch", case, "sum+backward") in names
         layer_peers = {q["peer"] for q in report["ratios"] if q["xdrop"] == "xdrop-layer"}
         assert "torch-layer" in layer_peers
         mlp = report["mlp"]

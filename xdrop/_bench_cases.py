@@ -75,21 +75,37 @@ def _torch_cases(x: Any, torch: Any) -> dict[str, tuple[Callable[[], Any], Calla
     }
 
 
-def _torch_fwd_bwd_cases(x: Any, torch: Any) -> dict[str, Callable[[], Any]]:
-    """Forward + backward through autograd, functional and layer, xdrop and torch."""
+def _torch_fwd_bwd_cases(x: Any, torch: Any) -> dict[str, dict[str, Callable[[], Any]]]:
+    """Forward + backward through autograd, functional and layer, xdrop and torch, by direction.
+
+    ``forward+backward``: ``torch.autograd.grad(f(x), x, dout)`` with a dense ``dout``;
+    ``sum+backward``: ``f(x).sum().backward()``, whose gradient reaches dropout expanded (stride 0),
+    as it does from a loss written as a sum or a mean.
+    """
     from . import torch as xtorch
 
     xg = x.detach().clone().requires_grad_(True)
     dout = torch.ones_like(x)
     layers = {"xdrop-layer": xtorch.Dropout(P, seed=SEED).to(x.device), "torch-layer": torch.nn.Dropout(P)}
+    fns: dict[str, Callable[[Any], Any]] = {
+        "xdrop": lambda t: _dropout.dropout(t, P, seed=SEED),
+        "torch": lambda t: torch.nn.functional.dropout(t, P, training=True),
+        **layers,
+    }
 
-    def run(f: Callable[[Any], Any]) -> Callable[[], Any]:
+    def grad(f: Callable[[Any], Any]) -> Callable[[], Any]:
         return lambda: torch.autograd.grad(f(xg), xg, dout)
 
+    def sum_backward(f: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> None:
+            xg.grad = None  # not accumulated: each call pays the same
+            f(xg).sum().backward()
+
+        return run
+
     return {
-        "xdrop": run(lambda t: _dropout.dropout(t, P, seed=SEED)),
-        "torch": run(lambda t: torch.nn.functional.dropout(t, P, training=True)),
-        **{name: run(layer) for name, layer in layers.items()},
+        "forward+backward": {name: grad(f) for name, f in fns.items()},
+        "sum+backward": {name: sum_backward(f) for name, f in fns.items()},
     }
 
 

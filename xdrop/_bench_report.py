@@ -46,7 +46,7 @@ def format_table(report: dict[str, Any]) -> str:
         for q in report["ratios"]
         if q["xdrop"] == "xdrop" or q["peer"] in PEERS.get(q["xdrop"], ())
     }
-    short = {"forward": "fwd", "backward": "bwd", "forward+backward": "f+b"}
+    short = {"forward": "fwd", "backward": "bwd", "forward+backward": "f+b", "sum+backward": "s+b"}
     for r in report["results"]:
         item = np.dtype(r["dtype"]).itemsize
         key = (r["backend"], r["size"], r["dtype"], r["direction"], r["name"])

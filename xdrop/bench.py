@@ -1,7 +1,8 @@
 """``python -m xdrop bench``: xdrop against native dropouts, in one process.
 
 For each backend, size and dtype: the median time of a forward, a backward
-and (torch) a forward+backward call of xdrop, functional and layer, and of its
+and (torch) a forward+backward call of xdrop, functional and layer (with a dense
+gradient and through ``.sum().backward()``, whose gradient is expanded), and of its
 peers (torch.nn.functional.dropout and nn.Dropout, the NumPy one-liner, the
 CS231n NumPy code, a NumPy-Generator dropout, CuPy's own random), the
 bandwidth bound (a same-size multiply and copy), ratios of xdrop to each peer,
@@ -121,9 +122,10 @@ def _measure(
         layer, native_layer = xtorch.Dropout(P, seed=SEED).to(device), lib.nn.Dropout(P)
         cases["xdrop-layer"] = (lambda: layer(x), None)
         cases["torch-layer"] = (lambda: native_layer(x), None)
-        for name, fwd_bwd in _torch_fwd_bwd_cases(x, lib).items():
-            median, reps, calls = _timer(fwd_bwd, sync, quick)
-            rows.append(Row(backend, n, dtype, "forward+backward", name, median, reps, calls))
+        for direction, fwd_bwd_cases in _torch_fwd_bwd_cases(x, lib).items():
+            for name, fwd_bwd in fwd_bwd_cases.items():
+                median, reps, calls = _timer(fwd_bwd, sync, quick)
+                rows.append(Row(backend, n, dtype, direction, name, median, reps, calls))
         xg = x.detach().clone().requires_grad_(True)
         saved["xdrop"] = _saved_bytes(lambda: _dropout.dropout(xg, P, seed=SEED), lib)
         saved["torch"] = _saved_bytes(lambda: lib.nn.functional.dropout(xg, P, training=True), lib)
