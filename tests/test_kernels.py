@@ -262,7 +262,7 @@ def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build the emulation harness")
-    text = _native.SOURCE.read_text()
+    text = Path(_native.SOURCE).read_text()
     head = text[: text.index("#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))")]
     start = text.index("#define XD_MULHILO_AVX512")
     body = text[start : text.index("#endif", start)]

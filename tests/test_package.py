@@ -15,6 +15,21 @@ def test_import_loads_no_framework():
     assert out.stdout.strip() == ""
 
 
+def test_import_leaves_slow_standard_modules_to_the_calls_that_need_them():
+    """A fresh ``import xdrop`` stays cheap (the first-call row of ``bench`` times it): each of these
+    costs milliseconds to import and only some calls need it (pathlib ~8 ms, concurrent.futures with
+    logging ~8 ms: large calls' threads; fractions with decimal ~4 ms: a scale not cached yet; secrets
+    ~5 ms: seed=None)."""
+    slow = ["pathlib", "concurrent.futures", "logging", "fractions", "decimal", "secrets"]
+    # (An editable install's import hook may have imported some at start-up: those do not count.)
+    code = (
+        "import sys; before = set(sys.modules); import xdrop;"
+        f"print(','.join(m for m in {slow!r} if m in sys.modules and m not in before))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_all_lists_exactly_the_public_names():
     public = {n for n in vars(xdrop) if not n.startswith("_") and not inspect.ismodule(getattr(xdrop, n))}
     public |= {"random", "__version__"}

@@ -15,9 +15,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # fractions (with decimal) is imported where a Fraction is made: not by import xdrop
+    from fractions import Fraction
 
 TWO32 = 1 << 32
 
@@ -37,6 +39,8 @@ class FloatFormat:
 
     @property
     def max(self) -> Fraction:
+        from fractions import Fraction
+
         return Fraction(2**self.bits - 1) * Fraction(2) ** (self.emax - self.bits + 1)
 
 
@@ -78,15 +82,19 @@ def round_rational(value: Fraction, fmt: FloatFormat) -> float:
     the significand ``|value| / 2**Q`` is rounded half-even to an integer. A
     negative value that underflows gives ``-0.0``.
     """
-    if value == 0:
-        return 0.0
-    num, den = abs(value.numerator), value.denominator
+    return round_ratio(abs(value.numerator), value.denominator, fmt, negative=value < 0)
+
+
+def round_ratio(num: int, den: int, fmt: FloatFormat, *, negative: bool = False) -> float:
+    """:func:`round_rational` of ``num / den`` (times -1 if ``negative``), integers ``num >= 0``, ``den > 0``."""
+    if num == 0:
+        return -0.0 if negative else 0.0
     quantum_exp = max(_floor_log2(num, den), fmt.emin) - (fmt.bits - 1)
     n, d = _scaled(num, den, -quantum_exp)
     m, r = divmod(n, d)
     if 2 * r > d or (2 * r == d and m % 2 == 1):
         m += 1
-    return _finish(m, quantum_exp, fmt, value < 0)
+    return _finish(m, quantum_exp, fmt, negative)
 
 
 def round_sqrt(square: Fraction, fmt: FloatFormat, *, negative: bool = False) -> float:
@@ -120,7 +128,7 @@ def round_sqrt(square: Fraction, fmt: FloatFormat, *, negative: bool = False) ->
 @functools.lru_cache(maxsize=1024)
 def inverted_scale(k: int, fmt: FloatFormat) -> float:
     """The inverted-dropout scale ``2**32 / K`` rounded once to ``fmt``; 0 for K = 0 (unused)."""
-    return round_rational(Fraction(TWO32, k), fmt) if k else 0.0
+    return round_ratio(TWO32, k, fmt) if k else 0.0
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,6 +148,8 @@ def alpha_constants(k: int, fmt: FloatFormat) -> tuple[float, float, float]:
     """
     if k == 0:
         return 0.0, 0.0, 0.0
+    from fractions import Fraction
+
     q = Fraction(k, TWO32)
     alpha = Fraction(SELU_ALPHA_PRIME)
     t = q * (1 + (1 - q) * alpha**2)

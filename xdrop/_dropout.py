@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import secrets
 import sys
 from dataclasses import dataclass, replace
 from types import ModuleType
@@ -81,6 +80,8 @@ def resolve_seed(
 
             lo, hi = torch.randint(0, 1 << 32, (2,), dtype=torch.int64).tolist()
             return lo | hi << 32, step
+        import secrets  # here, not at import: ~5 ms that only seed=None calls need
+
         return secrets.randbits(64), step
     return check_u64(seed, "seed"), step
 

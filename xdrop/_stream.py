@@ -19,13 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._arith import float_format, inverted_scale
 from .random._philox import DEFAULT_ROUNDS, philox_rounds
 from .random._words import MASK32, add_with_carry, word_dtype
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ def effective_keep(p: float) -> float:
 
 def round_to_significand(value: Fraction, bits: int) -> float:
     """``value`` (>= 1) rounded half-even to ``bits`` significant bits, exponent unbounded."""
+    from fractions import Fraction  # here: not imported by import xdrop
+
     exponent = (value.numerator // value.denominator).bit_length() - 1
     shift = bits - 1 - exponent
     scaled = value * Fraction(2) ** shift

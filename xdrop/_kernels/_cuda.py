@@ -40,7 +40,8 @@ def cuda_source(dtype: str | None) -> str:
         head += "#include <cuda_fp16.h>\n" if dtype == "float16" else ""
         head += f"#define XD_T {t}\n#define XD_S {s}\n#define XD_ZERO {zero}\n#define XD_MUL(a, s) {mul}\n"
         head += f"#define XD_VEC_ALIGN {vec}\n"
-    return head + SOURCE.read_text()
+    with open(SOURCE, encoding="utf-8") as f:
+        return head + f.read()
 
 
 def _kernel(name: str, dtype: str | None) -> Any:

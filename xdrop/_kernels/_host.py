@@ -16,14 +16,16 @@ import itertools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..random._philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 from ..random._words import MASK32
 from . import _native
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 ENGINES = ("numpy", "c")
 # Elements per piece of the NumPy engine: its ~10 buffers (~200 KiB) stay in L2.
@@ -47,6 +49,10 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            # Imported on the first large call, not with xdrop: concurrent.futures (and the logging it
+            # imports) is ~10 ms of a fresh process's start.
+            from concurrent.futures import ThreadPoolExecutor
+
             _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="xdrop")
         return _pool
 
