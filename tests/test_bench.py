@@ -15,7 +15,7 @@ def test_bench_help_lists_the_flags(capsys):
         main(["bench", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--backend", "--sizes", "--dtype", "--json", "--plot", "--quick", "--mlp-epochs"):
+    for flag in ("--backend", "--sizes", "--dtype", "--json", "--plot", "--quick", "--mlp-epochs", "--first-call-runs"):
         assert flag in text
 
 
@@ -47,6 +47,10 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
         assert ("numpy", case, "forward") in names and ("numpy", case, "backward") in names
     assert ("numpy", "multiply", "forward") in names and ("numpy", "copy", "forward") in names
     assert {r["size"] for r in report["results"]} == {1 << 10, 1 << 12}
+    first = report["first_call"]  # --quick: two fresh processes
+    assert len(first["runs"]) == 2 and all(r["size"] == 1 << 20 and r["import_s"] > 0 for r in first["runs"])
+    assert first["min_total_s"] <= first["median_total_s"] <= first["max_total_s"]
+    assert "first call, 2 fresh processes" in out
     assert {r["dtype"] for r in report["results"]} == {"float32", "float64"}
     assert all(r["median_s"] > 0 and r["ns_per_element"] > 0 and r["gb_per_s"] > 0 for r in report["results"])
     peers = {q["peer"] for q in report["ratios"] if q["backend"] == "numpy" and q["xdrop"] == "xdrop"}

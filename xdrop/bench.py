@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends, _bench_attention, _dropout
+from . import _backends, _bench_attention, _bench_first_call, _dropout
 from ._bench_cases import SEED, P, _cupy_cases, _numpy_cases, _torch_cases, _torch_fwd_bwd_cases
 from ._bench_memory import _peak_extra_cuda, _peak_extra_numpy, _saved_bytes
 from ._bench_mlp import mlp_epochs
@@ -66,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed epochs of the MLP comparison, with torch (default 5; --quick 2; 0 skips it)",
     )
     _bench_attention.add_arguments(parser)  # hook: the attention rows (xdrop/_bench_attention.py)
+    _bench_first_call.add_arguments(parser)  # hook: the first-call row (xdrop/_bench_first_call.py)
 
 
 def log2_sizes(text: str) -> list[int]:
@@ -210,6 +211,10 @@ def main(args: argparse.Namespace) -> int:
     attention_backend = "torch-cuda" if args.attention_device == "cuda" else "torch"
     if attention_backend in backends and attention_backend not in report["skipped"] and args.attention_lengths != []:
         report["attention"] = _bench_attention.run(args, sys.modules["torch"])  # hook: the attention rows
+    runs = args.first_call_runs
+    runs = runs if runs is not None else _bench_first_call.QUICK_RUNS if args.quick else _bench_first_call.DEFAULT_RUNS
+    if "numpy" in backends and runs > 0:
+        report["first_call"] = _bench_first_call.run(runs)
     report["meta"] = {
         "p": P,
         "python": sys.version.split()[0],
@@ -229,6 +234,8 @@ def main(args: argparse.Namespace) -> int:
     if "torch" in sys.modules:
         report["meta"]["torch"] = sys.modules["torch"].__version__
     print(format_table(report))
+    if "first_call" in report:
+        print(_bench_first_call.format_line(report["first_call"]))
     if "attention" in report:
         print(_bench_attention.format_table(report["attention"]))
     if args.json:
