@@ -12,6 +12,7 @@ import ctypes
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import helpers
@@ -307,6 +308,23 @@ def test_run_ranges_partitions_exactly():
 
         _host.run_ranges(n, body)
         assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("failing", ["first", "last"])  # a pool thread's range; the calling thread's range
+def test_run_ranges_raises_only_after_every_range_is_done(failing, monkeypatch):
+    monkeypatch.setattr(_host, "_workers", lambda: 2)  # two ranges even on a one-core machine
+    n = 3 * _host.PARALLEL_MIN
+    done = []
+
+    def body(lo, hi):
+        if (lo == 0) == (failing == "first"):
+            raise ArithmeticError(f"range {lo}")
+        time.sleep(0.05)  # the other range is still writing when the first one fails
+        done.append((lo, hi))
+
+    with pytest.raises(ArithmeticError, match="range"):
+        _host.run_ranges(n, body)
+    assert len(done) == 1  # the range that did not fail had finished before the error reached the caller
 
 
 # -- selection and fallbacks ----------------------------------------------------------------------

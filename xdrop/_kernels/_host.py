@@ -86,7 +86,13 @@ def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
         quiet(0, n)
         return
     edges = [min(n, (n * i // parts) // ALIGN * ALIGN) for i in range(parts)] + [n]
-    futures = [_executor().submit(quiet, lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
+    ranges = [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
+    futures = [_executor().submit(quiet, lo, hi) for lo, hi in ranges[:-1]]
+    try:
+        quiet(*ranges[-1])  # the calling thread takes the last range rather than wait idle
+    finally:
+        for f in futures:  # every range is done before this returns or raises: no write outlives the call
+            f.exception()
     for f in futures:
         f.result()
 
