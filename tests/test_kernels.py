@@ -215,6 +215,28 @@ def test_compiled_variant_masks_match_reference(variant):
                     assert np.array_equal(got, keep_flat(xp_np, start, n, seed, step, k, None)), (variant, start, n)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_variant_dropout_at_edge_starts(variant, dtype):
+    """The C entry points at flat starts across a carry into the block's high word and up to 2**64 - 1:
+    whole chunks (AVX2 applies its masks from registers, with a shortcut where no lane carries) and
+    partial ones, for every kind of threshold (0 and 2**32 skip Philox)."""
+    kernels = _native.library()
+    fn = kernels.xd_dropout_f32 if dtype == "float32" else kernels.xd_dropout_f64
+    x = random_input((700,), dtype, seed=5)
+    scale = 1.75
+    # Whole chunks (of 32 blocks, in passes of 16) that end at block 2**32 or carry into it at a lane.
+    starts = [*EDGE_STARTS, *(4 * (2**32 - d) for d in (3, 13, 15, 16, 31, 32, 40, 128))]
+    for start in starts:
+        n = min(x.size, 2**64 - start)
+        for k in (0, 1, keep_count(0.3), 2**32 - 1, 2**32):
+            for seed, step in SEEDS[1:]:
+                out = np.full(n, 7, dtype)
+                fn(x.ctypes.data, out.ctypes.data, start, n, seed, step, k, scale)
+                keep = keep_flat(xp_np, start, n, seed, step, k, None)
+                want = np.where(keep, x[:n] * x.dtype.type(scale), x.dtype.type(0))
+                assert out.tobytes() == want.tobytes(), (variant, dtype, start, k, seed)
+
+
 # The AVX-512 chunk routine against the scalar one: edge and random counters, keys and thresholds.
 AVX512_MAIN = r"""
 #include <stdio.h>
