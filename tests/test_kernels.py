@@ -9,6 +9,7 @@ index logic the GPU runs.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import shutil
 import subprocess
 import threading
@@ -219,15 +220,17 @@ def test_compiled_variant_masks_match_reference(variant):
 def test_compiled_variant_dropout_at_edge_starts(variant, dtype):
     """The C entry points at flat starts across a carry into the block's high word and up to 2**64 - 1:
     whole chunks (AVX2 applies its masks from registers, with a shortcut where no lane carries) and
-    partial ones, for every kind of threshold (0 and 2**32 skip Philox)."""
+    partial ones (which compute only the passes they use), for every kind of threshold (0 and 2**32
+    skip Philox)."""
     kernels = _native.library()
     fn = kernels.xd_dropout_f32 if dtype == "float32" else kernels.xd_dropout_f64
     x = random_input((700,), dtype, seed=5)
     scale = 1.75
     # Whole chunks (of 32 blocks, in passes of 16) that end at block 2**32 or carry into it at a lane.
     starts = [*EDGE_STARTS, *(4 * (2**32 - d) for d in (3, 13, 15, 16, 31, 32, 40, 128))]
-    for start in starts:
-        n = min(x.size, 2**64 - start)
+    # Sizes that end a partial chunk within, at and past its first pass of 64 elements.
+    for start, size in itertools.product(starts, (x.size, 29, 64, 97)):
+        n = min(size, 2**64 - start)
         for k in (0, 1, keep_count(0.3), 2**32 - 1, 2**32):
             for seed, step in SEEDS[1:]:
                 out = np.full(n, 7, dtype)

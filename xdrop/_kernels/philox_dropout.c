@@ -140,17 +140,46 @@ extern "C" __global__ void xd_dropout_vec(const XD_T *x, XD_T *out, xd_u64 n, xd
 /* Philox words of one block (for the tests: the scalar routine the GPU runs). */
 void xd_block_words(xd_u64 block, xd_u64 step, xd_u64 seed, xd_u32 *w) { xd_philox10(block, step, seed, w); }
 
-/* Keep masks (all ones: keep, zero: drop) of the elements of the chunk of
- * XD_CHUNK flat indices that starts at first (a multiple of 4). K = 2^32
- * (keep all) is split off so that the compare stays 32-bit and vectorises. */
+/* Keep masks (all ones: keep, zero: drop) of the elements of the first nb
+ * blocks of the chunk of XD_CHUNK flat indices that starts at first (a
+ * multiple of 4). Counter word j of every block in array cj, a loop over the
+ * blocks per round: the compiler vectorises it with the baseline ISA (one
+ * block at a time does not). K = 2^32 (keep all) is split off so that the
+ * compare stays 32-bit and vectorises. */
 #define XD_CHUNK 128
-static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
-    xd_u32 k32 = (xd_u32)k, all = (xd_u32)0 - (xd_u32)(k >> 32);
-    for (int j = 0; j < XD_CHUNK / 4; j++) {
-        xd_u32 w[4];
-        xd_philox10(first / 4 + (xd_u64)j, step, seed, w);
-        for (int l = 0; l < 4; l++) m[4 * j + l] = ((xd_u32)0 - (xd_u32)(w[l] < k32)) | all;
+static inline void xd_keep_blocks(xd_u64 first, int nb, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
+    enum { NB = XD_CHUNK / 4 };
+    xd_u32 c0[NB], c1[NB], c2[NB], c3[NB];
+    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), k32 = (xd_u32)k, all = (xd_u32)0 - (xd_u32)(k >> 32);
+    for (int j = 0; j < nb; j++) {
+        xd_u64 b = first / 4 + (xd_u64)j;
+        c0[j] = (xd_u32)b;
+        c1[j] = (xd_u32)(b >> 32);
+        c2[j] = (xd_u32)step;
+        c3[j] = (xd_u32)(step >> 32);
     }
+    for (int r = 0; r < 10; r++) {
+        for (int j = 0; j < nb; j++) {
+            xd_u64 p0 = (xd_u64)c0[j] * XD_M0, p1 = (xd_u64)c2[j] * XD_M1;
+            c0[j] = (xd_u32)(p1 >> 32) ^ c1[j] ^ k0;
+            c1[j] = (xd_u32)p1;
+            c2[j] = (xd_u32)(p0 >> 32) ^ c3[j] ^ k1;
+            c3[j] = (xd_u32)p0;
+        }
+        k0 += XD_W0;
+        k1 += XD_W1;
+    }
+    for (int j = 0; j < nb; j++) {
+        m[4 * j + 0] = ((xd_u32)0 - (xd_u32)(c0[j] < k32)) | all;
+        m[4 * j + 1] = ((xd_u32)0 - (xd_u32)(c1[j] < k32)) | all;
+        m[4 * j + 2] = ((xd_u32)0 - (xd_u32)(c2[j] < k32)) | all;
+        m[4 * j + 3] = ((xd_u32)0 - (xd_u32)(c3[j] < k32)) | all;
+    }
+}
+
+/* A whole chunk's (the scalar reference for tests/test_kernels.py's AVX-512 check). */
+static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
+    xd_keep_blocks(first, XD_CHUNK / 4, step, seed, k, m);
 }
 
 /* The arguments fixed for one call, as the chunk routines of the base and avx512 variants take them. */
@@ -164,8 +193,8 @@ static inline void xd_args_init(xd_args *a, xd_u64 seed, xd_u64 step, xd_u64 k) 
     a->k = k;
 }
 
-static inline void xd_keep_chunk_base(const xd_args *a, xd_u64 first, xd_u32 m[XD_CHUNK]) {
-    xd_keep_chunk(first, a->step, a->seed, a->k, m);
+static inline void xd_keep_chunk_base(const xd_args *a, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+    xd_keep_blocks(first, (need + 3) / 4, a->step, a->seed, a->k, m);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -312,8 +341,8 @@ XD_AVX2 static inline void xd_group_masks_avx2(const xd_ctx_avx2 *c, const __m25
 }
 
 /* A chunk's masks in xd_keep_chunk's form (the partial chunks, xd_mask). */
-XD_AVX2 static inline void xd_keep_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first, xd_u32 m[XD_CHUNK]) {
-    for (int g = 0; g < XD_CHUNK / 32; g += XD_AVX2_GROUPS) {
+XD_AVX2 static inline void xd_keep_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+    for (int g = 0; g < XD_CHUNK / 32 && 32 * g < need; g += XD_AVX2_GROUPS) {
         __m256i w[XD_AVX2_GROUPS][4], u[4];
         xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, w);
         for (int h = 0; h < XD_AVX2_GROUPS; h++) {
@@ -419,15 +448,19 @@ XD_AVX512 static inline void xd_keep_chunk_avx512(xd_u64 first, xd_u64 step, xd_
 #endif
 
 #ifdef XD_HAVE_AVX2
-XD_AVX512 static inline void xd_keep_chunk_avx512_args(const xd_args *a, xd_u64 first, xd_u32 m[XD_CHUNK]) {
+XD_AVX512 static inline void xd_keep_chunk_avx512_args(const xd_args *a, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+    (void)need;
     xd_keep_chunk_avx512(first, a->step, a->seed, a->k, m);
 }
 #endif
 
+/* Entries of a partial chunk's masks that are used: those below its end. */
+#define XD_NEED(left) ((left) < XD_CHUNK ? (int)(left) : XD_CHUNK)
+
 /* Runs, over the flat indices start + i, i in [0, n): FULL for each whole
  * chunk (its first index xd_at, its first i xd_i0), and BODY for each element
  * of a partial one (the first, the last), with KEEP its keep mask from
- * CHUNK_FN(CTX, ...). The loop counts offsets from the first chunk, never
+ * CHUNK_FN(CTX, first, need, m), which fills at least m[0 .. need). The loop counts offsets from the first chunk, never
  * start + n, which wraps to 0 (or near it) for a range that ends within a
  * chunk of 2^64. */
 #define XD_FOR_EACH(CHUNK_FN, CTX, start, n, FULL, BODY)                                  \
@@ -439,11 +472,11 @@ XD_AVX512 static inline void xd_keep_chunk_avx512_args(const xd_args *a, xd_u64 
                 FULL;                                                                     \
             } else {                                                                      \
                 xd_u32 KEEP_[XD_CHUNK];                                                   \
-                CHUNK_FN(CTX, xd_first + xd_off, KEEP_);                                  \
-                for (int e = 0; e < XD_CHUNK; e++) {                                      \
-                    xd_u64 xd_o = xd_off + (xd_u64)e;                                     \
-                    if (xd_o < xd_lead || xd_o >= xd_end) continue;                       \
-                    xd_u64 i = xd_o - xd_lead;                                            \
+                int xd_e0 = xd_off < xd_lead ? (int)(xd_lead - xd_off) : 0;               \
+                int xd_e1 = XD_NEED(xd_end - xd_off);                                     \
+                CHUNK_FN(CTX, xd_first + xd_off, xd_e1, KEEP_);                           \
+                for (int e = xd_e0; e < xd_e1; e++) {                                     \
+                    xd_u64 i = xd_off + (xd_u64)e - xd_lead;                              \
                     xd_u32 KEEP = KEEP_[e];                                               \
                     BODY;                                                                 \
                 }                                                                         \
@@ -455,7 +488,7 @@ XD_AVX512 static inline void xd_keep_chunk_avx512_args(const xd_args *a, xd_u64 
 #define XD_FULL_VIA_MASKS(CHUNK_FN, CTX, BODY)      \
     do {                                            \
         xd_u32 KEEP_[XD_CHUNK];                     \
-        CHUNK_FN(CTX, xd_at, KEEP_);                \
+        CHUNK_FN(CTX, xd_at, XD_CHUNK, KEEP_);      \
         for (int e = 0; e < XD_CHUNK; e++) {        \
             xd_u64 i = xd_i0 + (xd_u64)e;           \
             xd_u32 KEEP = KEEP_[e];                 \
