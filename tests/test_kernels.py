@@ -226,7 +226,7 @@ def test_compiled_variant_dropout_at_edge_starts(variant, dtype):
     fn = kernels.xd_dropout_f32 if dtype == "float32" else kernels.xd_dropout_f64
     x = random_input((700,), dtype, seed=5)
     scale = 1.75
-    # Whole chunks (of 32 blocks, in passes of 16) that end at block 2**32 or carry into it at a lane.
+    # Chunks (32 blocks; partial ones in passes of 16) that end at block 2**32 or carry into it at a lane.
     starts = [*EDGE_STARTS, *(4 * (2**32 - d) for d in (3, 13, 15, 16, 31, 32, 40, 128))]
     # Sizes that end a partial chunk within, at and past its first pass of 64 elements.
     for start, size in itertools.product(starts, (x.size, 29, 64, 97)):

@@ -219,9 +219,11 @@ static inline void xd_keep_chunk_base(const xd_args *a, xd_u64 first, int need, 
 #define XD_HI_AVX2(e, o) XD_SHUFPS(e, o, 0xDD)
 #define XD_LO_AVX2(e, o) XD_SHUFPS(e, o, 0x88)
 
-/* Groups of 8 blocks whose rounds interleave (to hide the multiply latency;
- * more groups spill registers and run slower). */
-#define XD_AVX2_GROUPS 2
+/* Groups of 8 blocks whose rounds interleave (to hide the multiply latency):
+ * a whole chunk in one pass (4 groups: some spills, but the fastest), a
+ * partial one in passes of 2 groups (the fewest wasted blocks). */
+#define XD_AVX2_GROUPS 4
+#define XD_AVX2_PART_GROUPS 2
 
 /* What the AVX2 routines take, fixed for one call. Round 1 sees counter words
  * 2 and 3 (the step) equal in every lane, so its multiply of c2 is a scalar
@@ -271,22 +273,23 @@ XD_AVX2 static inline void xd_ctx_avx2_init(xd_ctx_avx2 *c, xd_u64 seed, xd_u64 
 #define XD_LO_MULLO(a, m, e, o) _mm256_mullo_epi32(a, m)
 #define XD_LO_SHUF(a, m, e, o) XD_LO_AVX2(e, o)
 
-/* Philox words of the 8 * XD_AVX2_GROUPS blocks from block b: w[h][j] holds
+/* Philox words of the 8 * groups blocks from block b: w[h][j] holds
  * word j of group h, whose lane i is block b + 8h + (0, 2, 4, 6, 1, 3, 5,
  * 7)[i], an order in which the 4x8 transpose to element order needs only
  * in-half unpacks. Words 0 and 2 come out ^ 2^31. */
-XD_AVX2 static inline void xd_words_avx2(const xd_ctx_avx2 *c, xd_u64 b, __m256i w[XD_AVX2_GROUPS][4]) {
+XD_AVX2 static inline __attribute__((always_inline)) void xd_words_avx2(const xd_ctx_avx2 *c, xd_u64 b, int groups,
+                                                                         __m256i w[XD_AVX2_GROUPS][4]) {
     const __m256i m0 = _mm256_set1_epi32((int)XD_M0), m1 = _mm256_set1_epi32((int)XD_M1);
     const __m256i lanes = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     __m256i c0[XD_AVX2_GROUPS], c1[XD_AVX2_GROUPS], c2[XD_AVX2_GROUPS], c3[XD_AVX2_GROUPS];
     xd_u32 blo = (xd_u32)b, bhi = (xd_u32)(b >> 32);
     __m256i lo = _mm256_set1_epi32((int)blo);
-    if (blo <= 0xFFFFFFFFu - (8 * XD_AVX2_GROUPS - 1)) {
+    if (blo <= 0xFFFFFFFFu - (8 * (xd_u32)groups - 1)) {
         /* No carry into the high word: rounds 1 and 2 with their scalar multiplies. */
         xd_u32 hu, lu;
         XD_MULHILO(bhi ^ c->h1k0, XD_M0, hu, lu);
         __m256i x2 = _mm256_set1_epi32((int)(hu ^ c->k1_1)), l3 = _mm256_set1_epi32((int)lu);
-        for (int h = 0; h < XD_AVX2_GROUPS; h++) {
+        for (int h = 0; h < groups; h++) {
             __m256i a = _mm256_add_epi32(lo, _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * h))), e, o;
             XD_PROD_AVX2(a, m0, e, o);
             __m256i t2 = _mm256_xor_si256(XD_HI_AVX2(e, o), c->x2), t3 = _mm256_mullo_epi32(a, m0);
@@ -297,7 +300,7 @@ XD_AVX2 static inline void xd_words_avx2(const xd_ctx_avx2 *c, xd_u64 b, __m256i
             c3[h] = l3;
         }
     } else {
-        for (int h = 0; h < XD_AVX2_GROUPS; h++) {
+        for (int h = 0; h < groups; h++) {
             __m256i a = _mm256_add_epi32(lo, _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * h))), e, o;
             /* c1 in order P: a lane whose low word wrapped (is below lo) carries into the high word */
             __m256i ap = _mm256_add_epi32(lo, _mm256_setr_epi32(8 * h, 8 * h + 4, 8 * h + 2, 8 * h + 6, 8 * h + 1,
@@ -314,8 +317,8 @@ XD_AVX2 static inline void xd_words_avx2(const xd_ctx_avx2 *c, xd_u64 b, __m256i
     }
 #pragma GCC unroll 8
     for (int r = 2; r < 9; r++)
-        for (int h = 0; h < XD_AVX2_GROUPS; h++) XD_ROUND_AVX2(h, c->key[r][0], c->key[r][1], XD_LO_MULLO);
-    for (int h = 0; h < XD_AVX2_GROUPS; h++) {
+        for (int h = 0; h < groups; h++) XD_ROUND_AVX2(h, c->key[r][0], c->key[r][1], XD_LO_MULLO);
+    for (int h = 0; h < groups; h++) {
         XD_ROUND_AVX2(h, c->key[9][0], c->key[9][1], XD_LO_SHUF);
         w[h][0] = c0[h];
         w[h][1] = c1[h];
@@ -342,10 +345,10 @@ XD_AVX2 static inline void xd_group_masks_avx2(const xd_ctx_avx2 *c, const __m25
 
 /* A chunk's masks in xd_keep_chunk's form (the partial chunks, xd_mask). */
 XD_AVX2 static inline void xd_keep_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
-    for (int g = 0; g < XD_CHUNK / 32 && 32 * g < need; g += XD_AVX2_GROUPS) {
+    for (int g = 0; g < XD_CHUNK / 32 && 32 * g < need; g += XD_AVX2_PART_GROUPS) {
         __m256i w[XD_AVX2_GROUPS][4], u[4];
-        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, w);
-        for (int h = 0; h < XD_AVX2_GROUPS; h++) {
+        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, XD_AVX2_PART_GROUPS, w);
+        for (int h = 0; h < XD_AVX2_PART_GROUPS; h++) {
             xd_group_masks_avx2(c, w[h], u);
             for (int r = 0; r < 4; r++) _mm256_storeu_si256((__m256i *)(void *)(m + 32 * (g + h) + 8 * r), u[r]);
         }
@@ -358,7 +361,7 @@ XD_AVX2 static inline void xd_f32_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first,
     const __m256 s = _mm256_set1_ps(scale);
     for (int g = 0; g < XD_CHUNK / 32; g += XD_AVX2_GROUPS) {
         __m256i w[XD_AVX2_GROUPS][4], u[4];
-        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, w);
+        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, XD_AVX2_GROUPS, w);
         for (int h = 0; h < XD_AVX2_GROUPS; h++) {
             xd_group_masks_avx2(c, w[h], u);
             for (int r = 0; r < 4; r++) {
@@ -378,7 +381,7 @@ XD_AVX2 static inline void xd_f64_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first,
     const __m256d s = _mm256_set1_pd(scale);
     for (int g = 0; g < XD_CHUNK / 32; g += XD_AVX2_GROUPS) {
         __m256i w[XD_AVX2_GROUPS][4];
-        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, w);
+        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, XD_AVX2_GROUPS, w);
         for (int h = 0; h < XD_AVX2_GROUPS; h++) {
             __m256i m0 = XD_KEEP_AVX2(c, w[h], 0), m1 = XD_KEEP_AVX2(c, w[h], 1);
             __m256i m2 = XD_KEEP_AVX2(c, w[h], 2), m3 = XD_KEEP_AVX2(c, w[h], 3);
