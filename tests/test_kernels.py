@@ -240,7 +240,8 @@ def test_compiled_variant_dropout_at_edge_starts(variant, dtype):
                 assert out.tobytes() == want.tobytes(), (variant, dtype, start, k, seed)
 
 
-# The AVX-512 chunk routine against the scalar one: edge and random counters, keys and thresholds.
+# The AVX-512 chunk routines against the scalar one: edge and random counters, keys and thresholds
+# (K in [1, 2**32 - 1]: the kernels split off 0 and 2**32), masks and both products.
 AVX512_MAIN = r"""
 #include <stdio.h>
 static xd_u64 rng_state = 0x9E3779B97F4A7C15u;
@@ -251,21 +252,37 @@ static xd_u64 next64(void) {
 }
 int main(void) {
     const xd_u64 firsts[] = {0, 4, 128, 4 * (((xd_u64)1 << 32) - 20), 4 * (((xd_u64)1 << 32) - 1),
-                             ((xd_u64)1 << 63) - 4, (xd_u64)0 - 128};
-    const xd_u64 ks[] = {0, 1, (xd_u64)1 << 31, ((xd_u64)1 << 32) - 1, (xd_u64)1 << 32, 3000000000u};
+                             4 * (((xd_u64)1 << 32) - 32), ((xd_u64)1 << 63) - 4, (xd_u64)0 - 128};
+    const xd_u64 ks[] = {1, 2, (xd_u64)1 << 31, ((xd_u64)1 << 32) - 1, 0x7FFFFFFF, 3000000000u};
     const xd_u64 keys[] = {0, (xd_u64)0 - 1, 0xDEADBEEF00000005u};
     xd_u32 a[XD_CHUNK], b[XD_CHUNK];
+    float xf[XD_CHUNK], of[XD_CHUNK], wf[XD_CHUNK];
+    double xd[XD_CHUNK], od[XD_CHUNK], wd[XD_CHUNK];
+    for (int e = 0; e < XD_CHUNK; e++) {
+        xf[e] = e % 7 == 3 ? -0.0f : (float)(e - 60) / 7.0f;
+        xd[e] = e % 5 == 1 ? -0.0 : (double)(e - 50) / 3.0;
+    }
+    xf[9] = __builtin_nanf(""), xd[9] = __builtin_nan("");
     int n = 0;
-    for (int r = 0; r < 2000 + 7 * 6 * 9; r++) {
+    for (int r = 0; r < 2000 + 8 * 6 * 9; r++) {
         xd_u64 first, step, seed, k;
-        if (r < 7 * 6 * 9) {
-            first = firsts[r % 7], k = ks[r / 7 % 6], seed = keys[r / 42 % 3], step = keys[r / 126 % 3];
+        if (r < 8 * 6 * 9) {
+            first = firsts[r % 8], k = ks[r / 8 % 6], seed = keys[r / 48 % 3], step = keys[r / 144 % 3];
         } else {
-            first = next64() & ~(xd_u64)3, step = next64(), seed = next64(), k = next64() % (((xd_u64)1 << 32) + 1);
+            first = next64() & ~(xd_u64)3, step = next64(), seed = next64(), k = next64() % (((xd_u64)1 << 32) - 1) + 1;
         }
+        if (r % 3 == 0) first = (xd_u64)(4 * (((xd_u64)1 << 32) - (r / 3) % 40)); /* carries at every lane */
+        xd_ctx_avx512 c;
+        xd_ctx_avx512_init(&c, seed, step, k);
         xd_keep_chunk(first, step, seed, k, a);
-        xd_keep_chunk_avx512(first, step, seed, k, b);
-        if (memcmp(a, b, sizeof a) != 0) {
+        xd_keep_chunk_avx512(&c, first, XD_CHUNK, b);
+        xd_f32_chunk_avx512(&c, first, xf, of, 1.5f);
+        xd_f64_chunk_avx512(&c, first, xd, od, 1.5);
+        for (int e = 0; e < XD_CHUNK; e++) {
+            wf[e] = a[e] ? xf[e] * 1.5f : 0.0f;
+            wd[e] = a[e] ? xd[e] * 1.5 : 0.0;
+        }
+        if (memcmp(a, b, sizeof a) != 0 || memcmp(of, wf, sizeof of) != 0 || memcmp(od, wd, sizeof od) != 0) {
             printf("differ: first=%llu step=%llu seed=%llu k=%llu\n", (unsigned long long)first,
                    (unsigned long long)step, (unsigned long long)seed, (unsigned long long)k);
             return 1;
@@ -279,8 +296,9 @@ int main(void) {
 
 
 def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
-    """The AVX-512 variant's keep-mask routine, its intrinsics replaced by scalar stand-ins
-    (tests/avx512_emulation.h), against the scalar routine: its algorithm is checked on any CPU.
+    """The AVX-512 variant's chunk routines (masks, float32 and float64 products), their intrinsics
+    replaced by scalar stand-ins (tests/avx512_emulation.h), against the scalar routine: their
+    algorithm is checked on any CPU.
 
     On a CPU with AVX-512F the variant itself runs in the tests above (the ``variant`` fixture).
     """
@@ -289,8 +307,8 @@ def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
         pytest.skip("no C compiler to build the emulation harness")
     text = _native.SOURCE.read_text()
     head = text[: text.index("#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))")]
-    start = text.index("#define XD_MULHILO_AVX512")
-    body = text[start : text.index("#endif", start)]
+    start = text.index("/* ---- AVX-512F")
+    body = text[start : text.index("/* ---- end of AVX-512F ---- */")]
     harness = tmp_path / "avx512_harness.c"
     emulation = Path(__file__).with_name("avx512_emulation.h")
     harness.write_text(f'{head}\n#include "{emulation}"\n#define XD_AVX512\n{body}\n#endif\n{AVX512_MAIN}')
@@ -298,7 +316,7 @@ def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
     subprocess.run([cc, "-O1", "-std=gnu99", "-o", str(exe), str(harness)], check=True, capture_output=True)
     run = subprocess.run([str(exe)], capture_output=True, text=True, check=False, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.strip() == f"{2000 + 7 * 6 * 9} chunks equal"
+    assert run.stdout.strip() == f"{2000 + 8 * 6 * 9} chunks equal"
 
 
 def call_with_timeout(fn, seconds=60):

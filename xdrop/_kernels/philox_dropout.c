@@ -182,7 +182,7 @@ static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 
     xd_keep_blocks(first, XD_CHUNK / 4, step, seed, k, m);
 }
 
-/* The arguments fixed for one call, as the chunk routines of the base and avx512 variants take them. */
+/* The arguments fixed for one call, as the base variant's chunk routine takes them. */
 typedef struct {
     xd_u64 seed, step, k;
 } xd_args;
@@ -401,60 +401,135 @@ XD_AVX2 static inline void xd_f64_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first,
 
 #define XD_AVX512 __attribute__((target("avx512f")))
 
-#define XD_MULHILO_AVX512(a, m, hi, lo)                                              \
-    do {                                                                             \
-        __m512i xd_m = _mm512_set1_epi32((int)(m));                                  \
-        __m512i xd_even = _mm512_mul_epu32((a), xd_m);                               \
-        __m512i xd_odd = _mm512_mul_epu32(_mm512_srli_epi64((a), 32), xd_m);         \
-        lo = _mm512_mask_blend_epi32(0xAAAA, xd_even, _mm512_slli_epi64(xd_odd, 32)); \
-        hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(xd_even, 32), xd_odd); \
+/* ---- AVX-512F: the AVX2 scheme on 16 blocks per register, in two groups
+ * (tests/test_kernels.py compiles the text from here to the end marker with
+ * tests/avx512_emulation.h's scalar stand-ins for the intrinsics). The three-way
+ * xors are one ternlog each; the words are transposed to element order before
+ * the compare, whose mask registers then drive zero-masked products. ---- */
+#define XD_SHUFPS512(a, b, imm) \
+    _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), imm))
+#define XD_PROD_AVX512(a, m, e, o) \
+    (e = _mm512_mul_epu32((a), (m)), o = _mm512_mul_epu32(_mm512_srli_epi64((a), 32), (m)))
+#define XD_XOR3_512(a, b, c) _mm512_ternarylogic_epi32((a), (b), (c), 0x96)
+
+typedef struct {
+    __m512i key[10][2];
+    __m512i x0, l1, x2, l1k0; /* as in xd_ctx_avx2 */
+    __m512i kv;               /* K, in [1, 2^32 - 1] */
+    xd_u32 h1k0, k1_1;
+} xd_ctx_avx512;
+
+XD_AVX512 static inline void xd_ctx_avx512_init(xd_ctx_avx512 *c, xd_u64 seed, xd_u64 step, xd_u64 k) {
+    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), hi, lo;
+    for (int r = 0; r < 10; r++) {
+        c->key[r][0] = _mm512_set1_epi32((int)(k0 + (xd_u32)r * XD_W0));
+        c->key[r][1] = _mm512_set1_epi32((int)(k1 + (xd_u32)r * XD_W1));
+    }
+    XD_MULHILO((xd_u32)step, XD_M1, hi, lo);
+    c->h1k0 = hi ^ k0;
+    c->k1_1 = k1 + XD_W1;
+    c->x0 = _mm512_set1_epi32((int)(hi ^ k0));
+    c->l1 = _mm512_set1_epi32((int)lo);
+    c->l1k0 = _mm512_set1_epi32((int)(lo ^ (k0 + XD_W0)));
+    c->x2 = _mm512_set1_epi32((int)((xd_u32)(step >> 32) ^ k1));
+    c->kv = _mm512_set1_epi32((int)(xd_u32)k);
+}
+
+#define XD_ROUND_AVX512(h, kv0, kv1, LAST)                                                   \
+    do {                                                                                     \
+        __m512i xd_e0, xd_o0, xd_e1, xd_o1, xd_l0, xd_l1;                                    \
+        XD_PROD_AVX512(c0[h], m0, xd_e0, xd_o0);                                             \
+        XD_PROD_AVX512(c2[h], m1, xd_e1, xd_o1);                                             \
+        xd_l0 = (LAST) ? XD_SHUFPS512(xd_e0, xd_o0, 0x88) : _mm512_mullo_epi32(c0[h], m0);   \
+        xd_l1 = (LAST) ? XD_SHUFPS512(xd_e1, xd_o1, 0x88) : _mm512_mullo_epi32(c2[h], m1);   \
+        c0[h] = XD_XOR3_512(XD_SHUFPS512(xd_e1, xd_o1, 0xDD), c1[h], kv0);                  \
+        c2[h] = XD_XOR3_512(XD_SHUFPS512(xd_e0, xd_o0, 0xDD), c3[h], kv1);                  \
+        c1[h] = xd_l1;                                                                       \
+        c3[h] = xd_l0;                                                                       \
     } while (0)
 
-/* The same masks as xd_keep_chunk: counter word j of blocks b .. b + 15 in
- * c[h][j] (two groups h of 16 blocks), compared under a mask register, then
- * interleaved into element order through a small buffer (AVX-512F only). */
-XD_AVX512 static inline void xd_keep_chunk_avx512(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k,
-                                                   xd_u32 m[XD_CHUNK]) {
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i kv = _mm512_set1_epi32((int)(xd_u32)k);
-    const __m512i ones = _mm512_set1_epi32(-1);
-    const xd_u32 all = (xd_u32)0 - (xd_u32)(k >> 32);
-    __m512i c[2][4];
-    for (int h = 0; h < 2; h++) {
-        xd_u64 b = first / 4 + 16 * (xd_u64)h;
-        __m512i lo0 = _mm512_set1_epi32((int)(xd_u32)b);
-        __m512i c0 = _mm512_add_epi32(lo0, lanes);
-        __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, lo0); /* low word wrapped: carry into the high word */
-        c[h][0] = c0;
-        c[h][1] = _mm512_mask_add_epi32(_mm512_set1_epi32((int)(xd_u32)(b >> 32)), wrapped,
-                                        _mm512_set1_epi32((int)(xd_u32)(b >> 32)), _mm512_set1_epi32(1));
-        c[h][2] = _mm512_set1_epi32((int)(xd_u32)step);
-        c[h][3] = _mm512_set1_epi32((int)(xd_u32)(step >> 32));
-    }
-    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        __m512i kv0 = _mm512_set1_epi32((int)k0), kv1 = _mm512_set1_epi32((int)k1);
-        for (int h = 0; h < 2; h++) XD_ROUND(__m512i, XD_MULHILO_AVX512, c[h][0], c[h][1], c[h][2], c[h][3], kv0, kv1);
-        k0 += XD_W0;
-        k1 += XD_W1;
-    }
-    for (int h = 0; h < 2; h++) {
-        xd_u32 t[4][16];
-        for (int j = 0; j < 4; j++) {
-            __mmask16 keep = _mm512_cmplt_epu32_mask(c[h][j], kv);
-            _mm512_storeu_si512((void *)t[j], _mm512_or_si512(_mm512_maskz_mov_epi32(keep, ones), _mm512_set1_epi32((int)all)));
+/* Keep masks of the 32 blocks from block b: k[h][r] for elements 16r .. 16r + 15
+ * of group h (its 16 blocks from b + 16h). Lane i of a group holds block
+ * (0, 4, 8, 12, 1, 5, ...)[i], so the in-lane 4x4 transposes put the words in
+ * element order. */
+XD_AVX512 static inline void xd_keep_avx512(const xd_ctx_avx512 *c, xd_u64 b, __mmask16 k[2][4]) {
+    const __m512i m0 = _mm512_set1_epi32((int)XD_M0), m1 = _mm512_set1_epi32((int)XD_M1);
+    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i c0[2], c1[2], c2[2], c3[2];
+    xd_u32 blo = (xd_u32)b, bhi = (xd_u32)(b >> 32);
+    __m512i lo = _mm512_set1_epi32((int)blo);
+    if (blo <= 0xFFFFFFFFu - 31) {
+        xd_u32 hu, lu;
+        XD_MULHILO(bhi ^ c->h1k0, XD_M0, hu, lu);
+        __m512i x2 = _mm512_set1_epi32((int)(hu ^ c->k1_1)), l3 = _mm512_set1_epi32((int)lu);
+        for (int h = 0; h < 2; h++) {
+            __m512i a = _mm512_add_epi32(lo, _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * h))), e, o;
+            XD_PROD_AVX512(a, m0, e, o);
+            __m512i t2 = _mm512_xor_si512(XD_SHUFPS512(e, o, 0xDD), c->x2), t3 = _mm512_mullo_epi32(a, m0);
+            XD_PROD_AVX512(t2, m1, e, o);
+            c0[h] = _mm512_xor_si512(XD_SHUFPS512(e, o, 0xDD), c->l1k0);
+            c1[h] = _mm512_mullo_epi32(t2, m1);
+            c2[h] = _mm512_xor_si512(t3, x2);
+            c3[h] = l3;
         }
-        for (int b = 0; b < 16; b++)
-            for (int j = 0; j < 4; j++) m[64 * h + 4 * b + j] = t[j][b];
+    } else {
+        for (int h = 0; h < 2; h++) {
+            __m512i a = _mm512_add_epi32(lo, _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * h))), e, o;
+            /* c1 in order P (lanes 1, 2 of each 128-bit lane swapped): carry where the low word wrapped */
+            __m512i ap = _mm512_add_epi32(lo, _mm512_add_epi32(_mm512_setr_epi32(0, 8, 4, 12, 1, 9, 5, 13, 2, 10, 6, 14, 3,
+                                                                                 11, 7, 15),
+                                                                _mm512_set1_epi32(16 * h)));
+            __m512i hi = _mm512_set1_epi32((int)bhi);
+            __m512i a1 = _mm512_mask_add_epi32(hi, _mm512_cmplt_epu32_mask(ap, lo), hi, _mm512_set1_epi32(1));
+            XD_PROD_AVX512(a, m0, e, o); /* round 1 */
+            c0[h] = _mm512_xor_si512(a1, c->x0);
+            c1[h] = c->l1;
+            c2[h] = _mm512_xor_si512(XD_SHUFPS512(e, o, 0xDD), c->x2);
+            c3[h] = _mm512_mullo_epi32(a, m0);
+            XD_ROUND_AVX512(h, c->key[1][0], c->key[1][1], 0);
+        }
+    }
+    for (int r = 2; r < 10; r++)
+        for (int h = 0; h < 2; h++) XD_ROUND_AVX512(h, c->key[r][0], c->key[r][1], r == 9);
+    for (int h = 0; h < 2; h++) {
+        __m512i t0 = _mm512_unpacklo_epi32(c0[h], c1[h]), t1 = _mm512_unpackhi_epi32(c0[h], c1[h]);
+        __m512i t2 = _mm512_unpacklo_epi32(c2[h], c3[h]), t3 = _mm512_unpackhi_epi32(c2[h], c3[h]);
+        k[h][0] = _mm512_cmplt_epu32_mask(_mm512_unpacklo_epi64(t0, t2), c->kv); /* blocks 0 .. 3 */
+        k[h][1] = _mm512_cmplt_epu32_mask(_mm512_unpackhi_epi64(t0, t2), c->kv); /* blocks 4 .. 7 */
+        k[h][2] = _mm512_cmplt_epu32_mask(_mm512_unpacklo_epi64(t1, t3), c->kv); /* blocks 8 .. 11 */
+        k[h][3] = _mm512_cmplt_epu32_mask(_mm512_unpackhi_epi64(t1, t3), c->kv); /* blocks 12 .. 15 */
     }
 }
-#endif
 
-#ifdef XD_HAVE_AVX2
-XD_AVX512 static inline void xd_keep_chunk_avx512_args(const xd_args *a, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+XD_AVX512 static inline void xd_keep_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+    __mmask16 k[2][4];
     (void)need;
-    xd_keep_chunk_avx512(first, a->step, a->seed, a->k, m);
+    xd_keep_avx512(c, first / 4, k);
+    for (int q = 0; q < 8; q++)
+        _mm512_storeu_si512((void *)(m + 16 * q), _mm512_maskz_mov_epi32(k[q / 4][q % 4], _mm512_set1_epi32(-1)));
 }
+
+XD_AVX512 static inline void xd_f32_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, const float *x, float *out,
+                                                  float scale) {
+    const __m512 s = _mm512_set1_ps(scale);
+    __mmask16 k[2][4];
+    xd_keep_avx512(c, first / 4, k);
+    for (int q = 0; q < 8; q++)
+        _mm512_storeu_ps(out + 16 * q, _mm512_maskz_mul_ps(k[q / 4][q % 4], _mm512_loadu_ps(x + 16 * q), s));
+}
+
+XD_AVX512 static inline void xd_f64_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, const double *x, double *out,
+                                                  double scale) {
+    const __m512d s = _mm512_set1_pd(scale);
+    __mmask16 k[2][4];
+    xd_keep_avx512(c, first / 4, k);
+    for (int q = 0; q < 8; q++) {
+        __mmask16 kq = k[q / 4][q % 4];
+        _mm512_storeu_pd(out + 16 * q, _mm512_maskz_mul_pd((__mmask8)kq, _mm512_loadu_pd(x + 16 * q), s));
+        _mm512_storeu_pd(out + 16 * q + 8, _mm512_maskz_mul_pd((__mmask8)(kq >> 8), _mm512_loadu_pd(x + 16 * q + 8), s));
+    }
+}
+/* ---- end of AVX-512F ---- */
 #endif
 
 /* Entries of a partial chunk's masks that are used: those below its end. */
@@ -575,8 +650,9 @@ XD_HOST_KERNELS(, XD_NO_ATTR, xd_args, xd_args_init, xd_keep_chunk_base, XD_FULL
 XD_HOST_KERNELS(_avx2, XD_AVX2, xd_ctx_avx2, xd_ctx_avx2_init, xd_keep_chunk_avx2,
                 xd_f32_chunk_avx2(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale),
                 xd_f64_chunk_avx2(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale))
-XD_HOST_KERNELS(_avx512, XD_AVX512, xd_args, xd_args_init, xd_keep_chunk_avx512_args,
-                XD_FULL_F32_VIA_MASKS(xd_keep_chunk_avx512_args), XD_FULL_F64_VIA_MASKS(xd_keep_chunk_avx512_args))
+XD_HOST_KERNELS(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_chunk_avx512,
+                xd_f32_chunk_avx512(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale),
+                xd_f64_chunk_avx512(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale))
 #endif
 
 /* Bit 0: base (always), bit 1: avx2, bit 2: avx512 (compiled in and run by this CPU: cpuid). */
