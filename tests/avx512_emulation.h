@@ -1,7 +1,7 @@
-/* Scalar stand-ins for the AVX-512F intrinsics that xd_keep_chunk_avx512 uses, with
- * Intel's documented semantics, so tests/test_kernels.py can run that function's
- * algorithm (lane order, counter carry, mask interleave) on a CPU without AVX-512
- * and compare it with the scalar xd_keep_chunk. */
+/* Scalar stand-ins for the AVX-512F intrinsics that the avx512 variant's chunk routines
+ * use, with Intel's documented semantics, so tests/test_kernels.py can run their
+ * algorithm (lane orders, counter carry, transposes, masked products) on a CPU without
+ * AVX-512 and compare it with the scalar xd_keep_chunk. */
 #include <stdint.h>
 #include <string.h>
 
@@ -90,3 +90,116 @@ static inline __m512i _mm512_maskz_mov_epi32(__mmask16 k, __m512i a) {
 }
 static inline __m512i _mm512_or_si512(__m512i a, __m512i b) { return a | b; }
 static inline void _mm512_storeu_si512(void *p, __m512i a) { memcpy(p, &a, 64); }
+
+/* For the rounds, the in-lane transposes and the masked products. */
+typedef float __m512 __attribute__((vector_size(64)));
+typedef double __m512d __attribute__((vector_size(64)));
+typedef uint8_t __mmask8;
+
+static inline __m512 _mm512_castsi512_ps(__m512i a) {
+    __m512 r;
+    memcpy(&r, &a, 64);
+    return r;
+}
+static inline __m512i _mm512_castps_si512(__m512 a) {
+    __m512i r;
+    memcpy(&r, &a, 64);
+    return r;
+}
+static inline __m512i _mm512_mullo_epi32(__m512i a, __m512i b) {
+    uint32_t x[16], y[16];
+    em_get32(a, x);
+    em_get32(b, y);
+    for (int i = 0; i < 16; i++) x[i] *= y[i];
+    return em_put32(x);
+}
+static inline __m512i _mm512_xor_si512(__m512i a, __m512i b) { return a ^ b; }
+static inline __m512i _mm512_ternarylogic_epi32(__m512i a, __m512i b, __m512i c, int imm) {
+    uint32_t x[16], y[16], z[16], r[16];
+    em_get32(a, x);
+    em_get32(b, y);
+    em_get32(c, z);
+    for (int i = 0; i < 16; i++) {
+        r[i] = 0;
+        for (int bit = 0; bit < 32; bit++) {
+            unsigned idx = (x[i] >> bit & 1) << 2 | (y[i] >> bit & 1) << 1 | (z[i] >> bit & 1);
+            r[i] |= (uint32_t)(imm >> idx & 1) << bit;
+        }
+    }
+    return em_put32(r);
+}
+/* Per 128-bit lane: a[imm 1:0], a[imm 3:2], b[imm 5:4], b[imm 7:6]. */
+static inline __m512 _mm512_shuffle_ps(__m512 a, __m512 b, int imm) {
+    uint32_t x[16], y[16], r[16];
+    memcpy(x, &a, 64);
+    memcpy(y, &b, 64);
+    for (int l = 0; l < 16; l += 4) {
+        r[l + 0] = x[l + (imm & 3)];
+        r[l + 1] = x[l + (imm >> 2 & 3)];
+        r[l + 2] = y[l + (imm >> 4 & 3)];
+        r[l + 3] = y[l + (imm >> 6 & 3)];
+    }
+    __m512 v;
+    memcpy(&v, r, 64);
+    return v;
+}
+/* Per 128-bit lane: lo interleaves elements 0, 1 of a and b, hi elements 2, 3 (epi64: element 0, 1). */
+static inline __m512i em_unpack32(__m512i a, __m512i b, int hi) {
+    uint32_t x[16], y[16], r[16];
+    em_get32(a, x);
+    em_get32(b, y);
+    for (int l = 0; l < 16; l += 4) {
+        r[l + 0] = x[l + 2 * hi];
+        r[l + 1] = y[l + 2 * hi];
+        r[l + 2] = x[l + 2 * hi + 1];
+        r[l + 3] = y[l + 2 * hi + 1];
+    }
+    return em_put32(r);
+}
+static inline __m512i em_unpack64(__m512i a, __m512i b, int hi) {
+    uint64_t x[8], y[8], r[8];
+    em_get64(a, x);
+    em_get64(b, y);
+    for (int l = 0; l < 8; l += 2) {
+        r[l + 0] = x[l + hi];
+        r[l + 1] = y[l + hi];
+    }
+    return em_put64(r);
+}
+static inline __m512i _mm512_unpacklo_epi32(__m512i a, __m512i b) { return em_unpack32(a, b, 0); }
+static inline __m512i _mm512_unpackhi_epi32(__m512i a, __m512i b) { return em_unpack32(a, b, 1); }
+static inline __m512i _mm512_unpacklo_epi64(__m512i a, __m512i b) { return em_unpack64(a, b, 0); }
+static inline __m512i _mm512_unpackhi_epi64(__m512i a, __m512i b) { return em_unpack64(a, b, 1); }
+static inline __m512 _mm512_set1_ps(float v) {
+    __m512 r;
+    for (int i = 0; i < 16; i++) r[i] = v;
+    return r;
+}
+static inline __m512d _mm512_set1_pd(double v) {
+    __m512d r;
+    for (int i = 0; i < 8; i++) r[i] = v;
+    return r;
+}
+static inline __m512 _mm512_loadu_ps(const void *p) {
+    __m512 r;
+    memcpy(&r, p, 64);
+    return r;
+}
+static inline __m512d _mm512_loadu_pd(const void *p) {
+    __m512d r;
+    memcpy(&r, p, 64);
+    return r;
+}
+static inline void _mm512_storeu_ps(void *p, __m512 a) { memcpy(p, &a, 64); }
+static inline void _mm512_storeu_pd(void *p, __m512d a) { memcpy(p, &a, 64); }
+/* Lanes whose mask bit is clear are +0. */
+static inline __m512 _mm512_maskz_mul_ps(__mmask16 k, __m512 a, __m512 b) {
+    __m512 r;
+    for (int i = 0; i < 16; i++) r[i] = (k >> i & 1) ? a[i] * b[i] : 0.0f;
+    return r;
+}
+static inline __m512d _mm512_maskz_mul_pd(__mmask8 k, __m512d a, __m512d b) {
+    __m512d r;
+    for (int i = 0; i < 8; i++) r[i] = (k >> i & 1) ? a[i] * b[i] : 0.0;
+    return r;
+}

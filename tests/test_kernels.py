@@ -9,6 +9,7 @@ index logic the GPU runs.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import shutil
 import subprocess
 import threading
@@ -216,7 +217,32 @@ def test_compiled_variant_masks_match_reference(variant):
                     assert np.array_equal(got, keep_flat(xp_np, start, n, seed, step, k, None)), (variant, start, n)
 
 
-# The AVX-512 chunk routine against the scalar one: edge and random counters, keys and thresholds.
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_variant_dropout_at_edge_starts(variant, dtype):
+    """The C entry points at flat starts across a carry into the block's high word and up to 2**64 - 1:
+    whole chunks (AVX2 applies its masks from registers, with a shortcut where no lane carries) and
+    partial ones (which compute only the passes they use), for every kind of threshold (0 and 2**32
+    skip Philox)."""
+    kernels = _native.library()
+    fn = kernels.xd_dropout_f32 if dtype == "float32" else kernels.xd_dropout_f64
+    x = random_input((700,), dtype, seed=5)
+    scale = 1.75
+    # Chunks (32 blocks; partial ones in passes of 16) that end at block 2**32 or carry into it at a lane.
+    starts = [*EDGE_STARTS, *(4 * (2**32 - d) for d in (3, 13, 15, 16, 31, 32, 40, 128))]
+    # Sizes that end a partial chunk within, at and past its first pass of 64 elements.
+    for start, size in itertools.product(starts, (x.size, 29, 64, 97)):
+        n = min(size, 2**64 - start)
+        for k in (0, 1, keep_count(0.3), 2**32 - 1, 2**32):
+            for seed, step in SEEDS[1:]:
+                out = np.full(n, 7, dtype)
+                fn(x.ctypes.data, out.ctypes.data, start, n, seed, step, k, scale)
+                keep = keep_flat(xp_np, start, n, seed, step, k, None)
+                want = np.where(keep, x[:n] * x.dtype.type(scale), x.dtype.type(0))
+                assert out.tobytes() == want.tobytes(), (variant, dtype, start, k, seed)
+
+
+# The AVX-512 chunk routines against the scalar one: edge and random counters, keys and thresholds
+# (K in [1, 2**32 - 1]: the kernels split off 0 and 2**32), masks and both products.
 AVX512_MAIN = r"""
 #include <stdio.h>
 static xd_u64 rng_state = 0x9E3779B97F4A7C15u;
@@ -227,21 +253,37 @@ static xd_u64 next64(void) {
 }
 int main(void) {
     const xd_u64 firsts[] = {0, 4, 128, 4 * (((xd_u64)1 << 32) - 20), 4 * (((xd_u64)1 << 32) - 1),
-                             ((xd_u64)1 << 63) - 4, (xd_u64)0 - 128};
-    const xd_u64 ks[] = {0, 1, (xd_u64)1 << 31, ((xd_u64)1 << 32) - 1, (xd_u64)1 << 32, 3000000000u};
+                             4 * (((xd_u64)1 << 32) - 32), ((xd_u64)1 << 63) - 4, (xd_u64)0 - 128};
+    const xd_u64 ks[] = {1, 2, (xd_u64)1 << 31, ((xd_u64)1 << 32) - 1, 0x7FFFFFFF, 3000000000u};
     const xd_u64 keys[] = {0, (xd_u64)0 - 1, 0xDEADBEEF00000005u};
     xd_u32 a[XD_CHUNK], b[XD_CHUNK];
+    float xf[XD_CHUNK], of[XD_CHUNK], wf[XD_CHUNK];
+    double xd[XD_CHUNK], od[XD_CHUNK], wd[XD_CHUNK];
+    for (int e = 0; e < XD_CHUNK; e++) {
+        xf[e] = e % 7 == 3 ? -0.0f : (float)(e - 60) / 7.0f;
+        xd[e] = e % 5 == 1 ? -0.0 : (double)(e - 50) / 3.0;
+    }
+    xf[9] = __builtin_nanf(""), xd[9] = __builtin_nan("");
     int n = 0;
-    for (int r = 0; r < 2000 + 7 * 6 * 9; r++) {
+    for (int r = 0; r < 2000 + 8 * 6 * 9; r++) {
         xd_u64 first, step, seed, k;
-        if (r < 7 * 6 * 9) {
-            first = firsts[r % 7], k = ks[r / 7 % 6], seed = keys[r / 42 % 3], step = keys[r / 126 % 3];
+        if (r < 8 * 6 * 9) {
+            first = firsts[r % 8], k = ks[r / 8 % 6], seed = keys[r / 48 % 3], step = keys[r / 144 % 3];
         } else {
-            first = next64() & ~(xd_u64)3, step = next64(), seed = next64(), k = next64() % (((xd_u64)1 << 32) + 1);
+            first = next64() & ~(xd_u64)3, step = next64(), seed = next64(), k = next64() % (((xd_u64)1 << 32) - 1) + 1;
         }
+        if (r % 3 == 0) first = (xd_u64)(4 * (((xd_u64)1 << 32) - (r / 3) % 40)); /* carries at every lane */
+        xd_ctx_avx512 c;
+        xd_ctx_avx512_init(&c, seed, step, k);
         xd_keep_chunk(first, step, seed, k, a);
-        xd_keep_chunk_avx512(first, step, seed, k, b);
-        if (memcmp(a, b, sizeof a) != 0) {
+        xd_keep_chunk_avx512(&c, first, XD_CHUNK, b);
+        xd_f32_chunk_avx512(&c, first, xf, of, 1.5f);
+        xd_f64_chunk_avx512(&c, first, xd, od, 1.5);
+        for (int e = 0; e < XD_CHUNK; e++) {
+            wf[e] = a[e] ? xf[e] * 1.5f : 0.0f;
+            wd[e] = a[e] ? xd[e] * 1.5 : 0.0;
+        }
+        if (memcmp(a, b, sizeof a) != 0 || memcmp(of, wf, sizeof of) != 0 || memcmp(od, wd, sizeof od) != 0) {
             printf("differ: first=%llu step=%llu seed=%llu k=%llu\n", (unsigned long long)first,
                    (unsigned long long)step, (unsigned long long)seed, (unsigned long long)k);
             return 1;
@@ -255,8 +297,9 @@ int main(void) {
 
 
 def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
-    """The AVX-512 variant's keep-mask routine, its intrinsics replaced by scalar stand-ins
-    (tests/avx512_emulation.h), against the scalar routine: its algorithm is checked on any CPU.
+    """The AVX-512 variant's chunk routines (masks, float32 and float64 products), their intrinsics
+    replaced by scalar stand-ins (tests/avx512_emulation.h), against the scalar routine: their
+    algorithm is checked on any CPU.
 
     On a CPU with AVX-512F the variant itself runs in the tests above (the ``variant`` fixture).
     """
@@ -265,8 +308,8 @@ def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
         pytest.skip("no C compiler to build the emulation harness")
     text = Path(_native.SOURCE).read_text()
     head = text[: text.index("#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))")]
-    start = text.index("#define XD_MULHILO_AVX512")
-    body = text[start : text.index("#endif", start)]
+    start = text.index("/* ---- AVX-512F")
+    body = text[start : text.index("/* ---- end of AVX-512F ---- */")]
     harness = tmp_path / "avx512_harness.c"
     emulation = Path(__file__).with_name("avx512_emulation.h")
     harness.write_text(f'{head}\n#include "{emulation}"\n#define XD_AVX512\n{body}\n#endif\n{AVX512_MAIN}')
@@ -274,7 +317,7 @@ def test_avx512_chunk_equals_the_scalar_chunk_under_emulation(tmp_path):
     subprocess.run([cc, "-O1", "-std=gnu99", "-o", str(exe), str(harness)], check=True, capture_output=True)
     run = subprocess.run([str(exe)], capture_output=True, text=True, check=False, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.strip() == f"{2000 + 7 * 6 * 9} chunks equal"
+    assert run.stdout.strip() == f"{2000 + 8 * 6 * 9} chunks equal"
 
 
 def call_with_timeout(fn, seconds=60):

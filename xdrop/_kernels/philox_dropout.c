@@ -140,17 +140,61 @@ extern "C" __global__ void xd_dropout_vec(const XD_T *x, XD_T *out, xd_u64 n, xd
 /* Philox words of one block (for the tests: the scalar routine the GPU runs). */
 void xd_block_words(xd_u64 block, xd_u64 step, xd_u64 seed, xd_u32 *w) { xd_philox10(block, step, seed, w); }
 
-/* Keep masks (all ones: keep, zero: drop) of the elements of the chunk of
- * XD_CHUNK flat indices that starts at first (a multiple of 4). K = 2^32
- * (keep all) is split off so that the compare stays 32-bit and vectorises. */
+/* Keep masks (all ones: keep, zero: drop) of the elements of the first nb
+ * blocks of the chunk of XD_CHUNK flat indices that starts at first (a
+ * multiple of 4). Counter word j of every block in array cj, a loop over the
+ * blocks per round: the compiler vectorises it with the baseline ISA (one
+ * block at a time does not). K = 2^32 (keep all) is split off so that the
+ * compare stays 32-bit and vectorises. */
 #define XD_CHUNK 128
-static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
-    xd_u32 k32 = (xd_u32)k, all = (xd_u32)0 - (xd_u32)(k >> 32);
-    for (int j = 0; j < XD_CHUNK / 4; j++) {
-        xd_u32 w[4];
-        xd_philox10(first / 4 + (xd_u64)j, step, seed, w);
-        for (int l = 0; l < 4; l++) m[4 * j + l] = ((xd_u32)0 - (xd_u32)(w[l] < k32)) | all;
+static inline void xd_keep_blocks(xd_u64 first, int nb, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
+    enum { NB = XD_CHUNK / 4 };
+    xd_u32 c0[NB], c1[NB], c2[NB], c3[NB];
+    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), k32 = (xd_u32)k, all = (xd_u32)0 - (xd_u32)(k >> 32);
+    for (int j = 0; j < nb; j++) {
+        xd_u64 b = first / 4 + (xd_u64)j;
+        c0[j] = (xd_u32)b;
+        c1[j] = (xd_u32)(b >> 32);
+        c2[j] = (xd_u32)step;
+        c3[j] = (xd_u32)(step >> 32);
     }
+    for (int r = 0; r < 10; r++) {
+        for (int j = 0; j < nb; j++) {
+            xd_u64 p0 = (xd_u64)c0[j] * XD_M0, p1 = (xd_u64)c2[j] * XD_M1;
+            c0[j] = (xd_u32)(p1 >> 32) ^ c1[j] ^ k0;
+            c1[j] = (xd_u32)p1;
+            c2[j] = (xd_u32)(p0 >> 32) ^ c3[j] ^ k1;
+            c3[j] = (xd_u32)p0;
+        }
+        k0 += XD_W0;
+        k1 += XD_W1;
+    }
+    for (int j = 0; j < nb; j++) {
+        m[4 * j + 0] = ((xd_u32)0 - (xd_u32)(c0[j] < k32)) | all;
+        m[4 * j + 1] = ((xd_u32)0 - (xd_u32)(c1[j] < k32)) | all;
+        m[4 * j + 2] = ((xd_u32)0 - (xd_u32)(c2[j] < k32)) | all;
+        m[4 * j + 3] = ((xd_u32)0 - (xd_u32)(c3[j] < k32)) | all;
+    }
+}
+
+/* A whole chunk's (the scalar reference for tests/test_kernels.py's AVX-512 check). */
+static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
+    xd_keep_blocks(first, XD_CHUNK / 4, step, seed, k, m);
+}
+
+/* The arguments fixed for one call, as the base variant's chunk routine takes them. */
+typedef struct {
+    xd_u64 seed, step, k;
+} xd_args;
+
+static inline void xd_args_init(xd_args *a, xd_u64 seed, xd_u64 step, xd_u64 k) {
+    a->seed = seed;
+    a->step = step;
+    a->k = k;
+}
+
+static inline void xd_keep_chunk_base(const xd_args *a, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+    xd_keep_blocks(first, (need + 3) / 4, a->step, a->seed, a->k, m);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -158,133 +202,359 @@ static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 
 #include <immintrin.h>
 #define XD_AVX2 __attribute__((target("avx2")))
 
-/* hi and lo halves of the eight products a * m (m a constant): the even and
- * odd 32-bit lanes each take one 32x32->64-bit multiply. */
-#define XD_MULHILO_AVX2(a, m, hi, lo)                                                  \
-    do {                                                                               \
-        __m256i xd_m = _mm256_set1_epi32((int)(m));                                    \
-        __m256i xd_even = _mm256_mul_epu32((a), xd_m);                                 \
-        __m256i xd_odd = _mm256_mul_epu32(_mm256_srli_epi64((a), 32), xd_m);           \
-        lo = _mm256_blend_epi32(xd_even, _mm256_slli_epi64(xd_odd, 32), 0xAA);         \
-        hi = _mm256_blend_epi32(_mm256_srli_epi64(xd_even, 32), xd_odd, 0xAA);         \
-    } while (0)
+/* AVX2: counter word j of 8 blocks per register. A 32x32-bit multiply takes
+ * the even lanes' and the odd lanes' 64-bit products (e, o); its lo half is
+ * mullo, one op, and its hi half one shufps of e and o, which leaves the
+ * lanes of each 128-bit half in order 0, 2, 1, 3 (call that permutation P).
+ * Rather than undo P (two more ops), the words alternate between a lane order
+ * and P of it, which the round keeps consistent when c1 and c3 start in P of
+ * c0's order; the last round takes its lo halves by shufps too, which puts
+ * every word back in c0's order. Per round and 8 blocks: 6 multiplies, 4
+ * shuffles and 4 xors (14 ops; the plain way, natural lane order throughout:
+ * 4 multiplies, 6 shifts, 4 blends and 4 xors). */
+#define XD_SHUFPS(a, b, imm) \
+    _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), imm))
+#define XD_PROD_AVX2(a, m, e, o) \
+    (e = _mm256_mul_epu32((a), (m)), o = _mm256_mul_epu32(_mm256_srli_epi64((a), 32), (m)))
+#define XD_HI_AVX2(e, o) XD_SHUFPS(e, o, 0xDD)
+#define XD_LO_AVX2(e, o) XD_SHUFPS(e, o, 0x88)
 
-/* The same masks as xd_keep_chunk: counter word j of blocks b .. b + 7 in
- * register c[h][j] (four independent groups h of 8 blocks hide the multiply's
- * latency), then a 4x8 transpose into element order. */
-XD_AVX2 static inline void xd_keep_chunk_avx2(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k,
-                                               xd_u32 m[XD_CHUNK]) {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i bias = _mm256_set1_epi32((int)0x80000000u); /* unsigned compare via signed */
-    const __m256i kb = _mm256_set1_epi32((int)((xd_u32)k ^ 0x80000000u));
-    const __m256i all = _mm256_set1_epi32((int)((xd_u32)0 - (xd_u32)(k >> 32)));
-    __m256i c[4][4];
-    for (int h = 0; h < 4; h++) {
-        xd_u64 b = first / 4 + 8 * (xd_u64)h;
-        __m256i lo0 = _mm256_set1_epi32((int)(xd_u32)b);
-        __m256i c0 = _mm256_add_epi32(lo0, lanes);
-        /* lanes whose low word wrapped carry into the high word: wrapped means c0 < lo0 */
-        __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(lo0, bias), _mm256_xor_si256(c0, bias));
-        c[h][0] = c0;
-        c[h][1] = _mm256_sub_epi32(_mm256_set1_epi32((int)(xd_u32)(b >> 32)), carry);
-        c[h][2] = _mm256_set1_epi32((int)(xd_u32)step);
-        c[h][3] = _mm256_set1_epi32((int)(xd_u32)(step >> 32));
-    }
-    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32);
+/* Groups of 8 blocks whose rounds interleave (to hide the multiply latency):
+ * a whole chunk in one pass (4 groups: some spills, but the fastest), a
+ * partial one in passes of 2 groups (the fewest wasted blocks). */
+#define XD_AVX2_GROUPS 4
+#define XD_AVX2_PART_GROUPS 2
+
+/* What the AVX2 routines take, fixed for one call. Round 1 sees counter words
+ * 2 and 3 (the step) equal in every lane, so its multiply of c2 is a scalar
+ * one; where word 1 (the block's high word) is too, so is round 2's of c0.
+ * The compare is signed, on words ^ 2^31: the last round's keys carry that
+ * bias. K is in [1, 2^32 - 1] (the kernels split off 0 and 2^32). */
+typedef struct {
+    __m256i key[10][2];  /* round keys */
+    __m256i x0, l1, x2;  /* round 1: c0 = c1 ^ x0, c1 = l1, c2 = hi(c0 * M0) ^ x2 */
+    __m256i l1k0;        /* round 2: c1 ^ key */
+    __m256i bias, kb;    /* 2^31, K ^ 2^31 */
+    xd_u32 h1k0, k1_1;   /* round 1's hi(c2 * M1) ^ key, round 2's key word 1 */
+} xd_ctx_avx2;
+
+XD_AVX2 static inline void xd_ctx_avx2_init(xd_ctx_avx2 *c, xd_u64 seed, xd_u64 step, xd_u64 k) {
+    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), hi, lo;
     for (int r = 0; r < 10; r++) {
-        __m256i kv0 = _mm256_set1_epi32((int)k0), kv1 = _mm256_set1_epi32((int)k1);
-        for (int h = 0; h < 4; h++) XD_ROUND(__m256i, XD_MULHILO_AVX2, c[h][0], c[h][1], c[h][2], c[h][3], kv0, kv1);
-        k0 += XD_W0;
-        k1 += XD_W1;
+        xd_u32 bias = r == 9 ? 0x80000000u : 0;
+        c->key[r][0] = _mm256_set1_epi32((int)((k0 + (xd_u32)r * XD_W0) ^ bias));
+        c->key[r][1] = _mm256_set1_epi32((int)((k1 + (xd_u32)r * XD_W1) ^ bias));
     }
-    for (int h = 0; h < 4; h++) {
-        __m256i w[4];
-        for (int j = 0; j < 4; j++) w[j] = _mm256_or_si256(_mm256_cmpgt_epi32(kb, _mm256_xor_si256(c[h][j], bias)), all);
-        __m256i t0 = _mm256_unpacklo_epi32(w[0], w[1]), t1 = _mm256_unpackhi_epi32(w[0], w[1]);
-        __m256i t2 = _mm256_unpacklo_epi32(w[2], w[3]), t3 = _mm256_unpackhi_epi32(w[2], w[3]);
-        __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2); /* blocks 0,4 | 1,5 */
-        __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3); /* blocks 2,6 | 3,7 */
-        __m256i *dst = (__m256i *)(void *)(m + 32 * h);
-        _mm256_storeu_si256(dst + 0, _mm256_permute2x128_si256(u0, u1, 0x20));
-        _mm256_storeu_si256(dst + 1, _mm256_permute2x128_si256(u2, u3, 0x20));
-        _mm256_storeu_si256(dst + 2, _mm256_permute2x128_si256(u0, u1, 0x31));
-        _mm256_storeu_si256(dst + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
+    XD_MULHILO((xd_u32)step, XD_M1, hi, lo);
+    c->h1k0 = hi ^ k0;
+    c->k1_1 = k1 + XD_W1;
+    c->x0 = _mm256_set1_epi32((int)(hi ^ k0));
+    c->l1 = _mm256_set1_epi32((int)lo);
+    c->l1k0 = _mm256_set1_epi32((int)(lo ^ (k0 + XD_W0)));
+    c->x2 = _mm256_set1_epi32((int)((xd_u32)(step >> 32) ^ k1));
+    c->bias = _mm256_set1_epi32((int)0x80000000u);
+    c->kb = _mm256_set1_epi32((int)((xd_u32)k ^ 0x80000000u));
+}
+
+/* One round on group h's words with round keys (kv0, kv1); LO(a, m, e, o)
+ * forms the lo halves. */
+#define XD_ROUND_AVX2(h, kv0, kv1, LO)                                             \
+    do {                                                                           \
+        __m256i xd_e0, xd_o0, xd_e1, xd_o1, xd_l0, xd_l1;                          \
+        XD_PROD_AVX2(c0[h], m0, xd_e0, xd_o0);                                     \
+        XD_PROD_AVX2(c2[h], m1, xd_e1, xd_o1);                                     \
+        xd_l0 = LO(c0[h], m0, xd_e0, xd_o0);                                       \
+        xd_l1 = LO(c2[h], m1, xd_e1, xd_o1);                                       \
+        c0[h] = _mm256_xor_si256(XD_HI_AVX2(xd_e1, xd_o1), _mm256_xor_si256(c1[h], kv0)); \
+        c2[h] = _mm256_xor_si256(XD_HI_AVX2(xd_e0, xd_o0), _mm256_xor_si256(c3[h], kv1)); \
+        c1[h] = xd_l1;                                                             \
+        c3[h] = xd_l0;                                                             \
+    } while (0)
+#define XD_LO_MULLO(a, m, e, o) _mm256_mullo_epi32(a, m)
+#define XD_LO_SHUF(a, m, e, o) XD_LO_AVX2(e, o)
+
+/* Philox words of the 8 * groups blocks from block b: w[h][j] holds
+ * word j of group h, whose lane i is block b + 8h + (0, 2, 4, 6, 1, 3, 5,
+ * 7)[i], an order in which the 4x8 transpose to element order needs only
+ * in-half unpacks. Words 0 and 2 come out ^ 2^31. */
+XD_AVX2 static inline __attribute__((always_inline)) void xd_words_avx2(const xd_ctx_avx2 *c, xd_u64 b, int groups,
+                                                                         __m256i w[XD_AVX2_GROUPS][4]) {
+    const __m256i m0 = _mm256_set1_epi32((int)XD_M0), m1 = _mm256_set1_epi32((int)XD_M1);
+    const __m256i lanes = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    __m256i c0[XD_AVX2_GROUPS], c1[XD_AVX2_GROUPS], c2[XD_AVX2_GROUPS], c3[XD_AVX2_GROUPS];
+    xd_u32 blo = (xd_u32)b, bhi = (xd_u32)(b >> 32);
+    __m256i lo = _mm256_set1_epi32((int)blo);
+    if (blo <= 0xFFFFFFFFu - (8 * (xd_u32)groups - 1)) {
+        /* No carry into the high word: rounds 1 and 2 with their scalar multiplies. */
+        xd_u32 hu, lu;
+        XD_MULHILO(bhi ^ c->h1k0, XD_M0, hu, lu);
+        __m256i x2 = _mm256_set1_epi32((int)(hu ^ c->k1_1)), l3 = _mm256_set1_epi32((int)lu);
+        for (int h = 0; h < groups; h++) {
+            __m256i a = _mm256_add_epi32(lo, _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * h))), e, o;
+            XD_PROD_AVX2(a, m0, e, o);
+            __m256i t2 = _mm256_xor_si256(XD_HI_AVX2(e, o), c->x2), t3 = _mm256_mullo_epi32(a, m0);
+            XD_PROD_AVX2(t2, m1, e, o);
+            c0[h] = _mm256_xor_si256(XD_HI_AVX2(e, o), c->l1k0);
+            c1[h] = _mm256_mullo_epi32(t2, m1);
+            c2[h] = _mm256_xor_si256(t3, x2);
+            c3[h] = l3;
+        }
+    } else {
+        for (int h = 0; h < groups; h++) {
+            __m256i a = _mm256_add_epi32(lo, _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * h))), e, o;
+            /* c1 in order P: a lane whose low word wrapped (is below lo) carries into the high word */
+            __m256i ap = _mm256_add_epi32(lo, _mm256_setr_epi32(8 * h, 8 * h + 4, 8 * h + 2, 8 * h + 6, 8 * h + 1,
+                                                                 8 * h + 5, 8 * h + 3, 8 * h + 7));
+            __m256i carry = _mm256_cmpgt_epi32(_mm256_xor_si256(lo, c->bias), _mm256_xor_si256(ap, c->bias));
+            __m256i a1 = _mm256_sub_epi32(_mm256_set1_epi32((int)bhi), carry);
+            XD_PROD_AVX2(a, m0, e, o); /* round 1 */
+            c0[h] = _mm256_xor_si256(a1, c->x0);
+            c1[h] = c->l1;
+            c2[h] = _mm256_xor_si256(XD_HI_AVX2(e, o), c->x2);
+            c3[h] = _mm256_mullo_epi32(a, m0);
+            XD_ROUND_AVX2(h, c->key[1][0], c->key[1][1], XD_LO_MULLO);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 2; r < 9; r++)
+        for (int h = 0; h < groups; h++) XD_ROUND_AVX2(h, c->key[r][0], c->key[r][1], XD_LO_MULLO);
+    for (int h = 0; h < groups; h++) {
+        XD_ROUND_AVX2(h, c->key[9][0], c->key[9][1], XD_LO_SHUF);
+        w[h][0] = c0[h];
+        w[h][1] = c1[h];
+        w[h][2] = c2[h];
+        w[h][3] = c3[h];
+    }
+}
+
+/* The 32-bit keep masks of one group's words w (from xd_words_avx2). */
+#define XD_KEEP_AVX2(c, w, j) \
+    _mm256_cmpgt_epi32((c)->kb, (j) % 2 ? _mm256_xor_si256((w)[j], (c)->bias) : (w)[j])
+
+/* One group's keep masks in element order: u[r] holds elements 8r .. 8r + 7. */
+XD_AVX2 static inline void xd_group_masks_avx2(const xd_ctx_avx2 *c, const __m256i w[4], __m256i u[4]) {
+    __m256i m0 = XD_KEEP_AVX2(c, w, 0), m1 = XD_KEEP_AVX2(c, w, 1);
+    __m256i m2 = XD_KEEP_AVX2(c, w, 2), m3 = XD_KEEP_AVX2(c, w, 3);
+    __m256i t0 = _mm256_unpacklo_epi32(m0, m1), t1 = _mm256_unpackhi_epi32(m0, m1); /* lanes 0, 1 | 4, 5 */
+    __m256i t2 = _mm256_unpacklo_epi32(m2, m3), t3 = _mm256_unpackhi_epi32(m2, m3); /* lanes 2, 3 | 6, 7 */
+    u[0] = _mm256_unpacklo_epi64(t0, t2); /* blocks 0 | 1 */
+    u[1] = _mm256_unpackhi_epi64(t0, t2); /* blocks 2 | 3 */
+    u[2] = _mm256_unpacklo_epi64(t1, t3); /* blocks 4 | 5 */
+    u[3] = _mm256_unpackhi_epi64(t1, t3); /* blocks 6 | 7 */
+}
+
+/* A chunk's masks in xd_keep_chunk's form (the partial chunks, xd_mask). */
+XD_AVX2 static inline void xd_keep_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+    for (int g = 0; g < XD_CHUNK / 32 && 32 * g < need; g += XD_AVX2_PART_GROUPS) {
+        __m256i w[XD_AVX2_GROUPS][4], u[4];
+        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, XD_AVX2_PART_GROUPS, w);
+        for (int h = 0; h < XD_AVX2_PART_GROUPS; h++) {
+            xd_group_masks_avx2(c, w[h], u);
+            for (int r = 0; r < 4; r++) _mm256_storeu_si256((__m256i *)(void *)(m + 32 * (g + h) + 8 * r), u[r]);
+        }
+    }
+}
+
+/* A whole chunk of dropout, the masks applied from registers. */
+XD_AVX2 static inline void xd_f32_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first, const float *x, float *out,
+                                              float scale) {
+    const __m256 s = _mm256_set1_ps(scale);
+    for (int g = 0; g < XD_CHUNK / 32; g += XD_AVX2_GROUPS) {
+        __m256i w[XD_AVX2_GROUPS][4], u[4];
+        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, XD_AVX2_GROUPS, w);
+        for (int h = 0; h < XD_AVX2_GROUPS; h++) {
+            xd_group_masks_avx2(c, w[h], u);
+            for (int r = 0; r < 4; r++) {
+                int e = 32 * (g + h) + 8 * r;
+                __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + e), s);
+                _mm256_storeu_ps(out + e, _mm256_and_ps(v, _mm256_castsi256_ps(u[r])));
+            }
+        }
+    }
+}
+
+/* Float64 takes 64-bit masks, one block per register: the first unpack
+ * stage, its 128-bit halves recombined, then each mask doubled. */
+XD_AVX2 static inline void xd_f64_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first, const double *x, double *out,
+                                              double scale) {
+    static const int blocks[8] = {0, 2, 1, 3, 4, 6, 5, 7}; /* d[q]'s block */
+    const __m256d s = _mm256_set1_pd(scale);
+    for (int g = 0; g < XD_CHUNK / 32; g += XD_AVX2_GROUPS) {
+        __m256i w[XD_AVX2_GROUPS][4];
+        xd_words_avx2(c, first / 4 + 8 * (xd_u64)g, XD_AVX2_GROUPS, w);
+        for (int h = 0; h < XD_AVX2_GROUPS; h++) {
+            __m256i m0 = XD_KEEP_AVX2(c, w[h], 0), m1 = XD_KEEP_AVX2(c, w[h], 1);
+            __m256i m2 = XD_KEEP_AVX2(c, w[h], 2), m3 = XD_KEEP_AVX2(c, w[h], 3);
+            __m256i t0 = _mm256_unpacklo_epi32(m0, m1), t1 = _mm256_unpackhi_epi32(m0, m1);
+            __m256i t2 = _mm256_unpacklo_epi32(m2, m3), t3 = _mm256_unpackhi_epi32(m2, m3);
+            __m256i v[4] = {_mm256_permute2x128_si256(t0, t2, 0x20), _mm256_permute2x128_si256(t0, t2, 0x31),
+                            _mm256_permute2x128_si256(t1, t3, 0x20), _mm256_permute2x128_si256(t1, t3, 0x31)};
+            for (int q = 0; q < 8; q++) {
+                __m256i d = q % 2 ? _mm256_unpackhi_epi32(v[q / 2], v[q / 2]) : _mm256_unpacklo_epi32(v[q / 2], v[q / 2]);
+                int e = 32 * (g + h) + 4 * blocks[q];
+                __m256d p = _mm256_mul_pd(_mm256_loadu_pd(x + e), s);
+                _mm256_storeu_pd(out + e, _mm256_and_pd(p, _mm256_castsi256_pd(d)));
+            }
+        }
     }
 }
 
 #define XD_AVX512 __attribute__((target("avx512f")))
 
-#define XD_MULHILO_AVX512(a, m, hi, lo)                                              \
-    do {                                                                             \
-        __m512i xd_m = _mm512_set1_epi32((int)(m));                                  \
-        __m512i xd_even = _mm512_mul_epu32((a), xd_m);                               \
-        __m512i xd_odd = _mm512_mul_epu32(_mm512_srli_epi64((a), 32), xd_m);         \
-        lo = _mm512_mask_blend_epi32(0xAAAA, xd_even, _mm512_slli_epi64(xd_odd, 32)); \
-        hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(xd_even, 32), xd_odd); \
+/* ---- AVX-512F: the AVX2 scheme on 16 blocks per register, in two groups
+ * (tests/test_kernels.py compiles the text from here to the end marker with
+ * tests/avx512_emulation.h's scalar stand-ins for the intrinsics). The three-way
+ * xors are one ternlog each; the words are transposed to element order before
+ * the compare, whose mask registers then drive zero-masked products. ---- */
+#define XD_SHUFPS512(a, b, imm) \
+    _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), imm))
+#define XD_PROD_AVX512(a, m, e, o) \
+    (e = _mm512_mul_epu32((a), (m)), o = _mm512_mul_epu32(_mm512_srli_epi64((a), 32), (m)))
+#define XD_XOR3_512(a, b, c) _mm512_ternarylogic_epi32((a), (b), (c), 0x96)
+
+typedef struct {
+    __m512i key[10][2];
+    __m512i x0, l1, x2, l1k0; /* as in xd_ctx_avx2 */
+    __m512i kv;               /* K, in [1, 2^32 - 1] */
+    xd_u32 h1k0, k1_1;
+} xd_ctx_avx512;
+
+XD_AVX512 static inline void xd_ctx_avx512_init(xd_ctx_avx512 *c, xd_u64 seed, xd_u64 step, xd_u64 k) {
+    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), hi, lo;
+    for (int r = 0; r < 10; r++) {
+        c->key[r][0] = _mm512_set1_epi32((int)(k0 + (xd_u32)r * XD_W0));
+        c->key[r][1] = _mm512_set1_epi32((int)(k1 + (xd_u32)r * XD_W1));
+    }
+    XD_MULHILO((xd_u32)step, XD_M1, hi, lo);
+    c->h1k0 = hi ^ k0;
+    c->k1_1 = k1 + XD_W1;
+    c->x0 = _mm512_set1_epi32((int)(hi ^ k0));
+    c->l1 = _mm512_set1_epi32((int)lo);
+    c->l1k0 = _mm512_set1_epi32((int)(lo ^ (k0 + XD_W0)));
+    c->x2 = _mm512_set1_epi32((int)((xd_u32)(step >> 32) ^ k1));
+    c->kv = _mm512_set1_epi32((int)(xd_u32)k);
+}
+
+#define XD_ROUND_AVX512(h, kv0, kv1, LAST)                                                   \
+    do {                                                                                     \
+        __m512i xd_e0, xd_o0, xd_e1, xd_o1, xd_l0, xd_l1;                                    \
+        XD_PROD_AVX512(c0[h], m0, xd_e0, xd_o0);                                             \
+        XD_PROD_AVX512(c2[h], m1, xd_e1, xd_o1);                                             \
+        xd_l0 = (LAST) ? XD_SHUFPS512(xd_e0, xd_o0, 0x88) : _mm512_mullo_epi32(c0[h], m0);   \
+        xd_l1 = (LAST) ? XD_SHUFPS512(xd_e1, xd_o1, 0x88) : _mm512_mullo_epi32(c2[h], m1);   \
+        c0[h] = XD_XOR3_512(XD_SHUFPS512(xd_e1, xd_o1, 0xDD), c1[h], kv0);                  \
+        c2[h] = XD_XOR3_512(XD_SHUFPS512(xd_e0, xd_o0, 0xDD), c3[h], kv1);                  \
+        c1[h] = xd_l1;                                                                       \
+        c3[h] = xd_l0;                                                                       \
     } while (0)
 
-/* The same masks as xd_keep_chunk: counter word j of blocks b .. b + 15 in
- * c[h][j] (two groups h of 16 blocks), compared under a mask register, then
- * interleaved into element order through a small buffer (AVX-512F only). */
-XD_AVX512 static inline void xd_keep_chunk_avx512(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k,
-                                                   xd_u32 m[XD_CHUNK]) {
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i kv = _mm512_set1_epi32((int)(xd_u32)k);
-    const __m512i ones = _mm512_set1_epi32(-1);
-    const xd_u32 all = (xd_u32)0 - (xd_u32)(k >> 32);
-    __m512i c[2][4];
-    for (int h = 0; h < 2; h++) {
-        xd_u64 b = first / 4 + 16 * (xd_u64)h;
-        __m512i lo0 = _mm512_set1_epi32((int)(xd_u32)b);
-        __m512i c0 = _mm512_add_epi32(lo0, lanes);
-        __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, lo0); /* low word wrapped: carry into the high word */
-        c[h][0] = c0;
-        c[h][1] = _mm512_mask_add_epi32(_mm512_set1_epi32((int)(xd_u32)(b >> 32)), wrapped,
-                                        _mm512_set1_epi32((int)(xd_u32)(b >> 32)), _mm512_set1_epi32(1));
-        c[h][2] = _mm512_set1_epi32((int)(xd_u32)step);
-        c[h][3] = _mm512_set1_epi32((int)(xd_u32)(step >> 32));
-    }
-    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        __m512i kv0 = _mm512_set1_epi32((int)k0), kv1 = _mm512_set1_epi32((int)k1);
-        for (int h = 0; h < 2; h++) XD_ROUND(__m512i, XD_MULHILO_AVX512, c[h][0], c[h][1], c[h][2], c[h][3], kv0, kv1);
-        k0 += XD_W0;
-        k1 += XD_W1;
-    }
-    for (int h = 0; h < 2; h++) {
-        xd_u32 t[4][16];
-        for (int j = 0; j < 4; j++) {
-            __mmask16 keep = _mm512_cmplt_epu32_mask(c[h][j], kv);
-            _mm512_storeu_si512((void *)t[j], _mm512_or_si512(_mm512_maskz_mov_epi32(keep, ones), _mm512_set1_epi32((int)all)));
+/* Keep masks of the 32 blocks from block b: k[h][r] for elements 16r .. 16r + 15
+ * of group h (its 16 blocks from b + 16h). Lane i of a group holds block
+ * (0, 4, 8, 12, 1, 5, ...)[i], so the in-lane 4x4 transposes put the words in
+ * element order. */
+XD_AVX512 static inline void xd_keep_avx512(const xd_ctx_avx512 *c, xd_u64 b, __mmask16 k[2][4]) {
+    const __m512i m0 = _mm512_set1_epi32((int)XD_M0), m1 = _mm512_set1_epi32((int)XD_M1);
+    const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i c0[2], c1[2], c2[2], c3[2];
+    xd_u32 blo = (xd_u32)b, bhi = (xd_u32)(b >> 32);
+    __m512i lo = _mm512_set1_epi32((int)blo);
+    if (blo <= 0xFFFFFFFFu - 31) {
+        xd_u32 hu, lu;
+        XD_MULHILO(bhi ^ c->h1k0, XD_M0, hu, lu);
+        __m512i x2 = _mm512_set1_epi32((int)(hu ^ c->k1_1)), l3 = _mm512_set1_epi32((int)lu);
+        for (int h = 0; h < 2; h++) {
+            __m512i a = _mm512_add_epi32(lo, _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * h))), e, o;
+            XD_PROD_AVX512(a, m0, e, o);
+            __m512i t2 = _mm512_xor_si512(XD_SHUFPS512(e, o, 0xDD), c->x2), t3 = _mm512_mullo_epi32(a, m0);
+            XD_PROD_AVX512(t2, m1, e, o);
+            c0[h] = _mm512_xor_si512(XD_SHUFPS512(e, o, 0xDD), c->l1k0);
+            c1[h] = _mm512_mullo_epi32(t2, m1);
+            c2[h] = _mm512_xor_si512(t3, x2);
+            c3[h] = l3;
         }
-        for (int b = 0; b < 16; b++)
-            for (int j = 0; j < 4; j++) m[64 * h + 4 * b + j] = t[j][b];
+    } else {
+        for (int h = 0; h < 2; h++) {
+            __m512i a = _mm512_add_epi32(lo, _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * h))), e, o;
+            /* c1 in order P (lanes 1, 2 of each 128-bit lane swapped): carry where the low word wrapped */
+            __m512i ap = _mm512_add_epi32(lo, _mm512_add_epi32(_mm512_setr_epi32(0, 8, 4, 12, 1, 9, 5, 13, 2, 10, 6, 14, 3,
+                                                                                 11, 7, 15),
+                                                                _mm512_set1_epi32(16 * h)));
+            __m512i hi = _mm512_set1_epi32((int)bhi);
+            __m512i a1 = _mm512_mask_add_epi32(hi, _mm512_cmplt_epu32_mask(ap, lo), hi, _mm512_set1_epi32(1));
+            XD_PROD_AVX512(a, m0, e, o); /* round 1 */
+            c0[h] = _mm512_xor_si512(a1, c->x0);
+            c1[h] = c->l1;
+            c2[h] = _mm512_xor_si512(XD_SHUFPS512(e, o, 0xDD), c->x2);
+            c3[h] = _mm512_mullo_epi32(a, m0);
+            XD_ROUND_AVX512(h, c->key[1][0], c->key[1][1], 0);
+        }
+    }
+    for (int r = 2; r < 10; r++)
+        for (int h = 0; h < 2; h++) XD_ROUND_AVX512(h, c->key[r][0], c->key[r][1], r == 9);
+    for (int h = 0; h < 2; h++) {
+        __m512i t0 = _mm512_unpacklo_epi32(c0[h], c1[h]), t1 = _mm512_unpackhi_epi32(c0[h], c1[h]);
+        __m512i t2 = _mm512_unpacklo_epi32(c2[h], c3[h]), t3 = _mm512_unpackhi_epi32(c2[h], c3[h]);
+        k[h][0] = _mm512_cmplt_epu32_mask(_mm512_unpacklo_epi64(t0, t2), c->kv); /* blocks 0 .. 3 */
+        k[h][1] = _mm512_cmplt_epu32_mask(_mm512_unpackhi_epi64(t0, t2), c->kv); /* blocks 4 .. 7 */
+        k[h][2] = _mm512_cmplt_epu32_mask(_mm512_unpacklo_epi64(t1, t3), c->kv); /* blocks 8 .. 11 */
+        k[h][3] = _mm512_cmplt_epu32_mask(_mm512_unpackhi_epi64(t1, t3), c->kv); /* blocks 12 .. 15 */
     }
 }
+
+XD_AVX512 static inline void xd_keep_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
+    __mmask16 k[2][4];
+    (void)need;
+    xd_keep_avx512(c, first / 4, k);
+    for (int q = 0; q < 8; q++)
+        _mm512_storeu_si512((void *)(m + 16 * q), _mm512_maskz_mov_epi32(k[q / 4][q % 4], _mm512_set1_epi32(-1)));
+}
+
+XD_AVX512 static inline void xd_f32_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, const float *x, float *out,
+                                                  float scale) {
+    const __m512 s = _mm512_set1_ps(scale);
+    __mmask16 k[2][4];
+    xd_keep_avx512(c, first / 4, k);
+    for (int q = 0; q < 8; q++)
+        _mm512_storeu_ps(out + 16 * q, _mm512_maskz_mul_ps(k[q / 4][q % 4], _mm512_loadu_ps(x + 16 * q), s));
+}
+
+XD_AVX512 static inline void xd_f64_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, const double *x, double *out,
+                                                  double scale) {
+    const __m512d s = _mm512_set1_pd(scale);
+    __mmask16 k[2][4];
+    xd_keep_avx512(c, first / 4, k);
+    for (int q = 0; q < 8; q++) {
+        __mmask16 kq = k[q / 4][q % 4];
+        _mm512_storeu_pd(out + 16 * q, _mm512_maskz_mul_pd((__mmask8)kq, _mm512_loadu_pd(x + 16 * q), s));
+        _mm512_storeu_pd(out + 16 * q + 8, _mm512_maskz_mul_pd((__mmask8)(kq >> 8), _mm512_loadu_pd(x + 16 * q + 8), s));
+    }
+}
+/* ---- end of AVX-512F ---- */
 #endif
 
-/* Runs BODY for each flat index start + i, i in [0, n), with KEEP its keep
- * mask; whole chunks take a branch-free loop that vectorises. The loop counts
- * offsets from the first chunk, never start + n, which wraps to 0 (or near
- * it) for a range that ends within a chunk of 2^64. */
-#define XD_FOR_EACH(CHUNK_FN, start, n, seed, step, k, BODY)                              \
+/* Entries of a partial chunk's masks that are used: those below its end. */
+#define XD_NEED(left) ((left) < XD_CHUNK ? (int)(left) : XD_CHUNK)
+
+/* Runs, over the flat indices start + i, i in [0, n): FULL for each whole
+ * chunk (its first index xd_at, its first i xd_i0), and BODY for each element
+ * of a partial one (the first, the last), with KEEP its keep mask from
+ * CHUNK_FN(CTX, first, need, m), which fills at least m[0 .. need). The loop counts offsets from the first chunk, never
+ * start + n, which wraps to 0 (or near it) for a range that ends within a
+ * chunk of 2^64. */
+#define XD_FOR_EACH(CHUNK_FN, CTX, start, n, FULL, BODY)                                  \
     do {                                                                                  \
         xd_u64 xd_first = (start) / 4 * 4, xd_lead = (start) % 4, xd_end = xd_lead + (n); \
-        xd_u32 KEEP_[XD_CHUNK];                                                           \
         for (xd_u64 xd_off = 0; xd_off < xd_end; xd_off += XD_CHUNK) {                    \
-            CHUNK_FN(xd_first + xd_off, (step), (seed), (k), KEEP_);                      \
             if (xd_off >= xd_lead && xd_end - xd_off >= XD_CHUNK) {                       \
-                xd_u64 xd_i0 = xd_off - xd_lead;                                          \
-                for (int e = 0; e < XD_CHUNK; e++) {                                      \
-                    xd_u64 i = xd_i0 + (xd_u64)e;                                         \
-                    xd_u32 KEEP = KEEP_[e];                                               \
-                    BODY;                                                                 \
-                }                                                                         \
+                xd_u64 xd_i0 = xd_off - xd_lead, xd_at = xd_first + xd_off;               \
+                FULL;                                                                     \
             } else {                                                                      \
-                for (int e = 0; e < XD_CHUNK; e++) {                                      \
-                    xd_u64 xd_o = xd_off + (xd_u64)e;                                     \
-                    if (xd_o < xd_lead || xd_o >= xd_end) continue;                       \
-                    xd_u64 i = xd_o - xd_lead;                                            \
+                xd_u32 KEEP_[XD_CHUNK];                                                   \
+                int xd_e0 = xd_off < xd_lead ? (int)(xd_lead - xd_off) : 0;               \
+                int xd_e1 = XD_NEED(xd_end - xd_off);                                     \
+                CHUNK_FN(CTX, xd_first + xd_off, xd_e1, KEEP_);                           \
+                for (int e = xd_e0; e < xd_e1; e++) {                                     \
+                    xd_u64 i = xd_off + (xd_u64)e - xd_lead;                              \
                     xd_u32 KEEP = KEEP_[e];                                               \
                     BODY;                                                                 \
                 }                                                                         \
@@ -292,41 +562,97 @@ XD_AVX512 static inline void xd_keep_chunk_avx512(xd_u64 first, xd_u64 step, xd_
         }                                                                                 \
     } while (0)
 
+/* A whole chunk through the mask buffer: a branch-free loop that vectorises. */
+#define XD_FULL_VIA_MASKS(CHUNK_FN, CTX, BODY)      \
+    do {                                            \
+        xd_u32 KEEP_[XD_CHUNK];                     \
+        CHUNK_FN(CTX, xd_at, XD_CHUNK, KEEP_);      \
+        for (int e = 0; e < XD_CHUNK; e++) {        \
+            xd_u64 i = xd_i0 + (xd_u64)e;           \
+            xd_u32 KEEP = KEEP_[e];                 \
+            BODY;                                   \
+        }                                           \
+    } while (0)
+
+/* out[i] = x[i] * scale with the mask applied bitwise (a dropped element is
+ * +0): no branch, so the loops vectorise. */
+#define XD_BODY_F32                           \
+    {                                         \
+        float v = x[i] * scale;               \
+        xd_u32 bits;                          \
+        memcpy(&bits, &v, sizeof bits);       \
+        bits &= KEEP;                         \
+        memcpy(&out[i], &bits, sizeof bits);  \
+    }
+#define XD_BODY_F64                                      \
+    {                                                    \
+        double v = x[i] * scale;                         \
+        xd_u64 bits;                                     \
+        memcpy(&bits, &v, sizeof bits);                  \
+        bits &= (xd_u64)0 - (xd_u64)(KEEP & 1u);         \
+        memcpy(&out[i], &bits, sizeof bits);             \
+    }
+#define XD_FULL_F32_VIA_MASKS(CHUNK_FN) XD_FULL_VIA_MASKS(CHUNK_FN, &xd_c, XD_BODY_F32)
+#define XD_FULL_F64_VIA_MASKS(CHUNK_FN) XD_FULL_VIA_MASKS(CHUNK_FN, &xd_c, XD_BODY_F64)
+
+/* K = 0: every element +0; K = 2^32: every element x * scale. */
+#define XD_NO_PHILOX(k, n)                                           \
+    do {                                                             \
+        if ((k) == 0)                                                \
+            memset(out, 0, (size_t)(n) * sizeof *out);               \
+        else                                                         \
+            for (xd_u64 i = 0; i < (n); i++) out[i] = x[i] * scale;  \
+    } while (0)
+
 /* The exported kernels of one variant: names end in SUFFIX ("" for base).
- * x and out are contiguous, x[0] has flat index start. The product is formed
- * for every element and masked bitwise (a dropped element is +0), so the loop
- * has no branch and vectorises. */
-#define XD_HOST_KERNELS(SUFFIX, ATTR, CHUNK_FN)                                                             \
+ * x and out are contiguous, x[0] has flat index start. CTX is the type of
+ * what CHUNK_FN takes (INIT(&ctx, seed, step, k) fills it); FULL32 and FULL64
+ * do a whole chunk. K = 0 keeps nothing and K = 2^32 everything: no Philox
+ * runs for those, and the chunk routines see K in [1, 2^32 - 1]. */
+#define XD_HOST_KERNELS(SUFFIX, ATTR, CTX, INIT, CHUNK_FN, FULL32, FULL64)                                   \
     ATTR void xd_mask##SUFFIX(xd_u64 start, xd_u64 n, xd_u64 seed, xd_u64 step, xd_u64 k,                  \
                               unsigned char *restrict out) {                                                 \
-        XD_FOR_EACH(CHUNK_FN, start, n, seed, step, k, out[i] = (unsigned char)(KEEP & 1u));                 \
+        if (k == 0 || k >> 32) {                                                                             \
+            memset(out, k != 0, (size_t)n);                                                                  \
+            return;                                                                                          \
+        }                                                                                                    \
+        CTX xd_c;                                                                                            \
+        INIT(&xd_c, seed, step, k);                                                                          \
+        XD_FOR_EACH(CHUNK_FN, &xd_c, start, n,                                                               \
+                    XD_FULL_VIA_MASKS(CHUNK_FN, &xd_c, out[i] = (unsigned char)(KEEP & 1u)),                 \
+                    out[i] = (unsigned char)(KEEP & 1u));                                                    \
     }                                                                                                        \
     ATTR void xd_dropout_f32##SUFFIX(const float *restrict x, float *restrict out, xd_u64 start, xd_u64 n, \
                                      xd_u64 seed, xd_u64 step, xd_u64 k, float scale) {                     \
-        XD_FOR_EACH(CHUNK_FN, start, n, seed, step, k, {                                                     \
-            float v = x[i] * scale;                                                                          \
-            xd_u32 bits;                                                                                     \
-            memcpy(&bits, &v, sizeof bits);                                                                  \
-            bits &= KEEP;                                                                                    \
-            memcpy(&out[i], &bits, sizeof bits);                                                             \
-        });                                                                                                  \
+        if (k == 0 || k >> 32) {                                                                             \
+            XD_NO_PHILOX(k, n);                                                                              \
+            return;                                                                                          \
+        }                                                                                                    \
+        CTX xd_c;                                                                                            \
+        INIT(&xd_c, seed, step, k);                                                                          \
+        XD_FOR_EACH(CHUNK_FN, &xd_c, start, n, FULL32, XD_BODY_F32);                                         \
     }                                                                                                        \
     ATTR void xd_dropout_f64##SUFFIX(const double *restrict x, double *restrict out, xd_u64 start, xd_u64 n, \
                                      xd_u64 seed, xd_u64 step, xd_u64 k, double scale) {                    \
-        XD_FOR_EACH(CHUNK_FN, start, n, seed, step, k, {                                                     \
-            double v = x[i] * scale;                                                                         \
-            xd_u64 bits;                                                                                     \
-            memcpy(&bits, &v, sizeof bits);                                                                  \
-            bits &= (xd_u64)0 - (xd_u64)(KEEP & 1u);                                                         \
-            memcpy(&out[i], &bits, sizeof bits);                                                             \
-        });                                                                                                  \
+        if (k == 0 || k >> 32) {                                                                             \
+            XD_NO_PHILOX(k, n);                                                                              \
+            return;                                                                                          \
+        }                                                                                                    \
+        CTX xd_c;                                                                                            \
+        INIT(&xd_c, seed, step, k);                                                                          \
+        XD_FOR_EACH(CHUNK_FN, &xd_c, start, n, FULL64, XD_BODY_F64);                                         \
     }
 
 #define XD_NO_ATTR
-XD_HOST_KERNELS(, XD_NO_ATTR, xd_keep_chunk)
+XD_HOST_KERNELS(, XD_NO_ATTR, xd_args, xd_args_init, xd_keep_chunk_base, XD_FULL_F32_VIA_MASKS(xd_keep_chunk_base),
+                XD_FULL_F64_VIA_MASKS(xd_keep_chunk_base))
 #ifdef XD_HAVE_AVX2
-XD_HOST_KERNELS(_avx2, XD_AVX2, xd_keep_chunk_avx2)
-XD_HOST_KERNELS(_avx512, XD_AVX512, xd_keep_chunk_avx512)
+XD_HOST_KERNELS(_avx2, XD_AVX2, xd_ctx_avx2, xd_ctx_avx2_init, xd_keep_chunk_avx2,
+                xd_f32_chunk_avx2(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale),
+                xd_f64_chunk_avx2(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale))
+XD_HOST_KERNELS(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_chunk_avx512,
+                xd_f32_chunk_avx512(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale),
+                xd_f64_chunk_avx512(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale))
 #endif
 
 /* Bit 0: base (always), bit 1: avx2, bit 2: avx512 (compiled in and run by this CPU: cpuid). */
