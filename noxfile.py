@@ -96,10 +96,12 @@ class Env:
         # xdrop is installed editable with meson-python, which rebuilds the compiled kernel when
         # the C source changes: its build tools live in the environment (no build isolation),
         # and each environment has its own build directory.
-        session.run(*install, *FIND_LINKS, *CONSTRAINTS, *BUILD_REQUIREMENTS, external=True)
+        # With pip (no uv), the backend finds ``meson`` and ``ninja`` only on PATH: put the environment's first.
+        env = {"PATH": os.pathsep.join([str(self.path / "bin"), os.environ.get("PATH", "")])}
+        session.run(*install, *FIND_LINKS, *CONSTRAINTS, *BUILD_REQUIREMENTS, external=True, env=env)
         build_dir = f"build-dir={self.path / 'xdrop-build'}"
         args = ("--no-build-isolation", "-C", build_dir, *FIND_LINKS, *CONSTRAINTS, *self.requirements)
-        session.run(*install, *args, external=True)
+        session.run(*install, *args, external=True, env=env)
         self.ready = True
 
     def run(self, session: nox.Session, module: str, *args: str, env: dict[str, str] | None = None) -> None:
