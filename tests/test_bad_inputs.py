@@ -322,6 +322,38 @@ CASES: list[Case] = [
         "training must be True or False, got training=None of type NoneType",
     ),
     dropout_case(
+        "out a list",
+        {"out": [0.0] * 12},
+        TypeError,
+        "out must be a NumPy array of x's shape and dtype, got out of type list",
+    ),
+    dropout_case(
+        "out of another dtype",
+        {"out": np.zeros((3, 4), np.float32)},
+        TypeError,
+        "out must have x's dtype float64, got out.dtype=float32",
+    ),
+    dropout_case(
+        "out of another shape",
+        {"out": np.zeros((4, 3))},
+        ValueError,
+        "out must have x's shape (3, 4), got out.shape=(4, 3)",
+    ),
+    dropout_case(
+        "out read-only",
+        {"out": np.broadcast_to(np.zeros(4), (3, 4))},
+        ValueError,
+        "out must be writeable, got a read-only out",
+    ),
+    dropout_case(
+        "out given for a torch tensor",
+        {"out": np.zeros(4, np.float32)},
+        TypeError,
+        "out= is supported for NumPy arrays only, got x of type Tensor",
+        x=lambda: torch().ones(4),
+        needs_torch=True,
+    ),
+    dropout_case(
         "training a string",
         {"training": "False"},
         TypeError,

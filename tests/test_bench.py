@@ -46,6 +46,8 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
     for case in ["xdrop", "numpy-oneliner", "cs231n", "numpy-generator"]:
         assert ("numpy", case, "forward") in names and ("numpy", case, "backward") in names
     assert ("numpy", "multiply", "forward") in names and ("numpy", "copy", "forward") in names
+    into = [q for q in report["ratios"] if q["xdrop"] == "xdrop-into" and q["peer"] == "multiply-into"]
+    assert ("numpy", "xdrop-into", "forward") in names and len(into) == 4  # two sizes, two dtypes
     assert {r["size"] for r in report["results"]} == {1 << 10, 1 << 12}
     first = report["first_call"]  # --quick: two fresh processes
     assert len(first["runs"]) == 2 and all(r["size"] == 1 << 20 and r["import_s"] > 0 for r in first["runs"])

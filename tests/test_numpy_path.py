@@ -102,3 +102,79 @@ def test_a_first_call_imports_no_namespace_wrapper():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "array_api_compat.numpy" not in out, out
+
+
+# -- out=: the result written into an array the caller keeps ----------------------------------------------
+
+
+OUT_LAYOUTS = {
+    "new C": lambda x: np.empty_like(x, order="C"),
+    "new F": lambda x: np.empty_like(x, order="F"),  # not C-contiguous: computed, then copied in
+    "x itself": lambda x: x,
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("out_layout", list(OUT_LAYOUTS))
+@pytest.mark.parametrize("rows", [3, _host.PARALLEL_MIN // 64 + 3])
+def test_out_receives_the_same_bits_and_is_returned(dtype, layout, out_layout, rows):
+    base = np.random.default_rng(rows).standard_normal((rows, 128)).astype(dtype)
+    x = LAYOUTS[layout](base)
+    want = xdrop.dropout(x, 0.3, seed=11, step=2, impl="reference")
+    out = OUT_LAYOUTS[out_layout](x)
+    if out is not x:
+        out.fill(7)  # nothing of the old contents may survive
+    got = xdrop.dropout(x, 0.3, seed=11, step=2, out=out)
+    assert got is out and np.array_equal(_bits(out), _bits(want))
+
+
+def test_out_overlapping_x_in_part_gets_the_result_of_the_unshifted_input():
+    """out a shifted view of x's memory: the kernel cannot write in place, so the result is copied in."""
+    buf = np.random.default_rng(3).standard_normal(1001).astype(np.float32)
+    x, out = buf[:1000], buf[1:]
+    want = xdrop.dropout(x.copy(), 0.5, seed=4)
+    assert np.array_equal(xdrop.dropout(x, 0.5, seed=4, out=out), want)
+
+
+def test_out_with_every_other_argument_goes_the_general_way_and_is_written():
+    x = np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32)
+    cases = [  # fresh arguments for each of the two calls (a Generator advances)
+        lambda: {"p": 0.5, "seed": 2, "noise_shape": (4, 1)},
+        lambda: {"p": 0.5, "seed": xdrop.Generator(9)},
+        lambda: {"p": np.float64(0.25), "seed": 2},
+        lambda: {"p": 0.5, "seed": 2, "global_shape": (8, 6), "global_start": (4, 0)},
+        lambda: {"p": 0.5, "seed": 2, "impl": "reference"},
+        lambda: {"p": 0.5, "seed": 2, "training": False},
+    ]
+    for kwargs in cases:
+        out = np.full_like(x, 7)
+        want = xdrop.dropout(x, **kwargs())
+        assert xdrop.dropout(x, **kwargs(), out=out) is out and np.array_equal(out, want), kwargs()
+
+
+def test_out_is_refused_for_other_libraries_and_bad_buffers_before_anything_is_written():
+    x = np.ones((2, 3), np.float32)
+    gen = xdrop.Generator(1)
+    bad = [
+        (x.tolist(), np.empty((2, 3), np.float32), TypeError, "x must be an array"),
+        (x, [0.0] * 6, TypeError, "out must be a NumPy array of x's shape and dtype, got out of type list"),
+        (x, np.empty((2, 3)), TypeError, "out must have x's dtype float32, got out.dtype=float64"),
+        (x, np.empty((3, 2), np.float32), ValueError, r"out must have x's shape \(2, 3\), got out.shape=\(3, 2\)"),
+    ]
+    read_only = np.zeros((2, 3), np.float32)
+    read_only.flags.writeable = False
+    bad.append((x, read_only, ValueError, "out must be writeable, got a read-only out"))
+    for xi, out, error, message in bad:
+        before = np.array(out, copy=True) if isinstance(out, np.ndarray) else None
+        with pytest.raises(error, match=message):
+            xdrop.dropout(xi, 0.5, seed=gen, out=out)
+        if before is not None:
+            assert np.array_equal(out, before)
+    assert gen.step == 0  # no rejected call took a step
+
+
+def test_out_is_numpy_only():
+    torch = pytest.importorskip("torch", reason="the torch case needs torch")
+    with pytest.raises(TypeError, match="out= is supported for NumPy arrays only, got x of type Tensor"):
+        xdrop.dropout(torch.ones(3), 0.5, seed=1, out=np.empty(3, np.float32))

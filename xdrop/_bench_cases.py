@@ -23,6 +23,7 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
     g_keep = rng.random(x.size, dtype=np.float32).reshape(x.shape) < keep
     scale = x.dtype.type(1 / keep)
     into = np.empty_like(x)
+    xdrop_into = np.empty_like(x)
 
     def cs231n() -> Any:  # the seed's code, with a Generator instead of the global RNG
         mask = (rng.random(x.shape) < keep) / keep
@@ -40,6 +41,7 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
 
     cases: dict[str, tuple[Callable[[], Any], Callable[[], Any] | None]] = {
         "xdrop": (lambda: _dropout.dropout(x, P, seed=SEED), lambda: _dropout.dropout_backward(dout, cache)),
+        "xdrop-into": (lambda: _dropout.dropout(x, P, seed=SEED, out=xdrop_into), None),  # beside multiply-into
         "numpy-oneliner": (oneliner, lambda: dout * one_mask / keep),
         "xdrop[numpy]": (
             lambda: _dropout.dropout(x, P, seed=SEED, impl="blocked"),

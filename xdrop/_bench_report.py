@@ -10,7 +10,11 @@ import numpy as np
 from ._bench_timing import Row
 
 # Each xdrop row's natural peer, for the table's ratio column.
-PEERS = {"xdrop": ("torch", "numpy-oneliner", "cupy-random"), "xdrop-layer": ("torch-layer",)}
+PEERS = {
+    "xdrop": ("torch", "numpy-oneliner", "cupy-random"),
+    "xdrop-layer": ("torch-layer",),
+    "xdrop-into": ("multiply-into",),
+}
 
 
 def _ratios(rows: list[Row]) -> list[dict[str, Any]]:

@@ -220,14 +220,11 @@ def _apply(
 _NUMPY_FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
-def _numpy_dropout(x: np.ndarray, p: float, seed: int, step: int) -> Any:
-    """``dropout(x, p, seed=seed, step=step)`` of a NumPy array with a float p and int seed and step, or None.
+def _numpy_plan(x: np.ndarray, p: float, seed: int, step: int) -> tuple[int, float] | None:
+    """``(K, scale)`` when a NumPy call with a float p and int seed and step may skip the general path, else None.
 
-    The general path's kernel and bits, without asking for x's namespace (array-api-compat's
-    NumPy wrapper, whose first import costs about 100 ms, would dominate a first call) and
-    without the checks these argument types have passed already. ``None`` (a value out of
-    range, another dtype, an ambient placement, an overflowing float16 scale) leaves the call
-    to the general path, which also raises the errors.
+    ``None`` (a value out of range, another dtype, an ambient placement, an overflowing
+    float16 scale) leaves the call to the general path, which also raises the errors.
     """
     if x.dtype not in _NUMPY_FLOATS or not (0.0 <= p <= 1.0 and 0 <= seed <= MAX_U64 and 0 <= step <= MAX_U64):
         return None
@@ -235,9 +232,57 @@ def _numpy_dropout(x: np.ndarray, p: float, seed: int, step: int) -> Any:
         return None
     k = keep_count(p)
     scale = _scale(k, np, x.dtype)  # np.finfo gives the compat namespace's format: the cache is shared
-    if math.isinf(scale):
-        return None
-    return _kernels.auto_kernel()(x, np, seed, step, k, scale)
+    return None if math.isinf(scale) else (k, scale)
+
+
+def _numpy_dropout(x: np.ndarray, p: float, seed: int, step: int) -> Any:
+    """``dropout(x, p, seed=seed, step=step)`` of a NumPy array with a float p and int seed and step, or None.
+
+    The general path's kernel and bits, without asking for x's namespace (array-api-compat's
+    NumPy wrapper, whose first import costs about 100 ms, would dominate a first call) and
+    without the checks these argument types have passed already.
+    """
+    plan = _numpy_plan(x, p, seed, step)
+    return None if plan is None else _kernels.auto_kernel()(x, np, seed, step, *plan)
+
+
+def _check_out(out: Any, x: Any) -> None:
+    """``out`` must be a writeable NumPy array of x's shape and dtype, and x a NumPy array (checked first)."""
+    if type(x) is not np.ndarray:
+        check_array(x)  # a bad x is named as such first
+        raise TypeError(f"out= is supported for NumPy arrays only, got x of type {type(x).__name__}")
+    if type(out) is not np.ndarray:
+        raise TypeError(f"out must be a NumPy array of x's shape and dtype, got out of type {type(out).__name__}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"out must have x's dtype {x.dtype}, got out.dtype={out.dtype}")
+    if out.shape != x.shape:
+        raise ValueError(f"out must have x's shape {x.shape}, got out.shape={out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable, got a read-only out")
+
+
+def _dropout_into(out: Any, x: Any, p: Any, seed: Any, step: Any, **kw: Any) -> Any:
+    """``dropout(x, ..., out=out)``: the result written into ``out``, which is returned.
+
+    A C-contiguous ``out`` that does not partly overlap ``x`` is written by the kernel itself
+    (``out`` may be ``x``: each element is read before it is written); otherwise the result
+    is computed as without ``out`` and copied in. Every check runs before ``out`` is touched.
+    """
+    _check_out(out, x)
+    plain = kw == {"training": True, "noise_shape": None, "impl": "auto", "global_shape": None, "global_start": None}
+    same = out.ctypes.data == x.ctypes.data and out.strides == x.strides
+    if (
+        plain
+        and type(p) is float
+        and type(seed) is int
+        and type(step) is int
+        and out.flags.c_contiguous
+        and (same or not np.may_share_memory(x, out))
+        and (plan := _numpy_plan(x, p, seed, step)) is not None
+    ):
+        return _kernels.host_dropout_array(x, seed, step, *plan, out=out)
+    np.copyto(out, dropout(x, p, seed=seed, step=step, **kw))
+    return out
 
 
 def dropout(
@@ -251,6 +296,7 @@ def dropout(
     impl: str = "auto",
     global_shape: Any = None,
     global_start: Any = None,
+    out: Any = None,
 ) -> Any:
     """Inverted dropout: zero each element with probability ``p``, scale the rest.
 
@@ -290,12 +336,18 @@ def dropout(
         block of the whole array's mask. With a ``noise_shape``, an entry of 1
         shares decisions along that axis of the global array. Under JAX
         tracing the starts may be traced unsigned integers.
+    out : numpy.ndarray, optional
+        NumPy arrays only: a writeable array of x's shape and dtype to write
+        the result into (as a NumPy ufunc's ``out``; it may be ``x`` itself),
+        which is returned. Saves the allocation, and the first touch of new
+        memory, that each call otherwise pays. With ``training=False`` it
+        receives a copy of ``x``.
 
     Returns
     -------
     array
-        Same namespace, device, dtype and shape as ``x``. Dropped elements are
-        exactly ``+0``, also where ``x`` is NaN or infinite.
+        Same namespace, device, dtype and shape as ``x`` (``out``, when given).
+        Dropped elements are exactly ``+0``, also where ``x`` is NaN or infinite.
 
     Raises
     ------
@@ -326,7 +378,24 @@ def dropout(
 
     >>> xdrop.dropout(np.ones(3, dtype=np.float32), 0.5, seed=7, global_shape=(8,), global_start=(4,))
     array([2., 0., 2.], dtype=float32)
+
+    A NumPy result can go into an array you keep, e.g. one buffer for every step:
+
+    >>> buf = np.empty(8, dtype=np.float32)
+    >>> xdrop.dropout(np.ones(8, dtype=np.float32), 0.5, seed=7, out=buf) is buf
+    True
+    >>> buf
+    array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
     """
+    if out is not None:
+        kw = {
+            "training": training,
+            "noise_shape": noise_shape,
+            "impl": impl,
+            "global_shape": global_shape,
+            "global_start": global_start,
+        }
+        return _dropout_into(out, x, p, seed, step, **kw)
     if (
         type(x) is np.ndarray
         and type(p) is float

@@ -63,6 +63,11 @@ def auto_kernel() -> Kernel:
     return _AUTO[0]
 
 
+def host_dropout_array(x: np.ndarray, seed: int, step: int, k: int, scale: float, *, out: np.ndarray) -> np.ndarray:
+    """Dropout of ``x`` into the C-contiguous ``out`` (of x's shape and dtype) by the default host engine."""
+    return _host.dropout_array(x, seed, step, k, scale, _host.default_engine(), out=out)
+
+
 def _strided_numpy(x: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str) -> np.ndarray:
     """Dropout of a non-C-contiguous array into an array of the same layout (``empty_like``).
 
