@@ -107,16 +107,21 @@ def test_module_entry_point_exits_zero():
 # -- it fails when a property is broken on purpose -------------------------------------------------
 
 
-def test_fails_when_a_fast_path_is_off_by_one_step(tmp_path, monkeypatch, capsys):
-    """Property 1: a non-reference kernel that draws from step + 1."""
+@pytest.mark.parametrize("route", ["selection and short path", "short path only"])
+def test_fails_when_a_fast_path_is_off_by_one_step(route, tmp_path, monkeypatch, capsys):
+    """Property 1: a non-reference kernel that draws from step + 1, reached by kernel selection and by
+    ``dropout``'s NumPy short path (which skips selection), or by the short path alone."""
     select, reference = xdrop._kernels.select, xdrop._kernels.reference
 
-    def broken_select(xp, x, impl):
-        if impl == "reference":
-            return select(xp, x, impl)
-        return lambda x, xp, seed, step, k, scale: reference(x, xp, seed, step + 1, k, scale)
+    def broken(x, xp, seed, step, k, scale):
+        return reference(x, xp, seed, step + 1, k, scale)
 
-    monkeypatch.setattr(xdrop._kernels, "select", broken_select)
+    def broken_select(xp, x, impl):
+        return select(xp, x, impl) if impl == "reference" else broken
+
+    if route != "short path only":
+        monkeypatch.setattr(xdrop._kernels, "select", broken_select)
+    monkeypatch.setattr(xdrop._kernels, "auto_kernel", lambda: broken)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
     assert verdicts(report)["equivalence"] is False
