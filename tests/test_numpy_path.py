@@ -129,6 +129,16 @@ def test_out_receives_the_same_bits_and_is_returned(dtype, layout, out_layout, r
     assert got is out and np.array_equal(_bits(out), _bits(want))
 
 
+@pytest.mark.parametrize("n", [64, 5000, _host.PARALLEL_MIN + 3])  # by array, by address, threaded
+def test_out_of_plain_calls_is_written_by_the_kernel_directly(n, monkeypatch):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    want = xdrop.dropout(x, 0.5, seed=6, impl="reference")
+    out = np.full_like(x, 7)
+    _refuse_general_path(monkeypatch)
+    monkeypatch.setattr(np, "copyto", lambda *a, **k: pytest.fail("the result was copied in"))
+    assert xdrop.dropout(x, 0.5, seed=6, out=out) is out and np.array_equal(_bits(out), _bits(want))
+
+
 def test_out_overlapping_x_in_part_gets_the_result_of_the_unshifted_input():
     """out a shifted view of x's memory: the kernel cannot write in place, so the result is copied in."""
     buf = np.random.default_rng(3).standard_normal(1001).astype(np.float32)

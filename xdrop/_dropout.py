@@ -264,23 +264,27 @@ def _check_out(out: Any, x: Any) -> None:
 def _dropout_into(out: Any, x: Any, p: Any, seed: Any, step: Any, **kw: Any) -> Any:
     """``dropout(x, ..., out=out)``: the result written into ``out``, which is returned.
 
-    A C-contiguous ``out`` that does not partly overlap ``x`` is written by the kernel itself
-    (``out`` may be ``x``: each element is read before it is written); otherwise the result
-    is computed as without ``out`` and copied in. Every check runs before ``out`` is touched.
+    The kernel writes ``out`` itself where the short path applies (plain arguments) and
+    ``x`` and ``out`` are C-contiguous and share no memory; otherwise (``out`` is ``x``, or
+    overlaps it, or another layout or argument) the result is computed as without ``out``
+    and copied in. Every check runs before ``out`` is touched.
     """
     _check_out(out, x)
-    plain = kw == {"training": True, "noise_shape": None, "impl": "auto", "global_shape": None, "global_start": None}
-    same = out.ctypes.data == x.ctypes.data and out.strides == x.strides
     if (
-        plain
-        and type(p) is float
+        type(p) is float
         and type(seed) is int
         and type(step) is int
+        and kw["training"] is True
+        and kw["impl"] == "auto"
+        and kw["noise_shape"] is None
+        and kw["global_shape"] is None
+        and kw["global_start"] is None
+        and x.flags.c_contiguous
         and out.flags.c_contiguous
-        and (same or not np.may_share_memory(x, out))
+        and not np.may_share_memory(x, out)
         and (plan := _numpy_plan(x, p, seed, step)) is not None
     ):
-        return _kernels.host_dropout_array(x, seed, step, *plan, out=out)
+        return _kernels.host_dropout_into(x, out, seed, step, *plan)
     np.copyto(out, dropout(x, p, seed=seed, step=step, **kw))
     return out
 
@@ -338,10 +342,11 @@ def dropout(
         tracing the starts may be traced unsigned integers.
     out : numpy.ndarray, optional
         NumPy arrays only: a writeable array of x's shape and dtype to write
-        the result into (as a NumPy ufunc's ``out``; it may be ``x`` itself),
-        which is returned. Saves the allocation, and the first touch of new
-        memory, that each call otherwise pays. With ``training=False`` it
-        receives a copy of ``x``.
+        the result into (as a NumPy ufunc's ``out``), which is returned. Saves
+        the allocation, and the first touch of new memory, that each call
+        otherwise pays. It may be ``x`` itself or overlap it (then the result
+        is computed and copied in). With ``training=False`` it receives a copy
+        of ``x``.
 
     Returns
     -------

@@ -28,7 +28,7 @@ from typing import Any
 
 from .._values import IMPLS, check_impl
 from ._engines import HOST_ENGINES, HOST_IMPLS, MaskKernel
-from ._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel, host_dropout_array
+from ._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel, host_dropout_into
 from ._reference import reference
 from ._select import (
     LIBRARIES,
@@ -54,7 +54,7 @@ __all__ = [
     "auto_kernel",
     "block_mask",
     "check_impl",
-    "host_dropout_array",
+    "host_dropout_into",
     "library_of",
     "reference",
     "refuse_traced",

@@ -27,23 +27,26 @@ def _address(a: np.ndarray) -> int:
     return address
 
 
+def contiguous_into(a: np.ndarray, out: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str) -> Any:
+    """Dropout of the C-contiguous ``a`` into ``out`` (C-contiguous, a's shape and dtype, not overlapping it)."""
+    if a.size < SMALL and engine == "c" and 0 < k < 1 << 32 and a.dtype in _C_FUNCTIONS:
+        lib = _native.library()
+        if lib is not None:
+            by_array = lib.array_dropout.get(a.dtype.char) if a.size <= BY_ARRAY_MAX else None
+            if by_array is not None:  # the arrays themselves: no addresses to fetch
+                by_array(a, out, seed, step, k, scale)
+                return out
+            fn = getattr(lib, _C_FUNCTIONS[a.dtype])
+            fn(_address(a), _address(out), 0, a.size, seed, step, k, scale)
+            return out
+    return _host.dropout_array(a, seed, step, k, scale, engine, out=out)
+
+
 def numpy_kernel(engine: str) -> Kernel:
     def kernel(x: Any, xp: ModuleType, seed: int, step: int, k: int, scale: float) -> Any:
         a = x if type(x) is np.ndarray else np.asarray(x)
-        flags = a.flags
-        if flags.c_contiguous:
-            if a.size < SMALL and engine == "c" and 0 < k < 1 << 32 and a.dtype in _C_FUNCTIONS:
-                lib = _native.library()
-                if lib is not None:
-                    out = np.empty(a.shape, a.dtype)  # C-contiguous like a
-                    by_array = lib.array_dropout.get(a.dtype.char) if a.size <= BY_ARRAY_MAX else None
-                    if by_array is not None:  # the arrays themselves: no addresses to fetch
-                        by_array(a, out, seed, step, k, scale)
-                        return out
-                    fn = getattr(lib, _C_FUNCTIONS[a.dtype])
-                    fn(_address(a), _address(out), 0, a.size, seed, step, k, scale)
-                    return out
-            return _host.dropout_array(a, seed, step, k, scale, engine)
+        if a.flags.c_contiguous:
+            return contiguous_into(a, np.empty(a.shape, a.dtype), seed, step, k, scale, engine)
         return _strided_numpy(a, seed, step, k, scale, engine)
 
     return kernel
@@ -63,9 +66,10 @@ def auto_kernel() -> Kernel:
     return _AUTO[0]
 
 
-def host_dropout_array(x: np.ndarray, seed: int, step: int, k: int, scale: float, *, out: np.ndarray) -> np.ndarray:
-    """Dropout of ``x`` into the C-contiguous ``out`` (of x's shape and dtype) by the default host engine."""
-    return _host.dropout_array(x, seed, step, k, scale, _host.default_engine(), out=out)
+def host_dropout_into(x: np.ndarray, out: np.ndarray, seed: int, step: int, k: int, scale: float) -> Any:
+    """Dropout of the C-contiguous ``x`` into ``out`` (C-contiguous, x's shape and dtype, not overlapping x)
+    by the default host engine: what ``impl="auto"`` runs, without the allocation."""
+    return contiguous_into(x, out, seed, step, k, scale, _host.default_engine())
 
 
 def _strided_numpy(x: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str) -> np.ndarray:
