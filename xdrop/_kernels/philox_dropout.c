@@ -197,6 +197,32 @@ static inline void xd_keep_chunk_base(const xd_args *a, xd_u64 first, int need, 
     xd_keep_blocks(first, (need + 3) / 4, a->step, a->seed, a->k, m);
 }
 
+/* What the vector variants derive from (seed, step) once per call, as words:
+ * the round keys, and the scalar parts of rounds 1 and 2 (the step's words,
+ * and where no lane carries the block's high word, are equal in every lane;
+ * see xd_ctx_avx2). */
+typedef struct {
+    xd_u32 key[10][2];
+    xd_u32 h1k0;       /* round 1: hi(step lo * M1) ^ key 0 (c0 = block hi ^ this) */
+    xd_u32 l1;         /* round 1: c1 = lo(step lo * M1) */
+    xd_u32 x2;         /* round 1: c2 = hi(c0 * M0) ^ step hi ^ key 1 */
+    xd_u32 l1k0, k1_1; /* round 2: c1 ^ key 0, key 1 */
+} xd_call_words;
+
+static inline void xd_call_words_init(xd_call_words *w, xd_u64 seed, xd_u64 step) {
+    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), hi, lo;
+    for (int r = 0; r < 10; r++) {
+        w->key[r][0] = k0 + (xd_u32)r * XD_W0;
+        w->key[r][1] = k1 + (xd_u32)r * XD_W1;
+    }
+    XD_MULHILO((xd_u32)step, XD_M1, hi, lo);
+    w->h1k0 = hi ^ k0;
+    w->l1 = lo;
+    w->x2 = (xd_u32)(step >> 32) ^ k1;
+    w->l1k0 = lo ^ w->key[1][0];
+    w->k1_1 = w->key[1][1];
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define XD_HAVE_AVX2 1
 #include <immintrin.h>
@@ -239,19 +265,19 @@ typedef struct {
 } xd_ctx_avx2;
 
 XD_AVX2 static inline void xd_ctx_avx2_init(xd_ctx_avx2 *c, xd_u64 seed, xd_u64 step, xd_u64 k) {
-    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), hi, lo;
+    xd_call_words w;
+    xd_call_words_init(&w, seed, step);
     for (int r = 0; r < 10; r++) {
         xd_u32 bias = r == 9 ? 0x80000000u : 0;
-        c->key[r][0] = _mm256_set1_epi32((int)((k0 + (xd_u32)r * XD_W0) ^ bias));
-        c->key[r][1] = _mm256_set1_epi32((int)((k1 + (xd_u32)r * XD_W1) ^ bias));
+        c->key[r][0] = _mm256_set1_epi32((int)(w.key[r][0] ^ bias));
+        c->key[r][1] = _mm256_set1_epi32((int)(w.key[r][1] ^ bias));
     }
-    XD_MULHILO((xd_u32)step, XD_M1, hi, lo);
-    c->h1k0 = hi ^ k0;
-    c->k1_1 = k1 + XD_W1;
-    c->x0 = _mm256_set1_epi32((int)(hi ^ k0));
-    c->l1 = _mm256_set1_epi32((int)lo);
-    c->l1k0 = _mm256_set1_epi32((int)(lo ^ (k0 + XD_W0)));
-    c->x2 = _mm256_set1_epi32((int)((xd_u32)(step >> 32) ^ k1));
+    c->h1k0 = w.h1k0;
+    c->k1_1 = w.k1_1;
+    c->x0 = _mm256_set1_epi32((int)w.h1k0);
+    c->l1 = _mm256_set1_epi32((int)w.l1);
+    c->l1k0 = _mm256_set1_epi32((int)w.l1k0);
+    c->x2 = _mm256_set1_epi32((int)w.x2);
     c->bias = _mm256_set1_epi32((int)0x80000000u);
     c->kb = _mm256_set1_epi32((int)((xd_u32)k ^ 0x80000000u));
 }
@@ -420,18 +446,18 @@ typedef struct {
 } xd_ctx_avx512;
 
 XD_AVX512 static inline void xd_ctx_avx512_init(xd_ctx_avx512 *c, xd_u64 seed, xd_u64 step, xd_u64 k) {
-    xd_u32 k0 = (xd_u32)seed, k1 = (xd_u32)(seed >> 32), hi, lo;
+    xd_call_words w;
+    xd_call_words_init(&w, seed, step);
     for (int r = 0; r < 10; r++) {
-        c->key[r][0] = _mm512_set1_epi32((int)(k0 + (xd_u32)r * XD_W0));
-        c->key[r][1] = _mm512_set1_epi32((int)(k1 + (xd_u32)r * XD_W1));
+        c->key[r][0] = _mm512_set1_epi32((int)w.key[r][0]);
+        c->key[r][1] = _mm512_set1_epi32((int)w.key[r][1]);
     }
-    XD_MULHILO((xd_u32)step, XD_M1, hi, lo);
-    c->h1k0 = hi ^ k0;
-    c->k1_1 = k1 + XD_W1;
-    c->x0 = _mm512_set1_epi32((int)(hi ^ k0));
-    c->l1 = _mm512_set1_epi32((int)lo);
-    c->l1k0 = _mm512_set1_epi32((int)(lo ^ (k0 + XD_W0)));
-    c->x2 = _mm512_set1_epi32((int)((xd_u32)(step >> 32) ^ k1));
+    c->h1k0 = w.h1k0;
+    c->k1_1 = w.k1_1;
+    c->x0 = _mm512_set1_epi32((int)w.h1k0);
+    c->l1 = _mm512_set1_epi32((int)w.l1);
+    c->l1k0 = _mm512_set1_epi32((int)w.l1k0);
+    c->x2 = _mm512_set1_epi32((int)w.x2);
     c->kv = _mm512_set1_epi32((int)(xd_u32)k);
 }
 
