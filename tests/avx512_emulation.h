@@ -1,7 +1,7 @@
 /* Scalar stand-ins for the AVX-512F intrinsics that the avx512 variant's chunk routines
  * use, with Intel's documented semantics, so tests/test_kernels.py can run their
  * algorithm (lane orders, counter carry, transposes, masked products) on a CPU without
- * AVX-512 and compare it with the scalar xd_keep_chunk. */
+ * AVX-512 and compare it with the scalar xd_keep_blocks. */
 #include <stdint.h>
 #include <string.h>
 

@@ -275,7 +275,7 @@ int main(void) {
         if (r % 3 == 0) first = (xd_u64)(4 * (((xd_u64)1 << 32) - (r / 3) % 40)); /* carries at every lane */
         xd_ctx_avx512 c;
         xd_ctx_avx512_init(&c, seed, step, k);
-        xd_keep_chunk(first, step, seed, k, a);
+        xd_keep_blocks(first, XD_CHUNK / 4, step, seed, k, a); /* the scalar reference: a whole chunk */
         xd_keep_chunk_avx512(&c, first, XD_CHUNK, b);
         xd_f32_chunk_avx512(&c, first, xf, of, 1.5f);
         xd_f64_chunk_avx512(&c, first, xd, od, 1.5);

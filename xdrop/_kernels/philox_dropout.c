@@ -177,11 +177,6 @@ static inline void xd_keep_blocks(xd_u64 first, int nb, xd_u64 step, xd_u64 seed
     }
 }
 
-/* A whole chunk's (the scalar reference for tests/test_kernels.py's AVX-512 check). */
-static inline void xd_keep_chunk(xd_u64 first, xd_u64 step, xd_u64 seed, xd_u64 k, xd_u32 m[XD_CHUNK]) {
-    xd_keep_blocks(first, XD_CHUNK / 4, step, seed, k, m);
-}
-
 /* The arguments fixed for one call, as the base variant's chunk routine takes them. */
 typedef struct {
     xd_u64 seed, step, k;
@@ -369,7 +364,7 @@ XD_AVX2 static inline void xd_group_masks_avx2(const xd_ctx_avx2 *c, const __m25
     u[3] = _mm256_unpackhi_epi64(t1, t3); /* blocks 6 | 7 */
 }
 
-/* A chunk's masks in xd_keep_chunk's form (the partial chunks, xd_mask). */
+/* A chunk's masks in xd_keep_blocks' form (the partial chunks, xd_mask). */
 XD_AVX2 static inline void xd_keep_chunk_avx2(const xd_ctx_avx2 *c, xd_u64 first, int need, xd_u32 m[XD_CHUNK]) {
     for (int g = 0; g < XD_CHUNK / 32 && 32 * g < need; g += XD_AVX2_PART_GROUPS) {
         __m256i w[XD_AVX2_GROUPS][4], u[4];
