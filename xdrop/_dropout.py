@@ -235,7 +235,7 @@ def _numpy_plan(x: np.ndarray, p: float, seed: int, step: int) -> tuple[int, flo
     return None if math.isinf(scale) else (k, scale)
 
 
-def _numpy_dropout(x: np.ndarray, p: float, seed: int, step: int) -> Any:
+def _numpy_dropout(x: np.ndarray, p: float, seed: Any, step: Any) -> Any:  # int seed and step (the caller checks)
     """``dropout(x, p, seed=seed, step=step)`` of a NumPy array with a float p and int seed and step, or None.
 
     The general path's kernel and bits, without asking for x's namespace (array-api-compat's
@@ -261,24 +261,17 @@ def _check_out(out: Any, x: Any) -> None:
         raise ValueError("out must be writeable, got a read-only out")
 
 
-def _dropout_into(out: Any, x: Any, p: Any, seed: Any, step: Any, **kw: Any) -> Any:
+def _dropout_into(out: Any, x: Any, p: Any, seed: Any, step: Any, plain: bool, **kw: Any) -> Any:
     """``dropout(x, ..., out=out)``: the result written into ``out``, which is returned.
 
-    The kernel writes ``out`` itself where the short path applies (plain arguments) and
+    The kernel writes ``out`` itself where the short path applies (``plain`` arguments) and
     ``x`` and ``out`` are C-contiguous and share no memory; otherwise (``out`` is ``x``, or
     overlaps it, or another layout or argument) the result is computed as without ``out``
     and copied in. Every check runs before ``out`` is touched.
     """
     _check_out(out, x)
     if (
-        type(p) is float
-        and type(seed) is int
-        and type(step) is int
-        and kw["training"] is True
-        and kw["impl"] == "auto"
-        and kw["noise_shape"] is None
-        and kw["global_shape"] is None
-        and kw["global_start"] is None
+        plain
         and x.flags.c_contiguous
         and out.flags.c_contiguous
         and not np.may_share_memory(x, out)
@@ -392,16 +385,8 @@ def dropout(
     >>> buf
     array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
     """
-    if out is not None:
-        kw = {
-            "training": training,
-            "noise_shape": noise_shape,
-            "impl": impl,
-            "global_shape": global_shape,
-            "global_start": global_start,
-        }
-        return _dropout_into(out, x, p, seed, step, **kw)
-    if (
+    # A NumPy array with the plainest arguments may take the short path (with or without out=).
+    plain = (
         type(x) is np.ndarray
         and type(p) is float
         and type(seed) is int
@@ -411,9 +396,18 @@ def dropout(
         and noise_shape is None
         and global_shape is None
         and global_start is None
-        and (out := _numpy_dropout(x, p, seed, step)) is not None
-    ):
-        return out
+    )
+    if out is not None:
+        kw = {
+            "training": training,
+            "noise_shape": noise_shape,
+            "impl": impl,
+            "global_shape": global_shape,
+            "global_start": global_start,
+        }
+        return _dropout_into(out, x, p, seed, step, plain, **kw)
+    if plain and (result := _numpy_dropout(x, p, seed, step)) is not None:
+        return result
     if is_dtensor(x):  # each rank draws its shard's block of the global mask
         local, gs, gst, wrap = unwrap_dtensor(x, global_shape, global_start)
         kw = {"training": training, "noise_shape": local_noise(noise_shape, tuple(x.shape)), "impl": impl}

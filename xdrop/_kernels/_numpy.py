@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -52,18 +53,14 @@ def numpy_kernel(engine: str) -> Kernel:
     return kernel
 
 
-_AUTO: list[Kernel] = []
-
-
+@functools.cache
 def auto_kernel() -> Kernel:
     """The kernel ``impl="auto"`` selects for NumPy arrays (the host engine's), found once.
 
     What :func:`xdrop._kernels.select` returns for a NumPy array and ``"auto"``, without asking for
     the array's namespace: :func:`xdrop._dropout.dropout`'s NumPy path calls it directly.
     """
-    if not _AUTO:
-        _AUTO.append(numpy_kernel(_host.default_engine()))
-    return _AUTO[0]
+    return numpy_kernel(_host.default_engine())
 
 
 def host_dropout_into(x: np.ndarray, out: np.ndarray, seed: int, step: int, k: int, scale: float) -> Any:
