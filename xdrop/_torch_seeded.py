@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ from ._arith import alpha_constants, float_format
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
 from ._kernels import _torch_ops
-from ._replay import draw_u64, take
+from ._replay import NoReplay, Replay, draw_u64, take
 from ._stream import keep_count, scale_for
 from ._torch_ranks import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
 from ._variants import alpha_dropout, drop_path
@@ -94,8 +93,7 @@ class _SeededDropout(nn.Module):
         self._initial_seed = draw_u64() if seed is None else check_u64(seed, "seed")
         self.register_buffer("seed", torch.empty((), dtype=torch.int64))
         self.register_buffer("step", torch.empty((), dtype=torch.int64))
-        # (RNG token) -> (seed, step) of recent training calls, for checkpoint recomputation.
-        self._draws: OrderedDict[int, tuple[int, int] | Tensor] = OrderedDict()
+        self._replay = Replay()  # recent training calls, for checkpoint recomputation
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -104,7 +102,7 @@ class _SeededDropout(nn.Module):
             with torch.no_grad():
                 self.seed.fill_(_to_int64(self._initial_seed))
                 self.step.zero_()
-        self._draws.clear()
+        self._replay.clear()
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         was_meta = self.seed.is_meta
@@ -140,6 +138,8 @@ class _SeededDropout(nn.Module):
     # Class-level settings of the variant, read by forward: alpha dropout's affine form, DropPath's scaling.
     _alpha = False
     scale_by_keep = True
+    # The mask ignores (seed, step) when p = 0 (False where p is given per call, as for attention streams).
+    _mask_free_at_zero = True
 
     def _take(self) -> tuple[int, int] | Tensor:
         """The ``(seed, step)`` of this training call: the next step, or the replayed one of a recomputation.
@@ -159,7 +159,14 @@ class _SeededDropout(nn.Module):
                 f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
                 "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
             )
-        return take(self._draws, _STEP_LOCK, self._advance, self)
+        try:
+            return take(self._replay, _STEP_LOCK, self._advance, self)
+        except NoReplay as unmatched:
+            if self.p or not self._mask_free_at_zero:
+                raise
+            # p = 0 keeps every element whatever (seed, step) it uses: never an error, and the step stays
+            found: tuple[int, int] | Tensor = unmatched.fallback or (_u64(self.seed), _u64(self.step))
+            return found
 
     def _advance(self) -> tuple[int, int] | Tensor:
         """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
