@@ -8,8 +8,10 @@ picks the variant (its noise shape, alpha's constants, drop path's scaling).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
+import types
 from typing import Any
 
 import torch
@@ -21,6 +23,7 @@ from ._dropout import dropout
 from ._kernels import _torch_ops
 from ._replay import NoReplay, Replay, draw_u64, take
 from ._stream import keep_count, scale_for
+from ._torch_clones import find_root, separate
 from ._torch_ranks import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
 from ._variants import alpha_dropout, drop_path
 
@@ -213,7 +216,32 @@ class _SeededDropout(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
         state.pop("_views", None)  # views of this process's buffers: made again on first use
+        state.pop("_take", None)  # a clone's mark (below): a copy is marked by its own deep copy
         return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SeededDropout:
+        """The default deep copy; the copy and its source are marked as clones (see :mod:`xdrop._torch_clones`).
+
+        The mark replaces ``_take`` for the layer's next training call, which
+        gives the clones in its model their own streams and drops the mark, so
+        layers that were never copied pay nothing for it.
+        """
+        cls = type(self)
+        twin = cls.__new__(cls)
+        memo[id(self)] = twin
+        twin.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # type: ignore[no-untyped-call]
+        for layer in (self, twin):
+            layer.__dict__["_take"] = types.MethodType(_SeededDropout._take_as_clone, layer)
+        return twin
+
+    def _take_as_clone(self) -> tuple[int, int] | Tensor:
+        """A marked layer's first training call: separate the clones in the model that runs it, then take."""
+        if torch.compiler.is_compiling():  # no call stack to read: the mark stays for an eager call
+            return _SeededDropout._take(self)
+        with _STEP_LOCK:
+            separate_clones(find_root(self))
+        self.__dict__.pop("_take", None)
+        return self._take()
 
     def _functional(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> Tensor:
         """The layer's dropout through the public functions (which place blocks of a global array)."""
@@ -268,6 +296,21 @@ class _SeededDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}, {self._state_repr()}"
+
+
+def _seed_of(layer: nn.Module) -> int | None:
+    seed: Tensor = layer.seed  # type: ignore[assignment]
+    return None if seed.is_meta else _u64(seed)
+
+
+def _reseed(layer: nn.Module, seed: int) -> None:
+    with torch.no_grad():
+        layer.seed.fill_(_to_int64(seed))  # type: ignore[operator]
+
+
+def separate_clones(root: nn.Module) -> None:
+    """Give the clones of xdrop.torch layers in ``root`` streams of their own (see :mod:`xdrop._torch_clones`)."""
+    separate(root, _SeededDropout, _seed_of, _reseed, path_seed)
 
 
 def path_seed(seed: int, path: str) -> int:

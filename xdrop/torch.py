@@ -21,6 +21,14 @@ uninterrupted run would have. The step advances by one per training forward.
   Drawing the seed consumes torch's default generator once per layer built,
   so parameters initialised after it differ from a model built with
   ``nn.Dropout`` under the same ``torch.manual_seed``.
+- **Clones.** A deep copy of a layer keeps its seed: a deep copy of a whole
+  model is a twin that draws the same masks. Deep copies placed at several
+  paths of *one* model (``nn.TransformerEncoder(layer, n)``, a ``ModuleList``
+  of ``copy.deepcopy(block)``) would draw identical masks, so at their first
+  training call (or in :func:`replace_dropout`) each gets its own seed,
+  ``blake2b(seed, path)``, from its path below the copies' common ancestor:
+  a twin of that model gets the same seeds. (Under ``torch.compile`` this
+  needs one eager training call or :func:`replace_dropout` first.)
 - **Checkpoints.** An ``nn.Dropout`` model's ``state_dict`` (no ``seed`` /
   ``step`` keys) loads into a model with xdrop layers, strict or not: layers
   whose keys are both absent keep their seed and step. The other way, save
@@ -35,10 +43,15 @@ uninterrupted run would have. The step advances by one per training forward.
   forward that may be recomputed (grad mode off, as in a reentrant
   checkpoint's first pass, or saved-tensor hooks active, as in a non-reentrant
   one) draws a token from torch's CPU generator, which ``checkpoint``
-  restores before recomputing (``preserve_rng_state=True``, its default); a
-  recomputation with ``preserve_rng_state=False`` raises. The last 256 calls
-  of each layer can be replayed. Other forwards draw nothing from torch's
-  generator.
+  restores before recomputing (``preserve_rng_state=True``, its default). The
+  last 256 calls of each layer can be replayed. Other forwards draw nothing
+  from torch's generator. Without the RNG state (``preserve_rng_state=False``,
+  or a custom checkpoint function that does not restore it) a layer called
+  once in its latest forward (since it was last recomputed) replays that
+  call, so gradients equal the run without checkpointing bit for bit; a layer
+  called several times there raises (p = 0 never does). A call during
+  backward with grad mode off (a gradient hook, an ``autograd.Function``'s
+  backward) is no recomputation: it takes the next step.
 - **torch.jit.trace** of a training-mode layer raises: the trace would freeze
   ``(seed, step)``. Trace in ``eval()`` mode, or use ``torch.compile``.
 - **torch.compile** (``fullgraph=True`` works, any backend): a compiled
@@ -77,7 +90,7 @@ from ._torch_layers import (
     DropPath,
     FeatureAlphaDropout,
 )
-from ._torch_seeded import _SeededDropout
+from ._torch_seeded import _STEP_LOCK, _SeededDropout, separate_clones
 from ._torch_seeded import path_seed as _path_seed  # the name tests and earlier code import
 
 __all__ = [
@@ -118,6 +131,9 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     attention, each with its own stream (a child ``xdrop_attention``), and
     ``F.dropout`` / ``F.scaled_dot_product_attention`` calls made inside
     ``module``'s forward are routed to xdrop (the buffer ``xdrop_functional``).
+    xdrop layers already in ``module`` keep their seeds, except deep copies
+    of one layer placed at several paths (clones, as ``nn.TransformerEncoder``
+    makes): each gets ``blake2b(its seed, path)``, its own stream.
 
     Checkpoints saved before the conversion load into the converted model
     (the xdrop layers keep their seeds, step 0: see the module docs).
@@ -169,6 +185,8 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
 
     convert_attention(module, base)
     convert_functional(module, base)
+    with _STEP_LOCK:
+        separate_clones(module)  # deep copies of xdrop layers that were already in the model
     return module
 
 
