@@ -164,7 +164,12 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
-    base = draw_u64() if seed is None else check_u64(seed, "seed")
+    from ._torch_pretrained import restore, saved_entries, saved_seed, stream_ids, track
+
+    saved = saved_entries(module)  # config.xdrop of a transformers model read back by from_pretrained
+    seed = saved_seed(saved, None if seed is None else check_u64(seed, "seed"))
+    base = draw_u64() if seed is None else seed
+    before = stream_ids(module)
 
     def convert(old: nn.Module, path: str) -> _SeededDropout:
         layer = _REPLACEMENTS[type(old)](old.p, old.inplace, seed=_path_seed(base, path))  # type: ignore[arg-type]
@@ -187,6 +192,8 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     convert_functional(module, base)
     with _STEP_LOCK:
         separate_clones(module)  # deep copies of xdrop layers that were already in the model
+    restore(saved, stream_ids(module) - before)  # the streams this call made
+    track(module, base)
     return module
 
 
