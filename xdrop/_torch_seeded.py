@@ -219,6 +219,12 @@ class _SeededDropout(nn.Module):
         state.pop("_take", None)  # a clone's mark (below): a copy is marked by its own deep copy
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
+        if "_replay" not in self.__dict__:  # a layer pickled by an xdrop before Replay (it kept "_draws")
+            self.__dict__.pop("_draws", None)
+            self._replay = Replay()
+
     def __deepcopy__(self, memo: dict[int, Any]) -> _SeededDropout:
         """The default deep copy; the copy and its source are marked as clones (see :mod:`xdrop._torch_clones`).
 
@@ -229,7 +235,7 @@ class _SeededDropout(nn.Module):
         cls = type(self)
         twin = cls.__new__(cls)
         memo[id(self)] = twin
-        twin.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # type: ignore[no-untyped-call]
+        twin.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         for layer in (self, twin):
             layer.__dict__["_take"] = types.MethodType(_SeededDropout._take_as_clone, layer)
         return twin
