@@ -63,6 +63,12 @@ class Block(nn.Module):
         return x + self.drop(self.linear(x))
 
 
+def test_clones_run_through_a_direct_forward_call_are_separated_too():
+    model = encoder()
+    model.forward(X)  # not model(X): the layers' calls are the outermost module calls
+    assert len(set(seeds(model))) == 9
+
+
 def test_module_list_of_deep_copies_draws_distinct_masks_and_a_twin_the_same():
     torch.manual_seed(0)
     block = Block()

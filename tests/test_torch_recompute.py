@@ -125,6 +125,19 @@ def test_a_layer_called_twice_in_a_region_without_rng_state_raises_instead_of_gu
         y.sum().backward()
 
 
+def test_a_no_grad_call_before_a_non_reentrant_region_does_not_confuse_the_replay():
+    """A training-mode call under no_grad (never recomputed) is not a candidate for a non-reentrant recomputation."""
+    drop = xt.Dropout(0.5, seed=2)
+    x = randn(4, 6).requires_grad_()
+    with torch.no_grad():
+        drop(x)  # step 0
+    y = run_region(lambda t: torch.tanh(drop(t)), x, "non-reentrant")  # step 1
+    torch.rand(3)
+    y.sum().backward()
+    expected = torch.autograd.grad(torch.tanh(xdrop.dropout(x, 0.5, seed=2, step=1)).sum(), x)[0]
+    assert torch.equal(x.grad, expected)
+
+
 @pytest.mark.parametrize("how", ["non-reentrant", "reentrant"])
 def test_p_zero_never_raises_and_keeps_its_step(how):
     drop = xt.Dropout(0.0, seed=1)

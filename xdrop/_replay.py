@@ -97,14 +97,16 @@ class Replay:
     ``draws`` maps the token each such call drew to what it took (its last
     :data:`REPLAY_WINDOW` calls). ``group`` holds the tokens of its latest
     forward: the calls recorded since it was last recomputed (a recomputation
-    closes the group; the next recorded call opens a new one).
+    closes the group; the next recorded call opens a new one), each with
+    whether saved-tensor hooks were active (a non-reentrant checkpoint's region,
+    rather than a reentrant one's first pass or another no-grad call).
     """
 
     __slots__ = ("closed", "draws", "group")
 
     def __init__(self) -> None:
         self.draws: OrderedDict[int, Any] = OrderedDict()
-        self.group: deque[int] = deque(maxlen=REPLAY_WINDOW)
+        self.group: deque[tuple[int, bool]] = deque(maxlen=REPLAY_WINDOW)
         self.closed = False
 
     def clear(self) -> None:
@@ -113,25 +115,29 @@ class Replay:
         self.group.clear()
         self.closed = False
 
-    def record(self, token: int, taken: Any) -> None:
+    def record(self, token: int, taken: Any, hooked: bool) -> None:
         if self.closed:
             self.group.clear()
             self.closed = False
-        self.group.append(token)
+        self.group.append((token, hooked))
         self.draws[token] = taken
         if len(self.draws) > REPLAY_WINDOW:
             self.draws.popitem(last=False)
 
-    def replayed(self, token: int, owner: object) -> Any:
+    def replayed(self, token: int, owner: object, hooked: bool) -> Any:
         """What the recomputed call took: the call that drew ``token``, else the one call of the latest forward.
 
-        Raises :class:`NoReplay` where neither exists.
+        ``hooked``: saved-tensor hooks are active, as in a non-reentrant
+        checkpoint's recomputation; the latest forward's calls of that kind are
+        the candidates, where there are any. Raises :class:`NoReplay` where
+        neither exists.
         """
         self.closed = True
         found = self.draws.get(token)
         if found is not None:  # torch's RNG was restored (preserve_rng_state=True): this very call
             return found
-        group = [self.draws[t] for t in self.group if t in self.draws]
+        recorded = [(t, h) for t, h in self.group if t in self.draws]
+        group = [self.draws[t] for t, h in recorded if h == hooked] or [self.draws[t] for t, _ in recorded]
         if len(group) == 1:  # no RNG state, but the latest forward called the owner once: that call
             return group[0]
         if not group:
@@ -182,17 +188,19 @@ def take(replay: Replay, lock: AbstractContextManager[Any], advance: Callable[[]
         if not grad_enabled():  # a gradient hook, a Function.backward: an ordinary call
             with lock:
                 return advance()
+        hooked = hooks(False) is not None
         token = draw_u64()
         with lock:
-            found: T = replay.replayed(token, owner)
+            found: T = replay.replayed(token, owner, hooked)
             return found
     # a call may be recomputed later under a reentrant checkpoint's first pass (grad off) or a
     # non-reentrant one's saved-tensor hooks: only such calls draw a token
-    if grad_enabled() and hooks(False) is None:
+    hooked = hooks(False) is not None
+    if not hooked and grad_enabled():
         with lock:
             return advance()
     token = draw_u64()
     with lock:
         taken = advance()
-        replay.record(token, taken)
+        replay.record(token, taken, hooked)
         return taken

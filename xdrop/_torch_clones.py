@@ -23,11 +23,11 @@ _CALL_IMPL = nn.Module._call_impl.__code__
 
 
 def find_root(layer: nn.Module) -> nn.Module:
-    """The outermost module whose call is running ``layer`` (``layer`` itself when none is)."""
+    """The outermost module whose call (or ``forward``, called directly) is running ``layer``; else ``layer``."""
     root = layer
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code is _CALL_IMPL:
+        if frame.f_code is _CALL_IMPL or frame.f_code.co_name == "forward":
             found = frame.f_locals.get("self")
             if isinstance(found, nn.Module):
                 root = found
