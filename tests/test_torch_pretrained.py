@@ -19,6 +19,8 @@ torch = pytest.importorskip("torch", reason="the conversion is of torch models")
 transformers = pytest.importorskip("transformers", reason="needs transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="transformers saves safetensors")
 
+from tiny_models import tiny_lm  # noqa: E402
+
 import xdrop.torch as xt  # noqa: E402
 
 SEED = 1234
@@ -35,26 +37,6 @@ def quiet_transformers():
     transformers.logging.set_verbosity(before)
 
 
-def build(kind):
-    torch.manual_seed(0)
-    if kind == "gpt2":
-        config = transformers.GPT2Config(
-            n_embd=16, n_layer=2, n_head=2, vocab_size=40, n_positions=16, attn_pdrop=0.3, resid_pdrop=0.2
-        )
-        return transformers.GPT2LMHeadModel(config)
-    config = transformers.BertConfig(
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        vocab_size=40,
-        max_position_embeddings=16,
-        attention_probs_dropout_prob=0.3,
-        hidden_dropout_prob=0.2,
-    )
-    return transformers.BertForMaskedLM(config)
-
-
 def train_step(model):
     """One training forward and backward: the loss and every gradient, flattened."""
     model.train()
@@ -66,7 +48,7 @@ def train_step(model):
 
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])
 def test_from_pretrained_then_replace_dropout_resumes_the_streams(kind, tmp_path):
-    model = xt.replace_dropout(build(kind), seed=SEED)
+    model = xt.replace_dropout(tiny_lm(kind), seed=SEED)
     first = train_step(model)
     train_step(model)
     model.save_pretrained(tmp_path)
@@ -82,13 +64,13 @@ def test_from_pretrained_then_replace_dropout_resumes_the_streams(kind, tmp_path
 
     # Trainer's resume_from_checkpoint loads the weights file into the model it already holds (converted)
     # with load_state_dict(state_dict, False): there the buffers carry the streams
-    held = xt.replace_dropout(build(kind), seed=SEED)
+    held = xt.replace_dropout(tiny_lm(kind), seed=SEED)
     held.load_state_dict(safetensors_torch.load_file(os.path.join(tmp_path, "model.safetensors")), False)
     assert torch.equal(train_step(held), expected)
 
 
 def test_config_json_holds_every_stream_at_save_time(tmp_path):
-    model = xt.replace_dropout(build("gpt2"), seed=SEED)
+    model = xt.replace_dropout(tiny_lm("gpt2"), seed=SEED)
     train_step(model)
     model.save_pretrained(tmp_path)
     entry = json.loads((tmp_path / "config.json").read_text())["xdrop"]
@@ -101,7 +83,7 @@ def test_config_json_holds_every_stream_at_save_time(tmp_path):
 
 
 def test_another_seed_than_the_saved_runs_raises(tmp_path):
-    model = xt.replace_dropout(build("gpt2"), seed=SEED)
+    model = xt.replace_dropout(tiny_lm("gpt2"), seed=SEED)
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"seed=1234, not seed=5: pass seed=1234"):
@@ -109,7 +91,7 @@ def test_another_seed_than_the_saved_runs_raises(tmp_path):
 
 
 def test_a_saved_state_that_does_not_fit_the_model_warns_naming_the_streams(tmp_path):
-    model = xt.replace_dropout(build("gpt2"), seed=SEED)
+    model = xt.replace_dropout(tiny_lm("gpt2"), seed=SEED)
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["xdrop"]["streams"]["transformer.h.7.mlp.dropout"] = [1, 2]
@@ -133,14 +115,14 @@ def test_a_saved_state_that_does_not_fit_the_model_warns_naming_the_streams(tmp_
     ],
 )
 def test_a_malformed_saved_state_raises_naming_it(entry, message):
-    model = build("gpt2")
+    model = tiny_lm("gpt2")
     model.config.xdrop = entry
     with pytest.raises(ValueError, match=message):
         xt.replace_dropout(model, seed=1)
 
 
 def test_copies_of_a_converted_model_carry_their_own_state():
-    model = xt.replace_dropout(build("gpt2"), seed=SEED)
+    model = xt.replace_dropout(tiny_lm("gpt2"), seed=SEED)
     for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         train_step(twin)
         assert twin.config.to_dict()["xdrop"]["streams"]["transformer.drop"][1] == 1  # the twin's step
@@ -148,7 +130,7 @@ def test_copies_of_a_converted_model_carry_their_own_state():
 
 
 def test_a_config_shared_with_another_model_does_not_take_the_state():
-    config = build("gpt2").config
+    config = tiny_lm("gpt2").config
     converted, other = transformers.GPT2LMHeadModel(config), transformers.GPT2LMHeadModel(config)
     xt.replace_dropout(converted, seed=SEED)
     assert "xdrop" in converted.config.to_dict()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch", reason="the replay runs on torch tensors")
+from tiny_models import tiny_lm  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.checkpoint import checkpoint  # noqa: E402
 
@@ -181,28 +182,10 @@ def test_torch_transformer_encoder_recomputes_without_rng_state(how):
 @pytest.mark.parametrize("reentrant", [False, True])
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])
 def test_transformers_gradient_checkpointing_without_rng_state(kind, reentrant):
-    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    pytest.importorskip("transformers", reason="needs transformers")
 
     def build():
-        torch.manual_seed(0)
-        if kind == "gpt2":
-            config = transformers.GPT2Config(
-                n_embd=16, n_layer=2, n_head=2, vocab_size=40, n_positions=16, attn_pdrop=0.3, resid_pdrop=0.2
-            )
-            model = transformers.GPT2LMHeadModel(config)
-        else:
-            config = transformers.BertConfig(
-                hidden_size=16,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                intermediate_size=32,
-                vocab_size=40,
-                max_position_embeddings=16,
-                attention_probs_dropout_prob=0.3,
-                hidden_dropout_prob=0.2,
-            )
-            model = transformers.BertForMaskedLM(config)
-        return xt.replace_dropout(model, seed=1234).train()
+        return xt.replace_dropout(tiny_lm(kind), seed=1234).train()
 
     ids = torch.randint(0, 40, (2, 10), generator=torch.Generator().manual_seed(1))
 
