@@ -32,7 +32,9 @@ uninterrupted run would have. The step advances by one per training forward.
 - **Checkpoints.** An ``nn.Dropout`` model's ``state_dict`` (no ``seed`` /
   ``step`` keys) loads into a model with xdrop layers, strict or not: layers
   whose keys are both absent keep their seed and step. The other way, save
-  with :func:`plain_state_dict` (or load with ``strict=False``).
+  with :func:`plain_state_dict` (or load with ``strict=False``). transformers'
+  ``from_pretrained`` drops the buffers: a converted transformers model keeps
+  its streams in ``config.xdrop`` too (see :func:`replace_dropout`).
 - **Meta device.** A layer built under ``torch.device("meta")`` gets its
   constructed seed and step 0 back on ``to_empty()`` (or ``reset_parameters()``).
 - **Autograd** saves no mask: backward regenerates it from ``(seed, step)``;
@@ -136,7 +138,13 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     makes): each gets ``blake2b(its seed, path)``, its own stream.
 
     Checkpoints saved before the conversion load into the converted model
-    (the xdrop layers keep their seeds, step 0: see the module docs).
+    (the xdrop layers keep their seeds, step 0: see the module docs). Each
+    transformers model converted gets a config entry ``config.xdrop`` that
+    ``save_pretrained`` writes to ``config.json`` with every stream's current
+    ``(seed, step)``; on a model loaded by ``from_pretrained`` from such a
+    checkpoint, ``replace_dropout`` restores the streams it creates from it,
+    so training resumes where the checkpoint was saved (``seed`` must then be
+    that run's seed or ``None``).
 
     Parameters
     ----------
