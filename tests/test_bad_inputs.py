@@ -275,7 +275,7 @@ FLAX_CASES: list[Case] = [
         "training without mutable=['xdrop']",
         linen_training_apply,
         ValueError,
-        "LinenDropout (top level) with seed=1 advances its step in the 'xdrop' collection at each training call: "
+        "LinenDropout with seed=1 advances its step in the 'xdrop' collection at each training call: "
         "apply with mutable=['xdrop'] and pass the returned 'xdrop' variables to the next call (or "
         "deterministic=True); without it every call would draw the same mask",
     ),

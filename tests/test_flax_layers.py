@@ -201,7 +201,7 @@ def test_linen_training_apply_without_mutable_raises() -> None:
 
     x = jnp.ones((2, 4))
     variables = Model().init(jax.random.key(0), x, True)
-    with pytest.raises(ValueError, match=r"LinenDropout drop with seed=.*apply with mutable=\['xdrop'\]"):
+    with pytest.raises(ValueError, match=r"LinenDropout 'drop' with seed=.*apply with mutable=\['xdrop'\]"):
         Model().apply(variables, x, True)
     _same_bits(Model().apply(variables, x, False), np.ones((2, 4), np.float32))  # inference needs no mutable
 

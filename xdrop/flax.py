@@ -279,8 +279,9 @@ class LinenDropout(linen.Module):
             )
         initializing = self.is_initializing()
         if not initializing and not self.is_mutable_collection("xdrop"):
+            where = f" {'/'.join(self.path)!r}" if self.path else ""
             raise ValueError(
-                f"LinenDropout {'/'.join(self.path) or '(top level)'} with seed={self.seed} advances its step in the "
+                f"LinenDropout{where} with seed={self.seed} advances its step in the "
                 "'xdrop' collection at each training call: apply with mutable=['xdrop'] and pass the returned "
                 "'xdrop' variables to the next call (or deterministic=True); without it every call would draw "
                 "the same mask"
