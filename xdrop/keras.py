@@ -1,7 +1,8 @@
 """Keras 3 layers drawing xdrop's stream: the same bits under every Keras backend.
 
 ``import xdrop`` does not import this module; ``import xdrop.keras`` imports
-Keras. Keras hands a layer its backend's own tensors (JAX arrays, torch
+Keras, so set ``KERAS_BACKEND`` to ``jax`` or ``torch`` first (Keras defaults
+to TensorFlow). Keras hands a layer its backend's own tensors (JAX arrays, torch
 tensors, NumPy arrays), and :func:`xdrop.dropout` takes each of them as they
 are, so a layer gives the bits of ``xdrop.dropout(x, rate, seed=s, step=i)``
 at its ``i``-th training call whichever backend runs it. Keras' own layers use
