@@ -59,7 +59,9 @@ def test_torch_set_stream_keeps_the_built_seed_for_reset():
     assert layer.get_stream() == (5, 0)
 
 
-@pytest.mark.parametrize(("seed", "step", "name"), [(-1, 0, "seed"), (2**64, 0, "seed"), (0, -1, "step"), (1.5, 0, "seed")])
+@pytest.mark.parametrize(
+    ("seed", "step", "name"), [(-1, 0, "seed"), (2**64, 0, "seed"), (0, -1, "step"), (1.5, 0, "seed")]
+)
 def test_torch_set_stream_refuses_bad_values_and_changes_nothing(seed, step, name):
     layer = xdrop.torch.Dropout(0.5, seed=3)
     with pytest.raises((TypeError, ValueError), match=name):
@@ -77,7 +79,9 @@ def test_torch_stream_of_a_meta_layer_is_an_error_naming_to_empty():
 
 
 def test_dropout_streams_lists_the_seeds_replace_dropout_derives():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1), torch.nn.Sequential(torch.nn.Dropout(0.2)))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 4), torch.nn.Dropout(0.1), torch.nn.Sequential(torch.nn.Dropout(0.2))
+    )
     xdrop.torch.replace_dropout(model, seed=HIGH_SEED)
     model[1](torch.ones(2))
     streams = xdrop.torch.dropout_streams(model)
