@@ -141,7 +141,9 @@ def test_code_block_check_flags_unmarked_and_reasonless_blocks() -> None:
     assert xdrop_docs.unmarked_code_blocks("```python\nx = 1\n```\n", frozenset({"python"})) == []
 
 
-@pytest.mark.parametrize("page", [*sorted(DOCS.glob("*.md")), ROOT / "README.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "page", [*sorted(DOCS.glob("*.md")), ROOT / "README.md", ROOT / "CONTRIBUTING.md"], ids=lambda p: p.name
+)
 def test_every_code_block_is_run_or_marked_not_run(page: Path) -> None:
     # README.md's python blocks are run by test_readme_python_examples_run below.
     run = frozenset({"python"}) if page.name == "README.md" else frozenset()
@@ -156,7 +158,8 @@ def readme_python_blocks() -> list[str]:
 def test_readme_python_examples_run() -> None:
     blocks = readme_python_blocks()
     assert blocks, "README.md has no python block: update this test"
-    pytest.importorskip("torch", reason="README's example compares NumPy with PyTorch")
+    pytest.importorskip("torch", reason="README's examples train a PyTorch model and compare NumPy with PyTorch")
+    pytest.importorskip("jax", reason="README's JAX example trains with jax.jit")
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
 

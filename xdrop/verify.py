@@ -124,7 +124,7 @@ def describe_host_kernel() -> str:
     kernel = host_kernel()
     if kernel["error"]:
         text = (
-            f"host kernel: the pure-NumPy engine ({_native.SLOWDOWN}), "
+            f"host kernel: the NumPy engine ({_native.SLOWDOWN}), "
             f"because the compiled kernel could not be loaded: {kernel['error']}"
         )
         return wrap(text, "  ")
