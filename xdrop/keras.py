@@ -11,7 +11,12 @@ The seed is part of the layer's config (``get_config``) and the step is a
 non-trainable ``uint32`` weight ``(low, high)``, so a ``.keras`` file restores
 both and a reloaded model continues the same masks. Under the JAX backend the
 step is read and advanced inside ``jit``; under the torch and NumPy backends,
-eagerly.
+eagerly. ``layer.get_stream()`` returns ``(seed, step)`` as integers and
+``layer.set_stream(seed, step)`` sets them (what ``xdrop.torch`` and
+``xdrop.flax`` layers give and take, for porting a model).
+
+Keras picks its backend at its first import: set ``KERAS_BACKEND=jax`` (or
+``torch``) first, as Keras 3 otherwise uses TensorFlow.
 
 :class:`MultiHeadAttention` is Keras' attention layer with its attention
 dropout drawn the same way (over the ``(B, H, L, S)`` weights).

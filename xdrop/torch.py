@@ -21,6 +21,12 @@ uninterrupted run would have. The step advances by one per training forward.
   Drawing the seed consumes torch's default generator once per layer built,
   so parameters initialised after it differ from a model built with
   ``nn.Dropout`` under the same ``torch.manual_seed``.
+- **Reading and setting the stream.** ``layer.get_stream()`` returns
+  ``(seed, step)`` as unsigned integers (``int(layer.seed)`` reads the int64
+  buffer, negative for seeds of ``2**63`` and above), and
+  ``layer.set_stream(seed, step)`` sets them; :func:`dropout_streams` lists a
+  model's streams by module path. They take and give what the Flax and Keras
+  layers' ``get_stream`` / ``set_stream`` do, for porting a model.
 - **Checkpoints.** An ``nn.Dropout`` model's ``state_dict`` (no ``seed`` /
   ``step`` keys) loads into a model with xdrop layers, strict or not: layers
   whose keys are both absent keep their seed and step. The other way, save
