@@ -70,10 +70,11 @@ def check_writable(path: str, option: str, parser: argparse.ArgumentParser) -> N
 def add_verify(sub: Subparsers) -> None:
     p = sub.add_parser(
         "verify",
-        help="check the three properties on every installed backend",
-        description="Seeded equivalence, the 1/p expectation and the gradient identity, measured on each "
-        "installed backend. Exits 1 if any cell fails or a backend named with --backend cannot run; "
-        "without --backend, a backend that is not installed or has no device is shown as skipped, "
+        help="check xdrop's properties on every installed backend",
+        description="Measures on each installed backend: the same bits as the NumPy reference, E[out] = x, "
+        "the gradient, blocks of sharded arrays and attention dropout (the report explains each). "
+        "Exits 1 if any cell fails or a backend named with --backend cannot run; "
+        "without --backend, a backend that is not installed or has no device is shown as not run, "
         "which is not a failure.",
     )
     p.add_argument("--backend", action="append", metavar="NAME", help="a backend to check (repeatable); default: all")
