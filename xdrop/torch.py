@@ -225,7 +225,9 @@ def dropout_streams(module: nn.Module) -> dict[str, tuple[int, int]]:
     the same pair (``xdrop.flax.Dropout(rate, seed=seed)`` then
     ``layer.set_stream(seed, step)``; see the docs' porting page). Each value is
     the layer's :meth:`~xdrop.torch.Dropout.get_stream`; a layer shared by
-    several parents is listed once, under its first path.
+    several parents is listed once, under its first path. The stream of the
+    routed ``F.dropout`` calls (the buffer ``xdrop_functional``) is not a layer
+    and is not listed.
 
     Parameters
     ----------
