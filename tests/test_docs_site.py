@@ -407,6 +407,8 @@ def test_built_site_has_every_page() -> None:
         "backend-matrix",
         "performance",
         "migrating",
+        "porting",
+        "seeds",
         "api",
         "changelog",
     ):
