@@ -48,6 +48,12 @@ def seed_words(value: int) -> jax.Array:
     return jnp.asarray([value & _MASK32, value >> 32], dtype=jnp.uint32)
 
 
+def _u64_of(words: jax.Array) -> int:
+    """A concrete ``(low, high)`` uint32 pair as the integer it holds."""
+    low, high = (int(w) for w in jax.device_get(words))
+    return low | high << 32
+
+
 def _traced(words: jax.Array) -> int:
     """A ``(low, high)`` word pair where the functional API takes a seed or step (it reads JAX pairs)."""
     return cast(int, words)
@@ -217,6 +223,47 @@ class Dropout(nnx.Module):
         )
         self.step[...] = _next_step(step)
         return out
+
+    def get_stream(self) -> tuple[int, int]:
+        """The layer's ``(seed, step)`` as integers in ``[0, 2**64)``: the stream its next call draws.
+
+        The variables hold each value as a ``uint32`` pair ``(low, high)``; this
+        joins them. Outside ``jit`` only (it reads concrete values).
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp
+        >>> import xdrop.flax
+        >>> layer = xdrop.flax.Dropout(0.5, seed=2**63)
+        >>> _ = layer(jnp.ones(4))
+        >>> layer.get_stream()
+        (9223372036854775808, 1)
+        """
+        return _u64_of(self.seed[...]), _u64_of(self.step[...])
+
+    def set_stream(self, seed: int, step: int = 0) -> None:
+        """Set the layer's ``(seed, step)``: its next training call draws ``(seed, step)``.
+
+        Takes what :meth:`xdrop.torch.Dropout.get_stream` returns, so a layer
+        ported from PyTorch continues the torch layer's masks.
+
+        Parameters
+        ----------
+        seed, step : int
+            Integers in ``[0, 2**64)``.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, numpy as np
+        >>> import xdrop, xdrop.flax
+        >>> layer = xdrop.flax.Dropout(0.5, seed=0)
+        >>> layer.set_stream(7, step=3)
+        >>> bool((layer(jnp.ones(8)) == xdrop.dropout(np.ones(8, np.float32), 0.5, seed=7, step=3)).all())
+        True
+        """
+        seed_pair, step_pair = seed_words(check_u64(seed, "seed")), seed_words(check_u64(step, "step"))
+        self.seed[...] = seed_pair
+        self.step[...] = step_pair
 
     def set_view(self, deterministic: bool | None = None, **_: Any) -> None:
         """``model.eval()`` / ``model.train()`` set ``deterministic`` (Flax's view protocol)."""

@@ -21,6 +21,9 @@ in ``layer.variables`` but not in ``layer.weights``, so ``get_weights()`` and
 ``set_weights()`` take the lists of Keras' own layers, and a weights file
 saved from a model with Keras' ``Dropout`` or ``MultiHeadAttention`` loads
 into the same model built with xdrop's (each step keeps its value).
+``layer.get_stream()`` returns ``(seed, step)`` as integers and
+``layer.set_stream(seed, step)`` sets them (what ``xdrop.torch`` and
+``xdrop.flax`` layers give and take, for porting a model).
 
 :class:`MultiHeadAttention` is Keras' attention layer with its attention
 dropout drawn the same way (over the ``(B, H, L, S)`` weights).
@@ -82,6 +85,46 @@ class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
         after = (value + 1) & ((1 << 64) - 1)
         self.step.assign(keras.ops.convert_to_tensor([after & _MASK32, after >> 32], dtype="uint32"))
         return self.seed, value
+
+    def get_stream(self) -> tuple[int, int]:
+        """The layer's ``(seed, step)`` as integers in ``[0, 2**64)``: the stream its next call draws.
+
+        Examples
+        --------
+        >>> import keras, xdrop.keras
+        >>> layer = xdrop.keras.Dropout(0.5, seed=2**63)
+        >>> _ = layer(keras.ops.ones((4,)), training=True)
+        >>> layer.get_stream()
+        (9223372036854775808, 1)
+        """
+        low, high = (int(w) for w in keras.ops.convert_to_numpy(self.step.value))
+        return self.seed, low | high << 32
+
+    def set_stream(self, seed: int, step: int = 0) -> None:
+        """Set the layer's ``(seed, step)``: its next training call draws ``(seed, step)``.
+
+        Takes what :meth:`xdrop.torch.Dropout.get_stream` returns, so a layer
+        ported from PyTorch continues the torch layer's masks. The seed is part of
+        the config (``get_config``) and the step a weight, as at construction.
+
+        Parameters
+        ----------
+        seed, step : int
+            Integers in ``[0, 2**64)``.
+
+        Examples
+        --------
+        >>> import keras, numpy as np
+        >>> import xdrop, xdrop.keras
+        >>> layer = xdrop.keras.Dropout(0.5, seed=0)
+        >>> layer.set_stream(7, step=3)
+        >>> out = keras.ops.convert_to_numpy(layer(keras.ops.ones((8,)), training=True))
+        >>> bool((out == xdrop.dropout(np.ones(8, np.float32), 0.5, seed=7, step=3)).all())
+        True
+        """
+        seed, step = check_u64(seed, "seed"), check_u64(step, "step")
+        self.seed = seed
+        self.step.assign(keras.ops.convert_to_tensor([step & _MASK32, step >> 32], dtype="uint32"))
 
     def _draw(self, inputs: Any, seed: Any, step: Any) -> Any:
         raise NotImplementedError
