@@ -203,7 +203,31 @@ LAYER_CASES: list[Case] = [
         TypeError,
         "module must be a torch.nn.Module, got module of type int",
     ),
+    layer_case(
+        "torch.replace_dropout",
+        "a transformers model whose config.xdrop is not xdrop's",
+        lambda: (xt().replace_dropout, (tiny_gpt2([1, 2]),), {"seed": 1}),
+        ValueError,
+        'GPT2Model.config.xdrop must be the streams\' state xdrop 1 writes ({"format": 1, "seed": ..., '
+        '"streams": {...}}), got [1, 2]',
+    ),
+    layer_case(
+        "torch.replace_dropout",
+        "seed other than the one config.xdrop was saved with",
+        lambda: (xt().replace_dropout, (tiny_gpt2({"format": 1, "seed": 7, "streams": {}}),), {"seed": 5}),
+        ValueError,
+        "GPT2Model.config.xdrop holds the streams of a run with seed=7, not seed=5: pass seed=7 (or None) "
+        "to resume it, or delete config.xdrop to start new streams",
+    ),
 ]
+
+
+def tiny_gpt2(entry: Any) -> Any:
+    """A transformers GPT-2 from a tiny config whose ``xdrop`` entry (what config.json held) is ``entry``."""
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    config = transformers.GPT2Config(n_embd=8, n_layer=1, n_head=2, vocab_size=16, n_positions=8)
+    config.xdrop = entry
+    return transformers.GPT2Model(config)
 
 
 def generator_case(bad, args, kwargs, error, message) -> Case:
