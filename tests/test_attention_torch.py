@@ -399,3 +399,44 @@ def test_a_float_mask_is_read_by_index_never_copied(case, monkeypatch):
     allowed = {aten.add_.Tensor, aten.zeros_like.default}  # the add into the scores; dbias takes its shape
     copies = {f for f in readers if not f.is_view and f not in allowed}
     assert readers and not copies, copies
+
+
+@pytest.mark.parametrize("p", [0.0, P, 1.0])
+def test_zero_keys_give_zeros_and_zero_gradients(p):
+    """S = 0 (torch's SDPA gives zeros): out 0; dq 0; dk, dv and the float mask's gradient empty."""
+    q, k, v = _qkv(S=0)
+    bias = torch.zeros(12, 0, dtype=torch.float64, requires_grad=True)
+    for mask in (None, bias):
+        out = xdrop.scaled_dot_product_attention(q, k, v, mask, p, seed=SEED, step=STEP)
+        assert out.shape == (2, 3, 12, 5) and torch.equal(out, torch.zeros_like(out))
+        wrt = (q, k, v) if mask is None else (q, k, v, bias)
+        grads = torch.autograd.grad(out, wrt, torch.randn_like(out))
+        for t, g in zip(wrt, grads, strict=True):
+            assert g.shape == t.shape and torch.equal(g, torch.zeros_like(t))
+
+
+def _big_half(dtype):
+    """Head dim 64, entries 40: q k^T (102400) overflows float16, the scaled scores (12800) fit."""
+    g = torch.Generator().manual_seed(4)
+    q = 40 * torch.randn(2, 3, 6, 64, generator=g).sign()
+    k = q.flip(-2)  # key L - 1 - i is query i
+    v = torch.randn(2, 3, 6, 8, generator=g)
+    return [t.to(dtype).requires_grad_() for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_compute_in_float32(dtype):
+    """The operator on float16/bfloat16 equals its float32 result on the same values, to the type's rounding."""
+    half = _big_half(dtype)
+    single = [t.detach().float().requires_grad_() for t in half]
+    out = xdrop.scaled_dot_product_attention(*half, dropout_p=P, seed=SEED)
+    want = xdrop.scaled_dot_product_attention(*single, dropout_p=P, seed=SEED)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    eps = torch.finfo(dtype).eps
+    assert (out.float() - want).abs().max() <= eps * want.abs().max()  # one rounding to the type
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+    got = torch.autograd.grad(out, half, dout.to(dtype))
+    exp = torch.autograd.grad(want, single, dout.to(dtype).float())
+    for name, a, b in zip("qkv", got, exp, strict=True):
+        assert a.dtype == dtype and torch.isfinite(a).all(), name
+        assert (a.float() - b).abs().max() <= eps * b.abs().max(), name

@@ -179,7 +179,7 @@ def forward(
         return torch.zeros((n, length, v.shape[2]), dtype=dtype, device=q.device), lse
     out = q.new_empty((n, length, v.shape[2]))
     kk = keep_count(dropout_p)
-    a = scale_for(kk, torch, dtype)  # the dropout scale of the input's dtype, exact in the compute dtype
+    a = scale_for(kk, torch, q.dtype)  # the compute dtype's, as the JAX and Triton kernels
     for n0, n1, i0, i1 in blocks(n, length, keys):
         s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
         top = s.amax(-1, keepdim=True)
@@ -243,7 +243,7 @@ def backward(
     dv = torch.zeros_like(v)
     dbias = None if bias is None else torch.zeros_like(bias[0])
     kk = keep_count(dropout_p)
-    a = scale_for(kk, torch, dtypes[0])
+    a = scale_for(kk, torch, q.dtype)
     for n0, n1, i0, i1 in blocks(n, length, keys) if keys else ():
         s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
         top = lse[n0:n1, i0:i1, None].to(q.dtype)
