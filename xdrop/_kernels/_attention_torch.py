@@ -123,9 +123,6 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-_lse_dtype = _compute_dtype
-
-
 def _scores(q: Any, k: Any, bias: Any, scale: float, is_causal: bool, n0: int, n1: int, i0: int, i1: int) -> Any:
     """Scaled, biased, causally masked scores of a block, ``(n1 - n0, i1 - i0, S)``; ``bias`` a layout's pair."""
     s = torch.matmul(q[n0:n1, i0:i1], k[n0:n1].transpose(1, 2))
@@ -298,7 +295,7 @@ def _(
     is_causal: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
-    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q.dtype))
+    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=_compute_dtype(q.dtype))
 
 
 @torch.library.custom_op("xdrop::attention_backward", mutates_args=())
