@@ -440,3 +440,27 @@ def test_half_types_compute_in_float32(dtype):
     for name, a, b in zip("qkv", got, exp, strict=True):
         assert a.dtype == dtype and torch.isfinite(a).all(), name
         assert (a.float() - b).abs().max() <= eps * b.abs().max(), name
+
+
+def test_cpu_blocks_draw_their_masks_on_the_calling_thread(monkeypatch):
+    """No second thread pool beside torch's: the host driver's pool is never asked for an attention mask.
+
+    A block of 2**19 weights is far above the driver's threading threshold, and four workers
+    are allowed, so a mask drawn through the driver would use its pool. The bits are keep_mask's.
+    """
+    from xdrop._kernels import _host, _native
+
+    if _native.library() is None:
+        pytest.skip("without the compiled kernel the NumPy engine draws the masks, on its threads")
+    monkeypatch.setattr(_host, "_workers", lambda: 4)
+    asked = []
+    real = _host._executor
+    monkeypatch.setattr(_host, "_executor", lambda: asked.append(1) or real())
+    L = S = 512
+    q, k = (torch.zeros(1, 2, L, 4, requires_grad=True) for _ in range(2))
+    v = torch.eye(S).expand(1, 2, S, S)  # uniform weights times v = I: out is the dropped weights
+    out = xdrop.scaled_dot_product_attention(q, k, v, dropout_p=P, seed=SEED, step=STEP)
+    out.sum().backward()
+    assert not asked
+    want = xdrop.keep_mask((1, 2, L, S), P, seed=SEED, step=STEP, xp=np)
+    assert np.array_equal((out != 0).numpy(), want)

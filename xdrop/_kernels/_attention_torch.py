@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import torch
 
-from .._stream import keep_count, scale_for
+from .._stream import TWO32, keep_count, scale_for
 from ._torch_ops import _unpack, to_int64
 
 # Elements of one block's score matrix: 2**20 (4 MiB in float32) keeps a block in cache-sized pieces
@@ -138,6 +138,25 @@ def _scores(q: Any, k: Any, bias: Any, scale: float, is_causal: bool, n0: int, n
     return s
 
 
+def _host_keep(start: int, count: int, seed: int, step: int, kk: int) -> Any:
+    """A CPU block's keep flags, drawn by the compiled kernel on the calling thread.
+
+    The block's products run on torch's intra-op threads; the host driver's own pool beside
+    them gains nothing at a block's size (2**20 flags take the kernel about 0.3 ms, the
+    block's ``q k^T`` alone about 12 ms at E = 64) and makes two pools fight for the cores
+    of a busy machine. Without the compiled kernel, the NumPy engine (and its threads).
+    """
+    from . import _host, _native
+
+    out = torch.empty(count, dtype=torch.bool)
+    lib = _native.library()
+    if lib is None or kk in (0, TWO32):
+        _host.mask_into(out.numpy(), start, seed, step, kk, _host.default_engine())
+    else:
+        lib.xd_mask(start, count, seed, step, kk, out.data_ptr())
+    return out
+
+
 def _keep(q: Any, seed: int, step: int, kk: int, n0: int, n1: int, i0: int, i1: int, keys: int) -> Any:
     """The keep mask of a block: one contiguous range of the flat indices."""
     from ._select import select_mask
@@ -146,6 +165,8 @@ def _keep(q: Any, seed: int, step: int, kk: int, n0: int, n1: int, i0: int, i1: 
     length = q.shape[1]
     start = (n0 * length + i0) * keys
     count = (n1 - n0) * (i1 - i0) * keys
+    if q.device.type == "cpu":
+        return _host_keep(start, count, seed, step, kk).view(n1 - n0, i1 - i0, keys)
     xp = _namespace()
     flat = select_mask(xp, "auto", q.device)(xp, start, count, seed, step, kk, q.device)
     return flat.to(q.device).view(n1 - n0, i1 - i0, keys)
