@@ -185,7 +185,7 @@ def forward(
     q: Any, k: Any, v: Any, bias: Any, dropout_p: float, scale: float, seed: int, step: int, is_causal: bool
 ) -> tuple[Any, Any]:
     """``(out, lse)`` of attention with dropout, computed block by block (see the module docs)."""
-    if q.is_cuda and (cuda := _cuda_module()) is not None:
+    if q.is_cuda and k.shape[1] and (cuda := _cuda_module()) is not None:  # no keys: the blocked code's zeros
         bias = _contract_bias(bias, q.shape[0])
         return cast(tuple[Any, Any], cuda.forward(q, k, v, bias, dropout_p, scale, seed, step, is_causal))
     dtype = q.dtype
@@ -243,7 +243,7 @@ def backward(
 ) -> tuple[Any, ...]:
     """``(dq, dk, dv)``, and ``dbias`` if ``bias_grad``: each block's weights computed again from ``lse``,
     the mask drawn again."""
-    if q.is_cuda and not bias_grad and (cuda := _cuda_module()) is not None:
+    if q.is_cuda and k.shape[1] and not bias_grad and (cuda := _cuda_module()) is not None:
         return cast(
             tuple[Any, Any, Any],
             cuda.backward(
