@@ -1323,10 +1323,6 @@ def _set(**more: Any) -> Callable[..., Any]:
     return change
 
 
-def torch_mask_requiring_grad() -> Any:
-    return torch().zeros((3, 5), dtype=torch().float64, requires_grad=True)
-
-
 CASES += [
     attention_case(
         "q not an array",
@@ -1407,19 +1403,6 @@ CASES += [
         _set(attn_mask=[[True] * 5] * 3),
         TypeError,
         "attn_mask must be None or an array of q's namespace, got attn_mask of type list",
-    ),
-    Case(
-        "scaled_dot_product_attention",
-        "attn_mask that requires grad",
-        lambda: (
-            xdrop.scaled_dot_product_attention,
-            tuple(torch().ones(2, n, e, dtype=torch().float64) for n, e in ((3, 4), (5, 4), (5, 6))),
-            {"attn_mask": torch_mask_requiring_grad(), "dropout_p": 0.5, "seed": gen()},
-        ),
-        ValueError,
-        "attn_mask must not require grad: its gradient would be a tensor of L * S elements per head; "
-        "pass attn_mask.detach()",
-        needs_torch=True,
     ),
     attention_case(
         "scale not a number",

@@ -132,14 +132,7 @@ def describe_host_kernel() -> str:
     if os.environ.get(_native.VARIANT_ENV, "").strip():
         why = f"{_native.VARIANT_ENV}={variant} asks for it"
     else:
-        defaults = ", ".join(_native.DEFAULT_VARIANTS)
-        why = f"it is the fastest of the variants chosen by default ({defaults}) that this CPU runs"
-        held_back = [v for v in runs if v not in _native.DEFAULT_VARIANTS]
-        if held_back:
-            why += (
-                f"; {', '.join(held_back)} runs only when {_native.VARIANT_ENV} names it, as it has been tested "
-                "only on emulated instructions"
-            )
+        why = f"it is the fastest variant this CPU runs ({_native.VARIANT_ENV} would override)"
     text = f"host kernel: compiled, variant {variant} (this CPU runs {', '.join(runs)}), because {why}."
     return wrap(text, "  ")
 
