@@ -6,6 +6,7 @@ is atomic: threads sharing one get every step exactly once, in some order.
 """
 
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -166,3 +167,44 @@ def test_forked_child_can_run_a_large_call_after_the_parent_did():
 def test_fork_started_dataloader_workers_run_large_calls():
     pytest.importorskip("torch", reason="torch is not installed")
     run_fresh(DATALOADER)
+
+
+CTRL_C = """
+from xdrop._kernels import _host
+
+_host._workers = lambda: 4  # pool threads even on a one-core machine
+x = np.ones(1 << 22, np.float32)
+
+
+def interrupt(*_):
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGALRM, interrupt)
+large(1)
+t0 = time.perf_counter()
+xdrop.dropout(x, 0.5, seed=1)
+took = time.perf_counter() - t0
+interrupted = late = 0
+for i in range(48):
+    buf = np.full(x.shape, 7, np.float32)
+    signal.setitimer(signal.ITIMER_REAL, took * (0.1 + 0.9 * (i % 8) / 7))
+    try:
+        xdrop.dropout(x, 0.5, seed=1, out=buf)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    except KeyboardInterrupt:
+        interrupted += 1
+        seen = buf.copy()
+        time.sleep(took)
+        late += not np.array_equal(seen, buf)
+        del buf  # a range still running would write freed memory
+print(interrupted, late)
+sys.exit(0 if interrupted and not late else 2)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_ctrl_c_during_a_large_call_leaves_no_write_behind_and_the_process_exits():
+    """A KeyboardInterrupt from a signal handler at varied points of large threaded calls: once the call
+    has raised, its buffer no longer changes, and the process exits (no thread left blocked)."""
+    run_fresh("import time\n" + CTRL_C)
