@@ -208,3 +208,41 @@ def test_ctrl_c_during_a_large_call_leaves_no_write_behind_and_the_process_exits
     """A KeyboardInterrupt from a signal handler at varied points of large threaded calls: once the call
     has raised, its buffer no longer changes, and the process exits (no thread left blocked)."""
     run_fresh("import time\n" + CTRL_C)
+
+
+FIRST_TORCH_CALLS = """
+import threading
+import torch
+
+gen = xdrop.Generator(5)
+barrier = threading.Barrier(8)
+errors, outs = [], {}
+
+
+def first(i):
+    barrier.wait()
+    try:
+        outs[i] = xdrop.dropout(torch.ones(64), 0.5, seed=gen if i % 2 else i)
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+threads = [threading.Thread(target=first, args=(i,)) for i in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, errors
+assert gen.step == 4, gen.step  # one step per Generator call, each of which succeeded
+steps = sorted(xdrop.dropout(torch.ones(64), 0.5, seed=5, step=s).tolist() for s in range(4))
+assert sorted(outs[i].tolist() for i in (1, 3, 5, 7)) == steps
+assert all(outs[i].equal(xdrop.dropout(torch.ones(64), 0.5, seed=i)) for i in (0, 2, 4, 6))
+"""
+
+
+def test_first_torch_calls_from_several_threads_at_once():
+    """Eight threads make a fresh interpreter's first torch calls together (the operator module is loaded by
+    one and awaited by the others), half sharing a Generator: every call succeeds, each takes one step."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    for _ in range(2):  # the failure was a race (most fresh interpreters hit it): two of them
+        run_fresh(FIRST_TORCH_CALLS)

@@ -23,7 +23,6 @@ another, never the package.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from .._values import IMPLS, check_impl
@@ -69,7 +68,8 @@ def torch_dropout(
     x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
 ) -> Any:
     """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
-    ops: Any = sys.modules.get(f"{__name__}._torch_ops")  # imported once; a per-call import statement costs
-    if ops is None:
-        from . import _torch_ops as ops
-    return ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+    # An import statement, not a look-up in sys.modules: that could find the module while another
+    # thread still runs it, and torch.compile would guard on sys.modules. (library_of imported it.)
+    from . import _torch_ops
+
+    return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)

@@ -54,6 +54,9 @@ class Library:
     #: Its masks are lazy (Dask): an eager mask's memory check does not apply.
     lazy = False
 
+    def first_seen(self) -> None:
+        """Prepare for the library's first array: :func:`library_of` calls it once per namespace, before caching."""
+
     def device_key(self, x: Any) -> Any:
         """What kernel choice depends on besides the array's type (a device kind, a chunk type)."""
         return None
@@ -109,6 +112,12 @@ class Torch(Library):
     name = "torch"
     uses_torch_operator = True
     torch_rng = True
+
+    def first_seen(self) -> None:
+        """Register the operator before any call uses it (or takes a Generator's step): an import
+        statement waits for another thread's import to finish, and torch.compile runs it, rather
+        than tracing, when the first call is compiled."""
+        from . import _torch_ops  # noqa: F401
 
     def device_key(self, x: Any) -> Any:
         return x.device.type
@@ -245,7 +254,9 @@ def library_of(xp: ModuleType) -> Library:
     """The :class:`Library` of namespace ``xp`` (cached per namespace; :data:`GENERIC` if it has none)."""
     found = _OF_NAMESPACE.get(xp.__name__)
     if found is None:
-        found = _OF_NAMESPACE[xp.__name__] = LIBRARIES.get(namespace_name(xp), GENERIC)
+        found = LIBRARIES.get(namespace_name(xp), GENERIC)
+        found.first_seen()  # cached only once it has returned: no thread finds a library not yet ready
+        _OF_NAMESPACE[xp.__name__] = found
     return found
 
 
