@@ -30,6 +30,7 @@ from ._engines import HOST_ENGINES, HOST_IMPLS, MaskKernel
 from ._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel, host_dropout_into
 from ._reference import reference
 from ._select import (
+    FIRST_SEEN,
     LIBRARIES,
     Library,
     block_mask,
@@ -68,8 +69,20 @@ def torch_dropout(
     x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
 ) -> Any:
     """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
-    # An import statement, not a look-up in sys.modules: that could find the module while another
-    # thread still runs it, and torch.compile would guard on sys.modules. (library_of imported it.)
-    from . import _torch_ops
+    from . import _torch_ops  # imported when torch was first seen: here a cached import
 
     return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+
+
+def _register_torch_operator() -> None:
+    """Import the operator's module when torch is first seen, before a call uses it or takes a Generator's step.
+
+    An import statement, not a look-up in ``sys.modules``: the statement waits while another
+    thread runs the module, where the look-up would find it half-initialised; and
+    torch.compile, when the first call is traced, runs the import rather than guarding on
+    ``sys.modules`` (a guard that the import itself then breaks).
+    """
+    from . import _torch_ops  # noqa: F401
+
+
+FIRST_SEEN["torch"] = _register_torch_operator

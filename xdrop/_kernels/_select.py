@@ -54,9 +54,6 @@ class Library:
     #: Its masks are lazy (Dask): an eager mask's memory check does not apply.
     lazy = False
 
-    def first_seen(self) -> None:
-        """Prepare for the library's first array: :func:`library_of` calls it once per namespace, before caching."""
-
     def device_key(self, x: Any) -> Any:
         """What kernel choice depends on besides the array's type (a device kind, a chunk type)."""
         return None
@@ -112,12 +109,6 @@ class Torch(Library):
     name = "torch"
     uses_torch_operator = True
     torch_rng = True
-
-    def first_seen(self) -> None:
-        """Register the operator before any call uses it (or takes a Generator's step): an import
-        statement waits for another thread's import to finish, and torch.compile runs it, rather
-        than tracing, when the first call is compiled."""
-        from . import _torch_ops  # noqa: F401
 
     def device_key(self, x: Any) -> Any:
         return x.device.type
@@ -248,6 +239,9 @@ GENERIC = Library()
 LIBRARIES: dict[str, Library] = {lib.name: lib for lib in (NumPy(), Torch(), CuPy(), Jax(), Dask())}
 # Keyed by the namespace module's name: torch.compile traces a str-keyed lookup, not a module-keyed one.
 _OF_NAMESPACE: dict[str, Library] = {}
+# Library name -> what to run before library_of first returns that library (the package registers
+# torch's operator here: the operator's module imports this one).
+FIRST_SEEN: dict[str, Callable[[], None]] = {}
 
 
 def library_of(xp: ModuleType) -> Library:
@@ -255,7 +249,9 @@ def library_of(xp: ModuleType) -> Library:
     found = _OF_NAMESPACE.get(xp.__name__)
     if found is None:
         found = LIBRARIES.get(namespace_name(xp), GENERIC)
-        found.first_seen()  # cached only once it has returned: no thread finds a library not yet ready
+        prepare = FIRST_SEEN.get(found.name)
+        if prepare is not None:
+            prepare()  # before caching: no thread finds the library before it is ready
         _OF_NAMESPACE[xp.__name__] = found
     return found
 
