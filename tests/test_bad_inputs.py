@@ -900,6 +900,23 @@ CASES += [
         needs_torch=True,
     ),
     dropout_case(
+        "x a numpy.longdouble array wider than 64 bits",
+        {"p": 0.0},
+        TypeError,
+        "x must have a real floating dtype of at most 64 bits (float16, bfloat16, float32, float64), "
+        "got x.dtype=float128 (128 bits); convert it, e.g. x.astype(numpy.float64)",
+        x=lambda: np.ones(4, np.longdouble),
+        skip_if=lambda: None if str(np.dtype(np.longdouble)) == "float128" else "numpy.longdouble is not float128 here",
+    ),
+    dropout_case(
+        "x a numpy.ma.MaskedArray",
+        {},
+        TypeError,
+        "x must be a plain array, got x of type numpy.ma.MaskedArray: the result would lose its mask; "
+        "pass x.data (or x.filled(...)) and apply x.mask to the result",
+        x=lambda: np.ma.masked_array(np.ones(4), mask=[False, True, False, False]),
+    ),
+    dropout_case(
         "x a Dask array of unknown chunk sizes",
         {},
         ValueError,
