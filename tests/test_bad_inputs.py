@@ -16,6 +16,7 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,7 @@ CASES: list[Case] = [
     dropout_case("p +inf", {"p": math.inf}, ValueError, f"{P_RANGE} p=inf"),
     dropout_case("p -inf", {"p": -math.inf}, ValueError, f"{P_RANGE} p=-inf"),
     dropout_case("p a Fraction above one", {"p": Fraction(3, 2)}, ValueError, f"{P_RANGE} p=Fraction(3, 2)"),
+    dropout_case("p a Decimal above one", {"p": Decimal("1.5")}, ValueError, f"{P_RANGE} p=Decimal('1.5')"),
     dropout_case("p a string", {"p": "0.5"}, TypeError, f"{P_REAL} p='0.5' of type str"),
     dropout_case("p a bool", {"p": True}, TypeError, f"{P_REAL} p=True of type bool"),
     dropout_case("p None", {"p": None}, TypeError, f"{P_REAL} p=None of type NoneType"),

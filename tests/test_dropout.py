@@ -383,6 +383,18 @@ def test_p_beyond_binary64_is_a_value_error_not_an_overflow():
         xdrop.dropout(x, Fraction(10**400, 3), seed=1)
 
 
+def test_a_decimal_p_is_converted_by_float_as_the_spec_says():
+    """``float(p)`` rounds a Decimal once: one just above 0.3's binary64 neighbour gives that neighbour's mask."""
+    from decimal import Decimal
+
+    x = np.ones(4096, np.float32)
+    for p in (Decimal("0.3"), Decimal("0.30000000000000001"), Decimal(2) ** -33, Decimal(1)):
+        assert xdrop.dropout(x, p, seed=1).tobytes() == xdrop.dropout(x, float(p), seed=1).tobytes()
+    for bad in (Decimal("1.5"), Decimal("NaN"), Decimal("sNaN")):
+        with pytest.raises(ValueError, match="p must be a probability"):
+            xdrop.dropout(x, bad, seed=1)
+
+
 def test_generator_pickles_and_deep_copies_with_a_fresh_lock():
     import copy
     import pickle

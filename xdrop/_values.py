@@ -45,18 +45,29 @@ def check_impl(impl: Any) -> str:
 
 
 def check_probability(p: Any, name: str = "p") -> float:
-    """``p`` as a float in [0, 1]; TypeError for a non-real, ValueError otherwise."""
+    """``p`` as a float in [0, 1]: ``float(p)``, rounded once (a ``Decimal`` too, which is no ``numbers.Real``).
+
+    TypeError for a non-real, ValueError otherwise.
+    """
     if type(p) is float and 0.0 <= p <= 1.0:  # the common case, decided without the ABC check
         return p
-    if isinstance(p, bool) or not isinstance(p, Real):
+    if isinstance(p, bool) or not (isinstance(p, Real) or _is_decimal(p)):
         raise TypeError(f"{name} must be a real number in [0, 1], got {name}={show(p)} of type {type(p).__name__}")
     try:
         value = float(p)
     except OverflowError:  # an int or Fraction beyond binary64 (p=10**400) is out of range, not a crash
         value = math.inf
+    except ValueError:  # Decimal("sNaN")
+        value = math.nan
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {name}={show(p)}")
     return value
+
+
+def _is_decimal(value: Any) -> bool:
+    """Whether ``value`` is a ``decimal.Decimal`` (none exists before decimal is imported: not imported here)."""
+    decimal = sys.modules.get("decimal")
+    return decimal is not None and isinstance(value, decimal.Decimal)
 
 
 def check_u64(value: Any, name: str) -> int:
