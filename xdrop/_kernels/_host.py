@@ -137,25 +137,6 @@ def _quiet(body: Callable[[int, int], None], lo: int, hi: int) -> None:
         body(lo, hi)
 
 
-def _finish(call: _Call, raised: BaseException | None) -> None:
-    """Wait until ``call`` has settled, even through exceptions raised meanwhile (a second Ctrl-C),
-    then raise the first error: no range writes after this returns or raises."""
-    while True:
-        try:
-            if raised is not None:
-                call.cancelled = True
-            while not call.settled():
-                with contextlib.suppress(Empty):
-                    call.wake.get(timeout=0.01)  # a missed wake-up costs at most the timeout
-            break
-        except BaseException as exc:  # a store, no call: no signal handler runs before it
-            raised = raised or exc
-    if raised is not None:
-        raise raised
-    if call.errors:
-        raise call.errors[0]
-
-
 def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
     """``body(lo, hi)`` over a partition of ``[0, n)``, on several threads when ``n`` is large.
 
@@ -174,14 +155,29 @@ def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
     edges = [min(n, (n * i // pieces) // ALIGN * ALIGN) for i in range(pieces)] + [n]
     call = _Call(body, [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo])
     raised: BaseException | None = None
-    try:
-        calls = _pool()
-        for _ in range(min(_workers() - 1, len(call.ranges) - 1)):
-            calls.put(call)
-        call.work(caller=True)  # the calling thread takes ranges rather than wait idle
-    except BaseException as exc:
-        raised = exc
-    _finish(call, raised)
+    started = False
+    # One loop in one frame: an exception (a Ctrl-C, a second one during the wait) is caught by a
+    # store with no call before it, where no signal handler runs, and the loop goes back to waiting.
+    while True:
+        try:
+            if not started:
+                started = True
+                calls = _pool()
+                for _ in range(min(_workers() - 1, len(call.ranges) - 1)):
+                    calls.put(call)
+                call.work(caller=True)  # the calling thread takes ranges rather than wait idle
+            if raised is not None:
+                call.cancelled = True
+            while not call.settled():
+                with contextlib.suppress(Empty):
+                    call.wake.get(timeout=0.01)  # a missed wake-up costs at most the timeout
+            break
+        except BaseException as exc:
+            raised = raised or exc
+    if raised is not None:
+        raise raised
+    if call.errors:
+        raise call.errors[0]
 
 
 class _Scratch:
