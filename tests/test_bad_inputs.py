@@ -232,6 +232,57 @@ def cs_backward_case(bad, dout, cache, error, message) -> Case:
     )
 
 
+def xf() -> Any:
+    """``xdrop.flax`` (imports jax and flax)."""
+    pytest.importorskip("flax", reason="needs flax")
+    import xdrop.flax
+
+    return xdrop.flax
+
+
+def linen_training_apply() -> Call:
+    """A training ``apply`` of a seeded LinenDropout that cannot write its step back (no ``mutable``)."""
+    layer = xf().LinenDropout(0.5, seed=1, deterministic=False)
+    ones = pytest.importorskip("jax.numpy").ones(4)
+    variables = layer.init({}, ones)
+    return layer.apply, (variables, ones), {}
+
+
+FLAX_CASES: list[Case] = [
+    Case(
+        "flax.Dropout",
+        "deterministic a string",
+        lambda: (xf().Dropout, (0.5,), {"seed": 1, "deterministic": "no"}),
+        TypeError,
+        "deterministic must be True, False or None, got deterministic='no' of type str",
+    ),
+    Case(
+        "flax.Dropout",
+        "rngs an int",
+        lambda: (xf().Dropout, (0.5,), {"rngs": 0}),
+        TypeError,
+        "rngs must be an nnx.Rngs, an nnx.RngStream or a JAX key, got rngs of type int",
+    ),
+    Case(
+        "flax.Dropout (call)",
+        "deterministic None in the constructor and the call",
+        lambda: (xf().Dropout(0.5, seed=1, deterministic=None), (np.ones(4, np.float32),), {}),
+        ValueError,
+        "Dropout has deterministic=None and the call gave none: pass deterministic=True or False to the "
+        "constructor or the call, or set it with model.eval() / model.train()",
+    ),
+    Case(
+        "flax.LinenDropout (apply)",
+        "training without mutable=['xdrop']",
+        linen_training_apply,
+        ValueError,
+        "LinenDropout with seed=1 advances its step in the 'xdrop' collection at each training call: "
+        "apply with mutable=['xdrop'] and pass the returned 'xdrop' variables to the next call (or "
+        "deterministic=True); without it every call would draw the same mask",
+    ),
+]
+
+
 U64_RANGE = "must be an integer in [0, 2**64), got"
 CS_SEED = 'dropout_param["seed"]'
 P_REAL = "p must be a real number in [0, 1], got"
@@ -1094,6 +1145,7 @@ CASES += [
     ),
     variant_case("drop_path_forward", "x a list", {}, TypeError, f"x {NOT_ARRAY} x of type list", x=lambda: [1.0, 2.0]),
     *LAYER_CASES,
+    *FLAX_CASES,
 ]
 
 

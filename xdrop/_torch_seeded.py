@@ -254,6 +254,69 @@ class _SeededDropout(nn.Module):
             return input.copy_(out)
         return out if out.stride() == input.stride() else _dense_like(input, out)
 
+    def get_stream(self) -> tuple[int, int]:
+        """The layer's ``(seed, step)`` as unsigned integers in ``[0, 2**64)``: the stream its next call draws.
+
+        The buffers hold the bits of these u64 values as int64, so ``int(layer.seed)``
+        is negative for seeds of ``2**63`` and above; this reads them as the values
+        every xdrop function, and the Flax and Keras layers' ``set_stream``, take.
+        Buffers on a CUDA device are copied to the host (a sync).
+
+        Returns
+        -------
+        tuple of int
+            ``(seed, step)``; the next training forward uses ``step``.
+
+        Examples
+        --------
+        >>> import torch, xdrop.torch
+        >>> layer = xdrop.torch.Dropout(0.5, seed=2**64 - 1)
+        >>> int(layer.seed)  # the int64 buffer's bits
+        -1
+        >>> _ = layer(torch.ones(4))
+        >>> layer.get_stream()
+        (18446744073709551615, 1)
+        """
+        self._require_values("get_stream")
+        return _u64(self.seed), _u64(self.step)
+
+    def set_stream(self, seed: int, step: int = 0) -> None:
+        """Set the layer's ``(seed, step)``: its next training forward draws ``(seed, step)``.
+
+        The counterpart of :meth:`get_stream` (and of the Flax and Keras layers'
+        ``get_stream``), for porting a model's dropout state between frameworks.
+        The seed the layer was built with, to which ``reset_parameters()`` returns,
+        is unchanged.
+
+        Parameters
+        ----------
+        seed, step : int
+            Integers in ``[0, 2**64)``.
+
+        Examples
+        --------
+        >>> import torch, xdrop, xdrop.torch
+        >>> layer = xdrop.torch.Dropout(0.5, seed=1)
+        >>> layer.set_stream(2**63 + 5, step=3)
+        >>> layer.get_stream()
+        (9223372036854775813, 3)
+        >>> bool(layer(torch.ones(8)).eq(xdrop.dropout(torch.ones(8), 0.5, seed=2**63 + 5, step=3)).all())
+        True
+        """
+        seed, step = check_u64(seed, "seed"), check_u64(step, "step")
+        self._require_values("set_stream")
+        with torch.no_grad(), _STEP_LOCK:
+            self.seed.fill_(_to_int64(seed))
+            self.step.fill_(_to_int64(step))
+            self._draws.clear()  # recorded calls of the old stream are not replays of the new one
+
+    def _require_values(self, method: str) -> None:
+        if self.seed.is_meta or self.step.is_meta:
+            raise RuntimeError(
+                f"{type(self).__name__}.{method}: the seed and step buffers are on the meta device and hold no "
+                "values; call to_empty() first"
+            )
+
     def _state_repr(self) -> str:
         if self.seed.is_meta:
             return f"seed={self._initial_seed}, step=?"

@@ -21,6 +21,12 @@ uninterrupted run would have. The step advances by one per training forward.
   Drawing the seed consumes torch's default generator once per layer built,
   so parameters initialised after it differ from a model built with
   ``nn.Dropout`` under the same ``torch.manual_seed``.
+- **Reading and setting the stream.** ``layer.get_stream()`` returns
+  ``(seed, step)`` as unsigned integers (``int(layer.seed)`` reads the int64
+  buffer, negative for seeds of ``2**63`` and above), and
+  ``layer.set_stream(seed, step)`` sets them; :func:`dropout_streams` lists a
+  model's streams by module path. They take and give what the Flax and Keras
+  layers' ``get_stream`` / ``set_stream`` do, for porting a model.
 - **Checkpoints.** An ``nn.Dropout`` model's ``state_dict`` (no ``seed`` /
   ``step`` keys) loads into a model with xdrop layers, strict or not: layers
   whose keys are both absent keep their seed and step. The other way, save
@@ -88,6 +94,7 @@ __all__ = [
     "Dropout2d",
     "Dropout3d",
     "FeatureAlphaDropout",
+    "dropout_streams",
     "plain_state_dict",
     "replace_dropout",
 ]
@@ -207,3 +214,38 @@ def plain_state_dict(module: nn.Module) -> dict[str, Any]:
         if "xdrop_functional" in sub._buffers:  # hook: the functional stream of xdrop._torch_attention
             state.pop(f"{path}.xdrop_functional" if path else "xdrop_functional", None)
     return state
+
+
+def dropout_streams(module: nn.Module) -> dict[str, tuple[int, int]]:
+    """Every xdrop.torch layer's ``(seed, step)`` in ``module``, by module path, as unsigned integers.
+
+    The seeds :func:`replace_dropout` derives (one per dropout layer and one per
+    converted attention module, a child named ``xdrop_attention``) are read here
+    as they are: to port the model, give each layer of the Flax or Keras model
+    the same pair (``xdrop.flax.Dropout(rate, seed=seed)`` then
+    ``layer.set_stream(seed, step)``; see the docs' porting page). Each value is
+    the layer's :meth:`~xdrop.torch.Dropout.get_stream`; a layer shared by
+    several parents is listed once, under its first path. The stream of the
+    routed ``F.dropout`` calls (the buffer ``xdrop_functional``) is not a layer
+    and is not listed.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A model containing xdrop.torch layers (or one such layer, listed under ``""``).
+
+    Returns
+    -------
+    dict
+        ``{path: (seed, step)}`` in ``named_modules`` order.
+
+    Examples
+    --------
+    >>> import torch, xdrop.torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), xdrop.torch.Dropout(0.5, seed=2**63))
+    >>> xdrop.torch.dropout_streams(model)
+    {'1': (9223372036854775808, 0)}
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
+    return {path: sub.get_stream() for path, sub in module.named_modules() if isinstance(sub, _SeededDropout)}
