@@ -182,13 +182,17 @@ def interrupt(*_):
 
 signal.signal(signal.SIGALRM, interrupt)
 large(1)
-t0 = time.perf_counter()
-xdrop.dropout(x, 0.5, seed=1)
-took = time.perf_counter() - t0
-interrupted = late = 0
-for i in range(48):
+took = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    xdrop.dropout(x, 0.5, seed=1)
+    took.append(time.perf_counter() - t0)
+took = min(took)  # a call on a quiet moment: the signals below come before most calls end
+interrupted = late = tries = 0
+while interrupted < 24 and tries < 400:
     buf = np.full(x.shape, 7, np.float32)
-    signal.setitimer(signal.ITIMER_REAL, took * (0.1 + 0.9 * (i % 8) / 7))
+    signal.setitimer(signal.ITIMER_REAL, took * (0.05 + 0.75 * (tries % 8) / 7))
+    tries += 1
     try:
         xdrop.dropout(x, 0.5, seed=1, out=buf)
         signal.setitimer(signal.ITIMER_REAL, 0)
