@@ -382,12 +382,16 @@ def test_run_ranges_waits_for_its_threads_through_a_ctrl_c(monkeypatch):
     monkeypatch.setattr(_host, "_workers", lambda: 2)
     n = 3 * _host.PARALLEL_MIN
     started, ended = [], []
+    pool_busy = threading.Event()
 
     def body(lo, hi):
         started.append(lo)
-        # The pool thread takes a range while the caller runs its first; the caller has run out
-        # of ranges and waits when the signal comes.
-        time.sleep(0.01 if threading.current_thread() is threading.main_thread() else 0.3)
+        if threading.current_thread() is threading.main_thread():
+            pool_busy.wait(5)  # the caller runs its ranges once the pool thread holds one, then waits
+        else:
+            pool_busy.set()
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # the signal comes while the caller waits ...
+            time.sleep(0.3)  # ... for this range
         ended.append(lo)
 
     def interrupt(*_):
@@ -395,7 +399,6 @@ def test_run_ranges_waits_for_its_threads_through_a_ctrl_c(monkeypatch):
 
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
         with pytest.raises(KeyboardInterrupt):
             _host.run_ranges(n, body)
         at_raise = (len(started), len(ended))
