@@ -237,6 +237,20 @@ def test_grouped_query_heads_equal_repeated_heads():
         aj.attention(q, jnp.ones((2, 4, 7, 4)), jnp.ones((2, 4, 7, 4)))
 
 
+def test_one_query_head_broadcasts_over_the_key_heads():
+    """q (2, 1, L, E) against k, v (1, 3, S, E): the leading dims broadcast to (2, 3), as on NumPy and torch."""
+    q = rand((2, 1, 5, 4))
+    k, v = rand((1, 3, 7, 4), 1), rand((1, 3, 7, 4), 2)
+    got = aj.attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), dropout_p=0.3, seed=1)
+    lead = (2, 3)
+    full = [jnp.asarray(np.broadcast_to(a, lead + a.shape[-2:]), jnp.float32) for a in (q, k, v)]
+    assert np.array_equal(got, aj.attention(*full, dropout_p=0.3, seed=1))
+    jq, jk, jv = (jnp.asarray(a, jnp.float32) for a in (q, k, v))
+    assert np.array_equal(got, xdrop.scaled_dot_product_attention(jq, jk, jv, dropout_p=0.3, seed=1))
+    want = xdrop.scaled_dot_product_attention(*(a.astype(np.float32) for a in (q, k, v)), dropout_p=0.3, seed=1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
 def test_fully_masked_row():
     q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(1,), length=3, keys=4))
     mask = jnp.asarray([[True] * 4, [False] * 4, [True, False, True, False]])

@@ -16,6 +16,7 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -363,6 +364,7 @@ CASES: list[Case] = [
     dropout_case("p +inf", {"p": math.inf}, ValueError, f"{P_RANGE} p=inf"),
     dropout_case("p -inf", {"p": -math.inf}, ValueError, f"{P_RANGE} p=-inf"),
     dropout_case("p a Fraction above one", {"p": Fraction(3, 2)}, ValueError, f"{P_RANGE} p=Fraction(3, 2)"),
+    dropout_case("p a Decimal above one", {"p": Decimal("1.5")}, ValueError, f"{P_RANGE} p=Decimal('1.5')"),
     dropout_case("p a string", {"p": "0.5"}, TypeError, f"{P_REAL} p='0.5' of type str"),
     dropout_case("p a bool", {"p": True}, TypeError, f"{P_REAL} p=True of type bool"),
     dropout_case("p None", {"p": None}, TypeError, f"{P_REAL} p=None of type NoneType"),
@@ -973,6 +975,23 @@ CASES += [
         "got x.dtype=torch.float8_e4m3fn",
         x=lambda: torch().ones(4, dtype=torch().float8_e4m3fn),
         needs_torch=True,
+    ),
+    dropout_case(
+        "x a numpy.longdouble array wider than 64 bits",
+        {"p": 0.0},
+        TypeError,
+        "x must have a real floating dtype of at most 64 bits (float16, bfloat16, float32, float64), "
+        "got x.dtype=float128 (128 bits); convert it, e.g. x.astype(numpy.float64)",
+        x=lambda: np.ones(4, np.longdouble),
+        skip_if=lambda: None if str(np.dtype(np.longdouble)) == "float128" else "numpy.longdouble is not float128 here",
+    ),
+    dropout_case(
+        "x a numpy.ma.MaskedArray",
+        {},
+        TypeError,
+        "x must be a plain array, got x of type numpy.ma.MaskedArray: the result would lose its mask; "
+        "pass x.data (or x.filled(...)) and apply x.mask to the result",
+        x=lambda: np.ma.masked_array(np.ones(4), mask=[False, True, False, False]),
     ),
     dropout_case(
         "x a Dask array of unknown chunk sizes",

@@ -50,11 +50,23 @@ def test_named_backend_that_cannot_run_fails(capsys):
     assert "backend cupy was named with --backend but cannot run" in err
 
 
+def test_a_named_backend_that_cannot_run_gets_one_verdict(monkeypatch, capsys):
+    """The summary line does not say every property holds when the run is failed for a backend it skipped."""
+    rows = {"cupy": verify.BackendResult("cupy", skipped="not installed (cupy)")}
+    monkeypatch.setattr(verify, "run", lambda names=None: rows)
+    assert cli.main(["verify", "--backend", "cupy"]) == 1
+    out = capsys.readouterr().out
+    assert "all properties hold" not in out
+    assert "FAILED: not verified: cupy named with --backend but cannot run" in out
+
+
 def test_unnamed_skipped_backends_are_not_a_failure(monkeypatch, capsys):
     rows = {"numpy": passing_row("numpy"), "cupy": verify.BackendResult("cupy", skipped="CuPy is not installed")}
     monkeypatch.setattr(verify, "run", lambda names=None: rows)
     assert cli.main(["verify"]) == 0
-    assert "cannot run" not in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "all properties hold on every available backend" in out
+    assert "cannot run" not in err
 
 
 def test_unknown_backend_is_a_usage_error(no_run, capsys):

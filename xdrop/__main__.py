@@ -39,9 +39,14 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             return 2
         print(f"\nwrote {args.json}")
     ok = verify.all_passed(results)
-    print("\nall properties hold on every available backend" if ok else "\nFAILED: a property does not hold")
     # A backend named on the command line must run: skipping it would pass a check that never happened.
     not_run = {n: results[n].skipped for n in names or () if results[n].skipped is not None}
+    if not ok:
+        print("\nFAILED: a property does not hold")
+    elif not_run:
+        print(f"\nFAILED: not verified: {', '.join(not_run)} named with --backend but cannot run")
+    else:
+        print("\nall properties hold on every available backend")
     for name, reason in not_run.items():
         print(f"FAILED: backend {name} was named with --backend but cannot run: {reason}", file=sys.stderr)
     return 0 if ok and not not_run else 1

@@ -217,10 +217,13 @@ def backward(
 
 
 def _expand_heads(x: Any, heads: int, name: str) -> Any:
-    """Grouped-query attention: repeat each of x's heads (dim -3) to ``heads`` (a multiple of them)."""
+    """Grouped-query attention: repeat each of x's heads (dim -3) to ``heads`` (a multiple of them).
+
+    One head on either side is left to broadcasting, as NumPy and torch do.
+    """
     import jax.numpy as jnp
 
-    if x.ndim < 3 or x.shape[-3] == heads:
+    if x.ndim < 3 or x.shape[-3] == heads or 1 in (heads, x.shape[-3]):
         return x
     if heads % x.shape[-3]:
         raise ValueError(
