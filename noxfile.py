@@ -209,6 +209,8 @@ FRAMEWORK_MODULES = [
     "xdrop/_torch_seeded.py",
     "xdrop/_torch_ranks.py",
     "xdrop/_torch_attention.py",
+    "xdrop/_torch_clones.py",
+    "xdrop/_torch_pretrained.py",
     "xdrop/distributed.py",
     "xdrop/flax.py",
     "xdrop/keras.py",
@@ -262,8 +264,9 @@ def latest(session: nox.Session, env: str) -> None:
 def lock(session: nox.Session) -> None:
     """Resolve every locked environment's declared requirements anew into ``tests/locks/<env>.txt`` (needs uv).
 
-    Run it on purpose (a new dependency, a wanted upgrade) on the platform CI uses
-    (Linux x86-64, this Python), then run ``nox`` and commit the locks.
+    Run it on purpose (a new dependency; ``nox -s lock -- --upgrade`` for the newest
+    releases of everything) on the platform CI uses (Linux x86-64, this Python),
+    then run ``nox`` and commit the locks.
     """
     uv = shutil.which("uv")
     if uv is None:
@@ -274,7 +277,8 @@ def lock(session: nox.Session) -> None:
         source = Path(session.create_tmp()).resolve() / f"{env.name}.in"
         source.write_text("\n".join(env.declared()) + "\n")
         source_name = os.path.relpath(source, ROOT)
-        options = ("--python-version", version, "--custom-compile-command", "nox -s lock", "--quiet", "--upgrade")
+        # The current pins are kept where they still fit; `nox -s lock -- --upgrade` takes the newest releases.
+        options = ("--python-version", version, "--custom-compile-command", "nox -s lock", "--quiet", *session.posargs)
         pins = (*FIND_LINKS, "-c", "tests/constraints.txt")  # relative: the lock's comments name it
         with session.chdir(ROOT):
             session.run(uv, "pip", "compile", source_name, *options, *pins, "-o", env.lock, external=True)

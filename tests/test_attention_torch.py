@@ -454,8 +454,8 @@ def test_cpu_blocks_draw_their_masks_on_the_calling_thread(monkeypatch):
         pytest.skip("without the compiled kernel the NumPy engine draws the masks, on its threads")
     monkeypatch.setattr(_host, "_workers", lambda: 4)
     asked = []
-    real = _host._executor
-    monkeypatch.setattr(_host, "_executor", lambda: asked.append(1) or real())
+    real = _host._pool
+    monkeypatch.setattr(_host, "_pool", lambda: asked.append(1) or real())
     L = S = 512
     q, k = (torch.zeros(1, 2, L, 4, requires_grad=True) for _ in range(2))
     v = torch.eye(S).expand(1, 2, S, S)  # uniform weights times v = I: out is the dropped weights
