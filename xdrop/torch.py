@@ -88,6 +88,7 @@ __all__ = [
     "Dropout2d",
     "Dropout3d",
     "FeatureAlphaDropout",
+    "onnx_export",
     "plain_state_dict",
     "replace_dropout",
 ]
@@ -207,3 +208,50 @@ def plain_state_dict(module: nn.Module) -> dict[str, Any]:
         if "xdrop_functional" in sub._buffers:  # hook: the functional stream of xdrop._torch_attention
             state.pop(f"{path}.xdrop_functional" if path else "xdrop_functional", None)
     return state
+
+
+def onnx_export(
+    model: nn.Module, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+) -> Any:
+    """Export ``model`` to ONNX with its xdrop dropouts drawing xdrop's masks (``torch.onnx.export(dynamo=True)``).
+
+    ``torch.onnx.export`` has no translation of xdrop's operator and keeps no
+    global table to add one to; this calls it with one (``custom_translation_table``)
+    that writes stream spec v1 in standard ONNX operators, so ONNX Runtime (or any
+    runtime with ``uint64`` ``Mul``, ``BitShift`` and bitwise operators) draws the
+    masks eager torch draws, bit for bit. Each seed and step buffer that a
+    training-mode dropout reads becomes an input of the graph, named as in
+    ``state_dict()`` (``"1.step"``), whose default is its value at export: feed
+    ``step = s`` to draw the masks of the layer's ``s``-th training forward.
+    The exported graph does not advance the step; the caller does. A model in
+    ``eval()`` mode exports no dropout and no such inputs. Needs ``onnx``,
+    ``onnxscript`` and ``onnx_ir`` (imported here, not by ``import xdrop.torch``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module or torch.export.ExportedProgram
+        The model (layers converted with :func:`replace_dropout` or built from
+        xdrop.torch layers).
+    args, kwargs : tuple, dict, optional
+        Example inputs, as for ``torch.onnx.export``.
+    **options
+        Passed to ``torch.onnx.export`` (``dynamic_shapes``, ``input_names``,
+        ``opset_version``, ``custom_translation_table`` for other operators,
+        ``optimize`` ...), except ``f`` and ``dynamo``.
+
+    Returns
+    -------
+    torch.onnx.ONNXProgram
+        The program; ``program.save(path)`` writes the ``.onnx`` file.
+
+    Examples
+    --------
+    >>> import torch, xdrop.torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), xdrop.torch.Dropout(0.5, seed=1)).train()
+    >>> program = xdrop.torch.onnx_export(model, (torch.ones(2, 4),))  # doctest: +SKIP
+    >>> [v.name for v in program.model.graph.inputs]  # doctest: +SKIP
+    ['input', '1.seed', '1.step']
+    """
+    from ._kernels import _torch_onnx  # imports onnxscript: only when exporting
+
+    return _torch_onnx.export(model, tuple(args), kwargs, options)

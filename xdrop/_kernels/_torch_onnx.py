@@ -1,0 +1,200 @@
+"""ONNX translation of ``torch.ops.xdrop.dropout``: stream spec v1 in standard ONNX operators.
+
+``torch.onnx.export(..., dynamo=True)`` translates each node of the exported
+graph with an onnxscript function; :func:`dropout` is the one for xdrop's
+operator (:func:`translations` maps the operator to it). It writes the keep
+decisions of stream spec v1 (:mod:`xdrop._stream`) as ONNX nodes, so an ONNX
+runtime draws the same masks as eager torch:
+
+- the words of Philox4x32-10 are ``uint64`` tensors holding values in
+  ``[0, 2**32)``: a 32x32-bit product fits in ``uint64`` exactly, its high
+  word is ``product >> 32`` and its low word ``product & (2**32 - 1)``; key
+  additions are masked the same way, and xors of words stay words;
+- ``(seed, step)`` arrive as the operator's int64 tensor of shape ``(2,)``
+  (two's-complement bits of the u64 values), cast to ``uint64``;
+- the operators used are ``Mul``, ``Add``, ``BitShift``, ``BitwiseAnd``,
+  ``BitwiseXor`` and ``GreaterOrEqual`` on ``uint64``, ``Cast``, ``Range``, ``Reshape``,
+  ``Concat``, ``Slice``, ``Where`` (opset 18), which ONNX Runtime's CPU
+  kernels implement for ``uint64``; none of them rounds, so the mask is
+  exact;
+- the output is ``where(keep, x * a, c)`` (``+ b`` for alpha dropout), with the
+  product and the sum rounded once each to ``x``'s dtype as torch rounds
+  them (float16 and bfloat16 through float32, where the product is exact).
+
+The operator's ``noise_shape`` and ``(k, a, b, c)`` are constants of the
+graph (torch.export records them), so the exported model's shapes are static.
+This module imports onnxscript: only :func:`xdrop.torch.onnx_translations`
+imports it, never ``import xdrop`` or ``import xdrop.torch``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+import torch
+from onnxscript import opset18
+
+from .._stream import WORDS_PER_BLOCK
+from ..random._philox import DEFAULT_ROUNDS, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
+from ..random._words import MASK32
+from . import _torch_ops
+
+# onnxscript's typed opset: the words here are uint64, which its stubs' type variables do not all admit.
+op: Any = opset18
+# Dtypes whose product is taken in float32 and rounded back once, as torch's CPU kernels do.
+_NARROW = {ir.DataType.FLOAT16, ir.DataType.BFLOAT16}
+
+
+def _u64(value: int) -> Any:
+    """A uint64 scalar constant."""
+    return op.Constant(value=ir.tensor(np.array(value, dtype=np.uint64)))
+
+
+def _i64(values: Sequence[int]) -> Any:
+    """An int64 1-d constant."""
+    return op.Constant(value=ir.tensor(np.array(values, dtype=np.int64)))
+
+
+def _mulhilo(word: Any, multiplier: int) -> tuple[Any, Any]:
+    """High and low 32-bit words of ``word * multiplier`` (a word times a constant below 2**32)."""
+    product = op.Mul(word, _u64(multiplier))  # < 2**64: exact in uint64
+    return op.BitShift(product, _u64(32), direction="RIGHT"), op.BitwiseAnd(product, _u64(MASK32))
+
+
+def _philox(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any) -> tuple[Any, Any, Any, Any]:
+    """Philox4x32-10 on uint64 words (xdrop.random._philox.philox_rounds, in ONNX nodes)."""
+    for r in range(DEFAULT_ROUNDS):
+        if r:
+            k0 = op.BitwiseAnd(op.Add(k0, _u64(PHILOX_W0)), _u64(MASK32))
+            k1 = op.BitwiseAnd(op.Add(k1, _u64(PHILOX_W1)), _u64(MASK32))
+        hi0, lo0 = _mulhilo(c0, PHILOX_M0)
+        hi1, lo1 = _mulhilo(c2, PHILOX_M1)
+        c0, c1, c2, c3 = op.BitwiseXor(op.BitwiseXor(hi1, c1), k0), lo1, op.BitwiseXor(op.BitwiseXor(hi0, c3), k1), lo0
+    return c0, c1, c2, c3
+
+
+def drop_mask(seed_step: Any, k: int, shape: Sequence[int]) -> Any:
+    """Where stream v1 drops (bool, ``shape``, ``word >= k``) for the int64 pair ``seed_step``, as ONNX nodes."""
+    n = math.prod(shape)
+    pair = op.Cast(seed_step, to=ir.DataType.UINT64)  # two's-complement bits: the u64 seed and step
+    low = op.BitwiseAnd(pair, _u64(MASK32))
+    high = op.BitShift(pair, _u64(32), direction="RIGHT")
+    k0, c2 = op.Gather(low, _i64([0]), axis=0), op.Gather(low, _i64([1]), axis=0)
+    k1, c3 = op.Gather(high, _i64([0]), axis=0), op.Gather(high, _i64([1]), axis=0)
+    n_blocks = -(-n // WORDS_PER_BLOCK)
+    blocks = op.Range(op.Constant(value_int=0), op.Constant(value_int=n_blocks), op.Constant(value_int=1))
+    block = op.Cast(blocks, to=ir.DataType.UINT64)
+    c0 = op.BitwiseAnd(block, _u64(MASK32))
+    c1 = op.BitShift(block, _u64(32), direction="RIGHT")
+    words = _philox(c0, c1, op.Expand(c2, op.Shape(block)), op.Expand(c3, op.Shape(block)), k0, k1)
+    # Lane j of block b is flat index 4 b + j: stack the four words on a last axis, flatten, cut to n.
+    flat = op.Reshape(op.Concat(*(op.Unsqueeze(w, _i64([1])) for w in words), axis=1), _i64([-1]))
+    flat = op.Slice(flat, _i64([0]), _i64([n]))
+    drop = op.GreaterOrEqual(flat, _u64(k))  # k <= 2**32: k = 2**32 keeps every element, k = 0 none
+    return op.Reshape(drop, _i64(list(shape)))
+
+
+def _scalar_like(value: float, dtype: ir.DataType) -> Any:
+    return op.Constant(value=ir.tensor(np.array(value, dtype=dtype.numpy())))
+
+
+def _rounded(binary: Callable[[Any, Any], Any], x: Any, value: float, dtype: ir.DataType) -> Any:
+    """``binary(x, value)`` rounded once to ``dtype``: float16 and bfloat16 through float32, where the product
+    or sum of two such numbers is exact before the one rounding (as torch's CPU kernels compute them)."""
+    if dtype not in _NARROW:
+        return binary(x, _scalar_like(value, dtype))
+    return op.Cast(binary(op.Cast(x, to=ir.DataType.FLOAT), _scalar_like(value, ir.DataType.FLOAT)), to=dtype)
+
+
+def dropout(
+    x: Any,
+    seed_step: Any,
+    k: int,
+    noise_shape: Sequence[int],
+    a: float,
+    b: float,
+    c: float,
+    impl: str = "auto",
+) -> Any:
+    """``torch.ops.xdrop.dropout(x, seed_step, k, noise_shape, a, b, c, impl)`` in ONNX nodes (``impl`` is unused:
+    every kernel draws the same bits)."""
+    _SEEN.append(seed_step)
+    dtype = x.dtype
+    drop = drop_mask(seed_step, k, noise_shape)
+    kept = _rounded(op.Mul, x, a, dtype)
+    if b != 0.0:  # alpha dropout: x * a, rounded, plus b, rounded (no add when b = 0: -0.0 stays -0.0)
+        kept = _rounded(op.Add, kept, b, dtype)
+    # ONNX Runtime's CPU Where returns +0 where it selects a -0 from its first operand (X), and keeps the
+    # second's (Y) bits: the kept values go in Y; a constant -0 goes in Y too, negated around the Where.
+    if math.copysign(1.0, c) < 0:
+        return op.Neg(op.Where(drop, _scalar_like(-c, dtype), op.Neg(kept)))
+    return op.Where(drop, _scalar_like(c, dtype), kept)
+
+
+def translations() -> dict[Any, Callable[..., Any]]:
+    """The ``custom_translation_table`` for ``torch.onnx.export``: xdrop's operators to their translations."""
+    return {torch.ops.xdrop.dropout.default: dropout}
+
+
+# The ``seed_step`` values the translations received during the running export (one export at a time).
+_SEEN: list[Any] = []
+_LOCK = threading.Lock()
+
+
+def state_initializers(graph: Any, seen: Sequence[Any]) -> list[Any]:
+    """The initializers that the ``seed_step`` values in ``seen`` are computed from (buffers' seeds and steps),
+    in graph order."""
+    found: dict[str, Any] = {}
+    stack = list(seen)
+    visited: set[int] = set()
+    while stack:
+        value = stack.pop()
+        if id(value) in visited:
+            continue
+        visited.add(id(value))
+        if value.name in graph.initializers and graph.initializers[value.name] is value:
+            found[value.name] = value
+            continue
+        node = value.producer()
+        if node is not None:
+            stack.extend(v for v in node.inputs if v is not None)
+    return [v for name, v in graph.initializers.items() if name in found]
+
+
+def export(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, options: dict[str, Any]) -> Any:
+    """``torch.onnx.export(model, args, dynamo=True)`` with xdrop's translations, the state as graph inputs.
+
+    Each seed and step tensor that a dropout's ``(seed, step)`` is built from
+    (a layer's buffers) becomes an input of the ONNX graph whose default is its
+    value at export; the graph is optimized (constant folding) only after that,
+    so no mask is folded into a constant.
+    """
+    for name in ("f", "dynamo"):
+        if name in options:
+            raise TypeError(
+                f"xdrop.torch.onnx_export takes no {name}= argument: it exports with dynamo=True and returns the "
+                "ONNXProgram; save it with program.save(path)"
+            )
+    table = {**translations(), **(options.pop("custom_translation_table", None) or {})}
+    optimize = options.pop("optimize", True)
+    with _LOCK:
+        _SEEN.clear()
+        _torch_ops.ONNX_EXPORT[:] = [True]
+        try:
+            program: Any = torch.onnx.export(
+                model, args, kwargs=kwargs, dynamo=True, custom_translation_table=table, optimize=False, **options
+            )
+        finally:
+            _torch_ops.ONNX_EXPORT[:] = []
+        graph = program.model.graph
+        known = {id(v) for v in graph.inputs}
+        graph.inputs.extend(v for v in state_initializers(graph, _SEEN) if id(v) not in known)
+        _SEEN.clear()
+    if optimize:
+        program.optimize()
+    return program
