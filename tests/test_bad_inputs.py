@@ -203,6 +203,14 @@ LAYER_CASES: list[Case] = [
         TypeError,
         "module must be a torch.nn.Module, got module of type int",
     ),
+    layer_case(
+        "torch.onnx_export",
+        "f given (it returns the program)",
+        lambda: (xt().onnx_export, (torch().nn.Identity(), (torch().ones(2),)), {"f": "model.onnx"}),
+        TypeError,
+        "xdrop.torch.onnx_export takes no f= argument: it exports with dynamo=True and returns the ONNXProgram "
+        "(save it with program.save(path)), got f='model.onnx'",
+    ),
 ]
 
 

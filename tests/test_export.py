@@ -92,7 +92,7 @@ def _family():
     return Family().train()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_onnx_runtime_draws_eager_torchs_masks_bit_for_bit(dtype):
     """Each layer of the dropout family, exported in training mode: ONNX Runtime at step s gives
     the bits of eager torch's s-th training forward."""
@@ -167,9 +167,14 @@ def test_onnx_state_defaults_are_the_buffers_at_export():
     assert _state_names(program) == ["0.seed", "0.step", "2.seed", "2.step"]
     session = _session(ort, program)
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    # The same from the model's torch.export program.
+    from_program = xt.onnx_export(torch.export.export(model, (x,)), (x,))
+    assert _state_names(from_program) == ["0.seed", "0.step", "2.seed", "2.step"]
+    (got_from_program,) = _session(ort, from_program).run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         expected = model(x).numpy()  # the step-5 forward
     assert _same(got, expected)
+    assert _same(got_from_program, expected)
     # Another seed, fed: the masks of that seed.
     (other,) = session.run(None, {session.get_inputs()[0].name: x.numpy(), "0.seed": np.array(3, dtype=np.int64)})
     model[0].seed.fill_(3)

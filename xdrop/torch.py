@@ -252,6 +252,17 @@ def onnx_export(
     >>> [v.name for v in program.model.graph.inputs]  # doctest: +SKIP
     ['input', '1.seed', '1.step']
     """
-    from ._kernels import _torch_onnx  # imports onnxscript: only when exporting
-
+    for name in ("f", "dynamo"):
+        if name in options:
+            raise TypeError(
+                f"xdrop.torch.onnx_export takes no {name}= argument: it exports with dynamo=True and returns the "
+                f"ONNXProgram (save it with program.save(path)), got {name}={options[name]!r}"
+            )
+    try:
+        from ._kernels import _torch_onnx  # imports onnxscript: only when exporting
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"xdrop.torch.onnx_export needs the onnx and onnxscript packages (pip install onnx onnxscript); "
+            f"{e.name} is not installed"
+        ) from e
     return _torch_onnx.export(model, tuple(args), kwargs, options)

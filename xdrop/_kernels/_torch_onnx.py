@@ -13,22 +13,25 @@ runtime draws the same masks as eager torch:
 - ``(seed, step)`` arrive as the operator's int64 tensor of shape ``(2,)``
   (two's-complement bits of the u64 values), cast to ``uint64``;
 - the operators used are ``Mul``, ``Add``, ``BitShift``, ``BitwiseAnd``,
-  ``BitwiseXor`` and ``GreaterOrEqual`` on ``uint64``, ``Cast``, ``Range``, ``Reshape``,
-  ``Concat``, ``Slice``, ``Where`` (opset 18), which ONNX Runtime's CPU
-  kernels implement for ``uint64``; none of them rounds, so the mask is
-  exact;
-- the output is ``where(keep, x * a, c)`` (``+ b`` for alpha dropout), with the
-  product and the sum rounded once each to ``x``'s dtype as torch rounds
-  them (float16 and bfloat16 through float32, where the product is exact).
+  ``BitwiseXor`` and ``GreaterOrEqual`` on ``uint64``, ``Cast``, ``Range``,
+  ``Gather``, ``Expand``, ``Reshape``, ``Concat``, ``Slice``, ``Where``
+  (opset 18), all of which ONNX Runtime's CPU kernels implement for these
+  types; none of them rounds, so the mask is exact;
+- the output is ``where(keep, x * a, c)`` (``x * a + b`` for alpha dropout),
+  the product and the sum each rounded once to ``x``'s dtype, as torch rounds
+  them (float16 and bfloat16 through float32, where they are exact).
 
 The operator's ``noise_shape`` and ``(k, a, b, c)`` are constants of the
-graph (torch.export records them), so the exported model's shapes are static.
-This module imports onnxscript: only :func:`xdrop.torch.onnx_translations`
-imports it, never ``import xdrop`` or ``import xdrop.torch``.
+graph (torch.export records them), so the mask's shape is static.
+:func:`export` is ``xdrop.torch.onnx_export``: it also turns the tensors the
+``(seed, step)`` pairs are built from (the layers' buffers) into graph inputs.
+This module imports onnxscript: only ``onnx_export`` imports it, never
+``import xdrop`` or ``import xdrop.torch``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -174,14 +177,9 @@ def export(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, opt
     value at export; the graph is optimized (constant folding) only after that,
     so no mask is folded into a constant.
     """
-    for name in ("f", "dynamo"):
-        if name in options:
-            raise TypeError(
-                f"xdrop.torch.onnx_export takes no {name}= argument: it exports with dynamo=True and returns the "
-                "ONNXProgram; save it with program.save(path)"
-            )
     table = {**translations(), **(options.pop("custom_translation_table", None) or {})}
     optimize = options.pop("optimize", True)
+    options.setdefault("verbose", False)  # torch prints its progress to stdout unless told
     with _LOCK:
         _SEEN.clear()
         _torch_ops.ONNX_EXPORT[:] = [True]
@@ -196,5 +194,13 @@ def export(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, opt
         graph.inputs.extend(v for v in state_initializers(graph, _SEEN) if id(v) not in known)
         _SEEN.clear()
     if optimize:
-        program.optimize()
+        # The pass that merges equal initializers logs a warning for each one that is a graph input: the
+        # state inputs are so by design (two layers' equal steps must stay two inputs).
+        dedup = logging.getLogger("onnx_ir.passes.common.initializer_deduplication")
+        level = dedup.level
+        dedup.setLevel(logging.ERROR)
+        try:
+            program.optimize()
+        finally:
+            dedup.setLevel(level)
     return program
