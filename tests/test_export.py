@@ -151,6 +151,29 @@ def test_onnx_affine_form_keeps_every_constant_s_bits(a, b, c):
         assert _same(got, torch.ops.xdrop.dropout(x, state, 2**31 + 7, [6, 1], a, b, c, "auto").numpy())
 
 
+def test_onnx_dynamic_batch_size_draws_each_size_s_masks():
+    """Exported with a dynamic batch dimension, the graph computes the mask's size: at batch sizes other
+    than the example's, ONNX Runtime gives eager's bits."""
+    ort = _onnx()
+    import torch
+
+    import xdrop.torch as xt
+
+    model = torch.nn.Sequential(xt.Dropout(0.3, seed=HIGH_SEED), xt.Dropout2d(0.5, seed=8)).train()
+    batch = torch.export.Dim("batch")
+    program = xt.onnx_export(model, (torch.ones(3, 4, 5, 6),), dynamic_shapes=({0: batch},))
+    session = _session(ort, program)
+    for n in (1, 2, 7):
+        x = torch.randn(n, 4, 5, 6, generator=torch.Generator().manual_seed(n))
+        eager = copy.deepcopy(model)
+        with torch.no_grad():
+            eager(x)  # step 0
+            expected = eager(x).numpy()  # step 1
+        steps = {"0.step": np.array(1, dtype=np.int64), "1.step": np.array(1, dtype=np.int64)}
+        (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy(), **steps})
+        assert _same(got, expected), f"batch size {n}"
+
+
 def test_onnx_state_defaults_are_the_buffers_at_export():
     """Run without feeding the state: the masks of the layers' current step (here 5, after five forwards)."""
     ort = _onnx()

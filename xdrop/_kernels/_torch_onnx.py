@@ -14,15 +14,15 @@ runtime draws the same masks as eager torch:
   (two's-complement bits of the u64 values), cast to ``uint64``;
 - the operators used are ``Mul``, ``Add``, ``BitShift``, ``BitwiseAnd``,
   ``BitwiseXor`` and ``GreaterOrEqual`` on ``uint64``, ``Cast``, ``Range``,
-  ``Gather``, ``Expand``, ``Reshape``, ``Concat``, ``Slice``, ``Where``
+  ``Gather``, ``Expand``, ``ReduceProd``, ``Div``, ``Reshape``, ``Concat``, ``Slice``, ``Where``
   (opset 18), all of which ONNX Runtime's CPU kernels implement for these
   types; none of them rounds, so the mask is exact;
 - the output is ``where(keep, x * a, c)`` (``x * a + b`` for alpha dropout),
   the product and the sum each rounded once to ``x``'s dtype, as torch rounds
   them (float16 and bfloat16 through float32, where they are exact).
 
-The operator's ``noise_shape`` and ``(k, a, b, c)`` are constants of the
-graph (torch.export records them), so the mask's shape is static.
+The operator's ``(k, a, b, c)`` are constants of the graph (torch.export
+records them); its ``noise_shape`` may hold dynamic sizes (``dynamic_shapes``).
 :func:`export` is ``xdrop.torch.onnx_export``: it also turns the tensors the
 ``(seed, step)`` pairs are built from (the layers' buffers) into graph inputs.
 This module imports onnxscript: only ``onnx_export`` imports it, never
@@ -81,25 +81,36 @@ def _philox(c0: Any, c1: Any, c2: Any, c3: Any, k0: Any, k1: Any) -> tuple[Any, 
     return c0, c1, c2, c3
 
 
-def drop_mask(seed_step: Any, k: int, shape: Sequence[int]) -> Any:
-    """Where stream v1 drops (bool, ``shape``, ``word >= k``) for the int64 pair ``seed_step``, as ONNX nodes."""
-    n = math.prod(shape)
+def _shape(shape: Sequence[Any]) -> Any:
+    """An int64 1-d tensor of ``shape``, whose entries are ints or int64 scalars (dynamic sizes)."""
+    if all(isinstance(d, int) for d in shape):
+        return _i64(list(shape))
+    return op.Concat(*(_i64([d]) if isinstance(d, int) else op.Reshape(d, _i64([1])) for d in shape), axis=0)
+
+
+def drop_mask(seed_step: Any, k: int, shape: Sequence[Any]) -> Any:
+    """Where stream v1 drops (bool, ``shape``, ``word >= k``) for the int64 pair ``seed_step``, as ONNX nodes.
+
+    ``shape`` may hold dynamic sizes (int64 scalars): the flat index count is computed in the graph.
+    """
     pair = op.Cast(seed_step, to=ir.DataType.UINT64)  # two's-complement bits: the u64 seed and step
     low = op.BitwiseAnd(pair, _u64(MASK32))
     high = op.BitShift(pair, _u64(32), direction="RIGHT")
     k0, c2 = op.Gather(low, _i64([0]), axis=0), op.Gather(low, _i64([1]), axis=0)
     k1, c3 = op.Gather(high, _i64([0]), axis=0), op.Gather(high, _i64([1]), axis=0)
-    n_blocks = -(-n // WORDS_PER_BLOCK)
-    blocks = op.Range(op.Constant(value_int=0), op.Constant(value_int=n_blocks), op.Constant(value_int=1))
+    dims = _shape(shape)
+    n = op.ReduceProd(dims, keepdims=1)  # shape (1,); 1 for a 0-d mask
+    blocks_needed = op.Div(op.Add(n, _i64([WORDS_PER_BLOCK - 1])), _i64([WORDS_PER_BLOCK]))  # ceil, n >= 0
+    blocks = op.Range(op.Constant(value_int=0), op.Squeeze(blocks_needed, _i64([0])), op.Constant(value_int=1))
     block = op.Cast(blocks, to=ir.DataType.UINT64)
     c0 = op.BitwiseAnd(block, _u64(MASK32))
     c1 = op.BitShift(block, _u64(32), direction="RIGHT")
     words = _philox(c0, c1, op.Expand(c2, op.Shape(block)), op.Expand(c3, op.Shape(block)), k0, k1)
     # Lane j of block b is flat index 4 b + j: stack the four words on a last axis, flatten, cut to n.
     flat = op.Reshape(op.Concat(*(op.Unsqueeze(w, _i64([1])) for w in words), axis=1), _i64([-1]))
-    flat = op.Slice(flat, _i64([0]), _i64([n]))
+    flat = op.Slice(flat, _i64([0]), n)
     drop = op.GreaterOrEqual(flat, _u64(k))  # k <= 2**32: k = 2**32 keeps every element, k = 0 none
-    return op.Reshape(drop, _i64(list(shape)))
+    return op.Reshape(drop, dims)
 
 
 def _scalar_like(value: float, dtype: ir.DataType) -> Any:
