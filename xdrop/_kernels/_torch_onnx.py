@@ -143,11 +143,17 @@ def dropout(
     kept = _rounded(op.Mul, x, a, dtype)
     if b != 0.0:  # alpha dropout: x * a, rounded, plus b, rounded (no add when b = 0: -0.0 stays -0.0)
         kept = _rounded(op.Add, kept, b, dtype)
+    # ONNX Runtime's CPU Where has no bfloat16 kernel: select in float32, which holds every bfloat16 exactly.
+    select = ir.DataType.FLOAT if dtype == ir.DataType.BFLOAT16 else dtype
+    if select != dtype:
+        kept = op.Cast(kept, to=select)
     # ONNX Runtime's CPU Where returns +0 where it selects a -0 from its first operand (X), and keeps the
     # second's (Y) bits: the kept values go in Y; a constant -0 goes in Y too, negated around the Where.
     if math.copysign(1.0, c) < 0:
-        return op.Neg(op.Where(drop, _scalar_like(-c, dtype), op.Neg(kept)))
-    return op.Where(drop, _scalar_like(c, dtype), kept)
+        out = op.Neg(op.Where(drop, _scalar_like(-c, select), op.Neg(kept)))
+    else:
+        out = op.Where(drop, _scalar_like(c, select), kept)
+    return out if select == dtype else op.Cast(out, to=dtype)
 
 
 def translations() -> dict[Any, Callable[..., Any]]:
