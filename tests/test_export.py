@@ -285,9 +285,10 @@ def test_import_does_not_import_onnx():
     assert out.strip() == "[]"
 
 
-def test_transformers_bert_exports_with_its_hidden_dropouts():
-    """A converted BERT (small config) in training mode: ONNX Runtime's output at step s is eager's
-    s-th forward's, to float32 matmul rounding; a wrong mask (another step) is far outside that."""
+def test_transformers_bert_exports_with_its_dropouts():
+    """A converted BERT (small config) in training mode, hidden and attention dropout: ONNX Runtime's output
+    at step s is eager's s-th forward's, to float32 matmul rounding; a wrong mask (another step) is far
+    outside that."""
     ort = _onnx()
     import torch
 
@@ -302,7 +303,7 @@ def test_transformers_bert_exports_with_its_hidden_dropouts():
         intermediate_size=64,
         vocab_size=64,
         max_position_embeddings=32,
-        attention_probs_dropout_prob=0.0,  # the attention's dropout is another operator
+        attention_probs_dropout_prob=0.3,
         hidden_dropout_prob=0.2,
     )
     model = xt.replace_dropout(transformers.BertModel(config), seed=5).train()
@@ -310,7 +311,9 @@ def test_transformers_bert_exports_with_its_hidden_dropouts():
     eager = copy.deepcopy(model)
     program = xt.onnx_export(model, (ids,))
     names = [n for n in _state_names(program) if n.endswith(".step")]
-    assert len(names) == 1 + 2 * 2  # the embeddings' and each layer's two hidden dropouts
+    attention = [n for n in names if "xdrop_attention" in n]
+    assert len(names) - len(attention) == 1 + 2 * 2  # the embeddings' and each layer's two hidden dropouts
+    assert len(attention) == 2  # each layer's attention stream
     session = _session(ort, program)
     outs = []
     for step in range(STEPS):
@@ -321,6 +324,43 @@ def test_transformers_bert_exports_with_its_hidden_dropouts():
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
         outs.append(got)
     assert np.abs(outs[0] - outs[1]).max() > 0.1  # the masks matter far beyond the tolerance
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_onnx_attention_drops_eager_torchs_weights(is_causal, with_bias):
+    """``torch.ops.xdrop.attention`` with ``v`` the identity, so the output is the dropped weights: ONNX
+    Runtime zeroes exactly eager's weights and agrees with its values and log-sum-exps to float32 rounding."""
+    ort = _onnx()
+    import torch
+
+    import xdrop.torch as xt
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("seed_step", torch.tensor([-3, 4], dtype=torch.int64))
+
+        def forward(self, q, k, v, bias):
+            return torch.ops.xdrop.attention(q, k, v, bias if with_bias else None, self.seed_step, 0.4, 0.5, is_causal)
+
+    gen = torch.Generator().manual_seed(7)
+    q, k = torch.randn(6, 5, 4, generator=gen), torch.randn(6, 7, 4, generator=gen)
+    v = torch.eye(7).expand(6, 7, 7).contiguous()
+    bias = torch.randn(2, 1, 7, generator=gen)  # (batch, 1, S) for q's 2 * 3 rows: each batch's to its 3 heads
+    model = Attention()
+    program = xt.onnx_export(model, (q, k, v, bias))
+    session = _session(ort, program)
+    feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), (q, k, v, bias), strict=False)}
+    for pair in ([-3, 4], [11, 0]):
+        state = torch.tensor(pair, dtype=torch.int64)
+        out, lse = session.run(None, {**feed, "seed_step": state.numpy()})
+        model.seed_step.copy_(state)
+        expected_out, expected_lse = (t.numpy() for t in model(q, k, v, bias))
+        assert np.array_equal(out == 0, expected_out == 0)
+        assert 0.3 < (expected_out == 0).mean() < 0.9
+        np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(lse, expected_lse, rtol=1e-5, atol=1e-6)
 
 
 def test_torch_export_round_trip_advances_the_steps():

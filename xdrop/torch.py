@@ -215,11 +215,13 @@ def onnx_export(
 ) -> Any:
     """Export ``model`` to ONNX with its xdrop dropouts drawing xdrop's masks (``torch.onnx.export(dynamo=True)``).
 
-    ``torch.onnx.export`` has no translation of xdrop's operator and keeps no
+    ``torch.onnx.export`` has no translation of xdrop's operators
+    (``torch.ops.xdrop.dropout``, ``torch.ops.xdrop.attention``) and keeps no
     global table to add one to; this calls it with one (``custom_translation_table``)
     that writes stream spec v1 in standard ONNX operators, so ONNX Runtime (or any
     runtime with ``uint64`` ``Mul``, ``BitShift`` and bitwise operators) draws the
-    masks eager torch draws, bit for bit. Each seed and step buffer that a
+    masks eager torch draws, bit for bit (an attention's products and softmax round
+    as the runtime rounds them). Each seed and step buffer that a
     training-mode dropout reads becomes an input of the graph, named as in
     ``state_dict()`` (``"1.step"``), whose default is its value at export: feed
     ``step = s`` to draw the masks of the layer's ``s``-th training forward.

@@ -42,10 +42,10 @@ import onnx_ir as ir
 import torch
 from onnxscript import opset18
 
-from .._stream import WORDS_PER_BLOCK
+from .._stream import WORDS_PER_BLOCK, keep_count, scale_for
 from ..random._philox import DEFAULT_ROUNDS, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 from ..random._words import MASK32
-from . import _torch_ops
+from . import _attention_torch, _torch_ops  # noqa: F401  (_attention_torch registers xdrop::attention)
 
 # onnxscript's typed opset: the words here are uint64, which its stubs' type variables do not all admit.
 op: Any = opset18
@@ -156,9 +156,70 @@ def dropout(
     return out if select == dtype else op.Cast(out, to=dtype)
 
 
+_TORCH_DTYPES = {
+    ir.DataType.FLOAT: torch.float32,
+    ir.DataType.FLOAT16: torch.float16,
+    ir.DataType.BFLOAT16: torch.bfloat16,
+    ir.DataType.DOUBLE: torch.float64,
+}
+
+
+def _bias_added(scores: Any, bias: Any) -> Any:
+    """``scores (N, L, S) + bias (Nb, Lb, Sb)``, row ``n`` taking ``bias[n // (N // Nb)]``."""
+    shape = op.Shape(scores)
+    nb = op.Shape(bias, start=0, end=1)
+    per = op.Div(op.Shape(scores, start=0, end=1), nb)
+    grouped = op.Reshape(scores, op.Concat(nb, per, op.Shape(scores, start=1), axis=0))
+    return op.Reshape(op.Add(grouped, op.Unsqueeze(bias, _i64([1]))), shape)
+
+
+def attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    bias: Any,
+    seed_step: Any,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool,
+) -> tuple[Any, Any]:
+    """``torch.ops.xdrop.attention`` in ONNX nodes: ``(out, lse)``, the weights dropped with stream v1's mask
+    at flat index ``(n * L + i) * S + j`` (the mask is exact; the matmuls and the softmax round as the
+    runtime rounds them)."""
+    _SEEN.append(seed_step)
+    dtype = q.dtype
+    scores = op.Mul(op.MatMul(q, op.Transpose(k, perm=[0, 2, 1])), _scalar_like(scale, dtype))
+    if bias is not None:
+        scores = _bias_added(scores, bias)
+    if is_causal:  # key j > query i is masked out
+        i = op.Range(
+            op.Constant(value_int=0), op.Squeeze(op.Shape(q, start=1, end=2), _i64([0])), op.Constant(value_int=1)
+        )
+        j = op.Range(
+            op.Constant(value_int=0), op.Squeeze(op.Shape(k, start=1, end=2), _i64([0])), op.Constant(value_int=1)
+        )
+        above = op.Greater(op.Unsqueeze(j, _i64([0])), op.Unsqueeze(i, _i64([1])))
+        scores = op.Where(above, _scalar_like(-math.inf, dtype), scores)
+    top = op.ReduceMax(scores, _i64([-1]), keepdims=1)
+    top = op.Where(op.Equal(top, _scalar_like(-math.inf, dtype)), _scalar_like(0.0, dtype), top)  # a masked row
+    weights = op.Exp(op.Sub(scores, top))
+    total = op.ReduceSum(weights, _i64([-1]), keepdims=1)
+    lse_dtype = ir.DataType.DOUBLE if dtype == ir.DataType.DOUBLE else ir.DataType.FLOAT
+    lse = op.Cast(op.Squeeze(op.Add(top, op.Log(total)), _i64([-1])), to=lse_dtype)
+    zero = _scalar_like(0.0, dtype)
+    weights = op.Div(weights, op.Where(op.Equal(total, zero), _scalar_like(1.0, dtype), total))
+    if dropout_p > 0:
+        kk = keep_count(dropout_p)
+        weights = op.Mul(weights, _scalar_like(scale_for(kk, torch, _TORCH_DTYPES[dtype]), dtype))
+        shape = op.Shape(weights)
+        dims = [op.Squeeze(op.Gather(shape, _i64([d]), axis=0), _i64([0])) for d in range(3)]
+        weights = op.Where(drop_mask(seed_step, kk, dims), zero, weights)
+    return op.MatMul(weights, v), lse
+
+
 def translations() -> dict[Any, Callable[..., Any]]:
     """The ``custom_translation_table`` for ``torch.onnx.export``: xdrop's operators to their translations."""
-    return {torch.ops.xdrop.dropout.default: dropout}
+    return {torch.ops.xdrop.dropout.default: dropout, torch.ops.xdrop.attention.default: attention}
 
 
 # The ``seed_step`` values the translations received during the running export (one export at a time).
