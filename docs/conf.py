@@ -91,6 +91,11 @@ try:
     HAVE_KERAS = True
 except ImportError:
     HAVE_KERAS = False
+try:
+    import transformers
+    HAVE_TRANSFORMERS = HAVE_TORCH
+except ImportError:
+    HAVE_TRANSFORMERS = False
 try:  # xdrop.torch.onnx_export's packages, and a runtime for the exported model
     import onnxruntime
     import onnxscript

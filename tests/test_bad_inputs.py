@@ -204,6 +204,22 @@ LAYER_CASES: list[Case] = [
         "module must be a torch.nn.Module, got module of type int",
     ),
     layer_case(
+        "torch.replace_dropout",
+        "a transformers model whose config.xdrop is not xdrop's",
+        lambda: (xt().replace_dropout, (tiny_gpt2([1, 2]),), {"seed": 1}),
+        ValueError,
+        'GPT2Model.config.xdrop must be the streams\' state xdrop 1 writes ({"format": 1, "seed": ..., '
+        '"streams": {...}}), got [1, 2]',
+    ),
+    layer_case(
+        "torch.replace_dropout",
+        "seed other than the one config.xdrop was saved with",
+        lambda: (xt().replace_dropout, (tiny_gpt2({"format": 1, "seed": 7, "streams": {}}),), {"seed": 5}),
+        ValueError,
+        "GPT2Model.config.xdrop holds the streams of a run with seed=7, not seed=5: pass seed=7 (or None) "
+        "to resume it, or delete config.xdrop to start new streams",
+    ),
+    layer_case(
         "torch.onnx_export",
         "f given (it returns the program)",
         lambda: (xt().onnx_export, (torch().nn.Identity(), (torch().ones(2),)), {"f": "model.onnx"}),
@@ -212,6 +228,14 @@ LAYER_CASES: list[Case] = [
         "(save it with program.save(path)), got f='model.onnx'",
     ),
 ]
+
+
+def tiny_gpt2(entry: Any) -> Any:
+    """A transformers GPT-2 from a tiny config whose ``xdrop`` entry (what config.json held) is ``entry``."""
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    config = transformers.GPT2Config(n_embd=8, n_layer=1, n_head=2, vocab_size=16, n_positions=8)
+    config.xdrop = entry
+    return transformers.GPT2Model(config)
 
 
 def generator_case(bad, args, kwargs, error, message) -> Case:
@@ -237,6 +261,57 @@ def cs_backward_case(bad, dout, cache, error, message) -> Case:
     return Case(
         "cs231n.dropout_backward", bad, lambda: (cs231n.dropout_backward, (dout(), cache()), {}), error, message
     )
+
+
+def xf() -> Any:
+    """``xdrop.flax`` (imports jax and flax)."""
+    pytest.importorskip("flax", reason="needs flax")
+    import xdrop.flax
+
+    return xdrop.flax
+
+
+def linen_training_apply() -> Call:
+    """A training ``apply`` of a seeded LinenDropout that cannot write its step back (no ``mutable``)."""
+    layer = xf().LinenDropout(0.5, seed=1, deterministic=False)
+    ones = pytest.importorskip("jax.numpy").ones(4)
+    variables = layer.init({}, ones)
+    return layer.apply, (variables, ones), {}
+
+
+FLAX_CASES: list[Case] = [
+    Case(
+        "flax.Dropout",
+        "deterministic a string",
+        lambda: (xf().Dropout, (0.5,), {"seed": 1, "deterministic": "no"}),
+        TypeError,
+        "deterministic must be True, False or None, got deterministic='no' of type str",
+    ),
+    Case(
+        "flax.Dropout",
+        "rngs an int",
+        lambda: (xf().Dropout, (0.5,), {"rngs": 0}),
+        TypeError,
+        "rngs must be an nnx.Rngs, an nnx.RngStream or a JAX key, got rngs of type int",
+    ),
+    Case(
+        "flax.Dropout (call)",
+        "deterministic None in the constructor and the call",
+        lambda: (xf().Dropout(0.5, seed=1, deterministic=None), (np.ones(4, np.float32),), {}),
+        ValueError,
+        "Dropout has deterministic=None and the call gave none: pass deterministic=True or False to the "
+        "constructor or the call, or set it with model.eval() / model.train()",
+    ),
+    Case(
+        "flax.LinenDropout (apply)",
+        "training without mutable=['xdrop']",
+        linen_training_apply,
+        ValueError,
+        "LinenDropout with seed=1 advances its step in the 'xdrop' collection at each training call: "
+        "apply with mutable=['xdrop'] and pass the returned 'xdrop' variables to the next call (or "
+        "deterministic=True); without it every call would draw the same mask",
+    ),
+]
 
 
 U64_RANGE = "must be an integer in [0, 2**64), got"
@@ -1083,6 +1158,7 @@ CASES += [
     ),
     variant_case("drop_path_forward", "x a list", {}, TypeError, f"x {NOT_ARRAY} x of type list", x=lambda: [1.0, 2.0]),
     *LAYER_CASES,
+    *FLAX_CASES,
 ]
 
 

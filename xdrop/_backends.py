@@ -245,7 +245,7 @@ REGISTRY: dict[str, Entry] = {
         Entry("torch-cuda", "torch", "is_torch_namespace", ("torch",), ("torch",), True, lambda: _torch(True)),
         Entry("cupy", "cupy", "is_cupy_namespace", ("cupy",), ("cupy-cuda12x",), True, _cupy),
         Entry("jax", "jax", "is_jax_namespace", ("jax",), ("jax",), False, _jax),
-        Entry("dask", "dask", "is_dask_namespace", ("dask",), ("dask[array]", "distributed"), False, _dask),
+        Entry("dask", "dask", "is_dask_namespace", ("dask",), ("dask[array,distributed]>=2024.8",), False, _dask),
     )
 }
 

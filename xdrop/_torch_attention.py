@@ -55,6 +55,8 @@ CONVERTED = {"eager": "xdrop_eager", "sdpa": "xdrop_sdpa"}
 class Stream(Dropout):
     """The ``(seed, step)`` state of one call site (its ``p`` comes from each call); not a layer to call."""
 
+    _mask_free_at_zero = False  # its p = 0 is a placeholder: each call passes its own
+
     def __init__(self, seed: int) -> None:
         super().__init__(0.0, seed=seed)
 
