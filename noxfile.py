@@ -197,7 +197,13 @@ def _packages(names: list[str]) -> list[str]:
 LIGHT_BACKENDS = [n for n in CPU_BACKENDS if not REGISTRY[n].packages]
 FRAMEWORK_BACKENDS = [n for n in CPU_BACKENDS if REGISTRY[n].packages]
 LIGHT = Env("light", ("test",))
-FRAMEWORKS = Env("frameworks", ("test", "docs", "flax", "keras"), (*_packages(FRAMEWORK_BACKENDS), "ruff", "mypy"))
+# ONNX export's tests and docs (xdrop.torch.onnx_export): test-environment packages, not xdrop's dependencies.
+ONNX_TEST_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+FRAMEWORKS = Env(
+    "frameworks",
+    ("test", "docs", "flax", "keras"),
+    (*_packages(FRAMEWORK_BACKENDS), *ONNX_TEST_PACKAGES, "ruff", "mypy"),
+)
 ENVS = {"light": (LIGHT, LIGHT_BACKENDS), "frameworks": (FRAMEWORKS, FRAMEWORK_BACKENDS)}
 ENV_OF = {name: env for env, names in ENVS.values() for name in names}
 
@@ -215,6 +221,7 @@ FRAMEWORK_MODULES = [
     "xdrop/flax.py",
     "xdrop/keras.py",
     "xdrop/_kernels/_torch_ops.py",
+    "xdrop/_kernels/_torch_onnx.py",
     "xdrop/_kernels/_triton.py",
     "xdrop/_kernels/_attention_torch.py",
     "xdrop/_kernels/_attention_triton.py",

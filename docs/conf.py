@@ -96,6 +96,12 @@ try:
     HAVE_TRANSFORMERS = HAVE_TORCH
 except ImportError:
     HAVE_TRANSFORMERS = False
+try:  # xdrop.torch.onnx_export's packages, and a runtime for the exported model
+    import onnxruntime
+    import onnxscript
+    HAVE_ONNX = HAVE_TORCH
+except ImportError:
+    HAVE_ONNX = False
 """
 
 # Copy buttons copy the code, not the prompts or the output.

@@ -220,6 +220,14 @@ LAYER_CASES: list[Case] = [
         "GPT2Model.config.xdrop holds the streams of a run with seed=7, not seed=5: pass seed=7 (or None) "
         "to resume it, or delete config.xdrop to start new streams",
     ),
+    layer_case(
+        "torch.onnx_export",
+        "f given (it returns the program)",
+        lambda: (xt().onnx_export, (torch().nn.Identity(), (torch().ones(2),)), {"f": "model.onnx"}),
+        TypeError,
+        "xdrop.torch.onnx_export takes no f= argument: it exports with dynamo=True and returns the ONNXProgram "
+        "(save it with program.save(path)), got f='model.onnx'",
+    ),
 ]
 
 

@@ -409,6 +409,7 @@ def test_built_site_has_every_page() -> None:
         "migrating",
         "porting",
         "seeds",
+        "exporting",
         "api",
         "changelog",
     ):

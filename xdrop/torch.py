@@ -110,6 +110,7 @@ __all__ = [
     "Dropout3d",
     "FeatureAlphaDropout",
     "dropout_streams",
+    "onnx_export",
     "plain_state_dict",
     "replace_dropout",
 ]
@@ -282,3 +283,63 @@ def dropout_streams(module: nn.Module) -> dict[str, tuple[int, int]]:
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
     return {path: sub.get_stream() for path, sub in module.named_modules() if isinstance(sub, _SeededDropout)}
+
+
+def onnx_export(
+    model: nn.Module, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+) -> Any:
+    """Export ``model`` to ONNX with its xdrop dropouts drawing xdrop's masks (``torch.onnx.export(dynamo=True)``).
+
+    ``torch.onnx.export`` has no translation of xdrop's operators
+    (``torch.ops.xdrop.dropout``, ``torch.ops.xdrop.attention``) and keeps no
+    global table to add one to; this calls it with one (``custom_translation_table``)
+    that writes stream spec v1 in standard ONNX operators, so ONNX Runtime (or any
+    runtime with ``uint64`` ``Mul``, ``BitShift`` and bitwise operators) draws the
+    masks eager torch draws, bit for bit (an attention's products and softmax round
+    as the runtime rounds them). Each seed and step buffer that a
+    training-mode dropout reads becomes an input of the graph, named as in
+    ``state_dict()`` (``"1.step"``), whose default is its value at export: feed
+    ``step = s`` to draw the masks of the layer's ``s``-th training forward.
+    The exported graph does not advance the step; the caller does. A model in
+    ``eval()`` mode exports no dropout and no such inputs. Needs ``onnx``,
+    ``onnxscript`` and ``onnx_ir`` (imported here, not by ``import xdrop.torch``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module or torch.export.ExportedProgram
+        The model (layers converted with :func:`replace_dropout` or built from
+        xdrop.torch layers).
+    args, kwargs : tuple, dict, optional
+        Example inputs, as for ``torch.onnx.export``.
+    **options
+        Passed to ``torch.onnx.export`` (``dynamic_shapes``, ``input_names``,
+        ``opset_version``, ``custom_translation_table`` for other operators,
+        ``optimize`` ...), except ``f`` and ``dynamo``.
+
+    Returns
+    -------
+    torch.onnx.ONNXProgram
+        The program; ``program.save(path)`` writes the ``.onnx`` file.
+
+    Examples
+    --------
+    >>> import torch, xdrop.torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), xdrop.torch.Dropout(0.5, seed=1)).train()
+    >>> program = xdrop.torch.onnx_export(model, (torch.ones(2, 4),))  # doctest: +SKIP
+    >>> [v.name for v in program.model.graph.inputs]  # doctest: +SKIP
+    ['input', '1.seed', '1.step']
+    """
+    for name in ("f", "dynamo"):
+        if name in options:
+            raise TypeError(
+                f"xdrop.torch.onnx_export takes no {name}= argument: it exports with dynamo=True and returns the "
+                f"ONNXProgram (save it with program.save(path)), got {name}={options[name]!r}"
+            )
+    try:
+        from ._kernels import _torch_onnx  # imports onnxscript: only when exporting
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"xdrop.torch.onnx_export needs the onnx and onnxscript packages (pip install onnx onnxscript); "
+            f"{e.name} is not installed"
+        ) from e
+    return _torch_onnx.export(model, tuple(args), kwargs, options)

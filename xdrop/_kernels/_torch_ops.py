@@ -24,6 +24,7 @@ tensors, so ``import xdrop`` imports no torch.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -84,6 +85,8 @@ def _u64(value: int) -> int:
 
 
 _cache: dict[Any, Any] = {}
+# [True] while xdrop.torch.onnx_export runs torch.onnx.export (which xdrop's translation needs).
+ONNX_EXPORT: list[bool] = []
 
 
 def _namespace() -> Any:
@@ -194,6 +197,13 @@ def _(
     c: float,
     impl: str,
 ) -> torch.Tensor:
+    onnx = sys.modules.get("torch.onnx")  # imported by torch.onnx.export, not by import torch
+    if onnx is not None and not ONNX_EXPORT and onnx.is_in_onnx_export():
+        raise RuntimeError(
+            "torch.onnx.export has no translation of xdrop's dropout (torch.ops.xdrop.dropout): export with "
+            "xdrop.torch.onnx_export(model, args), which translates it and makes each layer's seed and step "
+            "inputs of the ONNX graph"
+        )
     return torch.empty_like(x)
 
 
