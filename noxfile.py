@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -157,33 +156,33 @@ class Env:
         session.run(self.python(), "-m", module, *args, env=env, external=True)
 
 
-def read_lock(path: Path) -> dict[str, str]:
-    """A lock file's pins: canonical name -> version."""
+def read_pins(path: Path) -> dict[str, str]:
+    """The exact pins (``name==version``) of a requirements file: canonical name -> version."""
     pins = {}
     for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
+        req = line.split("#", 1)[0].strip()
+        if "==" in req:
+            name, _, version = req.partition("==")
             pins[canonicalize_name(name)] = version.strip()
     return pins
 
 
+HAND_PINS = read_pins(ROOT / "tests" / "constraints.txt")
+
+
 def lock_disagreements(env: Env) -> list[str]:
-    """Where ``env``'s lock fails its declared requirements or ``tests/constraints.txt`` (empty: they agree)."""
+    """Where ``env``'s lock (with the hand pins of ``tests/constraints.txt``) fails its declared requirements."""
     if not env.lock.is_file():
         return [f"{env.lock.relative_to(ROOT)} is missing"]
-    pins = read_lock(env.lock)
-    lines = (ROOT / "tests" / "constraints.txt").read_text().splitlines()
-    constraints = [c for c in (line.split("#", 1)[0].strip() for line in lines) if c]
-    problems = []
-    for text in [*env.declared(), *constraints]:
+    locked = read_pins(env.lock)
+    problems = [f"{env.lock.name}: {n} is pinned by hand in tests/constraints.txt" for n in HAND_PINS if n in locked]
+    pins = {**locked, **HAND_PINS}
+    for text in env.declared():
         req = Requirement(text)
         if req.marker is not None and not req.marker.evaluate():
             continue
         pinned = pins.get(canonicalize_name(req.name))
         if pinned is None:
-            if text in constraints:
-                continue  # a constraint on a package this environment does not install
             problems.append(f"{env.lock.name}: {req.name} is declared ({text!r}) but not locked")
         elif not req.specifier.contains(pinned, prereleases=True):
             problems.append(f"{env.lock.name}: {req.name}=={pinned} does not satisfy {text!r}")
@@ -287,12 +286,12 @@ def lock(session: nox.Session) -> None:
         # The current pins are kept where they still fit; `nox -s lock -- --upgrade` takes the newest releases.
         options = ("--python-version", version, "--custom-compile-command", "nox -s lock", "--quiet", *session.posargs)
         pins = (*FIND_LINKS, "-c", "tests/constraints.txt")  # relative: the lock's comments name it
+        # The hand-pinned packages stay out of the lock: tests/constraints.txt is their one place (and
+        # torch's pin there, with /opt/wheels, picks the CPU build, which a lock preference would not).
+        hand = [a for name in HAND_PINS for a in ("--no-emit-package", name)]
         with session.chdir(ROOT):
-            session.run(uv, "pip", "compile", source_name, *options, *pins, "-o", env.lock, external=True)
-        text = env.lock.read_text().replace(f"-r {source_name}", "the noxfile's requirements")
-        # A local build label (torch's "+cpu" from /opt/wheels) is dropped: the pin then matches
-        # that build where it is on disk, and the index's build elsewhere.
-        env.lock.write_text(re.sub(r"^([A-Za-z0-9._-]+==[^+\s]+)\+\S+", r"\1", text, flags=re.M))
+            session.run(uv, "pip", "compile", source_name, *options, *pins, *hand, "-o", env.lock, external=True)
+        env.lock.write_text(env.lock.read_text().replace(f"-r {source_name}", "the noxfile's requirements"))
     problems = [p for env, _ in ENVS.values() for p in lock_disagreements(env)]
     if problems:
         session.error("\n".join(problems))
