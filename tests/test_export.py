@@ -327,8 +327,10 @@ def test_transformers_bert_exports_with_its_dropouts():
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_onnx_attention_drops_eager_torchs_weights(is_causal, with_bias):
+# The operator's bias forms over q's 2 * 3 rows: (Nb, Lb, Sb), each batch's to its 3 heads; (Bo, Bi, Lb, Sb)
+# varying by batch (a padding mask), by head (T5's position bias), or by both.
+@pytest.mark.parametrize("bias_shape", [None, (2, 1, 7), (2, 1, 1, 7), (1, 3, 5, 7), (2, 3, 5, 7)])
+def test_onnx_attention_drops_eager_torchs_weights(is_causal, bias_shape):
     """``torch.ops.xdrop.attention`` with ``v`` the identity, so the output is the dropped weights: ONNX
     Runtime zeroes exactly eager's weights and agrees with its values and log-sum-exps to float32 rounding."""
     ort = _onnx()
@@ -342,16 +344,17 @@ def test_onnx_attention_drops_eager_torchs_weights(is_causal, with_bias):
             self.register_buffer("seed_step", torch.tensor([-3, 4], dtype=torch.int64))
 
         def forward(self, q, k, v, bias):
-            return torch.ops.xdrop.attention(q, k, v, bias if with_bias else None, self.seed_step, 0.4, 0.5, is_causal)
+            return torch.ops.xdrop.attention(q, k, v, bias, self.seed_step, 0.4, 0.5, is_causal)
 
     gen = torch.Generator().manual_seed(7)
     q, k = torch.randn(6, 5, 4, generator=gen), torch.randn(6, 7, 4, generator=gen)
     v = torch.eye(7).expand(6, 7, 7).contiguous()
-    bias = torch.randn(2, 1, 7, generator=gen)  # (batch, 1, S) for q's 2 * 3 rows: each batch's to its 3 heads
+    bias = None if bias_shape is None else torch.randn(bias_shape, generator=gen)
     model = Attention()
     program = xt.onnx_export(model, (q, k, v, bias))
     session = _session(ort, program)
-    feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), (q, k, v, bias), strict=False)}
+    given = [t for t in (q, k, v, bias) if t is not None]
+    feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), given, strict=False)}
     for pair in ([-3, 4], [11, 0]):
         state = torch.tensor(pair, dtype=torch.int64)
         out, lse = session.run(None, {**feed, "seed_step": state.numpy()})

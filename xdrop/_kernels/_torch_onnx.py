@@ -165,12 +165,20 @@ _TORCH_DTYPES = {
 
 
 def _bias_added(scores: Any, bias: Any) -> Any:
-    """``scores (N, L, S) + bias (Nb, Lb, Sb)``, row ``n`` taking ``bias[n // (N // Nb)]``."""
+    """``scores (N, L, S) + bias``, as the operator reads ``bias``.
+
+    ``(Bo, Bi, Lb, Sb)``: rows ``N = No * Ni`` (``Ni`` is ``Bi`` where it is not 1, else
+    ``N // Bo``), row ``n`` adding ``bias[n // Ni, n % Ni]``; ``(Nb, Lb, Sb)``: row ``n``
+    adding ``bias[n // (N // Nb)]``.
+    """
     shape = op.Shape(scores)
-    nb = op.Shape(bias, start=0, end=1)
-    per = op.Div(op.Shape(scores, start=0, end=1), nb)
-    grouped = op.Reshape(scores, op.Concat(nb, per, op.Shape(scores, start=1), axis=0))
-    return op.Reshape(op.Add(grouped, op.Unsqueeze(bias, _i64([1]))), shape)
+    rows = op.Shape(scores, start=0, end=1)
+    if len(bias.shape) == 3:
+        bias = op.Unsqueeze(bias, _i64([1]))  # (Nb, 1, Lb, Sb): Nb outer groups of N // Nb rows
+    outer, inner = op.Shape(bias, start=0, end=1), op.Shape(bias, start=1, end=2)
+    inner = op.Where(op.Equal(inner, _i64([1])), op.Div(rows, outer), inner)
+    grouped = op.Reshape(scores, op.Concat(op.Div(rows, inner), inner, op.Shape(scores, start=1), axis=0))
+    return op.Reshape(op.Add(grouped, bias), shape)
 
 
 def attention(
