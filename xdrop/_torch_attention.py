@@ -38,12 +38,13 @@ import sys
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from ._kernels import _torch_ops
 from ._kernels._torch_ops import to_int64
 from ._torch_layers import Dropout
-from ._torch_seeded import _STEP_LOCK, path_seed
+from ._torch_seeded import _STEP_LOCK, _op_constants, path_seed
 
 STREAM = "xdrop_attention"
 FUNCTIONAL = "xdrop_functional"
@@ -53,13 +54,32 @@ CONVERTED = {"eager": "xdrop_eager", "sdpa": "xdrop_sdpa"}
 
 
 class Stream(Dropout):
-    """The ``(seed, step)`` state of one call site (its ``p`` comes from each call); not a layer to call."""
+    """The ``(seed, step)`` state of one converted attention call site; not a layer to call.
 
-    def __init__(self, seed: int) -> None:
-        super().__init__(0.0, seed=seed)
+    ``p`` is the dropout the site applies, shown in the repr: the owner's at
+    conversion, then the one of its latest training call (the call passes it).
+    """
+
+    def __init__(self, seed: int, p: float = 0.0) -> None:
+        super().__init__(p, seed=seed)
 
     def forward(self, input: Any) -> Any:
         raise RuntimeError("xdrop's Stream holds the state of a converted call site: it is not a layer to call")
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, {self._state_repr()}"
+
+    def show(self, p: float) -> None:
+        """Record ``p`` as the dropout applied (a Python attribute: not while torch.compile traces)."""
+        if p != self.p and not torch.compiler.is_compiling():
+            self.p = p
+
+    def drop(self, x: Tensor, p: float, taken: tuple[int, int] | Tensor) -> Tensor:
+        """``x`` dropped with probability ``p`` at the ``(seed, step)`` ``taken`` by :meth:`_take`."""
+        k, a, b, c = _op_constants(False, p, x.dtype, True)
+        seed, step = taken if isinstance(taken, tuple) else (taken, 0)
+        out: Tensor = _torch_ops.dropout(x, seed, step, k, tuple(x.shape), a, b, c)
+        return out
 
 
 def _dispatches_attention(module: nn.Module) -> bool:

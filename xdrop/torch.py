@@ -77,6 +77,7 @@ from ._torch_layers import (
     DropPath,
     FeatureAlphaDropout,
 )
+from ._torch_mha import MultiheadAttention, convert_mha
 from ._torch_seeded import _SeededDropout
 from ._torch_seeded import path_seed as _path_seed  # the name tests and earlier code import
 
@@ -88,13 +89,23 @@ __all__ = [
     "Dropout2d",
     "Dropout3d",
     "FeatureAlphaDropout",
+    "MultiheadAttention",
     "plain_state_dict",
     "replace_dropout",
 ]
 
 
 # The layers' public home: pickles and the docs name xdrop.torch.Dropout, not the module that defines it.
-for _layer in (AlphaDropout, DropPath, Dropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout):
+for _layer in (
+    AlphaDropout,
+    DropPath,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    FeatureAlphaDropout,
+    MultiheadAttention,
+):
     _layer.__module__ = __name__
 del _layer
 
@@ -167,6 +178,7 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     # -- hook: the dropouts that are not modules (transformers attention, functional calls) --
     from ._torch_attention import convert_attention, convert_functional
 
+    convert_mha(module, base)
     convert_attention(module, base)
     convert_functional(module, base)
     return module
