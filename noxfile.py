@@ -208,6 +208,8 @@ FRAMEWORK_MODULES = [
     "xdrop/_torch_seeded.py",
     "xdrop/_torch_ranks.py",
     "xdrop/_torch_attention.py",
+    "xdrop/_torch_mha.py",
+    "xdrop/_torch_report.py",
     "xdrop/distributed.py",
     "xdrop/flax.py",
     "xdrop/keras.py",

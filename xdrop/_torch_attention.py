@@ -82,9 +82,29 @@ class Stream(Dropout):
         return out
 
 
-def _dispatches_attention(module: nn.Module) -> bool:
+def forward_names(module: nn.Module) -> tuple[str, ...]:
+    """The global and attribute names the code of ``type(module).forward`` uses."""
     forward = inspect.unwrap(type(module).forward)
-    return "ALL_ATTENTION_FUNCTIONS" in getattr(getattr(forward, "__code__", None), "co_names", ())
+    names: tuple[str, ...] = getattr(getattr(forward, "__code__", None), "co_names", ())
+    return names
+
+
+def _dispatches_attention(module: nn.Module) -> bool:
+    return "ALL_ATTENTION_FUNCTIONS" in forward_names(module)
+
+
+# Where attention modules keep their dropout probability: a float, or a dropout module's ``p``.
+_P_ATTRIBUTES = ("attention_dropout", "dropout", "dropout_prob", "dropout_p", "attn_dropout", "attn_drop")
+
+
+def site_p(module: nn.Module) -> float:
+    """The dropout an attention module applies in training, as far as its attributes tell (else 0)."""
+    for name in _P_ATTRIBUTES:
+        value = getattr(module, name, None)
+        value = getattr(value, "p", value)
+        if isinstance(value, (float, int)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
 
 
 def _attention(module: nn.Module, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
@@ -99,6 +119,7 @@ def _attention(module: nn.Module, query: Any, key: Any, value: Any, attention_ma
     if not (module.training and dropout > 0):  # eval, p = 0: the original implementation, unchanged
         original: Any = stream.xdrop_original
         return original(module, query, key, value, attention_mask, **kwargs)
+    stream.show(dropout)  # type: ignore[operator]
     from ._attention import attention_with_state
 
     is_causal = kwargs.get("is_causal")
@@ -154,7 +175,7 @@ def convert_attention(module: nn.Module, base: int) -> None:
         implementation = originals.get(id(config), getattr(config, "_attn_implementation", None))
         if implementation not in CONVERTED:
             continue  # flash / flex / paged kernels: left as they are (see the docs)
-        stream = Stream(path_seed(base, f"{path}#attention")).train(sub.training)
+        stream = Stream(path_seed(base, f"{path}#attention"), site_p(sub)).train(sub.training)
         stream.xdrop_original = _original(sub, implementation)
         sub.add_module(STREAM, stream)
     # Models built from one config object share it: the converted model switches its own copy.
@@ -166,6 +187,64 @@ def convert_attention(module: nn.Module, base: int) -> None:
                 copies[id(config)] = copy.copy(config)
                 copies[id(config)]._attn_implementation = CONVERTED[config._attn_implementation]
             sub.config = copies[id(config)]
+
+
+def sdpa_arguments(args: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a ``F.scaled_dot_product_attention`` call, by name."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    return dict(zip(names, args, strict=False)) | kwargs
+
+
+class _Site(TorchFunctionMode):
+    """Routes ``F.scaled_dot_product_attention`` with ``dropout_p > 0`` to the module's stream."""
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            a = sdpa_arguments(args, kwargs)
+            p = float(a.get("dropout_p", 0.0))
+            if p > 0:
+                from ._attention import attention_with_state
+
+                self.stream.show(p)
+                taken = self.stream._take()
+                mask, causal = a.get("attn_mask"), bool(a.get("is_causal", False))
+                return attention_with_state(a["query"], a["key"], a["value"], mask, p, causal, a.get("scale"), taken)
+        return func(*args, **kwargs)
+
+
+def _enter_site(module: nn.Module, args: Any) -> None:
+    mode = _Site(module._modules[STREAM])  # type: ignore[arg-type]
+    mode.__enter__()  # type: ignore[no-untyped-call]
+    module.__dict__.setdefault("_xdrop_site_modes", []).append(mode)
+
+
+def _exit_site(module: nn.Module, args: Any, output: Any) -> None:
+    modes = module.__dict__.get("_xdrop_site_modes")
+    if modes:
+        modes.pop().__exit__(None, None, None)
+
+
+def convert_sites(module: nn.Module, base: int) -> None:
+    """Give each module whose forward calls ``F.scaled_dot_product_attention`` its own stream.
+
+    timm's attention modules and hand-written ones: while the module's forward
+    runs, its calls with ``dropout_p > 0`` run :func:`xdrop.scaled_dot_product_attention`
+    with the stream of its child ``xdrop_attention`` (one step per call).
+    """
+    for path, sub in module.named_modules():
+        if STREAM in sub._modules or "scaled_dot_product_attention" not in forward_names(sub):
+            continue
+        if _dispatches_attention(sub) or isinstance(sub, nn.MultiheadAttention):
+            continue
+        sub.add_module(STREAM, Stream(path_seed(base, f"{path}#attention"), site_p(sub)).train(sub.training))
+        sub.__dict__["_xdrop_site_modes"] = []
+        sub.register_forward_pre_hook(_enter_site)
+        sub.register_forward_hook(_exit_site, always_call=True)
 
 
 class _Functional(TorchFunctionMode):
@@ -201,8 +280,7 @@ class _Functional(TorchFunctionMode):
                 out = dropout(x, p, seed=seed, step=step)
                 return x.copy_(out) if inplace else out
         elif func is torch.nn.functional.scaled_dot_product_attention:
-            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-            a = dict(zip(names, args, strict=False)) | kwargs
+            a = sdpa_arguments(args, kwargs)
             if a.get("dropout_p", 0.0) > 0:
                 from ._attention import scaled_dot_product_attention
 

@@ -99,7 +99,8 @@ class MultiheadAttention(nn.MultiheadAttention):
         self.add_module(STREAM, Stream(draw_u64() if seed is None else check_u64(seed, "seed"), float(dropout)))
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, batch_first={self.batch_first}"
+        head = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+        return f"{head}, dropout={self.dropout}, batch_first={self.batch_first}"
 
     def forward(
         self,
@@ -145,7 +146,12 @@ def _training_forward(
         target_type=query.dtype,
     )
     attn_mask = F._canonical_mask(
-        mask=attn_mask, mask_name="attn_mask", other_type=None, other_name="", target_type=query.dtype, check_other=False
+        mask=attn_mask,
+        mask_name="attn_mask",
+        other_type=None,
+        other_name="",
+        target_type=query.dtype,
+        check_other=False,
     )
     batch_first = m.batch_first and query.dim() == 3
     if batch_first:  # keep the "is" relations between query, key and value, as torch does
@@ -158,7 +164,9 @@ def _training_forward(
         else:
             query, key, value = (x.transpose(1, 0) for x in (query, key, value))
     heads = m.num_heads
-    is_batched = F._mha_shape_check(query, key, value, key_padding_mask, attn_mask, heads)
+    is_batched = F._mha_shape_check(  # type: ignore[attr-defined]
+        query, key, value, key_padding_mask, attn_mask, heads
+    )
     if not is_batched:
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
         if key_padding_mask is not None:
@@ -166,7 +174,9 @@ def _training_forward(
     tgt_len, bsz, embed_dim = query.shape
     src_len = key.shape[0]
     if embed_dim != m.embed_dim:
-        raise ValueError(f"query's last dimension must be embed_dim={m.embed_dim}, got query.shape={tuple(query.shape)}")
+        raise ValueError(
+            f"query's last dimension must be embed_dim={m.embed_dim}, got query.shape={tuple(query.shape)}"
+        )
     if is_causal and attn_mask is None:
         raise RuntimeError(
             "Need attn_mask if specifying the is_causal hint. You may use the Transformer module method "
@@ -177,16 +187,20 @@ def _training_forward(
     elif key_padding_mask is not None:
         is_causal = False  # the merged mask is not causal
     if m._qkv_same_embed_dim:
-        q, k, v = F._in_projection_packed(query, key, value, m.in_proj_weight, m.in_proj_bias)
+        q, k, v = F._in_projection_packed(  # type: ignore[attr-defined]
+            query, key, value, m.in_proj_weight, m.in_proj_bias
+        )
     else:
         b = (None, None, None) if m.in_proj_bias is None else m.in_proj_bias.chunk(3)
-        q, k, v = F._in_projection(
+        q, k, v = F._in_projection(  # type: ignore[attr-defined]
             query, key, value, m.q_proj_weight, m.k_proj_weight, m.v_proj_weight, b[0], b[1], b[2]
         )
     if attn_mask is not None:
         want = (tgt_len, src_len) if attn_mask.dim() == 2 else (bsz * heads, tgt_len, src_len)
         if tuple(attn_mask.shape) != want:
-            raise RuntimeError(f"The shape of the {attn_mask.dim()}D attn_mask is {attn_mask.shape}, but should be {want}.")
+            raise RuntimeError(
+                f"The shape of the {attn_mask.dim()}D attn_mask is {attn_mask.shape}, but should be {want}."
+            )
         attn_mask = attn_mask.reshape(-1, tgt_len, src_len)
     if m.bias_k is not None and m.bias_v is not None:
         k = torch.cat([k, m.bias_k.repeat(1, bsz, 1)])
@@ -244,25 +258,18 @@ def _training_forward(
     return (out.transpose(1, 0) if batch_first else out), weights
 
 
-def convert_mha(module: nn.Module, base: int) -> list[tuple[str, str]]:
-    """Convert every ``nn.MultiheadAttention`` (exactly that class) in ``module`` in place.
+def convert_mha(module: nn.Module, base: int) -> None:
+    """Convert every ``nn.MultiheadAttention`` (exactly that class) in ``module`` to :class:`MultiheadAttention`.
 
-    Each gets the class :class:`MultiheadAttention` and a child ``xdrop_attention``
-    seeded ``blake2b(base, path + "#attention")``. Returns ``(path, why)`` of the
-    attention modules left on torch's RNG (a subclass, whose forward may differ,
-    or a torch without the helpers).
+    In place, the module keeping its parameters and hooks, with a child
+    ``xdrop_attention`` seeded ``blake2b(base, path + "#attention")``.
+    Subclasses (whose forward may differ) are left as they are, and all of
+    them on a torch without :data:`HELPERS` (``dropout_report`` names them).
     """
-    left: list[tuple[str, str]] = []
-    missing = missing_helpers()
+    if missing_helpers():
+        return
     for path, sub in module.named_modules():
-        if not isinstance(sub, nn.MultiheadAttention) or isinstance(sub, MultiheadAttention):
-            continue
-        if type(sub) is not nn.MultiheadAttention:
-            left.append((path, f"a subclass of nn.MultiheadAttention ({type(sub).__qualname__}), whose forward may differ"))
-        elif missing:
-            left.append((path, f"this torch lacks torch.nn.functional.{', '.join(missing)}"))
-        else:
+        if type(sub) is nn.MultiheadAttention:
             sub.__class__ = MultiheadAttention
             stream = Stream(path_seed(base, f"{path}#attention"), float(sub.dropout)).train(sub.training)
             sub.add_module(STREAM, stream)
-    return left
