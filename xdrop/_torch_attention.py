@@ -218,15 +218,18 @@ class _Site(TorchFunctionMode):
 
 
 def _enter_site(module: nn.Module, args: Any) -> None:
-    mode = _Site(module._modules[STREAM])  # type: ignore[arg-type]
-    mode.__enter__()  # type: ignore[no-untyped-call]
+    mode = _Site(module._modules[STREAM]) if module.training else None  # type: ignore[arg-type]
+    if mode is not None:
+        mode.__enter__()  # type: ignore[no-untyped-call]
     module.__dict__.setdefault("_xdrop_site_modes", []).append(mode)
 
 
 def _exit_site(module: nn.Module, args: Any, output: Any) -> None:
     modes = module.__dict__.get("_xdrop_site_modes")
     if modes:
-        modes.pop().__exit__(None, None, None)
+        mode = modes.pop()
+        if mode is not None:
+            mode.__exit__(None, None, None)
 
 
 def convert_sites(module: nn.Module, base: int) -> None:
@@ -300,15 +303,19 @@ class _Functional(TorchFunctionMode):
 
 
 def _enter(module: nn.Module, args: Any) -> None:
-    mode = _Functional(module._buffers[FUNCTIONAL])
-    mode.__enter__()  # type: ignore[no-untyped-call]
+    # In eval no mode: nothing to route, and torch's fast paths (nn.TransformerEncoder's) refuse any mode.
+    mode = _Functional(module._buffers[FUNCTIONAL]) if module.training else None
+    if mode is not None:
+        mode.__enter__()  # type: ignore[no-untyped-call]
     module.__dict__.setdefault("_xdrop_modes", []).append(mode)
 
 
 def _exit(module: nn.Module, args: Any, output: Any) -> None:
     modes = module.__dict__.get("_xdrop_modes")
     if modes:
-        modes.pop().__exit__(None, None, None)
+        mode = modes.pop()
+        if mode is not None:
+            mode.__exit__(None, None, None)
 
 
 def _keep_if_absent(module: nn.Module, incompatible: Any) -> None:

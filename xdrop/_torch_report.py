@@ -13,6 +13,7 @@ dropout hidden behind a helper of another name is not seen.
 
 from __future__ import annotations
 
+import inspect
 import types
 from dataclasses import dataclass, field
 
@@ -115,16 +116,22 @@ def _code_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def class_names(cls: type) -> set[str]:
-    """The names used by the code of every method of ``cls`` and its bases below ``nn.Module``."""
+def forward_code_names(cls: type) -> set[str]:
+    """The names used by ``cls.forward`` and by the methods of ``cls`` it calls, transitively.
+
+    (Not the other methods: weight initialisation draws from torch's RNG by design.)
+    """
     names: set[str] = set()
-    for klass in cls.__mro__:
-        if klass in (nn.Module, object):
-            continue
-        for value in vars(klass).values():
-            code = getattr(getattr(value, "__func__", value), "__code__", None)
-            if isinstance(code, types.CodeType):
-                names |= _code_names(code)
+    todo, seen = ["forward"], set()
+    while todo:
+        method = todo.pop()
+        seen.add(method)
+        function = inspect.unwrap(getattr(cls, method, None))  # type: ignore[arg-type]
+        code = getattr(getattr(function, "__func__", function), "__code__", None)
+        if isinstance(code, types.CodeType):
+            found = _code_names(code)
+            names |= found
+            todo.extend(n for n in found if n not in seen and callable(getattr(cls, n, None)))
     return names
 
 
@@ -157,7 +164,7 @@ def not_owned(path: str, module: nn.Module) -> str | None:
         if p > 0:
             return f"{name} on attention implementation {implementation!r}: its dropout runs inside that kernel"
         return None
-    names = class_names(type(module))
+    names = forward_code_names(type(module))
     if _largest(module, LAYERDROP_ATTRIBUTES) > 0 and "rand" in names:
         return f"{name}: layer drop (torch.rand)"
     calls = sorted(names & RNG_CALLS)
