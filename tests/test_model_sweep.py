@@ -16,8 +16,10 @@ and checked for what a user relies on:
 
 The transformers families are those whose config has a dropout; torch's own
 ``nn.TransformerEncoder`` / ``nn.Transformer`` (``nn.MultiheadAttention``) in
-both layouts. timm's models are in ``tests/test_models_timm.py`` (their own
-nox session).
+both layouts; timm's ViT (fused attention and not), ConvNeXt and ResNet
+with ``drop_path_rate``. timm imports torchvision, whose wheels load only
+beside the torch build they were made for: the timm models skip, saying so,
+where that is not installed, and run in ``nox -s models_timm``.
 """
 
 from __future__ import annotations
@@ -108,6 +110,50 @@ def _torch_module(kind, batch_first):
     return build
 
 
+def _timm():
+    """timm, or a skip: its torchvision loads only beside the torch build it was made for."""
+    try:
+        import timm
+    except (ImportError, RuntimeError) as e:  # torchvision of another torch build: "operator torchvision::nms ..."
+        pytest.skip(
+            f"timm cannot be imported here ({type(e).__name__}: {e}); the timm models run in `nox -s models_timm`"
+        )
+    return timm
+
+
+def _timm_model(kind):
+    def build():
+        timm = _timm()
+        if kind.startswith("vit"):
+            model = timm.models.vision_transformer.VisionTransformer(
+                img_size=16,
+                patch_size=4,
+                embed_dim=16,
+                depth=2,
+                num_heads=4,
+                num_classes=3,
+                drop_rate=P,
+                pos_drop_rate=P,
+                proj_drop_rate=P,
+                attn_drop_rate=P,
+                drop_path_rate=P,
+            )
+            fused = kind == "vit"
+            for block in model.blocks:
+                block.attn.fused_attn = fused  # F.scaled_dot_product_attention, or the attn_drop module
+            return model, {"x": PIXELS}
+        if kind == "convnext":
+            model = timm.models.convnext.ConvNeXt(
+                depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), num_classes=3, drop_rate=P, drop_path_rate=P
+            )
+        else:
+            resnet = timm.models.resnet
+            model = resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1], num_classes=3, drop_rate=P, drop_path_rate=P)
+        return model, {"x": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))}
+
+    return build
+
+
 MODELS = {
     "bert": _hf("BertConfig", "BertModel", BERT_LIKE, TEXT),
     "roberta": _hf("RobertaConfig", "RobertaModel", BERT_LIKE | {"pad_token_id": 1}, TEXT),
@@ -177,6 +223,10 @@ MODELS = {
     "torch-encoder-batch-first": _torch_module("encoder", True),
     "torch-transformer": _torch_module("transformer", False),
     "torch-transformer-batch-first": _torch_module("transformer", True),
+    "timm-vit": _timm_model("vit"),
+    "timm-vit-unfused": _timm_model("vit-unfused"),
+    "timm-convnext": _timm_model("convnext"),
+    "timm-resnet": _timm_model("resnet"),
 }
 
 
@@ -205,7 +255,7 @@ def _run(model, inputs, train=True):
 
 
 def _equal(a, b):
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.fixture(params=list(MODELS))

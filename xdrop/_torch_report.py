@@ -54,6 +54,7 @@ RNG_CALLS = frozenset(
 # Attributes that hold a module's dropout probability.
 P_ATTRIBUTES = (
     "p",
+    "prob",
     "drop_prob",
     "drop_rate",
     "dropout",
