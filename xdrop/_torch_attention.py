@@ -240,6 +240,8 @@ def convert_sites(module: nn.Module, base: int) -> None:
     with the stream of its child ``xdrop_attention`` (one step per call).
     """
     for path, sub in module.named_modules():
+        if not path:  # the converted module's own calls: its functional route (convert_functional)
+            continue
         if STREAM in sub._modules or "scaled_dot_product_attention" not in forward_names(sub):
             continue
         if _dispatches_attention(sub) or isinstance(sub, nn.MultiheadAttention):

@@ -78,6 +78,7 @@ from ._torch_layers import (
     Dropout3d,
     DropPath,
     FeatureAlphaDropout,
+    ScaledDotProductAttention,
 )
 from ._torch_mha import MultiheadAttention, convert_mha
 from ._torch_report import DropoutReport, dropout_report
@@ -94,6 +95,7 @@ __all__ = [
     "DropoutReport",
     "FeatureAlphaDropout",
     "MultiheadAttention",
+    "ScaledDotProductAttention",
     "dropout_report",
     "plain_state_dict",
     "replace_dropout",
@@ -111,6 +113,7 @@ for _layer in (
     DropoutReport,
     FeatureAlphaDropout,
     MultiheadAttention,
+    ScaledDotProductAttention,
     dropout_report,
 ):
     _layer.__module__ = __name__
