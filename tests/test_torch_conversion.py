@@ -279,3 +279,28 @@ def test_attention_layer_refuses_bad_input_before_taking_a_step():
     assert int(layer.step) == 0
     with pytest.raises(ValueError, match="dropout_p"):
         xt.ScaledDotProductAttention(1.5)
+
+
+# -- timm (its own nox session: torchvision loads only beside the torch build it was made for) ---------------
+
+
+def _timm():
+    try:
+        import timm
+    except (ImportError, RuntimeError) as e:  # torchvision of another torch build: "operator torchvision::nms ..."
+        pytest.skip(
+            f"timm cannot be imported here ({type(e).__name__}: {e}); the timm tests run in `nox -s models_timm`"
+        )
+    return timm
+
+
+def test_timm_drop_path_is_converted_and_patch_dropout_is_named():
+    timm = _timm()
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=4, drop_path_rate=0.1, patch_drop_rate=0.25
+    )
+    with pytest.warns(UserWarning, match=r"cannot own 1 dropout.*patch_drop \(PatchDropout: calls .*randn"):
+        xt.replace_dropout(model, seed=SEED)
+    converted = model.blocks[1].drop_path1
+    assert type(converted) is xt.DropPath and converted.drop_prob == pytest.approx(0.1) and converted.scale_by_keep
+    assert int(converted.seed) % 2**64 == _path_seed(SEED, "blocks.1.drop_path1")

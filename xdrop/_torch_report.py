@@ -117,22 +117,34 @@ def _code_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def forward_code_names(cls: type) -> set[str]:
-    """The names used by ``cls.forward`` and by the methods of ``cls`` it calls, transitively.
+def _function(value: object) -> types.FunctionType | None:
+    found = inspect.unwrap(getattr(value, "__func__", value))  # type: ignore[arg-type]
+    return found if isinstance(found, types.FunctionType) else None
 
-    (Not the other methods: weight initialisation draws from torch's RNG by design.)
+
+def forward_code_names(cls: type) -> set[str]:
+    """The names used by ``cls.forward`` and by what it calls of its class and its module, transitively.
+
+    Followed: methods of ``cls``, and functions of the modules the code comes
+    from, except torch's own (its functions are not dropouts xdrop misses:
+    those are named by :data:`RNG_CALLS`). Not followed: the other methods
+    (weight initialisation draws from torch's RNG by design).
     """
     names: set[str] = set()
-    todo, seen = ["forward"], set()
-    while todo:
-        method = todo.pop()
-        seen.add(method)
-        function = inspect.unwrap(getattr(cls, method, None))  # type: ignore[arg-type]
-        code = getattr(getattr(function, "__func__", function), "__code__", None)
-        if isinstance(code, types.CodeType):
-            found = _code_names(code)
-            names |= found
-            todo.extend(n for n in found if n not in seen and callable(getattr(cls, n, None)))
+    start = _function(getattr(cls, "forward", None))
+    todo = [start] if start is not None else []
+    seen: set[types.CodeType] = set()
+    while todo and len(seen) < 64:
+        function = todo.pop()
+        if function.__code__ in seen:
+            continue
+        seen.add(function.__code__)
+        found = _code_names(function.__code__)
+        names |= found
+        for name in found:
+            callee = _function(getattr(cls, name, None)) or _function(function.__globals__.get(name))
+            if callee is not None and not (callee.__module__ or "").startswith("torch"):
+                todo.append(callee)
     return names
 
 
