@@ -304,3 +304,21 @@ def test_timm_drop_path_is_converted_and_patch_dropout_is_named():
     converted = model.blocks[1].drop_path1
     assert type(converted) is xt.DropPath and converted.drop_prob == pytest.approx(0.1) and converted.scale_by_keep
     assert int(converted.seed) % 2**64 == _path_seed(SEED, "blocks.1.drop_path1")
+
+
+# -- transformers: the repr of a converted attention module shows the p it applies -----------------------------
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_transformers_attention_stream_shows_its_p():
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    small = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 32}
+    small |= {"vocab_size": 64, "max_position_embeddings": 32}
+    bert = transformers.BertModel(transformers.BertConfig(**small, attention_probs_dropout_prob=0.3))
+    llama = transformers.LlamaModel(transformers.LlamaConfig(**small, attention_dropout=0.2))
+    xt.replace_dropout(bert, seed=SEED)
+    xt.replace_dropout(llama, seed=SEED)
+    assert "Stream(p=0.3, seed=" in repr(bert.encoder.layer[0].attention.self)  # the module's dropout.p
+    assert "Stream(p=0.2, seed=" in repr(llama.layers[0].self_attn)  # a float attention_dropout
+    report = xt.dropout_report(llama)
+    assert report.attention == [("layers.0.self_attn", "LlamaAttention (p=0.2)")] and report.not_owned == []
