@@ -13,8 +13,8 @@ weights dropped by the same mask, so both return the same output). Otherwise
 outputs are unchanged bit for bit.
 
 The steps before the attention use torch's own helpers of
-``torch.nn.functional`` (the mask canonicalisation, the shape check and the
-in-projection that ``MultiheadAttention`` itself calls): private names,
+``torch.nn.functional`` (the mask canonicalisation and the shape check that
+``MultiheadAttention`` itself calls): private names,
 checked by :func:`missing_helpers` so that a torch without them leaves the
 module unconverted, with a warning, instead of failing in training.
 """
@@ -35,7 +35,7 @@ from ._torch_seeded import path_seed
 __all__ = ["MultiheadAttention", "convert_mha", "missing_helpers"]
 
 # The torch.nn.functional helpers nn.MultiheadAttention's forward calls, which this one calls too.
-HELPERS = ("_canonical_mask", "_none_or_dtype", "_mha_shape_check", "_in_projection_packed", "_in_projection")
+HELPERS = ("_canonical_mask", "_none_or_dtype", "_mha_shape_check")
 
 
 def missing_helpers() -> list[str]:
@@ -125,6 +125,24 @@ class MultiheadAttention(nn.MultiheadAttention):
         )
 
 
+def _in_projection(m: MultiheadAttention, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, ...]:
+    """q, k, v projected as torch's in-projection does (one product where they are the same tensor)."""
+    e = m.embed_dim
+    if m._qkv_same_embed_dim:
+        w, b = m.in_proj_weight, m.in_proj_bias
+        if query is key and key is value:
+            return tuple(F.linear(query, w, b).chunk(3, dim=-1))
+        if key is value:
+            w_q, w_kv = torch.split(w, [e, 2 * e])
+            b_q, b_kv = (None, None) if b is None else torch.split(b, [e, 2 * e])
+            return (F.linear(query, w_q, b_q), *F.linear(key, w_kv, b_kv).chunk(2, dim=-1))
+        weights = tuple(w.chunk(3))
+    else:
+        weights = (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)
+    biases = (None, None, None) if m.in_proj_bias is None else tuple(m.in_proj_bias.chunk(3))
+    return tuple(F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases, strict=True))
+
+
 def _training_forward(
     m: MultiheadAttention,
     p: float,
@@ -186,15 +204,7 @@ def _training_forward(
         attn_mask = None  # the hint alone, as torch passes it to scaled_dot_product_attention
     elif key_padding_mask is not None:
         is_causal = False  # the merged mask is not causal
-    if m._qkv_same_embed_dim:
-        q, k, v = F._in_projection_packed(  # type: ignore[attr-defined]
-            query, key, value, m.in_proj_weight, m.in_proj_bias
-        )
-    else:
-        b = (None, None, None) if m.in_proj_bias is None else m.in_proj_bias.chunk(3)
-        q, k, v = F._in_projection(  # type: ignore[attr-defined]
-            query, key, value, m.q_proj_weight, m.k_proj_weight, m.v_proj_weight, b[0], b[1], b[2]
-        )
+    q, k, v = _in_projection(m, query, key, value)
     if attn_mask is not None:
         want = (tgt_len, src_len) if attn_mask.dim() == 2 else (bsz * heads, tgt_len, src_len)
         if tuple(attn_mask.shape) != want:
@@ -208,9 +218,9 @@ def _training_forward(
         attn_mask = None if attn_mask is None else F.pad(attn_mask, (0, 1))
         key_padding_mask = None if key_padding_mask is None else F.pad(key_padding_mask, (0, 1))
     head_dim = embed_dim // heads
-    q = q.view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
-    k = k.view(k.shape[0], bsz * heads, head_dim).transpose(0, 1)
-    v = v.view(v.shape[0], bsz * heads, head_dim).transpose(0, 1)
+    q = q.reshape(tgt_len, bsz * heads, head_dim).transpose(0, 1)
+    k = k.reshape(k.shape[0], bsz * heads, head_dim).transpose(0, 1)
+    v = v.reshape(v.shape[0], bsz * heads, head_dim).transpose(0, 1)
     if m.add_zero_attn:
         zeros = torch.zeros((bsz * heads, 1, head_dim), dtype=k.dtype, device=k.device)
         k, v = torch.cat([k, zeros], dim=1), torch.cat([v, zeros], dim=1)
