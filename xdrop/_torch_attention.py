@@ -1,6 +1,7 @@
 """Whole-model conversion: the dropouts ``replace_dropout`` cannot swap as modules.
 
-Two kinds of call draw from torch's RNG without a dropout module:
+Three kinds of call draw from torch's RNG without a dropout module
+(``torch.nn.MultiheadAttention``, a fourth, is converted by :mod:`xdrop._torch_mha`):
 
 - **transformers attention** (``F.dropout`` of the weights in the "eager"
   implementation, ``dropout_p`` of ``F.scaled_dot_product_attention`` in
@@ -14,8 +15,14 @@ Two kinds of call draw from torch's RNG without a dropout module:
   with the module's own ``p`` (transformers passes ``dropout=self.dropout.p``);
   otherwise (eval, p = 0) the original implementation, so eval outputs are
   unchanged bit for bit.
+- **attention call sites**: a module (not the converted one itself) whose
+  ``forward`` calls ``F.scaled_dot_product_attention`` (timm's attention,
+  hand-written blocks) gets a child ``xdrop_attention`` too; while its
+  forward runs in training, a ``TorchFunctionMode`` runs its calls with
+  ``dropout_p > 0`` through :func:`xdrop.scaled_dot_product_attention` at
+  that stream's next step.
 - **other functional calls** made while the converted module's ``forward``
-  runs: ``torch.nn.functional.dropout`` (and so ``nn.Dropout`` subclasses the
+  runs in training: ``torch.nn.functional.dropout`` (and so ``nn.Dropout`` subclasses the
   conversion leaves as they are) and ``F.scaled_dot_product_attention`` with
   ``dropout_p > 0`` are routed to xdrop by a ``TorchFunctionMode``. Their
   stream is the converted module's int64 buffer ``xdrop_functional``
@@ -25,7 +32,7 @@ Two kinds of call draw from torch's RNG without a dropout module:
   child: a container such as ``nn.Sequential`` calls its children.)
 
 The ``xdrop_attention`` children are xdrop.torch dropout layers (their
-``forward`` is never called). Both kinds of state are in ``state_dict``; a
+``forward`` is never called). All this state is in ``state_dict``; a
 checkpoint without them loads (they keep their values), and
 :func:`xdrop.torch.plain_state_dict` drops them.
 """
@@ -218,18 +225,11 @@ class _Site(TorchFunctionMode):
 
 
 def _enter_site(module: nn.Module, args: Any) -> None:
-    mode = _Site(module._modules[STREAM]) if module.training else None  # type: ignore[arg-type]
-    if mode is not None:
-        mode.__enter__()  # type: ignore[no-untyped-call]
-    module.__dict__.setdefault("_xdrop_site_modes", []).append(mode)
+    _enter_mode(module, "_xdrop_site_modes", _Site(module._modules[STREAM]) if module.training else None)  # type: ignore[arg-type]
 
 
 def _exit_site(module: nn.Module, args: Any, output: Any) -> None:
-    modes = module.__dict__.get("_xdrop_site_modes")
-    if modes:
-        mode = modes.pop()
-        if mode is not None:
-            mode.__exit__(None, None, None)
+    _exit_mode(module, "_xdrop_site_modes")
 
 
 def convert_sites(module: nn.Module, base: int) -> None:
@@ -304,20 +304,28 @@ class _Functional(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _enter(module: nn.Module, args: Any) -> None:
-    # In eval no mode: nothing to route, and torch's fast paths (nn.TransformerEncoder's) refuse any mode.
-    mode = _Functional(module._buffers[FUNCTIONAL]) if module.training else None
+def _enter_mode(module: nn.Module, key: str, mode: TorchFunctionMode | None) -> None:
+    """Enter ``mode`` (None: no mode, in eval) for this call, on the module's stack ``key`` (calls may nest)."""
     if mode is not None:
         mode.__enter__()  # type: ignore[no-untyped-call]
-    module.__dict__.setdefault("_xdrop_modes", []).append(mode)
+    module.__dict__.setdefault(key, []).append(mode)
 
 
-def _exit(module: nn.Module, args: Any, output: Any) -> None:
-    modes = module.__dict__.get("_xdrop_modes")
+def _exit_mode(module: nn.Module, key: str) -> None:
+    modes = module.__dict__.get(key)
     if modes:
         mode = modes.pop()
         if mode is not None:
             mode.__exit__(None, None, None)
+
+
+def _enter(module: nn.Module, args: Any) -> None:
+    # In eval no mode: nothing to route, and torch's fast paths (nn.TransformerEncoder's) refuse any mode.
+    _enter_mode(module, "_xdrop_modes", _Functional(module._buffers[FUNCTIONAL]) if module.training else None)
+
+
+def _exit(module: nn.Module, args: Any, output: Any) -> None:
+    _exit_mode(module, "_xdrop_modes")
 
 
 def _keep_if_absent(module: nn.Module, incompatible: Any) -> None:
