@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from helpers import import_timm
 
 torch = pytest.importorskip("torch", reason="the conversion is of torch models")
 transformers = pytest.importorskip("transformers", reason="the sweep builds transformers models")
@@ -110,20 +111,9 @@ def _torch_module(kind, batch_first):
     return build
 
 
-def _timm():
-    """timm, or a skip: its torchvision loads only beside the torch build it was made for."""
-    try:
-        import timm
-    except (ImportError, RuntimeError) as e:  # torchvision of another torch build: "operator torchvision::nms ..."
-        pytest.skip(
-            f"timm cannot be imported here ({type(e).__name__}: {e}); the timm models run in `nox -s models_timm`"
-        )
-    return timm
-
-
 def _timm_model(kind):
     def build():
-        timm = _timm()
+        timm = import_timm()
         if kind.startswith("vit"):
             model = timm.models.vision_transformer.VisionTransformer(
                 img_size=16,

@@ -12,6 +12,7 @@ import io
 import warnings
 
 import pytest
+from helpers import import_timm
 
 torch = pytest.importorskip("torch", reason="the conversion is of torch models")
 import torch.nn.functional as F  # noqa: E402
@@ -284,18 +285,8 @@ def test_attention_layer_refuses_bad_input_before_taking_a_step():
 # -- timm (its own nox session: torchvision loads only beside the torch build it was made for) ---------------
 
 
-def _timm():
-    try:
-        import timm
-    except (ImportError, RuntimeError) as e:  # torchvision of another torch build: "operator torchvision::nms ..."
-        pytest.skip(
-            f"timm cannot be imported here ({type(e).__name__}: {e}); the timm tests run in `nox -s models_timm`"
-        )
-    return timm
-
-
 def test_timm_drop_path_is_converted_and_patch_dropout_is_named():
-    timm = _timm()
+    timm = import_timm()
     model = timm.models.vision_transformer.VisionTransformer(
         img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=4, drop_path_rate=0.1, patch_drop_rate=0.25
     )
