@@ -228,9 +228,11 @@ def replace_dropout(module: M, seed: int | None = None, *, verbose: bool = False
 
 def _timm_drop_path() -> type | None:
     """timm's ``DropPath`` class where timm is imported (a program that has not imported it holds none)."""
-    drop = sys.modules.get("timm.layers.drop")
-    found = getattr(drop, "DropPath", None)
-    return found if isinstance(found, type) else None
+    for name in ("timm.layers.drop", "timm.models.layers.drop"):  # timm >= 0.9, and before
+        found = getattr(sys.modules.get(name), "DropPath", None)
+        if isinstance(found, type):
+            return found
+    return None
 
 
 def plain_state_dict(module: nn.Module) -> dict[str, Any]:
