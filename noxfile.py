@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -72,7 +73,7 @@ WHEELS = Path(os.environ.get("XDROP_WHEELS", "/opt/wheels"))
 FIND_LINKS = ("--find-links", str(WHEELS)) if WHEELS.is_dir() else ()
 PYTEST = ("-q", "-n", "auto", "-p", "no:cacheprovider")
 # pyproject.toml's [build-system] requires: what an editable meson-python install needs in the environment.
-BUILD_REQUIREMENTS = ("meson-python>=0.16", "meson>=1.1", "ninja")
+BUILD_REQUIREMENTS = ("meson-python>=0.17", "meson>=1.1", "ninja")
 
 
 def _project_requirements(extras: tuple[str, ...]) -> list[str]:
@@ -441,6 +442,9 @@ def wheel(session: nox.Session) -> None:
         shutil.rmtree(raw, ignore_errors=True)
         session.run("python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(raw), *options, env=build_env)
         built = next(raw.glob("*.whl"))
+        with zipfile.ZipFile(built) as archive:  # license-files in pyproject: the wheel carries the licence
+            if not any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist()):
+                session.error(f"{name} wheel: no .dist-info/licenses/LICENSE in {built.name}")
         wheel_file = built
         if name == "compiled":  # the manylinux tag, as cibuildwheel gives it (the other holds no ELF file)
             session.run("auditwheel", "show", str(built))

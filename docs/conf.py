@@ -91,6 +91,11 @@ try:
     HAVE_KERAS = True
 except ImportError:
     HAVE_KERAS = False
+try:
+    import transformers
+    HAVE_TRANSFORMERS = HAVE_TORCH
+except ImportError:
+    HAVE_TRANSFORMERS = False
 """
 
 # Copy buttons copy the code, not the prompts or the output.

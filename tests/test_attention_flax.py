@@ -95,6 +95,14 @@ def test_explicit_seed_and_traced_step():
     np.testing.assert_allclose(eager, np.swapaxes(want, 1, 2), rtol=1e-5, atol=1e-6)
 
 
+def test_closed_over_concrete_seed_pair_under_jit():
+    q, k, v = _qkv()
+    seed = xdrop.flax.seed_words(2**40 + 1)  # module-level constant in user code: concrete, closed over
+    eager = xdrop.flax.dot_product_attention(q, k, v, dropout_rate=0.5, seed=2**40 + 1, step=3)
+    jitted = jax.jit(lambda: xdrop.flax.dot_product_attention(q, k, v, dropout_rate=0.5, seed=seed, step=3))()
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
+
+
 def _spy():
     calls = []
 

@@ -237,6 +237,20 @@ def test_grouped_query_heads_equal_repeated_heads():
         aj.attention(q, jnp.ones((2, 4, 7, 4)), jnp.ones((2, 4, 7, 4)))
 
 
+def test_one_query_head_broadcasts_over_the_key_heads():
+    """q (2, 1, L, E) against k, v (1, 3, S, E): the leading dims broadcast to (2, 3), as on NumPy and torch."""
+    q = rand((2, 1, 5, 4))
+    k, v = rand((1, 3, 7, 4), 1), rand((1, 3, 7, 4), 2)
+    got = aj.attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), dropout_p=0.3, seed=1)
+    lead = (2, 3)
+    full = [jnp.asarray(np.broadcast_to(a, lead + a.shape[-2:]), jnp.float32) for a in (q, k, v)]
+    assert np.array_equal(got, aj.attention(*full, dropout_p=0.3, seed=1))
+    jq, jk, jv = (jnp.asarray(a, jnp.float32) for a in (q, k, v))
+    assert np.array_equal(got, xdrop.scaled_dot_product_attention(jq, jk, jv, dropout_p=0.3, seed=1))
+    want = xdrop.scaled_dot_product_attention(*(a.astype(np.float32) for a in (q, k, v)), dropout_p=0.3, seed=1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
 def test_fully_masked_row():
     q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(1,), length=3, keys=4))
     mask = jnp.asarray([[True] * 4, [False] * 4, [True, False, True, False]])
@@ -281,3 +295,36 @@ def test_inputs_unchanged_and_mask_matches_other_backends():
     assert np.array_equal(
         np.asarray(xdrop.keep_mask((2, 3, 5, 6), 0.5, seed=3, xp=jnp)), am.keep((2, 3, 5, 6), 0.5, 3, 0)
     )
+
+
+@pytest.mark.parametrize("empty_rows", ["nan", "uniform", "zero"])
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_zero_keys_give_zeros_and_zero_gradients(p, empty_rows):
+    """S = 0: out 0 under every ``empty_rows`` (no key means no weight at all), gradients 0."""
+    q = jnp.asarray(rand((2, 5, 4)), jnp.float32)
+    k, v, bias = jnp.zeros((2, 0, 4)), jnp.zeros((2, 0, 3)), jnp.zeros((5, 0))
+
+    def f(q, k, v, bias):
+        return aj.attention(q, k, v, bias, p, seed=SEED, empty_rows=empty_rows)
+
+    out = f(q, k, v, bias)
+    assert out.shape == (2, 5, 3) and np.all(np.asarray(out) == 0)
+    grads = jax.grad(lambda *a: jnp.sum(f(*a) * 2.0), (0, 1, 2, 3))(q, k, v, bias)
+    for g, a in zip(grads, (q, k, v, bias), strict=True):
+        assert g.shape == a.shape and np.all(np.asarray(g) == 0)
+
+
+def test_public_function_gives_the_float_mask_its_gradient():
+    """``xdrop.scaled_dot_product_attention`` on JAX arrays: a float attn_mask is differentiable, as on torch."""
+    q, k, v = (jnp.asarray(a) for a in _inputs(lead=(2, 3), length=5, keys=6))
+    bias = jnp.asarray(rand((3, 5, 6), 4), jnp.float32)  # per head, broadcast over the batch
+    keep = am.keep((2, 3, 5, 6), 0.3, SEED, STEP)
+
+    def fused(b):
+        return jnp.sum(xdrop.scaled_dot_product_attention(q, k, v, b, 0.3, seed=SEED, step=STEP) ** 2)
+
+    def formula(b):
+        return jnp.sum(_formula(q, k, v, b, keep, 1 / effective_keep(0.3), 1 / math.sqrt(4)) ** 2)
+
+    got, want = jax.grad(fused)(bias), jax.grad(formula)(bias)
+    assert got.shape == bias.shape and am.rel_err(got, want) < 1e-5

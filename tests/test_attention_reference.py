@@ -129,3 +129,43 @@ def test_reference_is_the_public_function_off_torch():
         sdpa_reference(xp, q, k, v, None, P, 0.5, SEED, STEP, True),
         xdrop.scaled_dot_product_attention(q, k, v, dropout_p=P, seed=SEED, step=STEP, scale=0.5, is_causal=True),
     )
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_zero_keys_give_zeros(backend, p):
+    """S = 0: every row has no key, so every output row is 0 (torch's SDPA), at any dropout_p."""
+    q, k, v = _inputs(S=0)
+    dtype = "float64" if "float64" in backend.dtypes else "float32"
+    with backend.scope():
+        args = [backend.asarray(a.astype(dtype)) for a in (q, k, v)]
+        for mask in (None, backend.asarray(np.ones((5, 0), dtype=bool))):
+            got = backend.to_numpy(xdrop.scaled_dot_product_attention(*args, mask, p, seed=SEED, step=STEP))
+            assert got.shape == (2, 3, 5, 3) and got.dtype == dtype
+            assert np.all(got == 0)
+
+
+def test_float16_scores_beyond_its_range_before_scaling(backend):
+    """Head dim 64, entries 40: q k^T (102400) overflows float16, the scaled scores (12800) fit.
+
+    Expected: the same float16 inputs in float32, rounded to float16; the tolerance is
+    float16's rounding (a relative 2**-10 of the largest output, twice: the inputs'
+    products are exact in float32, so only the float32 arithmetic and the final rounding
+    differ).
+    """
+    if "float16" not in backend.dtypes:
+        pytest.skip(f"{backend.name} has no float16")
+    rng = np.random.default_rng(3)
+    q = np.float16(40) * np.sign(rng.standard_normal((2, 2, 6, 64))).astype(np.float16)
+    k = q[..., ::-1, :]  # row L - 1 - i of k is row i of q: q_i . k_j = 102400
+    v = rng.standard_normal((2, 2, 6, 8)).astype(np.float16)
+    with backend.scope():
+        got = backend.to_numpy(
+            xdrop.scaled_dot_product_attention(*(backend.asarray(a) for a in (q, k, v)), dropout_p=P, seed=SEED)
+        )
+        want = backend.to_numpy(
+            xdrop.scaled_dot_product_attention(
+                *(backend.asarray(a.astype(np.float32)) for a in (q, k, v)), dropout_p=P, seed=SEED
+            )
+        )
+    assert got.dtype == np.float16 and np.isfinite(got).all()
+    assert np.abs(got.astype(np.float32) - want).max() <= 2 * 2**-10 * np.abs(want).max()

@@ -260,3 +260,207 @@ def test_no_intermediate_larger_than_a_block(monkeypatch):
         out, lse = _attention_torch.forward(q, k, v, bias, P, 0.3, SEED, STEP, True)
         _attention_torch.backward(torch.ones_like(out), q, k, v, bias, out, lse, P, 0.3, SEED, STEP, True)
     assert sizes and max(sizes) <= max(block, n * L * E) < L * S
+
+
+# Float masks that require grad, each broadcast pattern of the leading dims (lead (2, 3)):
+# varying over batch ("outer", a padding-style mask), over heads ("inner", T5's position bias),
+# both, neither; broadcast along L or S; and -inf entries with a row that has no key.
+BIAS_SHAPES = {
+    "outer": (2, 1, 12, 16),
+    "inner": (1, 3, 12, 16),
+    "full": (2, 3, 12, 16),
+    "shared": (12, 16),
+    "keys": (2, 1, 1, 16),
+    "rows": (1, 3, 12, 1),
+    "masked": (1, 3, 12, 16),
+}
+
+
+def _grad_bias(case):
+    g = torch.Generator().manual_seed(11)
+    bias = torch.randn(BIAS_SHAPES[case], generator=g, dtype=torch.float64)
+    if case == "masked":
+        bias = bias.masked_fill(torch.rand(bias.shape, generator=g) < 0.3, -torch.inf)
+        bias[0, 1, 4] = -torch.inf  # a row with no key: output 0, no gradient
+    return bias.requires_grad_()
+
+
+@pytest.mark.parametrize("p", [0.0, P])
+@pytest.mark.parametrize("case", list(BIAS_SHAPES))
+def test_float_mask_gradient_matches_the_reference(block, case, p):
+    q, k, v = _qkv()
+    bias = _grad_bias(case)
+    out = xdrop.scaled_dot_product_attention(q, k, v, bias, p, scale=0.6, seed=SEED, step=STEP)
+    want = sdpa_reference(_xp(), q, k, v, bias, p, 0.6, SEED, STEP, False)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    dout = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v, bias), dout)
+    exp = torch.autograd.grad(want, (q, k, v, bias), dout)
+    for name, a, b in zip(("q", "k", "v", "bias"), got, exp, strict=True):
+        assert a.shape == b.shape and torch.isfinite(a).all(), name
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12, msg=f"d{name}")
+    assert torch.count_nonzero(got[3]) > 0
+
+
+def test_float_mask_gradient_of_an_interleaved_broadcast(block):
+    """Leading dims (varying, broadcast, varying): the one pattern the operator takes as a copy."""
+    q, k, v = _qkv((2, 2, 3))
+    bias = torch.randn(2, 1, 3, 12, 16, dtype=torch.float64, requires_grad=True)
+    out = xdrop.scaled_dot_product_attention(q, k, v, bias, P, seed=SEED, step=STEP)
+    want = sdpa_reference(_xp(), q, k, v, bias, P, 8**-0.5, SEED, STEP, False)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    dout = torch.randn_like(out)
+    got, exp = (torch.autograd.grad(o, bias, dout)[0] for o in (out, want))
+    torch.testing.assert_close(got, exp, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["outer", "inner", "masked"])
+def test_gradcheck_float64_with_a_float_mask(case, monkeypatch):
+    monkeypatch.setattr(_attention_torch, "BLOCK", 12)  # rows in several blocks
+    q, k, v = _qkv((2, 3), L=4, S=5, E=3, Ev=2)
+    shape = {"outer": (2, 1, 4, 5), "inner": (1, 3, 4, 5), "masked": (2, 3, 1, 5)}[case]
+    bias = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    if case == "masked":
+        bias[0, 1, 0, 2] = -torch.inf
+    bias.requires_grad_()
+
+    def f(q, k, v, bias):
+        return xdrop.scaled_dot_product_attention(q, k, v, bias, 0.4, seed=SEED, step=STEP)
+
+    assert torch.autograd.gradcheck(f, (q, k, v, bias))
+
+
+def test_opcheck_with_a_bias_that_requires_grad():
+    q, k, v = (t.reshape(6, *t.shape[2:]).detach().requires_grad_() for t in _qkv(grad=False))
+    seed_step = torch.tensor([SEED, STEP])
+    for bias in (torch.randn(2, 1, 12, 16, dtype=torch.float64), torch.randn(1, 3, 12, 16, dtype=torch.float64)):
+        torch.library.opcheck(_attention_torch.OP, (q, k, v, bias.requires_grad_(), seed_step, P, 0.5, False))
+
+
+def test_compile_with_a_float_mask_that_requires_grad_no_break():
+    torch._dynamo.reset()
+    q, k, v = _qkv(grad=True)
+    bias = _grad_bias("inner")
+
+    def f(q, k, v, bias, step):
+        return xdrop.scaled_dot_product_attention(q, k, v, bias, P, seed=SEED, step=step)
+
+    counter = CompileCounterWithBackend("aot_eager")
+    out = torch.compile(f, fullgraph=True, backend=counter)(q, k, v, bias, STEP)
+    eager = f(q, k, v, bias, STEP)
+    assert torch.equal(out, eager) and counter.frame_count == 1
+    dout = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v, bias), dout)
+    for a, b in zip(got, torch.autograd.grad(eager, (q, k, v, bias), dout), strict=True):
+        assert torch.equal(a, b)
+    torch._dynamo.reset()
+
+
+def test_a_float_mask_that_requires_grad_saves_nothing_more():
+    L = S = 64
+    q, k, v = _qkv((2, 2), L, S, E=8, Ev=8, dtype=torch.float32)
+    bias = torch.randn(1, 2, L, S, requires_grad=True)
+    saved = _saved(lambda: xdrop.scaled_dot_product_attention(q, k, v, bias, P, seed=SEED))
+    inputs = 3 * q.numel() * q.element_size() + bias.numel() * bias.element_size()
+    assert sum(b for _, b in saved) - inputs == 2 * 2 * L * 4 + 2 * 8  # the log-sum-exps and (seed, step)
+
+
+@pytest.mark.parametrize("case", ["outer", "inner"])
+def test_a_float_mask_is_read_by_index_never_copied(case, monkeypatch):
+    """The bias is never repeated for the heads (or batch) it serves, forward or backward.
+
+    A dispatch mode sees every aten op: any op reading the bias's storage must be a view or
+    the in-place add into a block's scores (or take its shape for the gradient); ``_flat_bias``
+    gives the operator a view.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from xdrop._attention import _flat_bias
+
+    user = _grad_bias(case).detach()
+    bias = _flat_bias(user, (2, 3), 6)
+    assert bias.untyped_storage().data_ptr() == user.untyped_storage().data_ptr()
+    readers = set()
+    ptr = bias.untyped_storage().data_ptr()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            flat = list(args) + list((kwargs or {}).values())
+            if any(isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == ptr for t in flat):
+                readers.add(func)
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(_attention_torch, "BLOCK", 16 * 12 * 2)  # blocks of two problems, across groups
+    q, k, v = (t.reshape(6, *t.shape[2:]) for t in _qkv(grad=False))
+    with Record():
+        out, lse = _attention_torch.forward(q, k, v, bias, P, 0.3, SEED, STEP, False)
+        _attention_torch.backward(torch.ones_like(out), q, k, v, bias, None, lse, P, 0.3, SEED, STEP, False, True)
+    aten = torch.ops.aten
+    allowed = {aten.add_.Tensor, aten.zeros_like.default}  # the add into the scores; dbias takes its shape
+    copies = {f for f in readers if not f.is_view and f not in allowed}
+    assert readers and not copies, copies
+
+
+@pytest.mark.parametrize("p", [0.0, P, 1.0])
+def test_zero_keys_give_zeros_and_zero_gradients(p):
+    """S = 0 (torch's SDPA gives zeros): out 0; dq 0; dk, dv and the float mask's gradient empty."""
+    q, k, v = _qkv(S=0)
+    bias = torch.zeros(12, 0, dtype=torch.float64, requires_grad=True)
+    for mask in (None, bias):
+        out = xdrop.scaled_dot_product_attention(q, k, v, mask, p, seed=SEED, step=STEP)
+        assert out.shape == (2, 3, 12, 5) and torch.equal(out, torch.zeros_like(out))
+        wrt = (q, k, v) if mask is None else (q, k, v, bias)
+        grads = torch.autograd.grad(out, wrt, torch.randn_like(out))
+        for t, g in zip(wrt, grads, strict=True):
+            assert g.shape == t.shape and torch.equal(g, torch.zeros_like(t))
+
+
+def _big_half(dtype):
+    """Head dim 64, entries 40: q k^T (102400) overflows float16, the scaled scores (12800) fit."""
+    g = torch.Generator().manual_seed(4)
+    q = 40 * torch.randn(2, 3, 6, 64, generator=g).sign()
+    k = q.flip(-2)  # key L - 1 - i is query i
+    v = torch.randn(2, 3, 6, 8, generator=g)
+    return [t.to(dtype).requires_grad_() for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_compute_in_float32(dtype):
+    """The operator on float16/bfloat16 equals its float32 result on the same values, to the type's rounding."""
+    half = _big_half(dtype)
+    single = [t.detach().float().requires_grad_() for t in half]
+    out = xdrop.scaled_dot_product_attention(*half, dropout_p=P, seed=SEED)
+    want = xdrop.scaled_dot_product_attention(*single, dropout_p=P, seed=SEED)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    eps = torch.finfo(dtype).eps
+    assert (out.float() - want).abs().max() <= eps * want.abs().max()  # one rounding to the type
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+    got = torch.autograd.grad(out, half, dout.to(dtype))
+    exp = torch.autograd.grad(want, single, dout.to(dtype).float())
+    for name, a, b in zip("qkv", got, exp, strict=True):
+        assert a.dtype == dtype and torch.isfinite(a).all(), name
+        assert (a.float() - b).abs().max() <= eps * b.abs().max(), name
+
+
+def test_cpu_blocks_draw_their_masks_on_the_calling_thread(monkeypatch):
+    """No second thread pool beside torch's: the host driver's pool is never asked for an attention mask.
+
+    A block of 2**19 weights is far above the driver's threading threshold, and four workers
+    are allowed, so a mask drawn through the driver would use its pool. The bits are keep_mask's.
+    """
+    from xdrop._kernels import _host, _native
+
+    if _native.library() is None:
+        pytest.skip("without the compiled kernel the NumPy engine draws the masks, on its threads")
+    monkeypatch.setattr(_host, "_workers", lambda: 4)
+    asked = []
+    real = _host._executor
+    monkeypatch.setattr(_host, "_executor", lambda: asked.append(1) or real())
+    L = S = 512
+    q, k = (torch.zeros(1, 2, L, 4, requires_grad=True) for _ in range(2))
+    v = torch.eye(S).expand(1, 2, S, S)  # uniform weights times v = I: out is the dropped weights
+    out = xdrop.scaled_dot_product_attention(q, k, v, dropout_p=P, seed=SEED, step=STEP)
+    out.sum().backward()
+    assert not asked
+    want = xdrop.keep_mask((1, 2, L, S), P, seed=SEED, step=STEP, xp=np)
+    assert np.array_equal((out != 0).numpy(), want)

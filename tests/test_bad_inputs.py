@@ -16,6 +16,7 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,22 @@ LAYER_CASES: list[Case] = [
     ),
     layer_case(
         "torch.replace_dropout",
+        "a transformers model whose config.xdrop is not xdrop's",
+        lambda: (xt().replace_dropout, (tiny_gpt2([1, 2]),), {"seed": 1}),
+        ValueError,
+        'GPT2Model.config.xdrop must be the streams\' state xdrop 1 writes ({"format": 1, "seed": ..., '
+        '"streams": {...}}), got [1, 2]',
+    ),
+    layer_case(
+        "torch.replace_dropout",
+        "seed other than the one config.xdrop was saved with",
+        lambda: (xt().replace_dropout, (tiny_gpt2({"format": 1, "seed": 7, "streams": {}}),), {"seed": 5}),
+        ValueError,
+        "GPT2Model.config.xdrop holds the streams of a run with seed=7, not seed=5: pass seed=7 (or None) "
+        "to resume it, or delete config.xdrop to start new streams",
+    ),
+    layer_case(
+        "torch.replace_dropout",
         "verbose an int",
         lambda: (xt().replace_dropout, (torch().nn.Linear(2, 2),), {"seed": 1, "verbose": 1}),
         TypeError,
@@ -234,6 +251,14 @@ LAYER_CASES: list[Case] = [
 ]
 
 
+def tiny_gpt2(entry: Any) -> Any:
+    """A transformers GPT-2 from a tiny config whose ``xdrop`` entry (what config.json held) is ``entry``."""
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    config = transformers.GPT2Config(n_embd=8, n_layer=1, n_head=2, vocab_size=16, n_positions=8)
+    config.xdrop = entry
+    return transformers.GPT2Model(config)
+
+
 def generator_case(bad, args, kwargs, error, message) -> Case:
     return Case("Generator", bad, lambda: (xdrop.Generator, args, kwargs), error, message)
 
@@ -257,6 +282,57 @@ def cs_backward_case(bad, dout, cache, error, message) -> Case:
     return Case(
         "cs231n.dropout_backward", bad, lambda: (cs231n.dropout_backward, (dout(), cache()), {}), error, message
     )
+
+
+def xf() -> Any:
+    """``xdrop.flax`` (imports jax and flax)."""
+    pytest.importorskip("flax", reason="needs flax")
+    import xdrop.flax
+
+    return xdrop.flax
+
+
+def linen_training_apply() -> Call:
+    """A training ``apply`` of a seeded LinenDropout that cannot write its step back (no ``mutable``)."""
+    layer = xf().LinenDropout(0.5, seed=1, deterministic=False)
+    ones = pytest.importorskip("jax.numpy").ones(4)
+    variables = layer.init({}, ones)
+    return layer.apply, (variables, ones), {}
+
+
+FLAX_CASES: list[Case] = [
+    Case(
+        "flax.Dropout",
+        "deterministic a string",
+        lambda: (xf().Dropout, (0.5,), {"seed": 1, "deterministic": "no"}),
+        TypeError,
+        "deterministic must be True, False or None, got deterministic='no' of type str",
+    ),
+    Case(
+        "flax.Dropout",
+        "rngs an int",
+        lambda: (xf().Dropout, (0.5,), {"rngs": 0}),
+        TypeError,
+        "rngs must be an nnx.Rngs, an nnx.RngStream or a JAX key, got rngs of type int",
+    ),
+    Case(
+        "flax.Dropout (call)",
+        "deterministic None in the constructor and the call",
+        lambda: (xf().Dropout(0.5, seed=1, deterministic=None), (np.ones(4, np.float32),), {}),
+        ValueError,
+        "Dropout has deterministic=None and the call gave none: pass deterministic=True or False to the "
+        "constructor or the call, or set it with model.eval() / model.train()",
+    ),
+    Case(
+        "flax.LinenDropout (apply)",
+        "training without mutable=['xdrop']",
+        linen_training_apply,
+        ValueError,
+        "LinenDropout with seed=1 advances its step in the 'xdrop' collection at each training call: "
+        "apply with mutable=['xdrop'] and pass the returned 'xdrop' variables to the next call (or "
+        "deterministic=True); without it every call would draw the same mask",
+    ),
+]
 
 
 U64_RANGE = "must be an integer in [0, 2**64), got"
@@ -316,6 +392,7 @@ CASES: list[Case] = [
     dropout_case("p +inf", {"p": math.inf}, ValueError, f"{P_RANGE} p=inf"),
     dropout_case("p -inf", {"p": -math.inf}, ValueError, f"{P_RANGE} p=-inf"),
     dropout_case("p a Fraction above one", {"p": Fraction(3, 2)}, ValueError, f"{P_RANGE} p=Fraction(3, 2)"),
+    dropout_case("p a Decimal above one", {"p": Decimal("1.5")}, ValueError, f"{P_RANGE} p=Decimal('1.5')"),
     dropout_case("p a string", {"p": "0.5"}, TypeError, f"{P_REAL} p='0.5' of type str"),
     dropout_case("p a bool", {"p": True}, TypeError, f"{P_REAL} p=True of type bool"),
     dropout_case("p None", {"p": None}, TypeError, f"{P_REAL} p=None of type NoneType"),
@@ -928,6 +1005,23 @@ CASES += [
         needs_torch=True,
     ),
     dropout_case(
+        "x a numpy.longdouble array wider than 64 bits",
+        {"p": 0.0},
+        TypeError,
+        "x must have a real floating dtype of at most 64 bits (float16, bfloat16, float32, float64), "
+        "got x.dtype=float128 (128 bits); convert it, e.g. x.astype(numpy.float64)",
+        x=lambda: np.ones(4, np.longdouble),
+        skip_if=lambda: None if str(np.dtype(np.longdouble)) == "float128" else "numpy.longdouble is not float128 here",
+    ),
+    dropout_case(
+        "x a numpy.ma.MaskedArray",
+        {},
+        TypeError,
+        "x must be a plain array, got x of type numpy.ma.MaskedArray: the result would lose its mask; "
+        "pass x.data (or x.filled(...)) and apply x.mask to the result",
+        x=lambda: np.ma.masked_array(np.ones(4), mask=[False, True, False, False]),
+    ),
+    dropout_case(
         "x a Dask array of unknown chunk sizes",
         {},
         ValueError,
@@ -1103,6 +1197,7 @@ CASES += [
     ),
     variant_case("drop_path_forward", "x a list", {}, TypeError, f"x {NOT_ARRAY} x of type list", x=lambda: [1.0, 2.0]),
     *LAYER_CASES,
+    *FLAX_CASES,
 ]
 
 
@@ -1275,10 +1370,6 @@ def _set(**more: Any) -> Callable[..., Any]:
     return change
 
 
-def torch_mask_requiring_grad() -> Any:
-    return torch().zeros((3, 5), dtype=torch().float64, requires_grad=True)
-
-
 CASES += [
     attention_case(
         "q not an array",
@@ -1359,19 +1450,6 @@ CASES += [
         _set(attn_mask=[[True] * 5] * 3),
         TypeError,
         "attn_mask must be None or an array of q's namespace, got attn_mask of type list",
-    ),
-    Case(
-        "scaled_dot_product_attention",
-        "attn_mask that requires grad",
-        lambda: (
-            xdrop.scaled_dot_product_attention,
-            tuple(torch().ones(2, n, e, dtype=torch().float64) for n, e in ((3, 4), (5, 4), (5, 6))),
-            {"attn_mask": torch_mask_requiring_grad(), "dropout_p": 0.5, "seed": gen()},
-        ),
-        ValueError,
-        "attn_mask must not require grad: its gradient would be a tensor of L * S elements per head; "
-        "pass attn_mask.detach()",
-        needs_torch=True,
     ),
     attention_case(
         "scale not a number",

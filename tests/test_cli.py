@@ -50,11 +50,23 @@ def test_named_backend_that_cannot_run_fails(capsys):
     assert "backend cupy was named with --backend but cannot run" in err
 
 
+def test_a_named_backend_that_cannot_run_gets_one_verdict(monkeypatch, capsys):
+    """The summary line does not say every property holds when the run is failed for a backend it skipped."""
+    rows = {"cupy": verify.BackendResult("cupy", skipped="not installed (cupy)")}
+    monkeypatch.setattr(verify, "run", lambda names=None: rows)
+    assert cli.main(["verify", "--backend", "cupy"]) == 1
+    out = capsys.readouterr().out
+    assert "all properties hold" not in out
+    assert "FAILED: not verified: cupy named with --backend but cannot run" in out
+
+
 def test_unnamed_skipped_backends_are_not_a_failure(monkeypatch, capsys):
     rows = {"numpy": passing_row("numpy"), "cupy": verify.BackendResult("cupy", skipped="CuPy is not installed")}
     monkeypatch.setattr(verify, "run", lambda names=None: rows)
     assert cli.main(["verify"]) == 0
-    assert "cannot run" not in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "all properties hold on every available backend" in out
+    assert "cannot run" not in err
 
 
 def test_unknown_backend_is_a_usage_error(no_run, capsys):
@@ -119,3 +131,76 @@ def test_bench_sizes_parse():
     from xdrop import bench
 
     assert bench.log2_sizes("16,20") == [16, 20]
+
+
+# -- the report fits a terminal ------------------------------------------------------------------------------
+
+
+def _mixed_rows():
+    """A passing row, a failing one with a long figure and a long device, and a skipped one with a long reason."""
+    failing = verify.BackendResult(
+        "array_api_strict",
+        cells={p: verify.Cell(True, "ok") for p in verify.PROPERTIES},
+        device="array_api_strict.Device('CPU_DEVICE') with a long description",
+    )
+    failing.cells["gradient"] = verify.Cell(False, "bwd vs dropout(dout) 12 bits; err 3.00 u; fd 1e-03; " * 4)
+    skipped = verify.BackendResult("torch-cuda", skipped="no CUDA device on this host (nvidia-smi not found) " * 3)
+    return {"numpy": passing_row("numpy"), "array_api_strict": failing, "torch-cuda": skipped}
+
+
+def test_default_report_fits_100_columns_and_names_every_failure(monkeypatch, capsys):
+    monkeypatch.setattr(verify, "run", lambda names=None: _mixed_rows())
+    assert cli.main(["verify"]) == 1
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100
+    assert "array_api_strict gradient FAILED: bwd vs dropout(dout) 12 bits" in out
+    assert "torch-cuda not run: no CUDA device" in out
+    legend = out.split("What each column checks:")[1]
+    for prop in verify.PROPERTIES:
+        assert f"\n{prop}:" in legend
+
+
+def test_wide_report_shows_every_figure_and_explains_its_labels(monkeypatch, capsys):
+    monkeypatch.setattr(verify, "run", lambda names=None: _mixed_rows())
+    cli.main(["verify", "--wide"])
+    out = capsys.readouterr().out
+    assert "FAIL bwd vs dropout(dout) 12 bits" in out
+    for label in ("KAT", "|z|max", "|s*keep-1|", "units u", '"fd"', '"autograd"', '"golden"', '"mask"'):
+        assert label in verify.LEGEND and label in out
+
+
+def test_host_kernel_line_says_why_its_variant_was_chosen(monkeypatch):
+    from xdrop._kernels import _native
+
+    info = _native.BuildInfo("x.so", 0.0, None, "avx512", ("avx512", "avx2", "base"))
+    monkeypatch.setattr(_native, "build_info", lambda: info)
+    monkeypatch.delenv(_native.VARIANT_ENV, raising=False)
+    text = verify.describe_host_kernel()
+    line = " ".join(text.split())  # unwrapped
+    assert "variant avx512" in line and "because it is the fastest variant this CPU runs" in line
+    assert max(map(len, text.splitlines())) <= 100
+    info = _native.BuildInfo("x.so", 0.0, None, "avx2", ("avx512", "avx2", "base"))
+    monkeypatch.setenv(_native.VARIANT_ENV, "avx2")
+    assert f"because {_native.VARIANT_ENV}=avx2 asks for it" in " ".join(verify.describe_host_kernel().split())
+
+
+# -- --version and the program's name ------------------------------------------------------------------------
+
+
+def test_version_prints_the_package_and_stream_versions(capsys):
+    import xdrop
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip().endswith(f"{xdrop.__version__} (stream v{xdrop.STREAM_VERSION})")
+
+
+@pytest.mark.parametrize(
+    ("argv0", "prog"), [("/venv/bin/xdrop", "xdrop"), ("/src/xdrop/__main__.py", "python -m xdrop")]
+)
+def test_usage_names_the_program_as_invoked(monkeypatch, capsys, argv0, prog):
+    monkeypatch.setattr("sys.argv", [argv0, "--help"])
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert capsys.readouterr().out.startswith(f"usage: {prog} ")

@@ -6,6 +6,7 @@ is atomic: threads sharing one get every step exactly once, in some order.
 """
 
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -166,3 +167,86 @@ def test_forked_child_can_run_a_large_call_after_the_parent_did():
 def test_fork_started_dataloader_workers_run_large_calls():
     pytest.importorskip("torch", reason="torch is not installed")
     run_fresh(DATALOADER)
+
+
+CTRL_C = """
+from xdrop._kernels import _host
+
+_host._workers = lambda: 4  # pool threads even on a one-core machine
+x = np.ones(1 << 22, np.float32)
+
+
+def interrupt(*_):
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGALRM, interrupt)
+large(1)
+took = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    xdrop.dropout(x, 0.5, seed=1)
+    took.append(time.perf_counter() - t0)
+took = min(took)  # a call on a quiet moment: the signals below come before most calls end
+interrupted = late = tries = 0
+while interrupted < 24 and tries < 400:
+    buf = np.full(x.shape, 7, np.float32)
+    signal.setitimer(signal.ITIMER_REAL, took * (0.05 + 0.75 * (tries % 8) / 7))
+    tries += 1
+    try:
+        xdrop.dropout(x, 0.5, seed=1, out=buf)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    except KeyboardInterrupt:
+        interrupted += 1
+        seen = buf.copy()
+        time.sleep(took)
+        late += not np.array_equal(seen, buf)
+        del buf  # a range still running would write freed memory
+print(interrupted, late)
+sys.exit(0 if interrupted and not late else 2)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_ctrl_c_during_a_large_call_leaves_no_write_behind_and_the_process_exits():
+    """A KeyboardInterrupt from a signal handler at varied points of large threaded calls: once the call
+    has raised, its buffer no longer changes, and the process exits (no thread left blocked)."""
+    run_fresh("import time\n" + CTRL_C)
+
+
+FIRST_TORCH_CALLS = """
+import threading
+import torch
+
+gen = xdrop.Generator(5)
+barrier = threading.Barrier(8)
+errors, outs = [], {}
+
+
+def first(i):
+    barrier.wait()
+    try:
+        outs[i] = xdrop.dropout(torch.ones(64), 0.5, seed=gen if i % 2 else i)
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+threads = [threading.Thread(target=first, args=(i,)) for i in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, errors
+assert gen.step == 4, gen.step  # one step per Generator call, each of which succeeded
+steps = sorted(xdrop.dropout(torch.ones(64), 0.5, seed=5, step=s).tolist() for s in range(4))
+assert sorted(outs[i].tolist() for i in (1, 3, 5, 7)) == steps
+assert all(outs[i].equal(xdrop.dropout(torch.ones(64), 0.5, seed=i)) for i in (0, 2, 4, 6))
+"""
+
+
+def test_first_torch_calls_from_several_threads_at_once():
+    """Eight threads make a fresh interpreter's first torch calls together (the operator module is loaded by
+    one and awaited by the others), half sharing a Generator: every call succeeds, each takes one step."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    for _ in range(2):  # the failure was a race (most fresh interpreters hit it): two of them
+        run_fresh(FIRST_TORCH_CALLS)

@@ -141,7 +141,9 @@ def test_code_block_check_flags_unmarked_and_reasonless_blocks() -> None:
     assert xdrop_docs.unmarked_code_blocks("```python\nx = 1\n```\n", frozenset({"python"})) == []
 
 
-@pytest.mark.parametrize("page", [*sorted(DOCS.glob("*.md")), ROOT / "README.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "page", [*sorted(DOCS.glob("*.md")), ROOT / "README.md", ROOT / "CONTRIBUTING.md"], ids=lambda p: p.name
+)
 def test_every_code_block_is_run_or_marked_not_run(page: Path) -> None:
     # README.md's python blocks are run by test_readme_python_examples_run below.
     run = frozenset({"python"}) if page.name == "README.md" else frozenset()
@@ -156,7 +158,8 @@ def readme_python_blocks() -> list[str]:
 def test_readme_python_examples_run() -> None:
     blocks = readme_python_blocks()
     assert blocks, "README.md has no python block: update this test"
-    pytest.importorskip("torch", reason="README's example compares NumPy with PyTorch")
+    pytest.importorskip("torch", reason="README's examples train a PyTorch model and compare NumPy with PyTorch")
+    pytest.importorskip("jax", reason="README's JAX example trains with jax.jit")
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
 
@@ -337,6 +340,59 @@ def test_performance_records_and_plot(tmp_path: Path) -> None:
     assert not gen_performance.plot([{"backend": "numpy"}], tmp_path / "q.png", "t")
 
 
+def _pair_rows() -> list[dict]:
+    rows = []
+    for size, (x, t, xl, tl) in {64: (2.0, 4.0, 3.0, 3.0), 2**20: (1.0, 8.0, 1.0, 4.0)}.items():
+        for name, ns, direction in [
+            ("xdrop", x, "forward"),
+            ("torch", t, "forward"),
+            ("xdrop-layer", xl, "forward"),
+            ("torch-layer", tl, "forward"),
+            ("xdrop", 2 * x, "backward"),
+            ("torch", t, "backward"),
+        ]:
+            rows.append(
+                {"backend": "torch", "name": name, "direction": direction, "dtype": "float32", "size": size}
+                | {"ns_per_element": ns}
+            )
+    return rows
+
+
+def test_performance_compares_the_layer_with_nn_dropout_and_tabulates_each_direction() -> None:
+    pairs = gen_performance.summary(_pair_rows())
+    assert ("torch (layers)", "forward", "torch-layer", 2**20, 1.0, 4.0) in pairs
+    assert ("torch", "backward", "torch", 64, 4.0, 4.0) in pairs
+    table = gen_performance.comparison_table(pairs).splitlines()
+    assert table[0] == "| backend | native | size | forward | backward |"
+    assert "| torch | `torch` | 2^20 | 1 vs 8: 0.12x | 2 vs 8: 0.25x |" in table
+    assert "| torch (layers) | `torch-layer` | 2^6 | 3 vs 3: 1.00x |  |" in table
+
+
+def test_performance_fragment_says_when_and_where_and_plots(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(gen_performance, "GENERATED", tmp_path)
+    result = tmp_path / "cpu-2031-01-02.json"
+    data = {"results": _pair_rows(), "meta": {"cpu_model": "Some CPU", "cpu_count": 4}}
+    result.write_text(json.dumps(data))
+    text = gen_performance.fragment(result)
+    assert text.startswith("Measured 2031-01-02 (Some CPU, 4 CPU cores)")
+    assert "_generated/perf-cpu-2031-01-02.png" in text and (tmp_path / "perf-cpu-2031-01-02.png").stat().st_size
+    data["meta"]["date"] = "2032-03-04T05:06:07+00:00"  # the file's own date wins over its name
+    result.write_text(json.dumps(data))
+    assert gen_performance.fragment(result).startswith("Measured 2032-03-04 ")
+
+
+def test_performance_reports_a_result_file_no_page_shows(tmp_path: Path, monkeypatch) -> None:
+    page = tmp_path / "performance.md"
+    page.write_text("```{include} _generated/perf-shown.md\n```\n")
+    monkeypatch.setattr(gen_performance, "INCLUDERS", (page,))
+    problems = gen_performance.not_included([tmp_path / "shown.json", tmp_path / "forgotten.json"])
+    assert len(problems) == 1 and "forgotten.json is not shown" in problems[0]
+
+
+def test_every_result_file_is_on_a_page() -> None:
+    assert gen_performance.not_included(sorted(gen_performance.RESULTS.glob("*.json"))) == []
+
+
 # --- the built site ------------------------------------------------------------------------------
 
 
@@ -351,6 +407,8 @@ def test_built_site_has_every_page() -> None:
         "backend-matrix",
         "performance",
         "migrating",
+        "porting",
+        "seeds",
         "api",
         "changelog",
     ):

@@ -383,6 +383,46 @@ def test_p_beyond_binary64_is_a_value_error_not_an_overflow():
         xdrop.dropout(x, Fraction(10**400, 3), seed=1)
 
 
+def test_a_decimal_p_is_converted_by_float_as_the_spec_says():
+    """``float(p)`` rounds a Decimal once: one just above 0.3's binary64 neighbour gives that neighbour's mask."""
+    from decimal import Decimal
+
+    x = np.ones(4096, np.float32)
+    for p in (Decimal("0.3"), Decimal("0.30000000000000001"), Decimal(2) ** -33, Decimal(1)):
+        assert xdrop.dropout(x, p, seed=1).tobytes() == xdrop.dropout(x, float(p), seed=1).tobytes()
+    for bad in (Decimal("1.5"), Decimal("NaN"), Decimal("sNaN")):
+        with pytest.raises(ValueError, match="p must be a probability"):
+            xdrop.dropout(x, bad, seed=1)
+
+
+def test_generator_steps_follow_the_stream_spec():
+    """docs/stream-spec.md, "Steps taken from a Generator": a call that draws a mask takes one step,
+    a trivial one too; one that draws none takes none; after 2**64 - 1 the Generator is exhausted."""
+    x, q = np.ones((2, 3, 4, 4)), np.ones((2, 3, 4))
+    takes = {
+        "dropout p=0": lambda g: xdrop.dropout(x, 0.0, seed=g),
+        "dropout p=1": lambda g: xdrop.dropout(x, 1.0, seed=g),
+        "empty x": lambda g: xdrop.dropout(np.ones(0), 0.5, seed=g),
+        "keep_mask p=0": lambda g: xdrop.keep_mask((3,), 0.0, seed=g, xp=np),
+        "drop_path p=0": lambda g: xdrop.drop_path(x, 0.0, seed=g),
+        "dropout2d p=0": lambda g: xdrop.dropout2d(x, 0.0, seed=g),
+        "attention dropout_p=0.5": lambda g: xdrop.scaled_dot_product_attention(q, q, q, dropout_p=0.5, seed=g),
+        "training=False": lambda g: xdrop.dropout(x, 0.5, seed=g, training=False),
+        "attention dropout_p=0": lambda g: xdrop.scaled_dot_product_attention(q, q, q, seed=g),
+        "attention training=False": lambda g: xdrop.scaled_dot_product_attention(
+            q, q, q, dropout_p=0.5, seed=g, training=False
+        ),
+    }
+    for name, call in takes.items():
+        g = xdrop.Generator(1)
+        call(g)
+        assert g.step == (0 if "training=False" in name or name.endswith("dropout_p=0") else 1), name
+    g = xdrop.Generator(1, step=2**64 - 1)
+    xdrop.dropout(x, 0.5, seed=g)  # the last step is usable
+    with pytest.raises(ValueError, match=r"has used every step up to 2\*\*64 - 1"):
+        xdrop.dropout(x, 0.5, seed=g)
+
+
 def test_generator_pickles_and_deep_copies_with_a_fresh_lock():
     import copy
     import pickle

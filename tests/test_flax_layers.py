@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -120,6 +122,88 @@ def test_nnx_needs_a_seed_source_and_checks_rate() -> None:
         xdrop.flax.Dropout(1.5, seed=0)
     with pytest.raises(ValueError, match="broadcast_dims"):
         xdrop.flax.Dropout(0.5, broadcast_dims=(3,), seed=0)(jnp.ones((2, 2)))
+
+
+def _seed_of(words: object) -> int:
+    lo, hi = (int(w) for w in np.asarray(words))
+    return lo | hi << 32
+
+
+def test_nnx_takes_the_arguments_of_nnx_dropout() -> None:
+    for ours, theirs in (
+        (xdrop.flax.Dropout.__init__, nnx.Dropout.__init__),
+        (xdrop.flax.Dropout.__call__, nnx.Dropout.__call__),
+    ):
+        missing = set(inspect.signature(theirs).parameters) - set(inspect.signature(ours).parameters)
+        assert not missing, f"{theirs.__qualname__} takes {missing}"
+
+
+def test_nnx_seed_from_an_rng_stream() -> None:
+    x = _x((4, 8))
+    from_rngs = xdrop.flax.Dropout(0.5, rngs=nnx.Rngs(dropout=3))
+    from_stream = xdrop.flax.Dropout(0.5, rngs=nnx.Rngs(dropout=3).dropout)  # nnx.Dropout(..., rngs=rngs.dropout)
+    other = xdrop.flax.Dropout(0.5, rngs=nnx.Rngs(dropout=4).dropout)
+    assert np.array_equal(from_stream.seed[...], from_rngs.seed[...])
+    assert not np.array_equal(from_stream.seed[...], other.seed[...])
+    got = from_stream(jnp.asarray(x))
+    _same_bits(got, np.asarray(xdrop.dropout(x, 0.5, seed=_seed_of(from_stream.seed[...]), step=0)))
+
+
+def test_nnx_deterministic_none_must_be_given_per_call_or_view() -> None:
+    x = _x((4, 8))
+    layer = xdrop.flax.Dropout(0.5, seed=SEED, deterministic=None)  # nnx.Dropout's form
+    with pytest.raises(ValueError, match=r"deterministic=None .* pass deterministic=True or False"):
+        layer(jnp.asarray(x))
+    assert [int(w) for w in layer.step[...]] == [0, 0]  # the refused call took no step
+    _same_bits(layer(jnp.asarray(x), deterministic=False), _want(x, 0.5, 0))
+    _same_bits(layer(jnp.asarray(x), deterministic=True), x)
+    layer.train()
+    _same_bits(layer(jnp.asarray(x)), _want(x, 0.5, 1))
+
+
+def test_nnx_call_with_rngs_draws_from_the_key() -> None:
+    x = _x((4, 8))
+    layer = xdrop.flax.Dropout(0.5, seed=SEED)
+    key = jax.random.key(5)
+    want = np.asarray(xdrop.dropout(x, 0.5, seed=_seed_of(xdrop.flax.dropout_seed(key)), step=0))
+    _same_bits(layer(jnp.asarray(x), rngs=key), want)
+    streamed = nnx.Rngs(dropout=key).dropout()  # the first key an Rngs' "dropout" stream gives
+    want_streamed = np.asarray(xdrop.dropout(x, 0.5, seed=_seed_of(xdrop.flax.dropout_seed(streamed)), step=0))
+    _same_bits(layer(jnp.asarray(x), rngs=nnx.Rngs(dropout=key)), want_streamed)
+    assert want_streamed.tobytes() != want.tobytes()
+    assert [int(w) for w in layer.step[...]] == [0, 0]  # the layer's own stream is left where it was
+    _same_bits(layer(jnp.asarray(x)), _want(x, 0.5, 0))
+
+
+def test_linen_init_takes_no_step_and_apply_i_draws_step_i() -> None:
+    class Model(linen.Module):
+        @linen.compact
+        def __call__(self, v: jax.Array) -> jax.Array:
+            return xdrop.flax.LinenDropout(0.5, seed=SEED)(linen.Dense(6)(v), deterministic=False)
+
+    x = _x((3, 4))
+    model = Model()
+    variables = model.init(jax.random.key(0), jnp.asarray(x))  # training mode, as Flax's init usually runs
+    assert [int(w) for w in variables["xdrop"]["LinenDropout_0"]["step"]] == [0, 0]
+    dense = linen.Dense(6).apply({"params": variables["params"]["Dense_0"]}, jnp.asarray(x))
+    train = jax.jit(lambda v, a: model.apply(v, a, mutable=["xdrop"]))
+    for step in range(3):
+        out, updated = train(variables, jnp.asarray(x))
+        _same_bits(out, _want(np.asarray(dense), 0.5, step))
+        variables = {**variables, **updated}
+
+
+def test_linen_training_apply_without_mutable_raises() -> None:
+    class Model(linen.Module):
+        @linen.compact
+        def __call__(self, v: jax.Array, train: bool) -> jax.Array:
+            return xdrop.flax.LinenDropout(0.5, seed=SEED, name="drop")(v, deterministic=not train)
+
+    x = jnp.ones((2, 4))
+    variables = Model().init(jax.random.key(0), x, True)
+    with pytest.raises(ValueError, match=r"LinenDropout 'drop' with seed=.*apply with mutable=\['xdrop'\]"):
+        Model().apply(variables, x, True)
+    _same_bits(Model().apply(variables, x, False), np.ones((2, 4), np.float32))  # inference needs no mutable
 
 
 def test_linen_seeded_step_collection_and_rng_mode() -> None:

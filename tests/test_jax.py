@@ -110,6 +110,23 @@ def test_traced_uint64_seed_under_x64():
     assert same_bits(got, ref(x, 0.5))
 
 
+_SEED_WORDS = np.asarray([SEED & 0xFFFFFFFF, SEED >> 32], dtype=np.uint32)
+
+
+def test_jit_with_closed_over_concrete_seed_pair():
+    """A module-level concrete ``(low, high)`` pair closed over in jit is read as its value, not traced."""
+    words = jnp.asarray(_SEED_WORDS)  # concrete, built outside the jitted function
+    x = rand((4, 8))
+    got = jax.jit(lambda a: xdrop.dropout(a, 0.3, seed=words, step=STEP))(jnp.asarray(x))
+    assert same_bits(got, ref(x, 0.3))
+    mask = jax.jit(lambda: xdrop.keep_mask((4, 8), 0.3, seed=words, step=STEP, xp=jnp))()
+    assert same_bits(mask, xdrop.keep_mask((4, 8), 0.3, seed=SEED, step=STEP, xp=np))
+    q = jnp.asarray(rand((1, 2, 5, 4)))
+    attend = jax.jit(lambda a: xdrop.scaled_dot_product_attention(a, a, a, dropout_p=0.5, seed=words, step=STEP))
+    want = xdrop.scaled_dot_product_attention(q, q, q, dropout_p=0.5, seed=SEED, step=STEP)
+    np.testing.assert_allclose(attend(q), want, rtol=1e-5, atol=1e-6)
+
+
 def test_concrete_jax_integers_are_taken_as_ints():
     x = rand((6,))
     seed_words = jnp.asarray([SEED & 0xFFFFFFFF, SEED >> 32], dtype=jnp.uint32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -353,21 +354,60 @@ def test_run_ranges_partitions_exactly():
         assert (seen == 1).all()
 
 
-@pytest.mark.parametrize("failing", ["first", "last"])  # a pool thread's range; the calling thread's range
+@pytest.mark.parametrize("failing", ["pool", "caller"])  # a pool thread's range; the calling thread's range
 def test_run_ranges_raises_only_after_every_range_is_done(failing, monkeypatch):
-    monkeypatch.setattr(_host, "_workers", lambda: 2)  # two ranges even on a one-core machine
+    monkeypatch.setattr(_host, "_workers", lambda: 2)  # two threads even on a one-core machine
     n = 3 * _host.PARALLEL_MIN
-    done = []
+    started, ended = [], []
 
     def body(lo, hi):
-        if (lo == 0) == (failing == "first"):
+        started.append(lo)
+        if (threading.current_thread() is threading.main_thread()) == (failing == "caller"):
             raise ArithmeticError(f"range {lo}")
-        time.sleep(0.05)  # the other range is still writing when the first one fails
-        done.append((lo, hi))
+        time.sleep(0.05)  # the other thread is still writing when the first one fails
+        ended.append(lo)
 
     with pytest.raises(ArithmeticError, match="range"):
         _host.run_ranges(n, body)
-    assert len(done) == 1  # the range that did not fail had finished before the error reached the caller
+    running = len(started) - len(ended) - 1  # the failed range never ends
+    time.sleep(0.2)
+    assert running == 0  # every range that started had finished before the error reached the caller
+    assert len(started) == len(ended) + 1  # and none started after
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_run_ranges_waits_for_its_threads_through_a_ctrl_c(monkeypatch):
+    """A KeyboardInterrupt raised while the caller waits for a pool thread (a SIGALRM handler stands
+    in for Ctrl-C's): the call raises it only once the thread's range is done, and no range starts after."""
+    monkeypatch.setattr(_host, "_workers", lambda: 2)
+    n = 3 * _host.PARALLEL_MIN
+    started, ended = [], []
+    pool_busy = threading.Event()
+
+    def body(lo, hi):
+        started.append(lo)
+        if threading.current_thread() is threading.main_thread():
+            pool_busy.wait(5)  # the caller runs its ranges once the pool thread holds one, then waits
+        else:
+            pool_busy.set()
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # the signal comes while the caller waits ...
+            time.sleep(0.3)  # ... for this range
+        ended.append(lo)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _host.run_ranges(n, body)
+        at_raise = (len(started), len(ended))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    time.sleep(0.5)
+    assert at_raise[0] == at_raise[1]  # no range was running when the interrupt reached the caller
+    assert (len(started), len(ended)) == at_raise  # and none ran after
 
 
 # -- selection and fallbacks ----------------------------------------------------------------------

@@ -54,3 +54,19 @@ def test_array_api_compat_is_imported_in_one_place():
         if "array_api_compat" in p.read_text() and p.name != "_compat.py"
     )
     assert users == []
+
+
+def test_adoption_files_are_in_the_repository_and_declared_for_the_wheel():
+    """LICENSE (the MIT text pyproject's licence names), listed in license-files so wheels carry it,
+    and a CITATION.cff giving the package's current version."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    licence = (root / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and "xdrop developers" in licence
+    pyproject = (root / "pyproject.toml").read_text()
+    assert 'license = "MIT"' in pyproject and 'license-files = ["LICENSE"]' in pyproject
+    citation = (root / "CITATION.cff").read_text().splitlines()
+    assert "cff-version: 1.2.0" in citation
+    assert f'version: "{xdrop.__version__}"' in citation
+    assert (root / "CONTRIBUTING.md").is_file()

@@ -173,6 +173,20 @@ def test_blocks_at_the_top_of_the_index_space_match_the_spec(backend, bshape):
     assert np.array_equal(out != 0, want)
 
 
+def test_a_block_drawn_from_a_covering_range_needs_memory_of_the_block_only(backend):
+    """Rows 5 and 6, columns 2-4, of a (2, 2**40, 7) array: one covering range of 10 indices, gathered;
+    nothing the size of the global array's rows (7.7 TB) is allocated, on any backend. (JAX takes
+    global axes up to 2**32: 30 GB would be as fatal.)"""
+    rows = 2**32 if backend.name == "jax" else 2**40
+    shape, start, bshape = (2, rows, 7), (0, 5, 2), (1, 2, 3)
+    where = {"global_shape": shape, "global_start": start}
+    want = np.array([keep_bits(SEED, STEP, r * 7 + 2, 3, P) for r in (5, 6)], dtype=bool).reshape(bshape)
+    got = xdrop.keep_mask(bshape, P, seed=SEED, step=STEP, xp=backend.xp, device=backend.device, **where)
+    assert np.array_equal(backend.to_numpy(got), want)
+    out = xdrop.dropout(backend.from_numpy(np.ones(bshape, np.float32)), P, seed=SEED, step=STEP, **where)
+    assert np.array_equal(backend.to_numpy(out) != 0, want)
+
+
 def test_contiguous_blocks_take_the_fast_kernel():
     """Whole rows are one run of global indices: the fused kernel with a start, no mask drawn."""
     block = check_block((6, 11), (2, 0), (3, 11))

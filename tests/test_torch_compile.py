@@ -9,7 +9,12 @@ of the eager layer (which is itself tested against the NumPy backend in
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +164,16 @@ def test_cuda_compiled_layer_equals_eager():
     _cuda_or_skip()
     make, shape = LAYERS["Dropout"]
     _check_against_eager(make, shape, "inductor", device="cuda")
+
+
+@pytest.mark.parametrize("case", ["plain", "fullgraph", "module", "keras"])
+def test_the_first_call_may_be_compiled(case):
+    """In a fresh interpreter, xdrop's first call on a torch tensor happens while torch.compile traces:
+    a function (with and without fullgraph), a module with an xdrop.torch layer, and a Keras model
+    on the torch backend with ``jit_compile=True``. Each gives the eager bits."""
+    if case == "keras" and importlib.util.find_spec("keras") is None:  # imported with torch in the child only
+        pytest.skip("keras is not installed")
+    script = Path(__file__).with_name("compile_first_check.py")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, str(script), case], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -451,17 +451,18 @@ def test_generator_keeps_its_replay_across_calls_and_copies(reentrant):
         assert (twin.seed, twin.step) == (3, 4)
 
 
-def test_generator_checkpoint_without_preserved_rng_state_raises():
+def test_generator_checkpoint_without_preserved_rng_state_raises_where_it_cannot_tell_the_calls_apart():
+    """Two calls in the region, no RNG state: an error naming the Generator (one call replays: test_torch_recompute)."""
     from torch.utils.checkpoint import checkpoint
 
     gen = xdrop.Generator(5)
     x = torch.randn(4, 6, requires_grad=True)
-    region = lambda t: torch.tanh(xdrop.dropout(t, 0.5, seed=gen))  # noqa: E731
+    region = lambda t: torch.tanh(xdrop.dropout(xdrop.dropout(t, 0.5, seed=gen), 0.5, seed=gen))  # noqa: E731
     y = checkpoint(region, x, use_reentrant=False, preserve_rng_state=False)
     torch.rand(1)  # moves torch's RNG on: the recomputation cannot find the call
-    with pytest.raises(RuntimeError, match=r"Generator\(seed=5, step=1\) is being recomputed.*preserve_rng_state=True"):
+    with pytest.raises(RuntimeError, match=r"Generator\(seed=5, step=2\) is being recomputed.*preserve_rng_state=True"):
         y.sum().backward()
-    assert gen.step == 1
+    assert gen.step == 2
 
 
 def test_plain_generator_calls_draw_nothing_from_torch_rng():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 18): one command, run from the repository root on a CUDA
+# The GPU check: one command, run from the repository root on a CUDA
 # machine with no network, in under 10 minutes on an H100. It installs the
 # wheels in .whl/ (array-api-compat, array-api-strict; fetch them beforehand with
 # tools/fetch_gpu_wheels.sh) into a private directory made by mktemp -d, then:
@@ -12,7 +12,8 @@
 #      the CPU, torch.compile(fullgraph=True) with 0 graph breaks and eager
 #      bits, CUDA-graph capture of a training step with xdrop layers, and the
 #      attention op on the device (mask bits vs keep_mask, values and
-#      gradients vs the CPU, compiled fullgraph);
+#      gradients vs the CPU, compiled fullgraph, and with a (B, 1, L, S)
+#      additive float mask: its gradient too, as T5's position bias needs);
 #   4. `python -m xdrop bench` on torch-cuda and cupy, 2^18..2^28 elements,
 #      with the attention rows on CUDA (xdrop vs torch's fused SDPA, L = S in
 #      ATTN_LENGTHS).

@@ -179,6 +179,20 @@ def check_attention(device: str) -> None:
     )
     record("attention-values-grads", "PASS" if worst < 1e-10 else "FAIL", f"max relative difference vs CPU {worst:.2e}")
 
+    # An additive float mask broadcast over heads (T5's learned position bias), with its gradient.
+    bias = torch.randn(2, 1, 128, 128, generator=g, dtype=torch.float64)
+    for dev in ("cpu", device):
+        leaves = [t.to(dev).requires_grad_() for t in (q, k, v, bias)]
+        o = xdrop.scaled_dot_product_attention(*leaves[:3], attn_mask=leaves[3], dropout_p=p, seed=3, step=1)
+        o.sum().backward()
+        results[dev] = [o.detach().cpu(), *(t.grad.cpu() for t in leaves)]
+    worst = max(
+        float(((a - b).abs() / b.abs().clamp_min(1e-6)).max())
+        for a, b in zip(results[device], results["cpu"], strict=True)
+    )
+    detail = f"max relative difference vs CPU {worst:.2e} (values, dq, dk, dv, dmask)"
+    record("attention-float-mask-grads", "PASS" if worst < 1e-10 else "FAIL", detail)
+
 
 def _model(device: str, seed: int) -> Any:
     import torch

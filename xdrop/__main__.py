@@ -1,4 +1,4 @@
-"""Command line: ``python -m xdrop verify`` and ``python -m xdrop bench``.
+"""Command line: ``xdrop verify``, ``xdrop bench`` and ``xdrop --version`` (or ``python -m xdrop ...``).
 
 Each subcommand is one ``add_<name>(subparsers)`` function that declares its
 arguments and sets ``run``, a function ``(args, parser) -> exit status``; to add
@@ -25,8 +25,11 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if args.json is not None:
         check_writable(args.json, "--json", parser)  # before the run, not after minutes of it
     results = verify.run(list(dict.fromkeys(names)) if names else None)
-    print(verify.format_table(results))
-    print("\n" + verify.LEGEND)
+    if args.wide:
+        print(verify.format_table(results) + "\n\n" + verify.LEGEND)
+    else:
+        print(verify.format_summary(results) + "\n\nWhat each column checks:\n" + verify.summary_legend())
+        print("\nThe measured figures behind each verdict: --wide (a wide table) or --json PATH.")
     print("\n" + verify.describe_host_kernel())
     if args.json is not None:
         try:
@@ -36,9 +39,14 @@ def run_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             return 2
         print(f"\nwrote {args.json}")
     ok = verify.all_passed(results)
-    print("\nall properties hold on every available backend" if ok else "\nFAILED: a property does not hold")
     # A backend named on the command line must run: skipping it would pass a check that never happened.
     not_run = {n: results[n].skipped for n in names or () if results[n].skipped is not None}
+    if not ok:
+        print("\nFAILED: a property does not hold")
+    elif not_run:
+        print(f"\nFAILED: not verified: {', '.join(not_run)} named with --backend but cannot run")
+    else:
+        print("\nall properties hold on every available backend")
     for name, reason in not_run.items():
         print(f"FAILED: backend {name} was named with --backend but cannot run: {reason}", file=sys.stderr)
     return 0 if ok and not not_run else 1
@@ -67,14 +75,18 @@ def check_writable(path: str, option: str, parser: argparse.ArgumentParser) -> N
 def add_verify(sub: Subparsers) -> None:
     p = sub.add_parser(
         "verify",
-        help="check the three properties on every installed backend",
-        description="Seeded equivalence, the 1/p expectation and the gradient identity, measured on each "
-        "installed backend. Exits 1 if any cell fails or a backend named with --backend cannot run; "
-        "without --backend, a backend that is not installed or has no device is shown as skipped, "
+        help="check xdrop's properties on every installed backend",
+        description="Measures on each installed backend: the same bits as the NumPy reference, E[out] = x, "
+        "the gradient, blocks of sharded arrays and attention dropout (the report explains each). "
+        "Exits 1 if any cell fails or a backend named with --backend cannot run; "
+        "without --backend, a backend that is not installed or has no device is shown as not run, "
         "which is not a failure.",
     )
     p.add_argument("--backend", action="append", metavar="NAME", help="a backend to check (repeatable); default: all")
     p.add_argument("--json", metavar="PATH", help="also write the matrix, host, date and versions as JSON")
+    p.add_argument(
+        "--wide", action="store_true", help="print every cell's measured figures (a table ~250 columns wide)"
+    )
     p.set_defaults(run=run_verify)
 
 
@@ -95,8 +107,21 @@ def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_verify, add_bench]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m xdrop", description="xdrop: one dropout, the same bits everywhere")
+def program_name(argv0: str) -> str:
+    """How the user invoked the command: ``python -m xdrop`` (``argv[0]`` is this file) or ``xdrop``."""
+    import os
+
+    return "python -m xdrop" if os.path.basename(argv0) == "__main__.py" else "xdrop"
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from . import __version__
+    from ._stream import STREAM_VERSION
+
+    parser = argparse.ArgumentParser(
+        prog=prog or program_name(sys.argv[0]), description="xdrop: one dropout, the same bits everywhere"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (stream v{STREAM_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub)

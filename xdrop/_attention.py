@@ -37,19 +37,25 @@ def _torch_attention(
 
 
 def _flat_bias(bias: Any, lead: tuple[int, ...], n: int) -> Any:
-    """``bias`` as the operator's ``(Nb, Lb, Sb)``: no copy when its leading dims broadcast over a suffix of B."""
+    """``bias`` as the operator's ``(Bo, Bi, Lb, Sb)`` over the ``n`` flat problems, a view where it can be.
+
+    Leading dims that vary (the bias's size is the weights') then broadcast ones (size 1) are
+    ``(Bo, 1)`` (a padding mask over heads); broadcast then varying ones ``(1, Bi)`` (T5's
+    per-head position bias over the batch). Other patterns (possible from rank 5) are copied.
+    """
     if bias is None:
         return None
     rank = len(lead) + 2
     bias = bias.reshape((1,) * (rank - bias.ndim) + tuple(bias.shape))
-    bl = tuple(bias.shape[:-2])
-    # Leading dims (d_0, ..., d_r, 1, ..., 1) with d_t == lead[t]: row n uses bias[n // prod(lead[r+1:])].
-    kept = len(bl)
-    while kept and bl[kept - 1] == 1:
-        kept -= 1
-    if bl[:kept] == lead[:kept]:
-        return bias.reshape(math.prod(bl), *bias.shape[-2:])
-    return bias.expand(*lead, *bias.shape[-2:]).reshape(n, *bias.shape[-2:])  # a copy: other broadcast patterns
+    bl, tail = tuple(bias.shape[:-2]), tuple(bias.shape[-2:])
+    varying = [t for t, b in enumerate(bl) if b != 1]
+    broadcast = [t for t, (b, d) in enumerate(zip(bl, lead, strict=True)) if b == 1 and d != 1]
+    if not varying or not broadcast or broadcast[0] > varying[-1]:
+        split = varying[-1] + 1 if varying else 0
+        return bias.reshape(math.prod(bl[:split]), 1, *tail)
+    if broadcast[-1] < varying[0]:
+        return bias.reshape(1, math.prod(bl[varying[0] :]), *tail)
+    return bias.expand(*lead, *tail).reshape(n, 1, *tail)  # a copy
 
 
 def _expand_heads(xp: ModuleType, x: Any, groups: int) -> Any:
@@ -104,11 +110,6 @@ def _bias(xp: ModuleType, attn_mask: Any, q: Any, lead: tuple[int, ...], L: int,
         return xp.where(attn_mask, zero, xp.asarray(-math.inf, dtype=q.dtype))
     if attn_mask.dtype != q.dtype:
         raise TypeError(f"attn_mask must be bool or q's dtype {q.dtype}, got attn_mask.dtype={attn_mask.dtype}")
-    if getattr(attn_mask, "requires_grad", False):
-        raise ValueError(
-            "attn_mask must not require grad: its gradient would be a tensor of L * S elements per head; "
-            "pass attn_mask.detach()"
-        )
     return attn_mask
 
 
@@ -148,8 +149,11 @@ def scaled_dot_product_attention(
         row, as torch's ``enable_gqa=True``. Never modified.
     attn_mask : array, optional
         Broadcastable to ``B + (L, S)``: bool (True: the key takes part) or
-        an additive float mask of q's dtype. A row with no key taking part
-        gets output 0 (torch's math path). No gradient flows to it.
+        an additive float mask of q's dtype, which has a gradient where
+        the backend differentiates (torch, JAX): the weights' score gradient
+        summed over the dimensions it broadcasts along (a relative-position
+        bias trains through it). A row with no key taking part gets output
+        0 (torch's math path), as does every row when there are no keys.
     dropout_p : float, optional
         Probability of dropping a weight, in ``[0, 1]``.
     is_causal : bool, optional

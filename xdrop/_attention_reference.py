@@ -4,7 +4,9 @@ The keep decision of attention weight ``(n, i, j)`` is stream v1's at the flat
 row-major index ``(n * L + i) * S + j`` of the ``B + (L, S)`` weight array
 (``n`` the flat index over the broadcast leading shape ``B``), so the mask is
 ``keep_mask(B + (L, S), ...)`` itself. Nothing here is fast: it builds the
-whole ``(..., L, S)`` weight array.
+whole ``(..., L, S)`` weight array. float16 and bfloat16 inputs are computed
+in float32 (as torch's math path on the CPU), dropout scale included, so an
+unscaled ``q k^T`` beyond their range cannot overflow.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def leading_shape(q: Any, k: Any, v: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+def compute_dtype(xp: ModuleType, dtype: Any) -> Any:
+    """The dtype of the scores, softmax and products: float32 for float16 and bfloat16, else ``dtype``."""
+    return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
+
+
 def attention_weights(
     xp: ModuleType,
     q: Any,
@@ -44,13 +51,17 @@ def attention_weights(
 ) -> Any:
     """The dropped attention weights ``where(keep, softmax(q k^T scale + bias) * a, 0)``, shape ``lead + (L, S)``.
 
-    ``a`` is :func:`xdrop.dropout`'s scale for ``dropout_p`` in q's dtype. A row
+    ``a`` is :func:`xdrop.dropout`'s scale for ``dropout_p`` in the compute dtype. A row
     whose every key is masked out gets weights 0 (as torch's math SDPA since 2.5).
+    The weights are of :func:`compute_dtype`.
     """
     L, S = q.shape[-2], k.shape[-2]
-    scores = xp.matmul(q, xp.matrix_transpose(k)) * scale
+    ct = compute_dtype(xp, q.dtype)
+    scores = xp.matmul(xp.astype(q, ct, copy=False), xp.matrix_transpose(xp.astype(k, ct, copy=False))) * scale
+    if S == 0:  # no key: the weights are empty, each output row 0 (torch's SDPA)
+        return xp.broadcast_to(scores, (*lead, L, S))
     if bias is not None:
-        scores = scores + bias
+        scores = scores + xp.astype(bias, ct, copy=False)
     if is_causal:
         allowed = xp.arange(S)[None, :] <= xp.arange(L)[:, None]
         scores = xp.where(allowed, scores, xp.asarray(-math.inf, dtype=scores.dtype))
@@ -64,7 +75,7 @@ def attention_weights(
         return weights
     kk = keep_count(dropout_p)
     keep = keep_mask((*lead, L, S), dropout_p, seed=seed, step=step, xp=xp, device=getattr(q, "device", None))
-    return xp.where(keep, weights * _scale(kk, xp, q.dtype), xp.zeros_like(weights))
+    return xp.where(keep, weights * _scale(kk, xp, ct), xp.zeros_like(weights))
 
 
 def sdpa_reference(
@@ -88,4 +99,4 @@ def sdpa_reference(
     """
     lead = leading_shape(q, k, v)
     weights = attention_weights(xp, q, k, bias, dropout_p, scale, seed, step, is_causal, lead)
-    return xp.matmul(weights, v)
+    return xp.astype(xp.matmul(weights, xp.astype(v, weights.dtype, copy=False)), q.dtype, copy=False)

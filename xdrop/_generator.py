@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
+from ._replay import Replay
 from ._replay import take as replay_take  # imports no torch: torch is loaded when the input is a torch tensor
 from ._values import MAX_U64, check_u64
 
@@ -29,7 +29,11 @@ class Generator:
     forward's mask; this works as for the :mod:`xdrop.torch` layers (a call
     that may be recomputed draws a token from torch's default generator, which
     checkpoint restores, ``preserve_rng_state=True``, its default; the last 256
-    such calls can be replayed; other calls draw nothing from it).
+    such calls can be replayed; other calls draw nothing from it). With
+    ``preserve_rng_state=False`` a Generator called once in the checkpointed
+    forward replays that call; one called several times there raises rather
+    than guess. A call from a gradient hook or an ``autograd.Function``'s
+    backward (grad mode off) is an ordinary call: it takes the next step.
 
     A Generator pickles and deep-copies as its ``(seed, step)``: the copy
     continues from the same step, independently of the original.
@@ -54,13 +58,13 @@ class Generator:
     True
     """
 
-    __slots__ = ("_draws", "_lock", "_seed", "_step")
+    __slots__ = ("_lock", "_replay", "_seed", "_step")
 
     def __init__(self, seed: int, step: int = 0) -> None:
         self._seed = check_u64(seed, "seed")
         self._step = check_u64(step, "step")
         self._lock = threading.Lock()
-        self._draws: OrderedDict[int, int] = OrderedDict()  # checkpoint token -> step taken (torch only)
+        self._replay = Replay()  # the calls a checkpoint may recompute (torch only)
 
     @property
     def seed(self) -> int:
@@ -91,7 +95,7 @@ class Generator:
 
     def _take_torch_step(self) -> int:
         """:meth:`take_step` for a call on a torch tensor: replays its step when checkpoint recomputes it."""
-        return replay_take(self._draws, self._lock, self._advance, self)
+        return replay_take(self._replay, self._lock, self._advance, self)
 
     def __getstate__(self) -> tuple[int, int]:
         """``(seed, step)``: what pickling and ``copy.deepcopy`` keep (the lock is recreated)."""
@@ -105,7 +109,7 @@ class Generator:
             raise ValueError(f"step must be an integer in [0, 2**64], got step={step!r}")
         self._step = step
         self._lock = threading.Lock()
-        self._draws = OrderedDict()  # recent calls are not state: a copy replays none of the original's
+        self._replay = Replay()  # recent calls are not state: a copy replays none of the original's
 
     def __repr__(self) -> str:
         return f"Generator(seed={self._seed}, step={self._step})"

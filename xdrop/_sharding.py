@@ -233,11 +233,15 @@ def block_keep(xp: ModuleType, block: Block, shape: tuple[int, ...], mask: MaskF
         if isinstance(covering, np.ndarray):
             covering = np.ascontiguousarray(covering)
             return np.lib.stride_tricks.as_strided(covering, shape=shape, strides=st, writeable=False)
-        # Pad to whole slabs of the global array, view as (shape[0], *global_shape[1:]), slice.
-        pad = shape[0] * st[0] - span
-        padded = xp.concat([covering, xp.zeros((pad,), dtype=xp.bool, device=getattr(covering, "device", None))])
-        slab = xp.reshape(padded, (shape[0], *block.shape[1:]))
-        return slab[tuple(slice(0, c) for c in shape)]
+        # Gather the block's elements from the covering range: indices of the block only (each below span).
+        dev = getattr(covering, "device", None)
+        itype = xp.int32 if span < 2**31 else xp.int64  # int32: JAX has no int64 by default
+        index = xp.zeros(shape, dtype=itype, device=dev)
+        for a, (c, s) in enumerate(zip(shape, st, strict=True)):
+            if c > 1:  # an axis of length 1 adds 0 (its stride may pass int64)
+                along = xp.arange(0, c * s, s, dtype=itype, device=dev)
+                index = index + xp.reshape(along, tuple(c if b == a else 1 for b in range(len(shape))))
+        return xp.reshape(xp.take(covering, xp.reshape(index, (size,))), shape)
     pieces = [
         xp.reshape(mask(first + sum(i * s for i, s in zip(lead, st, strict=False)), run), shape[j:])
         for lead in itertools.product(*(range(c) for c in shape[:j]))

@@ -67,6 +67,8 @@ class Stream(Dropout):
     conversion, then the one of its latest training call (the call passes it).
     """
 
+    _mask_free_at_zero = False  # its p may be 0 at conversion: each call passes its own
+
     def __init__(self, seed: int, p: float = 0.0) -> None:
         super().__init__(p, seed=seed)
 

@@ -23,7 +23,8 @@ class Dropout(_SeededDropout):
         A seed in ``[0, 2**64)``; ``None`` draws one from torch's default
         generator, once, at construction (so ``torch.manual_seed`` reproduces
         it). Stored with the step in ``state_dict``. Layers given the same
-        seed draw the same masks.
+        seed draw the same masks. ``get_stream()`` reads the seed and step
+        back as unsigned integers, ``set_stream(seed, step)`` sets them.
 
     Examples
     --------

@@ -8,9 +8,10 @@ picks the variant (its noise shape, alpha's constants, drop path's scaling).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
-from collections import OrderedDict
+import types
 from typing import Any
 
 import torch
@@ -20,8 +21,9 @@ from ._arith import alpha_constants, float_format
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
 from ._kernels import _torch_ops
-from ._replay import draw_u64, take
+from ._replay import NoReplay, Replay, draw_u64, take
 from ._stream import keep_count, scale_for
+from ._torch_clones import find_root, separate
 from ._torch_ranks import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
 from ._variants import alpha_dropout, drop_path
 
@@ -94,8 +96,7 @@ class _SeededDropout(nn.Module):
         self._initial_seed = draw_u64() if seed is None else check_u64(seed, "seed")
         self.register_buffer("seed", torch.empty((), dtype=torch.int64))
         self.register_buffer("step", torch.empty((), dtype=torch.int64))
-        # (RNG token) -> (seed, step) of recent training calls, for checkpoint recomputation.
-        self._draws: OrderedDict[int, tuple[int, int] | Tensor] = OrderedDict()
+        self._replay = Replay()  # recent training calls, for checkpoint recomputation
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -104,7 +105,7 @@ class _SeededDropout(nn.Module):
             with torch.no_grad():
                 self.seed.fill_(_to_int64(self._initial_seed))
                 self.step.zero_()
-        self._draws.clear()
+        self._replay.clear()
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         was_meta = self.seed.is_meta
@@ -140,6 +141,8 @@ class _SeededDropout(nn.Module):
     # Class-level settings of the variant, read by forward: alpha dropout's affine form, DropPath's scaling.
     _alpha = False
     scale_by_keep = True
+    # The mask ignores (seed, step) when p = 0 (False where p is given per call, as for attention streams).
+    _mask_free_at_zero = True
 
     def _take(self) -> tuple[int, int] | Tensor:
         """The ``(seed, step)`` of this training call: the next step, or the replayed one of a recomputation.
@@ -159,7 +162,14 @@ class _SeededDropout(nn.Module):
                 f"torch.jit.trace of a training-mode xdrop.torch.{type(self).__name__} would freeze its seed and "
                 "step into the trace (the same mask at every call); trace in eval() mode or use torch.compile"
             )
-        return take(self._draws, _STEP_LOCK, self._advance, self)
+        try:
+            return take(self._replay, _STEP_LOCK, self._advance, self)
+        except NoReplay as unmatched:
+            if self.p or not self._mask_free_at_zero:
+                raise
+            # p = 0 keeps every element whatever (seed, step) it uses: never an error, and the step stays
+            found: tuple[int, int] | Tensor = unmatched.fallback or (_u64(self.seed), _u64(self.step))
+            return found
 
     def _advance(self) -> tuple[int, int] | Tensor:
         """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
@@ -206,7 +216,38 @@ class _SeededDropout(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()  # type: ignore[no-untyped-call]
         state.pop("_views", None)  # views of this process's buffers: made again on first use
+        state.pop("_take", None)  # a clone's mark (below): a copy is marked by its own deep copy
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
+        if "_replay" not in self.__dict__:  # a layer pickled by an xdrop before Replay (it kept "_draws")
+            self.__dict__.pop("_draws", None)
+            self._replay = Replay()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SeededDropout:
+        """The default deep copy; the copy and its source are marked as clones (see :mod:`xdrop._torch_clones`).
+
+        The mark replaces ``_take`` for the layer's next training call, which
+        gives the clones in its model their own streams and drops the mark, so
+        layers that were never copied pay nothing for it.
+        """
+        cls = type(self)
+        twin = cls.__new__(cls)
+        memo[id(self)] = twin
+        twin.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        for layer in (self, twin):
+            layer.__dict__["_take"] = types.MethodType(_SeededDropout._take_as_clone, layer)
+        return twin
+
+    def _take_as_clone(self) -> tuple[int, int] | Tensor:
+        """A marked layer's first training call: separate the clones in the model that runs it, then take."""
+        if torch.compiler.is_compiling():  # no call stack to read: the mark stays for an eager call
+            return _SeededDropout._take(self)
+        with _STEP_LOCK:
+            separate_clones(find_root(self))
+        self.__dict__.pop("_take", None)
+        return self._take()
 
     def _functional(self, x: Tensor, seed: int, step: int, noise: tuple[int, ...] | None) -> Tensor:
         """The layer's dropout through the public functions (which place blocks of a global array)."""
@@ -254,6 +295,69 @@ class _SeededDropout(nn.Module):
             return input.copy_(out)
         return out if out.stride() == input.stride() else _dense_like(input, out)
 
+    def get_stream(self) -> tuple[int, int]:
+        """The layer's ``(seed, step)`` as unsigned integers in ``[0, 2**64)``: the stream its next call draws.
+
+        The buffers hold the bits of these u64 values as int64, so ``int(layer.seed)``
+        is negative for seeds of ``2**63`` and above; this reads them as the values
+        every xdrop function, and the Flax and Keras layers' ``set_stream``, take.
+        Buffers on a CUDA device are copied to the host (a sync).
+
+        Returns
+        -------
+        tuple of int
+            ``(seed, step)``; the next training forward uses ``step``.
+
+        Examples
+        --------
+        >>> import torch, xdrop.torch
+        >>> layer = xdrop.torch.Dropout(0.5, seed=2**64 - 1)
+        >>> int(layer.seed)  # the int64 buffer's bits
+        -1
+        >>> _ = layer(torch.ones(4))
+        >>> layer.get_stream()
+        (18446744073709551615, 1)
+        """
+        self._require_values("get_stream")
+        return _u64(self.seed), _u64(self.step)
+
+    def set_stream(self, seed: int, step: int = 0) -> None:
+        """Set the layer's ``(seed, step)``: its next training forward draws ``(seed, step)``.
+
+        The counterpart of :meth:`get_stream` (and of the Flax and Keras layers'
+        ``get_stream``), for porting a model's dropout state between frameworks.
+        The seed the layer was built with, to which ``reset_parameters()`` returns,
+        is unchanged.
+
+        Parameters
+        ----------
+        seed, step : int
+            Integers in ``[0, 2**64)``.
+
+        Examples
+        --------
+        >>> import torch, xdrop, xdrop.torch
+        >>> layer = xdrop.torch.Dropout(0.5, seed=1)
+        >>> layer.set_stream(2**63 + 5, step=3)
+        >>> layer.get_stream()
+        (9223372036854775813, 3)
+        >>> bool(layer(torch.ones(8)).eq(xdrop.dropout(torch.ones(8), 0.5, seed=2**63 + 5, step=3)).all())
+        True
+        """
+        seed, step = check_u64(seed, "seed"), check_u64(step, "step")
+        self._require_values("set_stream")
+        with torch.no_grad(), _STEP_LOCK:
+            self.seed.fill_(_to_int64(seed))
+            self.step.fill_(_to_int64(step))
+            self._replay.clear()  # recorded calls of the old stream are not replays of the new one
+
+    def _require_values(self, method: str) -> None:
+        if self.seed.is_meta or self.step.is_meta:
+            raise RuntimeError(
+                f"{type(self).__name__}.{method}: the seed and step buffers are on the meta device and hold no "
+                "values; call to_empty() first"
+            )
+
     def _state_repr(self) -> str:
         if self.seed.is_meta:
             return f"seed={self._initial_seed}, step=?"
@@ -261,6 +365,21 @@ class _SeededDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}, {self._state_repr()}"
+
+
+def _seed_of(layer: nn.Module) -> int | None:
+    seed: Tensor = layer.seed  # type: ignore[assignment]
+    return None if seed.is_meta else _u64(seed)
+
+
+def _reseed(layer: nn.Module, seed: int) -> None:
+    with torch.no_grad():
+        layer.seed.fill_(_to_int64(seed))  # type: ignore[operator]
+
+
+def separate_clones(root: nn.Module) -> None:
+    """Give the clones of xdrop.torch layers in ``root`` streams of their own (see :mod:`xdrop._torch_clones`)."""
+    separate(root, _SeededDropout, _seed_of, _reseed, path_seed)
 
 
 def path_seed(seed: int, path: str) -> int:

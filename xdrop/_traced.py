@@ -52,6 +52,7 @@ def jax_u64(value: Any, name: str) -> int:
     """
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     dtype, shape = value.dtype, tuple(value.shape)
     if not jnp.issubdtype(dtype, jnp.integer):
@@ -62,7 +63,9 @@ def jax_u64(value: Any, name: str) -> int:
             f"{name} must be a 0-d JAX integer or a uint32 array of 2 words (low, high), got shape {shape} {dtype}"
         )
     if not isinstance(value, jax.core.Tracer):
-        return int(value[0]) | int(value[1]) << 32 if pair else int(value)
+        # Read on the host: indexing a concrete array (value[0]) under jit tracing gives a tracer.
+        words = [int(w) for w in np.asarray(value).reshape(-1)]
+        return words[0] | words[1] << 32 if pair else words[0]
     if pair:
         return cast(int, TracedU64(name, value[0], value[1]))
     if not jnp.issubdtype(dtype, jnp.unsignedinteger):

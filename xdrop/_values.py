@@ -45,18 +45,29 @@ def check_impl(impl: Any) -> str:
 
 
 def check_probability(p: Any, name: str = "p") -> float:
-    """``p`` as a float in [0, 1]; TypeError for a non-real, ValueError otherwise."""
+    """``p`` as a float in [0, 1]: ``float(p)``, rounded once (a ``Decimal`` too, which is no ``numbers.Real``).
+
+    TypeError for a non-real, ValueError otherwise.
+    """
     if type(p) is float and 0.0 <= p <= 1.0:  # the common case, decided without the ABC check
         return p
-    if isinstance(p, bool) or not isinstance(p, Real):
+    if isinstance(p, bool) or not (isinstance(p, Real) or _is_decimal(p)):
         raise TypeError(f"{name} must be a real number in [0, 1], got {name}={show(p)} of type {type(p).__name__}")
     try:
         value = float(p)
     except OverflowError:  # an int or Fraction beyond binary64 (p=10**400) is out of range, not a crash
         value = math.inf
+    except ValueError:  # Decimal("sNaN")
+        value = math.nan
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {name}={show(p)}")
     return value
+
+
+def _is_decimal(value: Any) -> bool:
+    """Whether ``value`` is a ``decimal.Decimal`` (none exists before decimal is imported: not imported here)."""
+    decimal = sys.modules.get("decimal")
+    return decimal is not None and isinstance(value, decimal.Decimal)
 
 
 def check_u64(value: Any, name: str) -> int:
@@ -111,7 +122,9 @@ def check_dtype(x: Any, dtype: Any, dtype_name: str, name: str) -> None:
 def check_array(x: Any, name: str = "x") -> ArrayType:
     """The cached :class:`ArrayType` of ``x``, which must be a real floating array xdrop can compute with.
 
-    Also refused: ``numpy.matrix`` (its ``*`` is a matrix product), torch
+    Also refused: ``numpy.matrix`` (its ``*`` is a matrix product),
+    ``numpy.ma.MaskedArray`` (the result would drop its mask), dtypes wider
+    than 64 bits (``numpy.longdouble`` where it is extended precision), torch
     tensors that are not dense (sparse layouts) or whose dtype has no
     arithmetic (float8), and Dask arrays of unknown chunk sizes.
     """
@@ -123,6 +136,12 @@ def check_array(x: Any, name: str = "x") -> ArrayType:
         raise TypeError(
             f"{name} must be an array (NumPy, PyTorch, CuPy, JAX, Dask, ...), got {name} of type "
             f"{type(x).__name__}{hint}"
+        )
+    if at.name == "numpy" and _is_masked(x):
+        raise TypeError(
+            f"{name} must be a plain array, got {name} of type {type(x).__module__}.{type(x).__name__}: "
+            f"the result would lose its mask; pass {name}.data (or {name}.filled(...)) and apply {name}.mask "
+            "to the result"
         )
     dtype = x.dtype
     try:
@@ -142,9 +161,21 @@ def check_array(x: Any, name: str = "x") -> ArrayType:
     return at
 
 
+def _is_masked(x: Any) -> bool:
+    """Whether NumPy array ``x`` is a ``numpy.ma.MaskedArray`` (none exists before numpy.ma is imported)."""
+    ma = sys.modules.get("numpy.ma")
+    return ma is not None and isinstance(x, ma.MaskedArray)
+
+
 def _check_dtype(at: ArrayType, dtype: Any, name: str) -> None:
     if not at.xp.isdtype(dtype, "real floating"):
         raise TypeError(f"{name} must have a real floating dtype, got {name}.dtype={dtype}")
+    bits = getattr(at.xp.finfo(dtype), "bits", 64)
+    if bits > 64:  # numpy.longdouble on x86: its scale and products are not float64 arithmetic
+        raise TypeError(
+            f"{name} must have a real floating dtype of at most 64 bits (float16, bfloat16, float32, float64), "
+            f"got {name}.dtype={dtype} ({bits} bits); convert it, e.g. {name}.astype(numpy.float64)"
+        )
     if "float8" in str(dtype):  # torch's float8 types are "real floating" but have no multiply
         raise TypeError(
             f"{name} must have a real floating dtype with arithmetic (float16, bfloat16, float32, float64), "

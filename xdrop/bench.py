@@ -15,6 +15,7 @@ nn.Dropout. torch on the CPU runs with one thread. The protocol is in
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
 import os
@@ -149,6 +150,18 @@ def _measure(
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), for the report."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def _native_kernel() -> dict[str, Any]:
     """Which compiled-kernel variant ran (``XDROP_KERNEL_VARIANT`` chooses another).
 
@@ -221,7 +234,9 @@ def main(args: argparse.Namespace) -> int:
         "numpy": np.__version__,
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host_engine": _host.default_engine(),
         "native": _native_kernel(),
         "timing": (

@@ -11,7 +11,8 @@ as traced ``uint32`` words ``(low, high)``.
   ``nnx.jit``, and is saved with the rest of the model's state.
 - :class:`LinenDropout` (linen) takes a fresh seed from ``make_rng`` at each
   call, as ``flax.linen.Dropout`` does, or, given ``seed=``, keeps a step in
-  the ``"xdrop"`` collection (advanced when that collection is mutable).
+  the ``"xdrop"`` collection: ``init`` leaves it at 0 and each training
+  ``apply`` advances it, so ``apply`` must get ``mutable=["xdrop"]``.
 - :func:`dot_product_attention` is the ``attention_fn`` of ``nnx.MultiHeadAttention``
   and linen's ``MultiHeadDotProductAttention`` with xdrop's attention dropout.
 """
@@ -47,6 +48,12 @@ def seed_words(value: int) -> jax.Array:
     return jnp.asarray([value & _MASK32, value >> 32], dtype=jnp.uint32)
 
 
+def _u64_of(words: jax.Array) -> int:
+    """A concrete ``(low, high)`` uint32 pair as the integer it holds."""
+    low, high = (int(w) for w in jax.device_get(words))
+    return low | high << 32
+
+
 def _traced(words: jax.Array) -> int:
     """A ``(low, high)`` word pair where the functional API takes a seed or step (it reads JAX pairs)."""
     return cast(int, words)
@@ -80,6 +87,26 @@ def _check_dims(broadcast_dims: Any) -> tuple[int, ...]:
     return dims
 
 
+def _check_deterministic(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(
+            f"deterministic must be True, False or None, got deterministic={value!r} of type {type(value).__name__}"
+        )
+    return value
+
+
+def _key(rngs: Any, collection: str) -> jax.Array:
+    """A key from what ``nnx.Dropout`` takes as ``rngs``: ``nnx.Rngs`` (its ``collection`` stream), a stream, a key."""
+    if isinstance(rngs, nnx.Rngs):
+        key: jax.Array = rngs[collection]()
+        return key
+    if isinstance(rngs, nnx.RngStream):
+        return rngs()
+    if isinstance(rngs, jax.Array):
+        return rngs
+    raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or a JAX key, got rngs of type {type(rngs).__name__}")
+
+
 class DropoutState(nnx.Variable[jax.Array]):
     """The seed or step of an xdrop NNX layer: a ``(low, high)`` uint32 pair, not a parameter."""
 
@@ -93,17 +120,21 @@ class Dropout(nnx.Module):
         Probability of dropping an element, in ``[0, 1]``.
     broadcast_dims : sequence of int, optional
         Axes along which one decision is shared (as in Flax).
-    deterministic : bool, optional
+    deterministic : bool or None, optional
         If true, the layer is the identity (also settable per call, and by
-        ``model.eval()`` / ``model.train()``).
+        ``model.eval()`` / ``model.train()``). ``None``, as in ``nnx.Dropout``:
+        each call must then say it (the call's argument or ``model.eval()`` /
+        ``model.train()``).
     seed : int, optional
         A seed in ``[0, 2**64)``. If omitted, ``rngs`` must be given and the
-        seed is drawn from its ``rng_collection`` stream once, at construction,
-        so ``nnx.Rngs(0)`` reproduces the run.
+        seed is drawn from it once, at construction, so ``nnx.Rngs(0)``
+        reproduces the run.
     rng_collection : str, optional
-        The ``nnx.Rngs`` stream the seed is drawn from.
-    rngs : nnx.Rngs, optional
-        Random streams, used only when ``seed`` is omitted.
+        The stream of an ``nnx.Rngs`` the seed is drawn from.
+    rngs : nnx.Rngs or nnx.RngStream, optional
+        Random streams (``nnx.Rngs``, drawn from its ``rng_collection``
+        stream) or one stream (such as ``rngs.dropout``), used only when
+        ``seed`` is omitted.
 
     Notes
     -----
@@ -111,6 +142,9 @@ class Dropout(nnx.Module):
     of ``nnx.state(model)`` and a checkpoint restores the exact masks. The step
     advances by one per training call; call ``i`` of a layer with seed ``s``
     equals ``xdrop.dropout(x, rate, seed=s, step=i, noise_shape=...)``.
+    A call given ``rngs=`` (a key, stream or ``nnx.Rngs``, as ``nnx.Dropout``
+    takes) draws ``xdrop.dropout(x, rate, seed=dropout_seed(key), step=0)``
+    instead and leaves the step as it is.
 
     Examples
     --------
@@ -130,41 +164,106 @@ class Dropout(nnx.Module):
         rate: float,
         *,
         broadcast_dims: Sequence[int] = (),
-        deterministic: bool = False,
+        deterministic: bool | None = False,
         seed: int | None = None,
         rng_collection: str = "dropout",
-        rngs: nnx.Rngs | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
         self.rate = check_probability(rate, "rate")
         self.broadcast_dims = _check_dims(broadcast_dims)
-        if not isinstance(deterministic, bool):
-            raise TypeError(f"deterministic must be True or False, got deterministic={deterministic!r}")
-        self.deterministic = deterministic
+        self.deterministic = _check_deterministic(deterministic)
         self.rng_collection = rng_collection
         if seed is not None:
             words = seed_words(seed)
         elif rngs is not None:
-            words = jax.random.bits(rngs[rng_collection](), (2,), jnp.uint32)
+            words = dropout_seed(_key(rngs, rng_collection))
         else:
-            raise TypeError("Dropout needs seed= (an int in [0, 2**64)) or rngs= (an nnx.Rngs) to draw its seed from")
+            raise TypeError(
+                "Dropout needs seed= (an int in [0, 2**64)) or rngs= (an nnx.Rngs or nnx.RngStream) "
+                "to draw its seed from"
+            )
         self.seed = DropoutState(words)
         self.step = DropoutState(jnp.zeros(2, jnp.uint32))
 
-    def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
-        """Dropout of ``inputs`` in training mode; the identity when deterministic."""
-        off = self.deterministic if deterministic is None else deterministic
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> jax.Array:
+        """Dropout of ``inputs`` in training mode; the identity when deterministic.
+
+        ``rngs`` (a key, an ``nnx.RngStream`` or ``nnx.Rngs``) draws this call's
+        mask from the key instead (seed ``dropout_seed(key)``, step 0) and
+        leaves the layer's step as it is.
+        """
+        off = _check_deterministic(self.deterministic if deterministic is None else deterministic)
+        if off is None:
+            raise ValueError(
+                "Dropout has deterministic=None and the call gave none: pass deterministic=True or False "
+                "to the constructor or the call, or set it with model.eval() / model.train()"
+            )
         if off or self.rate == 0.0:
             return inputs
+        shape = _noise_shape(tuple(inputs.shape), self.broadcast_dims)
+        if rngs is not None:
+            seed = dropout_seed(_key(rngs, self.rng_collection))
+            zero = jnp.zeros(2, jnp.uint32)
+            return cast(
+                jax.Array, dropout(inputs, self.rate, seed=_traced(seed), step=_traced(zero), noise_shape=shape)
+            )
         step = self.step[...]
         out: jax.Array = dropout(
             inputs,
             self.rate,
             seed=_traced(self.seed[...]),
             step=_traced(step),
-            noise_shape=_noise_shape(tuple(inputs.shape), self.broadcast_dims),
+            noise_shape=shape,
         )
         self.step[...] = _next_step(step)
         return out
+
+    def get_stream(self) -> tuple[int, int]:
+        """The layer's ``(seed, step)`` as integers in ``[0, 2**64)``: the stream its next call draws.
+
+        The variables hold each value as a ``uint32`` pair ``(low, high)``; this
+        joins them. Outside ``jit`` only (it reads concrete values).
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp
+        >>> import xdrop.flax
+        >>> layer = xdrop.flax.Dropout(0.5, seed=2**63)
+        >>> _ = layer(jnp.ones(4))
+        >>> layer.get_stream()
+        (9223372036854775808, 1)
+        """
+        return _u64_of(self.seed[...]), _u64_of(self.step[...])
+
+    def set_stream(self, seed: int, step: int = 0) -> None:
+        """Set the layer's ``(seed, step)``: its next training call draws ``(seed, step)``.
+
+        Takes what :meth:`xdrop.torch.Dropout.get_stream` returns, so a layer
+        ported from PyTorch continues the torch layer's masks.
+
+        Parameters
+        ----------
+        seed, step : int
+            Integers in ``[0, 2**64)``.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, numpy as np
+        >>> import xdrop, xdrop.flax
+        >>> layer = xdrop.flax.Dropout(0.5, seed=0)
+        >>> layer.set_stream(7, step=3)
+        >>> bool((layer(jnp.ones(8)) == xdrop.dropout(np.ones(8, np.float32), 0.5, seed=7, step=3)).all())
+        True
+        """
+        seed_pair, step_pair = seed_words(check_u64(seed, "seed")), seed_words(check_u64(step, "step"))
+        self.seed[...] = seed_pair
+        self.step[...] = step_pair
 
     def set_view(self, deterministic: bool | None = None, **_: Any) -> None:
         """``model.eval()`` / ``model.train()`` set ``deterministic`` (Flax's view protocol)."""
@@ -186,8 +285,11 @@ class LinenDropout(linen.Module):
     seed : int or None
         ``None`` (default): each call draws a seed from ``make_rng(rng_collection)``
         and uses step 0, like ``flax.linen.Dropout``. An int: a fixed seed and a
-        step kept in the ``"xdrop"`` collection, advanced by one per call when
-        ``apply(..., mutable=["xdrop"])`` allows it.
+        step kept in the ``"xdrop"`` collection. ``init`` creates the step at 0
+        without advancing it (as ``BatchNorm`` leaves its statistics), so the
+        ``i``-th training ``apply`` draws step ``i``; each training ``apply``
+        advances it by one and must get ``mutable=["xdrop"]`` (a ValueError
+        otherwise: without it every call would draw the same mask).
     rng_collection : str
         The rng stream used when ``seed`` is ``None``.
 
@@ -222,10 +324,19 @@ class LinenDropout(linen.Module):
                 jax.Array,
                 dropout(inputs, rate, seed=_traced(seed), step=_traced(jnp.zeros(2, jnp.uint32)), noise_shape=shape),
             )
+        initializing = self.is_initializing()
+        if not initializing and not self.is_mutable_collection("xdrop"):
+            where = f" {'/'.join(self.path)!r}" if self.path else ""
+            raise ValueError(
+                f"LinenDropout{where} with seed={self.seed} advances its step in the "
+                "'xdrop' collection at each training call: apply with mutable=['xdrop'] and pass the returned "
+                "'xdrop' variables to the next call (or deterministic=True); without it every call would draw "
+                "the same mask"
+            )
         step = self.variable("xdrop", "step", lambda: jnp.zeros(2, jnp.uint32))
         out: jax.Array = dropout(
             inputs, rate, seed=_traced(seed_words(self.seed)), step=_traced(step.value), noise_shape=shape
         )
-        if self.is_mutable_collection("xdrop"):
+        if not initializing:  # init leaves the step at 0: the first training apply draws step 0
             step.value = _next_step(step.value)
         return out

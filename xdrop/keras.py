@@ -1,17 +1,29 @@
 """Keras 3 layers drawing xdrop's stream: the same bits under every Keras backend.
 
 ``import xdrop`` does not import this module; ``import xdrop.keras`` imports
-Keras. Keras hands a layer its backend's own tensors (JAX arrays, torch
+Keras, so set ``KERAS_BACKEND`` to ``jax`` or ``torch`` first (Keras defaults
+to TensorFlow). Keras hands a layer its backend's own tensors (JAX arrays, torch
 tensors, NumPy arrays), and :func:`xdrop.dropout` takes each of them as they
 are, so a layer gives the bits of ``xdrop.dropout(x, rate, seed=s, step=i)``
 at its ``i``-th training call whichever backend runs it. Keras' own layers use
 each backend's RNG: their masks differ between backends for the same seed.
 
-The seed is part of the layer's config (``get_config``) and the step is a
-non-trainable ``uint32`` weight ``(low, high)``, so a ``.keras`` file restores
-both and a reloaded model continues the same masks. Under the JAX backend the
-step is read and advanced inside ``jit``; under the torch and NumPy backends,
-eagerly.
+The layers are registered with Keras (package ``"xdrop"``), so once
+``xdrop.keras`` is imported ``keras.models.load_model(path)`` rebuilds them
+with no ``custom_objects``. The seed is part of the layer's config
+(``get_config``) and the step is a non-trainable ``uint32`` variable ``(low,
+high)``, so a ``.keras`` or ``.weights.h5`` file restores both and a reloaded
+model continues the same masks. Under the JAX backend the step is read and
+advanced inside ``jit``; under the torch and NumPy backends, eagerly.
+
+The step is stream state, as the state of Keras' ``SeedGenerator`` is: it is
+in ``layer.variables`` but not in ``layer.weights``, so ``get_weights()`` and
+``set_weights()`` take the lists of Keras' own layers, and a weights file
+saved from a model with Keras' ``Dropout`` or ``MultiHeadAttention`` loads
+into the same model built with xdrop's (each step keeps its value).
+``layer.get_stream()`` returns ``(seed, step)`` as integers and
+``layer.set_stream(seed, step)`` sets them (what ``xdrop.torch`` and
+``xdrop.flax`` layers give and take, for porting a model).
 
 :class:`MultiHeadAttention` is Keras' attention layer with its attention
 dropout drawn the same way (over the ``(B, H, L, S)`` weights).
@@ -38,6 +50,9 @@ __all__ = [
 ]
 
 _MASK32 = (1 << 32) - 1
+
+# Registered as "xdrop>Dropout" and so on: load_model finds the classes once xdrop.keras is imported.
+_serializable = keras.saving.register_keras_serializable(package="xdrop")
 
 
 def _default_seed() -> int:
@@ -71,6 +86,46 @@ class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
         self.step.assign(keras.ops.convert_to_tensor([after & _MASK32, after >> 32], dtype="uint32"))
         return self.seed, value
 
+    def get_stream(self) -> tuple[int, int]:
+        """The layer's ``(seed, step)`` as integers in ``[0, 2**64)``: the stream its next call draws.
+
+        Examples
+        --------
+        >>> import keras, xdrop.keras
+        >>> layer = xdrop.keras.Dropout(0.5, seed=2**63)
+        >>> _ = layer(keras.ops.ones((4,)), training=True)
+        >>> layer.get_stream()
+        (9223372036854775808, 1)
+        """
+        low, high = (int(w) for w in keras.ops.convert_to_numpy(self.step.value))
+        return self.seed, low | high << 32
+
+    def set_stream(self, seed: int, step: int = 0) -> None:
+        """Set the layer's ``(seed, step)``: its next training call draws ``(seed, step)``.
+
+        Takes what :meth:`xdrop.torch.Dropout.get_stream` returns, so a layer
+        ported from PyTorch continues the torch layer's masks. The seed is part of
+        the config (``get_config``) and the step a weight, as at construction.
+
+        Parameters
+        ----------
+        seed, step : int
+            Integers in ``[0, 2**64)``.
+
+        Examples
+        --------
+        >>> import keras, numpy as np
+        >>> import xdrop, xdrop.keras
+        >>> layer = xdrop.keras.Dropout(0.5, seed=0)
+        >>> layer.set_stream(7, step=3)
+        >>> out = keras.ops.convert_to_numpy(layer(keras.ops.ones((8,)), training=True))
+        >>> bool((out == xdrop.dropout(np.ones(8, np.float32), 0.5, seed=7, step=3)).all())
+        True
+        """
+        seed, step = check_u64(seed, "seed"), check_u64(step, "step")
+        self.seed = seed
+        self.step.assign(keras.ops.convert_to_tensor([step & _MASK32, step >> 32], dtype="uint32"))
+
     def _draw(self, inputs: Any, seed: Any, step: Any) -> Any:
         raise NotImplementedError
 
@@ -82,6 +137,17 @@ class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
+
+    @property
+    def weights(self) -> list[Any]:
+        """Keras' own layer's weights (none): the step is stream state, in ``variables`` only."""
+        return [w for w in super().weights if w is not self.step]
+
+    def load_own_variables(self, store: Any) -> None:
+        """Restore the step; a Keras dropout layer's saved state (no variables) keeps it."""
+        if len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = super().get_config()
@@ -95,6 +161,7 @@ def _resolve_noise_shape(noise_shape: Any, shape: tuple[int, ...]) -> tuple[int,
     return tuple(shape[i] if n is None else n for i, n in enumerate(noise_shape))
 
 
+@_serializable
 class Dropout(_XdropLayer):
     """Drop-in ``keras.layers.Dropout`` with the same bits under every Keras backend.
 
@@ -137,6 +204,7 @@ class Dropout(_XdropLayer):
         return config
 
 
+@_serializable
 class AlphaDropout(Dropout):
     """Drop-in ``keras.layers.AlphaDropout`` (see :func:`xdrop.alpha_dropout`).
 
@@ -189,6 +257,7 @@ class _SpatialDropout(_XdropLayer):
         return config
 
 
+@_serializable
 class SpatialDropout1D(_SpatialDropout):
     """Drop-in ``keras.layers.SpatialDropout1D``: whole channels of ``(N, L, C)``.
 
@@ -210,6 +279,7 @@ class SpatialDropout1D(_SpatialDropout):
         super().__init__(rate, data_format, seed, **kwargs)
 
 
+@_serializable
 class SpatialDropout2D(_SpatialDropout):
     """Drop-in ``keras.layers.SpatialDropout2D``: whole channels of 4-d input.
 
@@ -219,6 +289,7 @@ class SpatialDropout2D(_SpatialDropout):
     spatial = 2
 
 
+@_serializable
 class SpatialDropout3D(_SpatialDropout):
     """Drop-in ``keras.layers.SpatialDropout3D``: whole channels of 5-d input.
 
@@ -228,6 +299,7 @@ class SpatialDropout3D(_SpatialDropout):
     spatial = 3
 
 
+@_serializable
 class MultiHeadAttention(keras.layers.MultiHeadAttention):  # type: ignore[misc]
     """Drop-in ``keras.layers.MultiHeadAttention`` whose attention dropout has the same bits on every backend.
 

@@ -21,10 +21,26 @@ uninterrupted run would have. The step advances by one per training forward.
   Drawing the seed consumes torch's default generator once per layer built,
   so parameters initialised after it differ from a model built with
   ``nn.Dropout`` under the same ``torch.manual_seed``.
+- **Clones.** A deep copy of a layer keeps its seed: a deep copy of a whole
+  model is a twin that draws the same masks. Deep copies placed at several
+  paths of *one* model (``nn.TransformerEncoder(layer, n)``, a ``ModuleList``
+  of ``copy.deepcopy(block)``) would draw identical masks, so at their first
+  training call (or in :func:`replace_dropout`) each gets its own seed,
+  ``blake2b(seed, path)``, from its path below the copies' common ancestor:
+  a twin of that model gets the same seeds. (Under ``torch.compile`` this
+  needs one eager training call or :func:`replace_dropout` first.)
+- **Reading and setting the stream.** ``layer.get_stream()`` returns
+  ``(seed, step)`` as unsigned integers (``int(layer.seed)`` reads the int64
+  buffer, negative for seeds of ``2**63`` and above), and
+  ``layer.set_stream(seed, step)`` sets them; :func:`dropout_streams` lists a
+  model's streams by module path. They take and give what the Flax and Keras
+  layers' ``get_stream`` / ``set_stream`` do, for porting a model.
 - **Checkpoints.** An ``nn.Dropout`` model's ``state_dict`` (no ``seed`` /
   ``step`` keys) loads into a model with xdrop layers, strict or not: layers
   whose keys are both absent keep their seed and step. The other way, save
-  with :func:`plain_state_dict` (or load with ``strict=False``).
+  with :func:`plain_state_dict` (or load with ``strict=False``). transformers'
+  ``from_pretrained`` drops the buffers: a converted transformers model keeps
+  its streams in ``config.xdrop`` too (see :func:`replace_dropout`).
 - **Meta device.** A layer built under ``torch.device("meta")`` gets its
   constructed seed and step 0 back on ``to_empty()`` (or ``reset_parameters()``).
 - **Autograd** saves no mask: backward regenerates it from ``(seed, step)``;
@@ -35,10 +51,15 @@ uninterrupted run would have. The step advances by one per training forward.
   forward that may be recomputed (grad mode off, as in a reentrant
   checkpoint's first pass, or saved-tensor hooks active, as in a non-reentrant
   one) draws a token from torch's CPU generator, which ``checkpoint``
-  restores before recomputing (``preserve_rng_state=True``, its default); a
-  recomputation with ``preserve_rng_state=False`` raises. The last 256 calls
-  of each layer can be replayed. Other forwards draw nothing from torch's
-  generator.
+  restores before recomputing (``preserve_rng_state=True``, its default). The
+  last 256 calls of each layer can be replayed. Other forwards draw nothing
+  from torch's generator. Without the RNG state (``preserve_rng_state=False``,
+  or a custom checkpoint function that does not restore it) a layer called
+  once in its latest forward (since it was last recomputed) replays that
+  call, so gradients equal the run without checkpointing bit for bit; a layer
+  called several times there raises (p = 0 never does). A call during
+  backward with grad mode off (a gradient hook, an ``autograd.Function``'s
+  backward) is no recomputation: it takes the next step.
 - **torch.jit.trace** of a training-mode layer raises: the trace would freeze
   ``(seed, step)``. Trace in ``eval()`` mode, or use ``torch.compile``.
 - **torch.compile** (``fullgraph=True`` works, any backend): a compiled
@@ -82,7 +103,7 @@ from ._torch_layers import (
 )
 from ._torch_mha import MultiheadAttention, convert_mha
 from ._torch_report import DropoutReport, dropout_report
-from ._torch_seeded import _SeededDropout
+from ._torch_seeded import _STEP_LOCK, _SeededDropout, separate_clones
 from ._torch_seeded import path_seed as _path_seed  # the name tests and earlier code import
 
 __all__ = [
@@ -97,6 +118,7 @@ __all__ = [
     "MultiheadAttention",
     "ScaledDotProductAttention",
     "dropout_report",
+    "dropout_streams",
     "plain_state_dict",
     "replace_dropout",
 ]
@@ -144,12 +166,21 @@ def replace_dropout(module: M, seed: int | None = None, *, verbose: bool = False
     route those calls with ``dropout_p > 0`` to it; and the other
     ``F.dropout`` / ``F.scaled_dot_product_attention`` calls made inside
     ``module``'s forward are routed to xdrop (the buffer ``xdrop_functional``).
+    xdrop layers already in ``module`` keep their seeds, except deep copies
+    of one layer placed at several paths (clones, as ``nn.TransformerEncoder``
+    makes): each gets ``blake2b(its seed, path)``, its own stream.
 
     Dropout that xdrop cannot own (see :func:`dropout_report`) is reported in
     one ``UserWarning`` naming each module path.
 
     Checkpoints saved before the conversion load into the converted model
-    (the xdrop layers keep their seeds, step 0: see the module docs).
+    (the xdrop layers keep their seeds, step 0: see the module docs). Each
+    transformers model converted gets a config entry ``config.xdrop`` that
+    ``save_pretrained`` writes to ``config.json`` with every stream's current
+    ``(seed, step)``; on a model loaded by ``from_pretrained`` from such a
+    checkpoint, ``replace_dropout`` restores the streams it creates from it,
+    so training resumes where the checkpoint was saved (``seed`` must then be
+    that run's seed or ``None``).
 
     Parameters
     ----------
@@ -181,7 +212,12 @@ def replace_dropout(module: M, seed: int | None = None, *, verbose: bool = False
         raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
     if not isinstance(verbose, bool):
         raise TypeError(f"verbose must be a bool, got verbose={verbose!r}")
-    base = draw_u64() if seed is None else check_u64(seed, "seed")
+    from ._torch_pretrained import restore, saved_entries, saved_seed, stream_ids, track
+
+    saved = saved_entries(module)  # config.xdrop of a transformers model read back by from_pretrained
+    seed = saved_seed(saved, None if seed is None else check_u64(seed, "seed"))
+    base = draw_u64() if seed is None else seed
+    before = stream_ids(module)
     timm_drop_path = _timm_drop_path()
 
     def convertible(child: nn.Module) -> bool:
@@ -212,6 +248,10 @@ def replace_dropout(module: M, seed: int | None = None, *, verbose: bool = False
     convert_attention(module, base)
     convert_sites(module, base)
     convert_functional(module, base)
+    with _STEP_LOCK:
+        separate_clones(module)  # deep copies of xdrop layers that were already in the model
+    restore(saved, stream_ids(module) - before)  # the streams this call made
+    track(module, base)
     report = dropout_report(module)
     if report.not_owned:
         listed = "; ".join(f"{path or '(root)'} ({why})" for path, why in report.not_owned)
@@ -270,3 +310,38 @@ def plain_state_dict(module: nn.Module) -> dict[str, Any]:
         if "xdrop_functional" in sub._buffers:  # hook: the functional stream of xdrop._torch_attention
             state.pop(f"{path}.xdrop_functional" if path else "xdrop_functional", None)
     return state
+
+
+def dropout_streams(module: nn.Module) -> dict[str, tuple[int, int]]:
+    """Every xdrop.torch layer's ``(seed, step)`` in ``module``, by module path, as unsigned integers.
+
+    The seeds :func:`replace_dropout` derives (one per dropout layer and one per
+    converted attention module, a child named ``xdrop_attention``) are read here
+    as they are: to port the model, give each layer of the Flax or Keras model
+    the same pair (``xdrop.flax.Dropout(rate, seed=seed)`` then
+    ``layer.set_stream(seed, step)``; see the docs' porting page). Each value is
+    the layer's :meth:`~xdrop.torch.Dropout.get_stream`; a layer shared by
+    several parents is listed once, under its first path. The stream of the
+    routed ``F.dropout`` calls (the buffer ``xdrop_functional``) is not a layer
+    and is not listed.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A model containing xdrop.torch layers (or one such layer, listed under ``""``).
+
+    Returns
+    -------
+    dict
+        ``{path: (seed, step)}`` in ``named_modules`` order.
+
+    Examples
+    --------
+    >>> import torch, xdrop.torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), xdrop.torch.Dropout(0.5, seed=2**63))
+    >>> xdrop.torch.dropout_streams(model)
+    {'1': (9223372036854775808, 0)}
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
+    return {path: sub.get_stream() for path, sub in module.named_modules() if isinstance(sub, _SeededDropout)}

@@ -42,7 +42,7 @@ from ._properties import (
     round_to_bfloat16,
 )
 from ._property_cell import Cell, central_differences
-from ._report import LEGEND, format_table, gpu_name, library_versions
+from ._report import LEGEND, format_summary, format_table, gpu_name, library_versions, summary_legend
 from ._stream import STREAM_VERSION
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "check_expectation",
     "check_gradient",
     "expected_dropout",
+    "format_summary",
     "format_table",
     "gpu_name",
     "library_versions",
@@ -71,6 +72,7 @@ __all__ = [
     "round_to_bfloat16",
     "run",
     "run_backend",
+    "summary_legend",
     "to_json",
     "write_json",
 ]
@@ -114,11 +116,25 @@ def host_kernel() -> dict[str, Any]:
 
 
 def describe_host_kernel() -> str:
-    """One line for the report: the compiled kernel's variant, or the NumPy engine and its cost."""
+    """A few lines for the report: which host kernel ran NumPy and torch-CPU arrays, and why that one."""
+    import os
+
+    from ._report import wrap
+
     kernel = host_kernel()
     if kernel["error"]:
-        return f"host kernel: the NumPy engine ({_native.SLOWDOWN}): {kernel['error']}"
-    return f"host kernel: compiled, variant {kernel['variant']} (this CPU runs {', '.join(kernel['variants'])})"
+        text = (
+            f"host kernel: the NumPy engine ({_native.SLOWDOWN}), "
+            f"because the compiled kernel could not be loaded: {kernel['error']}"
+        )
+        return wrap(text, "  ")
+    variant, runs = kernel["variant"], kernel["variants"]
+    if os.environ.get(_native.VARIANT_ENV, "").strip():
+        why = f"{_native.VARIANT_ENV}={variant} asks for it"
+    else:
+        why = f"it is the fastest variant this CPU runs ({_native.VARIANT_ENV} would override)"
+    text = f"host kernel: compiled, variant {variant} (this CPU runs {', '.join(runs)}), because {why}."
+    return wrap(text, "  ")
 
 
 def to_json(results: dict[str, BackendResult]) -> dict[str, Any]:

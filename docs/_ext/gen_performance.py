@@ -1,15 +1,21 @@
-"""The performance page, from the benchmark JSON files in ``benchmarks/results/``.
+"""The performance page's tables and plots, from the benchmark JSON files in ``benchmarks/results/``.
 
 ``python -m xdrop bench --json benchmarks/results/<name>.json`` writes them
 (one file per machine or run; a PNG of the same stem beside a JSON is shown
-too). Without any file the page says so. :func:`records` is the one place that
-reads the JSON's layout; it accepts a list of flat records under ``results``,
+too). For each file this writes ``_generated/perf-<stem>.md``: when and where
+it was measured, xdrop against the native dropout per size and direction, and
+a plot of the same; ``docs/performance.md`` includes each fragment under a
+heading naming the machine (every file must be included there or by the
+attention page: a file left out is reported). ``_generated/performance.md``
+holds every file's raw rows. :func:`records` is the one place that reads the
+JSON's layout; it accepts a list of flat records under ``results``,
 ``records`` or ``rows`` (or at the top level) and a ``machine`` mapping.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +25,9 @@ from _common import GENERATED, ROOT, md_table, write_if_changed
 
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = GENERATED / "performance.md"
+# The pages that include a result file's fragment (or, for attention-*.json, read the file itself).
+INCLUDERS = (ROOT / "docs" / "performance.md", ROOT / "docs" / "attention.md")
+DIRECTIONS = ("forward", "backward", "forward+backward")
 SIZE_KEYS = ("size", "n", "elements", "numel")
 TIME_KEYS = ("ns_per_element", "ns_per_elem", "median_ns_per_element", "ns/elem")
 MAX_ROWS = 400
@@ -91,13 +100,15 @@ def owner(row: dict[str, Any]) -> str:
 
 
 def machine_name(data: dict[str, Any]) -> str:
-    """One line naming the machine: its devices, CPU count and architecture, as the file records them."""
+    """One line naming the machine: its devices, CPU model and count and architecture, as the file records them."""
     meta = data.get("machine") or data.get("meta") or {}
     devices = data.get("devices") or {}
     parts = sorted({str(v) for v in devices.values()}) if isinstance(devices, dict) else []
     if isinstance(meta, dict):
         if meta.get("cpu"):
             parts.append(str(meta["cpu"]))
+        if meta.get("cpu_model"):
+            parts.append(str(meta["cpu_model"]))
         if meta.get("cpu_count"):
             parts.append(f"{meta['cpu_count']} CPU cores")
         if meta.get("machine"):
@@ -107,7 +118,11 @@ def machine_name(data: dict[str, Any]) -> str:
 
 
 def summary(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, int, float, float]]:
-    """(backend, direction, native name, size, xdrop ns/elem, native ns/elem) for each measured pair."""
+    """(backend, direction, native name, size, xdrop ns/elem, native ns/elem) for each measured pair.
+
+    The functional call (``xdrop``) is compared with the backend's native dropout (:data:`NATIVE`), the
+    torch layer (``xdrop-layer``) with ``nn.Dropout`` (``torch-layer``) as backend "<backend> (layers)".
+    """
     by: dict[tuple[str, str, str, str, int], float] = {}
     for r in rows:
         if isinstance(r.get("size"), int) and isinstance(r.get("ns_per_element"), (int, float)):
@@ -115,12 +130,16 @@ def summary(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, int, float,
             by[key] = float(r["ns_per_element"])
     out = []
     for (backend, direction, dtype, name, size), t in sorted(by.items()):
-        if name != "xdrop":
+        if name == "xdrop":
+            label, peers = backend, NATIVE.get(backend, ())
+        elif name == "xdrop-layer":  # xdrop.torch.Dropout against nn.Dropout
+            label, peers = f"{backend} (layers)", ("torch-layer",)
+        else:
             continue
-        native = next((n for n in NATIVE.get(backend, ()) if (backend, direction, dtype, n, size) in by), None)
+        native = next((n for n in peers if (backend, direction, dtype, n, size) in by), None)
         if native is not None:
-            out.append((backend, direction, native, size, t, by[(backend, direction, dtype, native, size)]))
-    return out
+            out.append((label, direction, native, size, t, by[(backend, direction, dtype, native, size)]))
+    return sorted(out)
 
 
 def _size(n: int) -> str:
@@ -131,79 +150,21 @@ def _kv(mapping: dict[str, Any]) -> str:
     return md_table(["", ""], [[k, _fmt(v)] for k, v in mapping.items()])
 
 
-def summary_plot(pairs: list[tuple[str, str, str, int, float, float]], out: Path, title: str) -> bool:
-    """xdrop (solid) and the native dropout (dashed) per backend, forward, ns/element over sizes."""
-    fwd = [p for p in pairs if p[1] == "forward"]
-    if not fwd:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for i, backend in enumerate(sorted({p[0] for p in fwd})):
-        pts = sorted(p for p in fwd if p[0] == backend)
-        color = f"C{i}"
-        sizes = [p[3] for p in pts]
-        ax.plot(sizes, [p[4] for p in pts], marker="o", ms=3, color=color, label=f"{backend}: xdrop")
-        ax.plot(sizes, [p[5] for p in pts], ls="--", marker="x", ms=3, color=color, label=f"{backend}: {pts[0][2]}")
-    ax.set(xscale="log", yscale="log", xlabel="size (elements)", ylabel="median ns / element (forward)", title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, metadata={"Software": None})
-    plt.close(fig)
-    return True
-
-
 def image(name: str, alt: str) -> str:
     # The fragment is included into docs/performance.md, so paths resolve from docs/.
     return f"```{{image}} _generated/{name}\n:alt: {alt}\n```\n"
 
 
-def section(path: Path) -> tuple[str, str]:
-    """(summary, raw tables) of one result file: the page shows every summary before any raw table."""
+def raw_section(path: Path) -> str:
+    """Every row of one result file, grouped by the library that ran it, and the run's details."""
     data = json.loads(path.read_text())
     machine = machine_name(data) if isinstance(data, dict) else "not recorded in the file"
-    parts = [f"### {machine}\n", f"From `benchmarks/results/{path.name}`.\n"]
     rows = records(data)
-    pairs = summary(rows) if rows is not None else []
-    if pairs:
-        parts.append(
-            f"**Summary** ({machine}): xdrop against the native dropout, median ns per element; "
-            "ratio = xdrop time / native time (below 1: xdrop is faster).\n"
-        )
-        parts.append(
-            md_table(
-                ["backend", "direction", "size", "xdrop", "native", "native ns/elem", "ratio"],
-                [
-                    [
-                        b,
-                        d,
-                        _size(s),
-                        f"{x:.3g}",
-                        n,
-                        f"{t:.3g}",
-                        f"{x / t:.2f}",
-                    ]
-                    for b, d, n, s, x, t in pairs
-                ],
-            )
-        )
-        if summary_plot(pairs, GENERATED / f"bench-{path.stem}-summary.png", machine):
-            parts.append(
-                image(f"bench-{path.stem}-summary.png", f"xdrop against native dropout per backend, {machine}")
-            )
-    mlp = data.get("mlp") if isinstance(data, dict) else None
-    if isinstance(mlp, dict):
-        parts.append(f"**Small-MLP epoch time** ({machine})\n\n" + _kv(mlp))
-    head = "\n".join(parts)
-    parts = [f"### {machine}\n", f"From `benchmarks/results/{path.name}`.\n"]
+    parts = [f"### {path.name}\n", f"Measured {run_date(path, data)} ({machine}).\n"]
     if rows is None:
         parts.append("The layout of this file is not one this page reads; its content:\n")
         parts.append("% not run: benchmark data, not code\n```json\n" + json.dumps(data, indent=1)[:20000] + "\n```\n")
-        return head, "\n".join(parts)
+        return "\n".join(parts)
     own_png = path.with_suffix(".png")
     if own_png.exists():
         shutil.copyfile(own_png, GENERATED / f"bench-{path.stem}-own.png")
@@ -211,12 +172,107 @@ def section(path: Path) -> tuple[str, str]:
     header = list(dict.fromkeys(k for r in rows for k in r))
     for backend in sorted({owner(r) for r in rows}):
         group = [r for r in rows if owner(r) == backend][:MAX_ROWS]
-        parts.append(
-            f"**{backend}** ({machine})\n\n" + md_table(header, [[_fmt(r.get(k, "")) for k in header] for r in group])
-        )
+        parts.append(f"**{backend}**\n\n" + md_table(header, [[_fmt(r.get(k, "")) for k in header] for r in group]))
     if isinstance(data, dict) and isinstance(data.get("meta"), dict):
-        parts.append(f"**Run details** ({machine})\n\n" + _kv(data["meta"]))
-    return head, "\n".join(parts)
+        parts.append("**Run details**\n\n" + _kv(data["meta"]))
+    return "\n".join(parts)
+
+
+def run_date(path: Path, data: Any) -> str:
+    """The day the file was measured: its ``meta.date``, else the date in its name, else "date not recorded"."""
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("date"), str):
+        return str(meta["date"])[:10]
+    found = re.search(r"\d{4}-\d{2}-\d{2}", path.stem)
+    return found.group(0) if found else "date not recorded"
+
+
+def _ratio_cell(x: float, t: float) -> str:
+    return f"{x:.3g} vs {t:.3g}: {x / t:.2f}x"
+
+
+def comparison_table(pairs: list[tuple[str, str, str, int, float, float]]) -> str:
+    """One row per backend and size; per direction, "xdrop vs native ns/element: xdrop/nativex"."""
+    directions = [d for d in DIRECTIONS if any(p[1] == d for p in pairs)]
+    cells: dict[tuple[str, str, int], dict[str, str]] = defaultdict(dict)
+    for backend, direction, native, size, x, t in pairs:
+        if direction in directions:
+            cells[(backend, native, size)][direction] = _ratio_cell(x, t)
+    rows = [
+        [backend, f"`{native}`", _size(size), *(found.get(d, "") for d in directions)]
+        for (backend, native, size), found in sorted(cells.items())
+    ]
+    return md_table(["backend", "native", "size", *directions], rows)
+
+
+def comparison_plot(pairs: list[tuple[str, str, str, int, float, float]], out: Path, title: str) -> bool:
+    """One panel per direction: ns/element over sizes, xdrop solid and the native dropout dashed, per backend."""
+    directions = [d for d in DIRECTIONS if any(p[1] == d for p in pairs)]
+    if not directions:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(directions), figsize=(4.2 * len(directions), 4), dpi=110, squeeze=False)
+    backends = sorted({p[0] for p in pairs})
+    for ax, direction in zip(axes[0], directions, strict=True):
+        for i, backend in enumerate(backends):
+            pts = sorted(p for p in pairs if p[0] == backend and p[1] == direction)
+            if not pts:
+                continue
+            sizes = [p[3] for p in pts]
+            ax.plot(sizes, [p[4] for p in pts], marker="o", ms=4, color=f"C{i}", label=f"{backend}: xdrop")
+            ax.plot(
+                sizes, [p[5] for p in pts], ls="--", marker="x", ms=4, color=f"C{i}", label=f"{backend}: {pts[0][2]}"
+            )
+        ax.set(xscale="log", yscale="log", xlabel="elements", title=direction)
+        ax.set_xscale("log", base=2)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("median ns per element (lower is faster)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def fragment(path: Path) -> str:
+    """The part of the page for one result file: when and where, the comparison table and its plot."""
+    data = json.loads(path.read_text())
+    machine = machine_name(data) if isinstance(data, dict) else "not recorded in the file"
+    date = run_date(path, data)
+    rows = records(data)
+    pairs = summary(rows) if rows is not None else []
+    parts = [f"Measured {date} ({machine}); raw file `benchmarks/results/{path.name}`.\n"]
+    if not pairs:
+        parts.append("This file holds no xdrop and native rows of the same size to compare; see its raw rows below.\n")
+        return "\n".join(parts)
+    parts.append(
+        "Median time per element, xdrop against the native dropout of each library, and their ratio "
+        "(below 1x: xdrop is faster).\n"
+    )
+    parts.append(comparison_table(pairs))
+    name = f"perf-{path.stem}.png"
+    if comparison_plot(pairs, GENERATED / name, f"{machine}, {date}"):
+        parts.append(image(name, f"ns per element over sizes, xdrop and the native dropout, {machine}, {date}"))
+    mlp = data.get("mlp") if isinstance(data, dict) else None
+    if isinstance(mlp, dict):
+        parts.append("**Small-MLP epoch time**\n\n" + _kv(mlp))
+    return "\n".join(parts)
+
+
+def not_included(files: list[Path]) -> list[str]:
+    """Result files whose fragment no page includes (attention-*.json: the attention page reads them)."""
+    text = "".join(p.read_text() for p in INCLUDERS if p.exists())
+    return [
+        f"performance: benchmarks/results/{f.name} is not shown: include _generated/perf-{f.stem}.md in "
+        "docs/performance.md"
+        for f in files
+        if f"perf-{f.stem}.md" not in text and f.name not in text
+    ]
 
 
 def generate() -> list[str]:
@@ -228,8 +284,9 @@ def generate() -> list[str]:
             "`python -m xdrop bench --json benchmarks/results/<machine>.json` and rebuild.\n```\n"
         )
     else:
-        done = [section(f) for f in files]
-        text = "## Summary: xdrop against the native dropout\n\n" + "\n".join(h for h, _ in done)
-        text += "\n## Raw measurements\n\n" + "\n".join(r for _, r in done)
+        GENERATED.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            write_if_changed(GENERATED / f"perf-{f.stem}.md", fragment(f))
+        text = "\n".join(raw_section(f) for f in files)
     write_if_changed(PAGE, text)
-    return []
+    return not_included(files)

@@ -23,7 +23,6 @@ another, never the package.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from .._values import IMPLS, check_impl
@@ -31,6 +30,7 @@ from ._engines import HOST_ENGINES, HOST_IMPLS, MaskKernel
 from ._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel, host_dropout_into
 from ._reference import reference
 from ._select import (
+    FIRST_SEEN,
     LIBRARIES,
     Library,
     block_mask,
@@ -69,7 +69,20 @@ def torch_dropout(
     x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
 ) -> Any:
     """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
-    ops: Any = sys.modules.get(f"{__name__}._torch_ops")  # imported once; a per-call import statement costs
-    if ops is None:
-        from . import _torch_ops as ops
-    return ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+    from . import _torch_ops  # imported when torch was first seen: here a cached import
+
+    return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+
+
+def _register_torch_operator() -> None:
+    """Import the operator's module when torch is first seen, before a call uses it or takes a Generator's step.
+
+    An import statement, not a look-up in ``sys.modules``: the statement waits while another
+    thread runs the module, where the look-up would find it half-initialised; and
+    torch.compile, when the first call is traced, runs the import rather than guarding on
+    ``sys.modules`` (a guard that the import itself then breaks).
+    """
+    from . import _torch_ops  # noqa: F401
+
+
+FIRST_SEEN["torch"] = _register_torch_operator

@@ -80,7 +80,7 @@ def _scores(q: Any, k: Any, bias: Any, mask: Any, scale: float, is_causal: bool,
         s = jnp.where(tril, s, jnp.asarray(-jnp.inf, ct))
     if not uniform:
         return s, None
-    empty = jnp.max(s, axis=-1, keepdims=True) == -jnp.inf
+    empty = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf) == -jnp.inf
     return jnp.where(empty, jnp.zeros_like(s), s), empty
 
 
@@ -103,7 +103,7 @@ def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: tupl
 
     dropout_p, scale, is_causal, shared, empty_rows = cfg
     s, empty = _scores(q, k, bias, mask, scale, is_causal, empty_rows != "nan")
-    m = jnp.max(s, axis=-1, keepdims=True)
+    m = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf)  # -inf: no key (S = 0) gives out 0
     lse = m + jnp.log(jnp.sum(jnp.exp(s - m), axis=-1, keepdims=True))
     w = _empty_to_zero(jnp.exp(s - lse), empty, empty_rows)
     if dropout_p > 0.0:
@@ -217,10 +217,13 @@ def backward(
 
 
 def _expand_heads(x: Any, heads: int, name: str) -> Any:
-    """Grouped-query attention: repeat each of x's heads (dim -3) to ``heads`` (a multiple of them)."""
+    """Grouped-query attention: repeat each of x's heads (dim -3) to ``heads`` (a multiple of them).
+
+    One head on either side is left to broadcasting, as NumPy and torch do.
+    """
     import jax.numpy as jnp
 
-    if x.ndim < 3 or x.shape[-3] == heads:
+    if x.ndim < 3 or x.shape[-3] == heads or 1 in (heads, x.shape[-3]):
         return x
     if heads % x.shape[-3]:
         raise ValueError(

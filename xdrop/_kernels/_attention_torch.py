@@ -5,20 +5,29 @@ takes q ``(N, L, E)``, k ``(N, S, E)``, v ``(N, S, Ev)`` and returns
 ``(out, lse)``: out ``(N, L, Ev)`` and the log-sum-exp of each row of the
 scaled, biased scores (``(N, L)``, float32, float64 for float64 inputs, -inf
 for a row whose every key is masked out). ``bias`` is None or an additive
-float ``(Nb, Lb, Sb)`` with ``Lb`` in ``{1, L}``, ``Sb`` in ``{1, S}`` and
-``Nb`` dividing ``N``: row ``n`` takes ``bias[n // (N // Nb)]`` (so a
-``(batch, 1, L, S)`` padding mask serves every head without a copy).
-``seed_step`` is the int64 ``(seed, step)`` pair of ``xdrop::dropout``.
+float mask of q's dtype, ``(Bo, Bi, Lb, Sb)`` with ``Lb`` in ``{1, L}``, ``Sb``
+in ``{1, S}`` and the rows ``N = No * Ni`` read as ``(outer, inner)`` pairs:
+``Bo`` is 1 or ``No`` and ``Bi`` is 1 or ``Ni``, so the bias varies along the
+outer rows only (``(batch, 1, L, S)`` over ``batch * heads`` rows), the inner
+ones only (``(1, heads, L, S)``) or both, and ``Ni`` follows from the shapes
+(``Bi`` where it is not 1, else ``N // Bo``). Row ``n`` adds ``bias[n // Ni, n %
+Ni]``, broadcast where a size is 1: by index, no row of it copied. A 3-d
+``(Nb, Lb, Sb)`` bias is ``(Nb, 1, Lb, Sb)``. ``seed_step`` is the int64
+``(seed, step)`` pair of ``xdrop::dropout``.
 
 The keep decision of weight ``(n, i, j)`` is stream v1's at flat index ``(n *
 L + i) * S + j``. Autograd saves q, k, v, bias and lse (and out where a device
 kernel's backward reads it; nothing of ``L * S`` elements); backward computes
-the weights again, block by block, and draws the same mask. On the CPU (and,
-until a device kernel is connected, other devices) the blocks are runs of
-query rows with all ``S`` keys: each block's scores, weights and mask are
-``O(rows * S)``, at most ``BLOCK`` elements unless one row is larger, its mask
-one contiguous range of flat indices, and its softmax exact (no online
-rescaling is needed when a block holds whole rows).
+the weights again, block by block, and draws the same mask; where the bias
+requires grad, ``xdrop::attention_backward_bias`` also sums each block's
+score gradient into the bias's shape. On the CPU (and, until a device kernel
+is connected, other devices) the blocks are runs of query rows with all ``S``
+keys: each block's scores, weights and mask are ``O(rows * S)``, at most
+``BLOCK`` elements unless one row is larger, its mask one contiguous range of
+flat indices, and its softmax exact (no online rescaling is needed when a
+block holds whole rows). float16 and bfloat16 inputs are computed in float32
+(as torch's math path on the CPU), so scores that overflow before scaling
+stay finite. With no keys (``S = 0``) out is 0 and lse -inf.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any, cast
 
 import torch
 
-from .._stream import keep_count, scale_for
+from .._stream import TWO32, keep_count, scale_for
 from ._torch_ops import _unpack, to_int64
 
 # Elements of one block's score matrix: 2**20 (4 MiB in float32) keeps a block in cache-sized pieces
@@ -55,11 +64,30 @@ def _cuda_module() -> Any:
     return _cuda[0]
 
 
+def bias_layout(bias: Any, n: int, length: int, keys: int) -> tuple[Any, int]:
+    """``(bias4, inner)``: ``bias`` as ``(Bo, Bi, Lb, Sb)`` and ``Ni``, row ``n`` adding ``bias4[n // Ni, n % Ni]``."""
+    if bias.ndim == 3:
+        bias = bias[:, None]
+    if bias.ndim != 4:
+        raise ValueError(f"bias must be (Bo, Bi, Lb, Sb) or (Nb, Lb, Sb), got bias.shape={tuple(bias.shape)}")
+    bo, bi, lb, sb = bias.shape
+    inner = bi if bi > 1 else n // bo if bo > 1 else max(n, 1)
+    if lb not in (1, length) or sb not in (1, keys) or n % inner or bo not in (1, n // inner):
+        raise ValueError(
+            f"bias of shape {tuple(bias.shape)} does not broadcast over the weights' ({n}, {length}, {keys}) "
+            "as (outer rows, inner rows, L, S)"
+        )
+    return bias, inner
+
+
 def _contract_bias(bias: Any, n: int) -> Any:
-    """``bias`` as the device kernels take it: leading size 1 or ``n`` (a copy where it serves groups of rows)."""
-    if bias is None or bias.shape[0] in (1, n):
-        return bias
-    return bias.repeat_interleave(n // bias.shape[0], 0)
+    """``bias`` as the device kernels take it, ``(1 or n, Lb, Sb)``: a copy where it serves groups of rows."""
+    if bias is None:
+        return None
+    b4, inner = bias_layout(bias, n, bias.shape[-2], bias.shape[-1])
+    if b4.shape[0] * b4.shape[1] == 1:
+        return b4[0]
+    return b4.expand(n // inner, inner, *b4.shape[2:]).reshape(n, *b4.shape[2:])
 
 
 def blocks(n: int, length: int, keys: int) -> Iterator[tuple[int, int, int, int]]:
@@ -75,25 +103,58 @@ def blocks(n: int, length: int, keys: int) -> Iterator[tuple[int, int, int, int]
             yield i, i + 1, i0, min(i0 + rows, length)
 
 
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
+def _bias_runs(
+    bias4: Any, inner: int, n0: int, n1: int, i0: int, i1: int
+) -> Iterator[tuple[int, int, tuple[Any, ...]]]:
+    """``(a, c, index)``: the block's problems ``n0 + a .. n0 + c`` add ``bias4[index]`` (a view, broadcasting)."""
+    bo, bi, lb, _ = bias4.shape
+    rows = slice(i0, i1) if lb > 1 else slice(0, 1)
+    n = n0
+    while n < n1:
+        outer, at = divmod(n, inner)
+        end = min(n1, (outer + 1) * inner)
+        lead = slice(at, at + end - n) if bi > 1 else slice(0, 1)
+        yield n - n0, end - n0, (outer if bo > 1 else 0, lead, rows)
+        n = end
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Scores, softmax and products: float64 for float64, else float32 (half types as torch's CPU math path)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _scores(q: Any, k: Any, bias: Any, scale: float, is_causal: bool, n0: int, n1: int, i0: int, i1: int) -> Any:
-    """Scaled, biased, causally masked scores of a block, ``(n1 - n0, i1 - i0, S)``, in q's dtype."""
+    """Scaled, biased, causally masked scores of a block, ``(n1 - n0, i1 - i0, S)``; ``bias`` a layout's pair."""
     s = torch.matmul(q[n0:n1, i0:i1], k[n0:n1].transpose(1, 2))
     s.mul_(scale)
     if bias is not None:
-        per = q.shape[0] // bias.shape[0]
-        rows = bias[n0 // per : (n1 - 1) // per + 1]
-        if per > 1 and rows.shape[0] > 1:
-            rows = rows.repeat_interleave(per, 0)[n0 % per : n0 % per + n1 - n0]
-        s.add_(rows if rows.shape[1] == 1 else rows[:, i0:i1])
+        bias4, inner = bias
+        for a, c, index in _bias_runs(bias4, inner, n0, n1, i0, i1):
+            s[a:c].add_(bias4[index])
     if is_causal:
         j = torch.arange(s.shape[-1], device=s.device)
         i = torch.arange(i0, i1, device=s.device)
         s.masked_fill_(j[None, :] > i[:, None], -math.inf)
     return s
+
+
+def _host_keep(start: int, count: int, seed: int, step: int, kk: int) -> Any:
+    """A CPU block's keep flags, drawn by the compiled kernel on the calling thread.
+
+    The block's products run on torch's intra-op threads; the host driver's own pool beside
+    them gains nothing at a block's size (2**20 flags take the kernel about 0.3 ms, the
+    block's ``q k^T`` alone about 12 ms at E = 64) and makes two pools fight for the cores
+    of a busy machine. Without the compiled kernel, the NumPy engine (and its threads).
+    """
+    from . import _host, _native
+
+    out = torch.empty(count, dtype=torch.bool)
+    lib = _native.library()
+    if lib is None or kk in (0, TWO32):
+        _host.mask_into(out.numpy(), start, seed, step, kk, _host.default_engine())
+    else:
+        lib.xd_mask(start, count, seed, step, kk, out.data_ptr())
+    return out
 
 
 def _keep(q: Any, seed: int, step: int, kk: int, n0: int, n1: int, i0: int, i1: int, keys: int) -> Any:
@@ -104,26 +165,39 @@ def _keep(q: Any, seed: int, step: int, kk: int, n0: int, n1: int, i0: int, i1: 
     length = q.shape[1]
     start = (n0 * length + i0) * keys
     count = (n1 - n0) * (i1 - i0) * keys
+    if q.device.type == "cpu":
+        return _host_keep(start, count, seed, step, kk).view(n1 - n0, i1 - i0, keys)
     xp = _namespace()
     flat = select_mask(xp, "auto", q.device)(xp, start, count, seed, step, kk, q.device)
     return flat.to(q.device).view(n1 - n0, i1 - i0, keys)
+
+
+def _prepared(q: Any, k: Any, v: Any, bias: Any) -> tuple[Any, Any, Any, Any]:
+    """q, k, v detached in the compute dtype, and bias as its ``(bias4, inner)`` layout (or None)."""
+    ct = _compute_dtype(q.dtype)
+    q, k, v = (t.detach().to(ct) for t in (q, k, v))
+    if bias is not None:
+        bias = bias_layout(bias.detach().to(ct), q.shape[0], q.shape[1], k.shape[1])
+    return q, k, v, bias
 
 
 def forward(
     q: Any, k: Any, v: Any, bias: Any, dropout_p: float, scale: float, seed: int, step: int, is_causal: bool
 ) -> tuple[Any, Any]:
     """``(out, lse)`` of attention with dropout, computed block by block (see the module docs)."""
-    if q.is_cuda and (cuda := _cuda_module()) is not None:
+    if q.is_cuda and k.shape[1] and (cuda := _cuda_module()) is not None:  # no keys: the blocked code's zeros
         bias = _contract_bias(bias, q.shape[0])
         return cast(tuple[Any, Any], cuda.forward(q, k, v, bias, dropout_p, scale, seed, step, is_causal))
-    q, k, v = (t.detach() for t in (q, k, v))
-    bias = None if bias is None else bias.detach()
+    dtype = q.dtype
+    q, k, v, bias = _prepared(q, k, v, bias)
     n, length, _ = q.shape
     keys = k.shape[1]
+    lse = torch.full((n, length), -math.inf, dtype=q.dtype, device=q.device)
+    if keys == 0:  # no key: every row's weights are empty, its output 0 (torch's SDPA)
+        return torch.zeros((n, length, v.shape[2]), dtype=dtype, device=q.device), lse
     out = q.new_empty((n, length, v.shape[2]))
-    lse = torch.empty((n, length), dtype=_lse_dtype(q.dtype), device=q.device)
     kk = keep_count(dropout_p)
-    a = scale_for(kk, torch, q.dtype)
+    a = scale_for(kk, torch, q.dtype)  # the compute dtype's, as the JAX and Triton kernels
     for n0, n1, i0, i1 in blocks(n, length, keys):
         s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
         top = s.amax(-1, keepdim=True)
@@ -135,7 +209,21 @@ def forward(
         if dropout_p > 0:
             s.mul_(a).masked_fill_(~_keep(q, seed, step, kk, n0, n1, i0, i1, keys), 0.0)
         torch.matmul(s, v[n0:n1], out=out[n0:n1, i0:i1])
-    return out, lse
+    return out.to(dtype), lse
+
+
+def _add_bias_grad(dbias: Any, inner: int, ds: Any, n0: int, n1: int, i0: int, i1: int) -> None:
+    """Add a block's score gradient ``ds`` into ``dbias`` (the bias's layout), summed where the bias broadcasts."""
+    _, bi, lb, sb = dbias.shape
+    for a, c, index in _bias_runs(dbias, inner, n0, n1, i0, i1):
+        g = ds[a:c]
+        if bi == 1:
+            g = g.sum(0, keepdim=True)
+        if lb == 1:
+            g = g.sum(1, keepdim=True)
+        if sb == 1:
+            g = g.sum(2, keepdim=True)
+        dbias[index].add_(g)
 
 
 def backward(
@@ -151,24 +239,30 @@ def backward(
     seed: int,
     step: int,
     is_causal: bool,
-) -> tuple[Any, Any, Any]:
-    """``(dq, dk, dv)``: the weights of each block computed again from ``lse``, the mask drawn again."""
-    if q.is_cuda and (cuda := _cuda_module()) is not None:
+    bias_grad: bool = False,
+) -> tuple[Any, ...]:
+    """``(dq, dk, dv)``, and ``dbias`` if ``bias_grad``: each block's weights computed again from ``lse``,
+    the mask drawn again."""
+    if q.is_cuda and k.shape[1] and not bias_grad and (cuda := _cuda_module()) is not None:
         return cast(
             tuple[Any, Any, Any],
             cuda.backward(
                 dout, q, k, v, _contract_bias(bias, q.shape[0]), out, lse, dropout_p, scale, seed, step, is_causal
             ),
         )
+    dtypes = (q.dtype, k.dtype, v.dtype)
+    bias_in = bias
+    q, k, v, bias = _prepared(q, k, v, bias)
     n, length, _ = q.shape
     keys = k.shape[1]
-    dout = dout.contiguous()
-    dq = torch.empty_like(q)
+    dout = dout.detach().to(q.dtype).contiguous()
+    dq = torch.empty_like(q) if keys else torch.zeros_like(q)  # every row is written where there are keys
     dk = torch.zeros_like(k)
     dv = torch.zeros_like(v)
+    dbias = None if bias is None else torch.zeros_like(bias[0])
     kk = keep_count(dropout_p)
     a = scale_for(kk, torch, q.dtype)
-    for n0, n1, i0, i1 in blocks(n, length, keys):
+    for n0, n1, i0, i1 in blocks(n, length, keys) if keys else ():
         s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
         top = lse[n0:n1, i0:i1, None].to(q.dtype)
         s.sub_(top.masked_fill(top == -math.inf, 0.0)).exp_()  # P, the weights before dropout
@@ -181,11 +275,18 @@ def backward(
         else:
             dropped = s
         dv[n0:n1] += torch.matmul(dropped.transpose(1, 2), g)
-        ds = s * (dp - (s * dp).sum(-1, keepdim=True))  # softmax's backward
+        ds = s * (dp - (s * dp).sum(-1, keepdim=True))  # softmax's backward: the biased scores' gradient
+        if bias_grad and dbias is not None:
+            _add_bias_grad(dbias, bias[1], ds, n0, n1, i0, i1)
         ds.mul_(scale)
         torch.matmul(ds, k[n0:n1], out=dq[n0:n1, i0:i1])
         dk[n0:n1] += torch.matmul(ds.transpose(1, 2), q[n0:n1, i0:i1])
-    return dq, dk, dv
+    grads = tuple(t.to(d) for t, d in zip((dq, dk, dv), dtypes, strict=True))
+    if not bias_grad:
+        return grads
+    if dbias is None:
+        raise ValueError("bias_grad needs a bias")
+    return (*grads, dbias.reshape(bias_in.shape).to(bias_in.dtype))
 
 
 @torch.library.custom_op("xdrop::attention", mutates_args=())
@@ -215,7 +316,7 @@ def _(
     is_causal: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
-    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q.dtype))
+    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=_compute_dtype(q.dtype))
 
 
 @torch.library.custom_op("xdrop::attention_backward", mutates_args=())
@@ -254,6 +355,41 @@ def _(
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
+@torch.library.custom_op("xdrop::attention_backward_bias", mutates_args=())
+def _attention_backward_bias_op(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    lse: torch.Tensor,
+    seed_step: torch.Tensor,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``xdrop::attention_backward`` and the bias's gradient: ``(dq, dk, dv, dbias)``, dbias of bias's shape."""
+    seed, step = _unpack(seed_step)
+    grads = backward(dout, q, k, v, bias, None, lse, dropout_p, scale, seed, step, is_causal, bias_grad=True)
+    return cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], grads)
+
+
+@_attention_backward_bias_op.register_fake
+def _(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    lse: torch.Tensor,
+    seed_step: torch.Tensor,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(bias)
+
+
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     q, k, v, bias, seed_step, dropout_p, scale, is_causal = inputs
     out, lse = output
@@ -267,6 +403,9 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
 
 def _backward(ctx: Any, dout: Any, _dlse: Any) -> tuple[Any, ...]:
     q, k, v, bias, out, lse, seed_step = ctx.saved_tensors
+    if bias is not None and ctx.needs_input_grad[3]:  # the bias's gradient, from the same recomputed blocks
+        dq, dk, dv, dbias = BACKWARD_BIAS(dout, q, k, v, bias, lse, seed_step, *ctx.args)
+        return dq, dk, dv, dbias, None, None, None, None
     dq, dk, dv = BACKWARD(dout, q, k, v, bias, out, lse, seed_step, *ctx.args)
     return dq, dk, dv, None, None, None, None, None
 
@@ -274,6 +413,7 @@ def _backward(ctx: Any, dout: Any, _dlse: Any) -> tuple[Any, ...]:
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
 OP = torch.ops.xdrop.attention.default
 BACKWARD = torch.ops.xdrop.attention_backward.default
+BACKWARD_BIAS = torch.ops.xdrop.attention_backward_bias.default
 
 
 def attention(

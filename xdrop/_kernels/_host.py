@@ -12,20 +12,21 @@ size of the array: no full-size uint32/uint64/float64 temporary.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
+
+# queue's C core: the queue module imports heapq (~10 ms of a fresh import xdrop).
+from _queue import Empty, SimpleQueue
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..random._philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 from ..random._words import MASK32
 from . import _native
-
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
 
 ENGINES = ("numpy", "c")
 # Elements per piece of the NumPy engine: its ~10 buffers (~200 KiB) stay in L2.
@@ -34,39 +35,106 @@ PIECE = 1 << 14
 PARALLEL_MIN = 1 << 17
 # Ranges handed to threads start at multiples of this (whole Philox blocks and C chunks).
 ALIGN = 128
+# Ranges per thread of a large call: a cancelled call waits for at most one range per thread.
+_RANGES_PER_WORKER = 4
 
 _M0, _M1, _LO = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1), np.uint64(MASK32)
 _S32 = np.uint64(32)
-_pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+# Calls waiting for a pool thread; the pool's threads, started on the first large call.
+_calls: SimpleQueue[_Call] | None = None
 
 
 def _workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            # Imported on the first large call, not with xdrop: concurrent.futures (and the logging it
-            # imports) is ~10 ms of a fresh process's start.
-            from concurrent.futures import ThreadPoolExecutor
+class _Call:
+    """One ``run_ranges`` call: its ranges, which of them are taken or done, and a cancel flag.
 
-            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="xdrop")
-        return _pool
+    Any thread (the caller or a pool thread) takes a range from ``todo``, marks it
+    taken, runs it unless the call is cancelled and marks it done. Only plain
+    attribute and list-item stores and C-level queue operations touch the shared
+    state: no lock that an exception raised in the caller (a Ctrl-C) could leave
+    held, so a pool thread can never block on the caller.
+    """
+
+    def __init__(self, body: Callable[[int, int], None], ranges: list[tuple[int, int]]) -> None:
+        self.body = body  # holds the arrays the ranges write: none is freed while a range runs
+        self.ranges = ranges
+        self.todo: SimpleQueue[int] = SimpleQueue()
+        for i in range(len(ranges)):
+            self.todo.put(i)
+        self.state = [_QUEUED] * len(ranges)
+        self.cancelled = False
+        self.errors: list[BaseException] = []
+        self.wake: SimpleQueue[None] = SimpleQueue()
+
+    def work(self, caller: bool) -> None:
+        """Run ranges until none is left; a pool thread records an error, the caller raises it."""
+        while True:
+            try:
+                i = self.todo.get_nowait()
+            except Empty:
+                return
+            self.state[i] = _TAKEN
+            try:
+                if not self.cancelled:  # read after marking: a cancelling caller waits for this range
+                    _quiet(self.body, *self.ranges[i])
+            except BaseException as exc:
+                self.cancelled = True
+                if caller:
+                    raise
+                self.errors.append(exc)
+            finally:
+                self.state[i] = _DONE
+                self.wake.put(None)
+
+    def settled(self) -> bool:
+        """Every range done; once cancelled, no range running (those not taken never run)."""
+        if self.cancelled:
+            return _TAKEN not in self.state
+        return all(s == _DONE for s in self.state)
+
+
+_QUEUED, _TAKEN, _DONE = 0, 1, 2
+
+
+def _serve(calls: SimpleQueue[_Call]) -> None:
+    while True:
+        calls.get().work(caller=False)
+
+
+def _pool() -> SimpleQueue[_Call]:
+    """The pool's queue of calls, starting its threads on first use.
+
+    Daemon threads: idle ones never hold up the interpreter's exit, and a call
+    never waits for a particular thread (the caller takes the ranges no thread took).
+    """
+    global _calls
+    with _pool_lock:
+        if _calls is None:
+            _calls = SimpleQueue()
+            for i in range(_workers() - 1):
+                threading.Thread(target=_serve, args=(_calls,), name=f"xdrop-{i}", daemon=True).start()
+        return _calls
 
 
 def _forget_pool_in_child() -> None:
     """After ``fork``: the inherited pool has no threads (work sent to it would wait
     forever) and its lock may be held by a parent thread, so start both afresh."""
-    global _pool, _pool_lock
-    _pool = None
+    global _calls, _pool_lock
+    _calls = None
     _pool_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _quiet(body: Callable[[int, int], None], lo: int, hi: int) -> None:
+    with np.errstate(all="ignore"):
+        body(lo, hi)
 
 
 def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
@@ -75,26 +143,41 @@ def run_ranges(n: int, body: Callable[[int, int], None]) -> None:
     Floating-point warnings are off in ``body`` (NumPy's error state is per
     thread): a product such as ``-0 * inf`` (float16 at p near 1) is the
     specified result, as in torch, which never warns either.
+
+    No range is running when this returns or raises, also when a signal handler
+    raises (Ctrl-C) while the call runs: the other threads stop taking ranges and
+    the call waits for the ones they run, then raises the interrupt.
     """
-
-    def quiet(lo: int, hi: int) -> None:
-        with np.errstate(all="ignore"):
-            body(lo, hi)
-
-    parts = min(_workers(), n // (PARALLEL_MIN // 2)) if n >= PARALLEL_MIN else 1
-    if parts <= 1:
-        quiet(0, n)
+    pieces = min(_RANGES_PER_WORKER * _workers(), n // (PARALLEL_MIN // 2)) if n >= PARALLEL_MIN else 1
+    if pieces <= 1 or _workers() == 1:
+        _quiet(body, 0, n)
         return
-    edges = [min(n, (n * i // parts) // ALIGN * ALIGN) for i in range(parts)] + [n]
-    ranges = [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
-    futures = [_executor().submit(quiet, lo, hi) for lo, hi in ranges[:-1]]
-    try:
-        quiet(*ranges[-1])  # the calling thread takes the last range rather than wait idle
-    finally:
-        for f in futures:  # every range is done before this returns or raises: no write outlives the call
-            f.exception()
-    for f in futures:
-        f.result()
+    edges = [min(n, (n * i // pieces) // ALIGN * ALIGN) for i in range(pieces)] + [n]
+    call = _Call(body, [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo])
+    raised: BaseException | None = None
+    started = False
+    # One loop in one frame: an exception (a Ctrl-C, a second one during the wait) is caught by a
+    # store with no call before it, where no signal handler runs, and the loop goes back to waiting.
+    while True:
+        try:
+            if not started:
+                started = True
+                calls = _pool()
+                for _ in range(min(_workers() - 1, len(call.ranges) - 1)):
+                    calls.put(call)
+                call.work(caller=True)  # the calling thread takes ranges rather than wait idle
+            if raised is not None:
+                call.cancelled = True
+            while not call.settled():
+                with contextlib.suppress(Empty):
+                    call.wake.get(timeout=0.01)  # a missed wake-up costs at most the timeout
+            break
+        except BaseException as exc:
+            raised = raised or exc
+    if raised is not None:
+        raise raised
+    if call.errors:
+        raise call.errors[0]
 
 
 class _Scratch:

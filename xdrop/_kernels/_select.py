@@ -239,13 +239,20 @@ GENERIC = Library()
 LIBRARIES: dict[str, Library] = {lib.name: lib for lib in (NumPy(), Torch(), CuPy(), Jax(), Dask())}
 # Keyed by the namespace module's name: torch.compile traces a str-keyed lookup, not a module-keyed one.
 _OF_NAMESPACE: dict[str, Library] = {}
+# Library name -> what to run before library_of first returns that library (the package registers
+# torch's operator here: the operator's module imports this one).
+FIRST_SEEN: dict[str, Callable[[], None]] = {}
 
 
 def library_of(xp: ModuleType) -> Library:
     """The :class:`Library` of namespace ``xp`` (cached per namespace; :data:`GENERIC` if it has none)."""
     found = _OF_NAMESPACE.get(xp.__name__)
     if found is None:
-        found = _OF_NAMESPACE[xp.__name__] = LIBRARIES.get(namespace_name(xp), GENERIC)
+        found = LIBRARIES.get(namespace_name(xp), GENERIC)
+        prepare = FIRST_SEEN.get(found.name)
+        if prepare is not None:
+            prepare()  # before caching: no thread finds the library before it is ready
+        _OF_NAMESPACE[xp.__name__] = found
     return found
 
 
