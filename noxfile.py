@@ -216,6 +216,8 @@ FRAMEWORK_MODULES = [
     "xdrop/_torch_attention.py",
     "xdrop/_torch_clones.py",
     "xdrop/_torch_pretrained.py",
+    "xdrop/_torch_mha.py",
+    "xdrop/_torch_report.py",
     "xdrop/distributed.py",
     "xdrop/flax.py",
     "xdrop/keras.py",
@@ -387,6 +389,21 @@ def docs(session: nox.Session) -> None:
         session.warn(message + "; install it (apt-get install chromium, as root) or set XDROP_CHROMIUM")
         return
     session.run(FRAMEWORKS.python(), *site_check, env={"XDROP_CHROMIUM": browser}, external=True)
+
+
+# timm imports torchvision, whose wheels load only beside the torch build they were made for: the CUDA
+# build of the pinned torch from the package index (a large download), not the CPU build the other
+# environments use. So the timm models run here, in their own environment, not in the default set.
+TIMM_REQUIREMENTS = ("torchvision==0.28.0", "timm>=1.0", "transformers")
+
+
+@nox.session(default=False)
+def models_timm(session: nox.Session) -> None:
+    """The model sweep's timm models (ViT, ConvNeXt, ResNet) beside torch's package-index build and torchvision."""
+    session.install(*CONSTRAINTS, *BUILD_REQUIREMENTS)  # no --find-links: torchvision needs the index's torch build
+    session.install("--no-build-isolation", *CONSTRAINTS, "-e", ".[test]", *TIMM_REQUIREMENTS)
+    args = session.posargs or ["-q", "-p", "no:cacheprovider", "-k", "timm"]
+    session.run("pytest", "tests/test_model_sweep.py", "tests/test_torch_conversion.py", *args)
 
 
 @nox.session(default=False)

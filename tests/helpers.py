@@ -123,3 +123,18 @@ def assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
     udt = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[got.dtype.itemsize]
     same = (got.view(udt) == want.view(udt)) | (np.isnan(got) & np.isnan(want))
     assert same.all(), (got[~same], want[~same])
+
+
+# -- optional packages ----------------------------------------------------------------------------
+
+
+def import_timm():
+    """timm, or a pytest skip saying why: its torchvision loads only beside the torch build it was made for."""
+    import pytest
+
+    try:
+        import timm
+    except (ImportError, RuntimeError) as e:  # torchvision of another torch build: "operator torchvision::nms ..."
+        why = f"{type(e).__name__}: {e}"
+        pytest.skip(f"timm cannot be imported here ({why}); the timm tests run in `nox -s models_timm`")
+    return timm

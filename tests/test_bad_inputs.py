@@ -228,6 +228,34 @@ LAYER_CASES: list[Case] = [
         "xdrop.torch.onnx_export takes no f= argument: it exports with dynamo=True and returns the ONNXProgram "
         "(save it with program.save(path)), got f='model.onnx'",
     ),
+    layer_case(
+        "torch.replace_dropout",
+        "verbose an int",
+        lambda: (xt().replace_dropout, (torch().nn.Linear(2, 2),), {"seed": 1, "verbose": 1}),
+        TypeError,
+        "verbose must be a bool, got verbose=1",
+    ),
+    layer_case(
+        "torch.dropout_report",
+        "module an int",
+        lambda: (xt().dropout_report, (3,), {}),
+        TypeError,
+        "module must be a torch.nn.Module, got module of type int",
+    ),
+    layer_case(
+        "torch.MultiheadAttention",
+        "seed negative",
+        lambda: (xt().MultiheadAttention, (8, 2), {"seed": -1}),
+        ValueError,
+        "seed must be an integer in [0, 2**64), got seed=-1",
+    ),
+    layer_case(
+        "torch.ScaledDotProductAttention",
+        "dropout_p above one",
+        lambda: (xt().ScaledDotProductAttention, (1.5,), {}),
+        ValueError,
+        "dropout_p must be a probability in [0, 1], got dropout_p=1.5",
+    ),
 ]
 
 

@@ -14,14 +14,15 @@ from xdrop.torch import _path_seed  # noqa: E402
 
 
 def seeds(model):
-    return [int(m.seed) % 2**64 for m in model.modules() if isinstance(m, xt.Dropout)]
+    """The dropout layers' seeds (not the attention streams': ``type`` is exact)."""
+    return [int(m.seed) % 2**64 for m in model.modules() if type(m) is xt.Dropout]
 
 
 def encoder(n=3):
     """torch's encoder built from a layer whose dropouts are already xdrop's: it deep-copies the layer n times."""
     torch.manual_seed(0)
     layer = xt.replace_dropout(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.5, batch_first=True), seed=1)
-    layer.self_attn.dropout = 0.0  # torch's own attention dropout is not what this file tests
+    layer.self_attn.dropout = 0.0  # the attention's stream draws no mask: the dropout layers' masks are compared
     return nn.TransformerEncoder(layer, n, enable_nested_tensor=False).train()
 
 
@@ -50,6 +51,7 @@ def test_transformer_encoder_layers_draw_their_own_masks():
     for same_place in (masks[i::3] for i in range(3)):
         assert not any(torch.equal(same_place[0], other) for other in same_place[1:])
     assert len(set(seeds(model))) == 9
+    assert len({int(layer.self_attn.xdrop_attention.seed) for layer in model.layers}) == 3  # attention too
     # the seeds follow the structure: blake2b(the layer's seed, its path below the clones' common ancestor)
     assert int(model.layers[1].dropout1.seed) % 2**64 == _path_seed(_path_seed(1, "dropout1"), "1.dropout1")
 

@@ -1,6 +1,7 @@
 """Whole-model conversion: the dropouts ``replace_dropout`` cannot swap as modules.
 
-Two kinds of call draw from torch's RNG without a dropout module:
+Three kinds of call draw from torch's RNG without a dropout module
+(``torch.nn.MultiheadAttention``, a fourth, is converted by :mod:`xdrop._torch_mha`):
 
 - **transformers attention** (``F.dropout`` of the weights in the "eager"
   implementation, ``dropout_p`` of ``F.scaled_dot_product_attention`` in
@@ -14,8 +15,14 @@ Two kinds of call draw from torch's RNG without a dropout module:
   with the module's own ``p`` (transformers passes ``dropout=self.dropout.p``);
   otherwise (eval, p = 0) the original implementation, so eval outputs are
   unchanged bit for bit.
+- **attention call sites**: a module (not the converted one itself) whose
+  ``forward`` calls ``F.scaled_dot_product_attention`` (timm's attention,
+  hand-written blocks) gets a child ``xdrop_attention`` too; while its
+  forward runs in training, a ``TorchFunctionMode`` runs its calls with
+  ``dropout_p > 0`` through :func:`xdrop.scaled_dot_product_attention` at
+  that stream's next step.
 - **other functional calls** made while the converted module's ``forward``
-  runs: ``torch.nn.functional.dropout`` (and so ``nn.Dropout`` subclasses the
+  runs in training: ``torch.nn.functional.dropout`` (and so ``nn.Dropout`` subclasses the
   conversion leaves as they are) and ``F.scaled_dot_product_attention`` with
   ``dropout_p > 0`` are routed to xdrop by a ``TorchFunctionMode``. Their
   stream is the converted module's int64 buffer ``xdrop_functional``
@@ -25,7 +32,7 @@ Two kinds of call draw from torch's RNG without a dropout module:
   child: a container such as ``nn.Sequential`` calls its children.)
 
 The ``xdrop_attention`` children are xdrop.torch dropout layers (their
-``forward`` is never called). Both kinds of state are in ``state_dict``; a
+``forward`` is never called). All this state is in ``state_dict``; a
 checkpoint without them loads (they keep their values), and
 :func:`xdrop.torch.plain_state_dict` drops them.
 """
@@ -38,12 +45,13 @@ import sys
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from ._kernels import _torch_ops
 from ._kernels._torch_ops import to_int64
 from ._torch_layers import Dropout
-from ._torch_seeded import _STEP_LOCK, path_seed
+from ._torch_seeded import _STEP_LOCK, _op_constants, path_seed
 
 STREAM = "xdrop_attention"
 FUNCTIONAL = "xdrop_functional"
@@ -53,20 +61,59 @@ CONVERTED = {"eager": "xdrop_eager", "sdpa": "xdrop_sdpa"}
 
 
 class Stream(Dropout):
-    """The ``(seed, step)`` state of one call site (its ``p`` comes from each call); not a layer to call."""
+    """The ``(seed, step)`` state of one converted attention call site; not a layer to call.
 
-    _mask_free_at_zero = False  # its p = 0 is a placeholder: each call passes its own
+    ``p`` is the dropout the site applies, shown in the repr: the owner's at
+    conversion, then the one of its latest training call (the call passes it).
+    """
 
-    def __init__(self, seed: int) -> None:
-        super().__init__(0.0, seed=seed)
+    _mask_free_at_zero = False  # its p may be 0 at conversion: each call passes its own
+
+    def __init__(self, seed: int, p: float = 0.0) -> None:
+        super().__init__(p, seed=seed)
 
     def forward(self, input: Any) -> Any:
         raise RuntimeError("xdrop's Stream holds the state of a converted call site: it is not a layer to call")
 
+    def extra_repr(self) -> str:
+        return f"p={self.p}, {self._state_repr()}"
+
+    def show(self, p: float) -> None:
+        """Record ``p`` as the dropout applied (a Python attribute: not while torch.compile traces)."""
+        if p != self.p and not torch.compiler.is_compiling():
+            self.p = p
+
+    def drop(self, x: Tensor, p: float, taken: tuple[int, int] | Tensor) -> Tensor:
+        """``x`` dropped with probability ``p`` at the ``(seed, step)`` ``taken`` by :meth:`_take`."""
+        k, a, b, c = _op_constants(False, p, x.dtype, True)
+        seed, step = taken if isinstance(taken, tuple) else (taken, 0)
+        out: Tensor = _torch_ops.dropout(x, seed, step, k, tuple(x.shape), a, b, c)
+        return out
+
+
+def forward_names(module: nn.Module) -> tuple[str, ...]:
+    """The global and attribute names the code of ``type(module).forward`` uses."""
+    forward = inspect.unwrap(type(module).forward)
+    names: tuple[str, ...] = getattr(getattr(forward, "__code__", None), "co_names", ())
+    return names
+
 
 def _dispatches_attention(module: nn.Module) -> bool:
-    forward = inspect.unwrap(type(module).forward)
-    return "ALL_ATTENTION_FUNCTIONS" in getattr(getattr(forward, "__code__", None), "co_names", ())
+    return "ALL_ATTENTION_FUNCTIONS" in forward_names(module)
+
+
+# Where attention modules keep their dropout probability: a float, or a dropout module's ``p``.
+_P_ATTRIBUTES = ("attention_dropout", "dropout", "dropout_prob", "dropout_p", "attn_dropout", "attn_drop")
+
+
+def site_p(module: nn.Module) -> float:
+    """The dropout an attention module applies in training, as far as its attributes tell (else 0)."""
+    for name in _P_ATTRIBUTES:
+        value = getattr(module, name, None)
+        value = getattr(value, "p", value)
+        if isinstance(value, (float, int)) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
 
 
 def _attention(module: nn.Module, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
@@ -81,6 +128,7 @@ def _attention(module: nn.Module, query: Any, key: Any, value: Any, attention_ma
     if not (module.training and dropout > 0):  # eval, p = 0: the original implementation, unchanged
         original: Any = stream.xdrop_original
         return original(module, query, key, value, attention_mask, **kwargs)
+    stream.show(dropout)  # type: ignore[operator]
     from ._attention import attention_with_state
 
     is_causal = kwargs.get("is_causal")
@@ -136,7 +184,7 @@ def convert_attention(module: nn.Module, base: int) -> None:
         implementation = originals.get(id(config), getattr(config, "_attn_implementation", None))
         if implementation not in CONVERTED:
             continue  # flash / flex / paged kernels: left as they are (see the docs)
-        stream = Stream(path_seed(base, f"{path}#attention")).train(sub.training)
+        stream = Stream(path_seed(base, f"{path}#attention"), site_p(sub)).train(sub.training)
         stream.xdrop_original = _original(sub, implementation)
         sub.add_module(STREAM, stream)
     # Models built from one config object share it: the converted model switches its own copy.
@@ -148,6 +196,62 @@ def convert_attention(module: nn.Module, base: int) -> None:
                 copies[id(config)] = copy.copy(config)
                 copies[id(config)]._attn_implementation = CONVERTED[config._attn_implementation]
             sub.config = copies[id(config)]
+
+
+def sdpa_arguments(args: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a ``F.scaled_dot_product_attention`` call, by name."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    return dict(zip(names, args, strict=False)) | kwargs
+
+
+class _Site(TorchFunctionMode):
+    """Routes ``F.scaled_dot_product_attention`` with ``dropout_p > 0`` to the module's stream."""
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            a = sdpa_arguments(args, kwargs)
+            p = float(a.get("dropout_p", 0.0))
+            if p > 0:
+                from ._attention import attention_with_state
+
+                self.stream.show(p)
+                taken = self.stream._take()
+                mask, causal = a.get("attn_mask"), bool(a.get("is_causal", False))
+                return attention_with_state(a["query"], a["key"], a["value"], mask, p, causal, a.get("scale"), taken)
+        return func(*args, **kwargs)
+
+
+def _enter_site(module: nn.Module, args: Any) -> None:
+    _enter_mode(module, "_xdrop_site_modes", _Site(module._modules[STREAM]) if module.training else None)  # type: ignore[arg-type]
+
+
+def _exit_site(module: nn.Module, args: Any, output: Any) -> None:
+    _exit_mode(module, "_xdrop_site_modes")
+
+
+def convert_sites(module: nn.Module, base: int) -> None:
+    """Give each module whose forward calls ``F.scaled_dot_product_attention`` its own stream.
+
+    timm's attention modules and hand-written ones: while the module's forward
+    runs, its calls with ``dropout_p > 0`` run :func:`xdrop.scaled_dot_product_attention`
+    with the stream of its child ``xdrop_attention`` (one step per call).
+    """
+    for path, sub in module.named_modules():
+        if not path:  # the converted module's own calls: its functional route (convert_functional)
+            continue
+        if STREAM in sub._modules or "scaled_dot_product_attention" not in forward_names(sub):
+            continue
+        if _dispatches_attention(sub) or isinstance(sub, nn.MultiheadAttention):
+            continue
+        sub.add_module(STREAM, Stream(path_seed(base, f"{path}#attention"), site_p(sub)).train(sub.training))
+        sub.__dict__["_xdrop_site_modes"] = []
+        sub.register_forward_pre_hook(_enter_site)
+        sub.register_forward_hook(_exit_site, always_call=True)
 
 
 class _Functional(TorchFunctionMode):
@@ -183,8 +287,7 @@ class _Functional(TorchFunctionMode):
                 out = dropout(x, p, seed=seed, step=step)
                 return x.copy_(out) if inplace else out
         elif func is torch.nn.functional.scaled_dot_product_attention:
-            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-            a = dict(zip(names, args, strict=False)) | kwargs
+            a = sdpa_arguments(args, kwargs)
             if a.get("dropout_p", 0.0) > 0:
                 from ._attention import scaled_dot_product_attention
 
@@ -203,16 +306,28 @@ class _Functional(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _enter_mode(module: nn.Module, key: str, mode: TorchFunctionMode | None) -> None:
+    """Enter ``mode`` (None: no mode, in eval) for this call, on the module's stack ``key`` (calls may nest)."""
+    if mode is not None:
+        mode.__enter__()  # type: ignore[no-untyped-call]
+    module.__dict__.setdefault(key, []).append(mode)
+
+
+def _exit_mode(module: nn.Module, key: str) -> None:
+    modes = module.__dict__.get(key)
+    if modes:
+        mode = modes.pop()
+        if mode is not None:
+            mode.__exit__(None, None, None)
+
+
 def _enter(module: nn.Module, args: Any) -> None:
-    mode = _Functional(module._buffers[FUNCTIONAL])
-    mode.__enter__()  # type: ignore[no-untyped-call]
-    module.__dict__.setdefault("_xdrop_modes", []).append(mode)
+    # In eval no mode: nothing to route, and torch's fast paths (nn.TransformerEncoder's) refuse any mode.
+    _enter_mode(module, "_xdrop_modes", _Functional(module._buffers[FUNCTIONAL]) if module.training else None)
 
 
 def _exit(module: nn.Module, args: Any, output: Any) -> None:
-    modes = module.__dict__.get("_xdrop_modes")
-    if modes:
-        modes.pop().__exit__(None, None, None)
+    _exit_mode(module, "_xdrop_modes")
 
 
 def _keep_if_absent(module: nn.Module, incompatible: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_probability
@@ -223,6 +224,71 @@ class DropPath(_SeededDropout):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.p}, scale_by_keep={self.scale_by_keep}, {self._state_repr()}"
+
+
+class ScaledDotProductAttention(_SeededDropout):
+    """``torch.nn.functional.scaled_dot_product_attention`` as a layer that keeps its dropout's seed and step.
+
+    For hand-written attention: ``self.attention(q, k, v, is_causal=True)`` in
+    place of ``F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)``.
+    In training with ``dropout_p > 0`` it is :func:`xdrop.scaled_dot_product_attention`
+    at the layer's ``(seed, step)``, and the step advances by one per call,
+    as every xdrop.torch layer's (``state_dict``, checkpoint replay,
+    ``torch.compile``: see :mod:`xdrop.torch`). In eval, or with
+    ``dropout_p == 0``, it is torch's function, bit for bit.
+
+    Parameters
+    ----------
+    dropout_p : float, optional
+        Probability of dropping an attention weight, in ``[0, 1]``.
+    seed : int or None, optional
+        As in :class:`Dropout`.
+
+    Examples
+    --------
+    >>> import torch, xdrop, xdrop.torch
+    >>> attention = xdrop.torch.ScaledDotProductAttention(0.5, seed=7)
+    >>> attention
+    ScaledDotProductAttention(dropout_p=0.5, seed=7, step=0)
+    >>> q = torch.ones(2, 3, 4)
+    >>> out = attention(q, q, torch.eye(3).expand(2, 3, 3))  # v the identity: the output is the weights
+    >>> keep = xdrop.keep_mask((2, 3, 3), 0.5, seed=7, step=0, xp=torch)
+    >>> bool(((out != 0) == keep).all()), int(attention.step)
+    (True, 1)
+    """
+
+    def __init__(self, dropout_p: float = 0.0, *, seed: int | None = None) -> None:
+        super().__init__(check_probability(dropout_p, "dropout_p"), False, seed)
+
+    @property
+    def dropout_p(self) -> float:
+        """torch's name for ``p``."""
+        return self.p
+
+    def forward(  # type: ignore[override]
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> Tensor:
+        if not (self.training and self.p > 0):
+            out: Tensor = F.scaled_dot_product_attention(
+                query, key, value, attn_mask, 0.0, is_causal, scale=scale, enable_gqa=enable_gqa
+            )
+            return out
+        # The checks run before the step is taken: a refused call advances nothing.
+        from ._attention import _checked, attention_with_state
+
+        _checked(query, key, value, attn_mask, self.p, is_causal, scale, True)
+        result: Tensor = attention_with_state(query, key, value, attn_mask, self.p, is_causal, scale, self._take())
+        return result
+
+    def extra_repr(self) -> str:
+        return f"dropout_p={self.p}, {self._state_repr()}"
 
 
 _REPLACEMENTS: dict[type[nn.Module], type[_SeededDropout]] = {

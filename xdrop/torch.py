@@ -81,6 +81,8 @@ uninterrupted run would have. The step advances by one per training forward.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any, TypeVar
 
 from torch import nn
@@ -97,7 +99,10 @@ from ._torch_layers import (
     Dropout3d,
     DropPath,
     FeatureAlphaDropout,
+    ScaledDotProductAttention,
 )
+from ._torch_mha import MultiheadAttention, convert_mha
+from ._torch_report import DropoutReport, dropout_report
 from ._torch_seeded import _STEP_LOCK, _SeededDropout, separate_clones
 from ._torch_seeded import path_seed as _path_seed  # the name tests and earlier code import
 
@@ -108,7 +113,11 @@ __all__ = [
     "Dropout1d",
     "Dropout2d",
     "Dropout3d",
+    "DropoutReport",
     "FeatureAlphaDropout",
+    "MultiheadAttention",
+    "ScaledDotProductAttention",
+    "dropout_report",
     "dropout_streams",
     "onnx_export",
     "plain_state_dict",
@@ -117,7 +126,19 @@ __all__ = [
 
 
 # The layers' public home: pickles and the docs name xdrop.torch.Dropout, not the module that defines it.
-for _layer in (AlphaDropout, DropPath, Dropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout):
+for _layer in (
+    AlphaDropout,
+    DropPath,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    DropoutReport,
+    FeatureAlphaDropout,
+    MultiheadAttention,
+    ScaledDotProductAttention,
+    dropout_report,
+):
     _layer.__module__ = __name__
 del _layer
 
@@ -126,24 +147,32 @@ M = TypeVar("M", bound=nn.Module)
 require_probes()  # at import: a torch without the checkpoint replay's private probes fails here, loudly
 
 
-def replace_dropout(module: M, seed: int | None = None) -> M:
+def replace_dropout(module: M, seed: int | None = None, *, verbose: bool = False) -> M:
     """Replace every torch.nn dropout layer in ``module`` with its xdrop.torch counterpart, in place.
 
     ``nn.Dropout``, ``Dropout1d``, ``Dropout2d``, ``Dropout3d``, ``AlphaDropout``
     and ``FeatureAlphaDropout`` (exactly those classes, not subclasses, whose
-    ``forward`` may differ) become the xdrop layer with the same ``p``,
-    ``inplace`` and training mode. The layer at module path ``name`` gets the
-    seed ``blake2b(seed, name)``: its own stream, the same in every run for
-    the same ``seed`` and model structure. A layer shared by several parents
-    stays shared. The dropouts that are not modules are converted too
-    (:mod:`xdrop._torch_attention`, the docs' "Attention dropout" page):
-    transformers attention modules ("eager" / "sdpa") switch to xdrop's
-    attention, each with its own stream (a child ``xdrop_attention``), and
+    ``forward`` may differ), and timm's ``DropPath``, become the xdrop layer
+    with the same ``p``, ``inplace`` (``scale_by_keep``) and training mode. The
+    layer at module path ``name`` gets the seed ``blake2b(seed, name)``: its
+    own stream, the same in every run for the same ``seed`` and model
+    structure. A layer shared by several parents stays shared. The dropouts
+    that are not modules are converted too (the docs' "Attention dropout"
+    page), each attention module getting its own stream (a child
+    ``xdrop_attention``, seeded ``blake2b(seed, name + "#attention")``):
+    ``nn.MultiheadAttention`` becomes :class:`MultiheadAttention` (also inside
+    ``nn.TransformerEncoderLayer``, ``nn.Transformer``, ...); transformers
+    attention modules ("eager" / "sdpa") switch to xdrop's attention; modules
+    whose forward calls ``F.scaled_dot_product_attention`` (timm's attention)
+    route those calls with ``dropout_p > 0`` to it; and the other
     ``F.dropout`` / ``F.scaled_dot_product_attention`` calls made inside
     ``module``'s forward are routed to xdrop (the buffer ``xdrop_functional``).
     xdrop layers already in ``module`` keep their seeds, except deep copies
     of one layer placed at several paths (clones, as ``nn.TransformerEncoder``
     makes): each gets ``blake2b(its seed, path)``, its own stream.
+
+    Dropout that xdrop cannot own (see :func:`dropout_report`) is reported in
+    one ``UserWarning`` naming each module path.
 
     Checkpoints saved before the conversion load into the converted model
     (the xdrop layers keep their seeds, step 0: see the module docs). Each
@@ -162,6 +191,8 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     seed : int or None, optional
         Base seed in ``[0, 2**64)``; ``None`` draws one from torch's default
         generator (so ``torch.manual_seed`` reproduces it).
+    verbose : bool, optional
+        Print :func:`dropout_report` of the converted model.
 
     Returns
     -------
@@ -180,37 +211,69 @@ def replace_dropout(module: M, seed: int | None = None) -> M:
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got module of type {type(module).__name__}")
+    if not isinstance(verbose, bool):
+        raise TypeError(f"verbose must be a bool, got verbose={verbose!r}")
     from ._torch_pretrained import restore, saved_entries, saved_seed, stream_ids, track
 
     saved = saved_entries(module)  # config.xdrop of a transformers model read back by from_pretrained
     seed = saved_seed(saved, None if seed is None else check_u64(seed, "seed"))
     base = draw_u64() if seed is None else seed
     before = stream_ids(module)
+    timm_drop_path = _timm_drop_path()
+
+    def convertible(child: nn.Module) -> bool:
+        return type(child) in _REPLACEMENTS or type(child) is timm_drop_path
 
     def convert(old: nn.Module, path: str) -> _SeededDropout:
-        layer = _REPLACEMENTS[type(old)](old.p, old.inplace, seed=_path_seed(base, path))  # type: ignore[arg-type]
+        new_seed = _path_seed(base, path)
+        if type(old) is timm_drop_path:
+            layer: _SeededDropout = DropPath(float(old.drop_prob), bool(old.scale_by_keep), seed=new_seed)  # type: ignore[arg-type]
+        else:
+            layer = _REPLACEMENTS[type(old)](old.p, old.inplace, seed=new_seed)  # type: ignore[arg-type]
         return layer.train(old.training)
 
-    if type(module) in _REPLACEMENTS:
+    if convertible(module):
         return convert(module, "")  # type: ignore[return-value]
     done: dict[int, _SeededDropout] = {}
     for parent_path, parent in list(module.named_modules(remove_duplicate=False)):
         for name, child in list(parent._modules.items()):  # named_children() would skip a repeated child
-            if type(child) in _REPLACEMENTS:
+            if child is not None and convertible(child):
                 path = f"{parent_path}.{name}" if parent_path else name
                 if id(child) not in done:
                     done[id(child)] = convert(child, path)
                 setattr(parent, name, done[id(child)])
-    # -- hook: the dropouts that are not modules (transformers attention, functional calls) --
-    from ._torch_attention import convert_attention, convert_functional
+    # -- hook: the dropouts that are not modules (attention, functional calls) --
+    from ._torch_attention import convert_attention, convert_functional, convert_sites
 
+    convert_mha(module, base)
     convert_attention(module, base)
+    convert_sites(module, base)
     convert_functional(module, base)
     with _STEP_LOCK:
         separate_clones(module)  # deep copies of xdrop layers that were already in the model
     restore(saved, stream_ids(module) - before)  # the streams this call made
     track(module, base)
+    report = dropout_report(module)
+    if report.not_owned:
+        listed = "; ".join(f"{path or '(root)'} ({why})" for path, why in report.not_owned)
+        warnings.warn(
+            f"xdrop.torch.replace_dropout cannot own {len(report.not_owned)} dropout(s) of this "
+            f"{type(module).__name__}, which stay on torch's RNG: {listed}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if verbose:
+        print(report)
     return module
+
+
+def _timm_drop_path() -> type | None:
+    """timm's ``DropPath`` class where timm is imported (a program that has not imported it holds none)."""
+    for name in ("timm.layers.drop", "timm.models.layers.drop"):  # timm >= 0.9, and before
+        found = getattr(sys.modules.get(name), "DropPath", None)
+        if isinstance(found, type):
+            return found
+    return None
 
 
 def plain_state_dict(module: nn.Module) -> dict[str, Any]:
