@@ -15,7 +15,8 @@ def test_bench_help_lists_the_flags(capsys):
         main(["bench", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--backend", "--sizes", "--dtype", "--json", "--plot", "--quick", "--mlp-epochs", "--first-call-runs"):
+    flags = ("--backend", "--sizes", "--dtype", "--json", "--plot", "--quick", "--mlp-epochs", "--model-steps")
+    for flag in (*flags, "--first-call-runs"):
         assert flag in text
 
 
@@ -31,7 +32,7 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
     plot = tmp_path / "bench.png"
     backends = ["--backend", "numpy", "--backend", "torch", "--backend", "cupy"]
     dtypes = ["--dtype", "float32", "--dtype", "float64"]
-    args = ["--json", str(path), "--plot", str(plot), "--mlp-epochs", "1"]
+    args = ["--json", str(path), "--plot", str(plot), "--mlp-epochs", "1", "--model-steps", "2"]
     code = main(["bench", "--quick", "--sizes", "10,12", *backends, *dtypes, *args])
     assert code == 0
     out = capsys.readouterr().out
@@ -74,6 +75,10 @@ def test_bench_quick_run_writes_json(tmp_path, capsys):
         assert mlp["epochs"] == 1 and mlp["xdrop_s"] > 0 and mlp["torch_s"] > 0 and "synthetic" in mlp["data"]
         assert mlp["ratio"] == pytest.approx(mlp["xdrop_s"] / mlp["torch_s"])
         assert report["meta"]["torch_cpu_threads"] == 1 and "MLP 64-256-256-10" in out
+        model = report["converted_model"]
+        assert model["steps"] == 2 and model["xdrop_s"] > 0 and model["torch_s"] > 0
+        assert model["ratio"] == pytest.approx(model["xdrop_s"] / model["torch_s"])
+        assert "converted model: nn.TransformerEncoder" in out
     if importlib.util.find_spec("cupy") is None:
         assert report["skipped"]["cupy"].startswith("not installed")
     if importlib.util.find_spec("matplotlib") is None:

@@ -70,6 +70,13 @@ def format_table(report: dict[str, Any]) -> str:
             f"median of {m['epochs']} epochs: xdrop.torch.Dropout {m['xdrop_s'] * 1e3:.1f} ms, "
             f"nn.Dropout {m['torch_s'] * 1e3:.1f} ms, ratio {m['ratio']:.3f}"
         )
+    if report.get("converted_model"):
+        c = report["converted_model"]
+        lines.append(
+            f"\nconverted model: {c['model']}, batch {c['batch']}, {c['torch_threads']} torch thread(s), "
+            f"median of {c['steps']} training steps: replace_dropout {c['xdrop_s'] * 1e3:.2f} ms, "
+            f"native {c['torch_s'] * 1e3:.2f} ms, ratio {c['ratio']:.3f}"
+        )
     if report["memory"]:
         lines.append("\npeak extra memory of a forward call (x output size):")
         for m in report["memory"]:

@@ -30,7 +30,7 @@ import numpy as np
 from . import _backends, _bench_attention, _bench_first_call, _dropout
 from ._bench_cases import SEED, P, _cupy_cases, _numpy_cases, _torch_cases, _torch_fwd_bwd_cases
 from ._bench_memory import _peak_extra_cuda, _peak_extra_numpy, _saved_bytes
-from ._bench_mlp import mlp_epochs
+from ._bench_mlp import converted_model_steps, mlp_epochs
 from ._bench_report import PEERS, _plot, _ratios, format_table
 from ._bench_timing import MAX_CALLS, MAX_REPEATS, MIN_REPEATS, SAMPLE_S, Row, _timer
 from ._kernels import _host, _native
@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="timed epochs of the MLP comparison, with torch (default 5; --quick 2; 0 skips it)",
+    )
+    parser.add_argument(
+        "--model-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="timed training steps of a converted nn.TransformerEncoder against the native one, with torch "
+        "(default 20; --quick 3; 0 skips it)",
     )
     _bench_attention.add_arguments(parser)  # hook: the attention rows (xdrop/_bench_attention.py)
     _bench_first_call.add_arguments(parser)  # hook: the first-call row (xdrop/_bench_first_call.py)
@@ -221,6 +229,10 @@ def main(args: argparse.Namespace) -> int:
     if "torch" in backends and "torch" not in report["skipped"] and epochs > 0:
         sys.modules["torch"].set_num_threads(TORCH_CPU_THREADS)
         report["mlp"] = mlp_epochs(sys.modules["torch"], epochs)
+    steps = args.model_steps if args.model_steps is not None else 3 if args.quick else 20
+    if "torch" in backends and "torch" not in report["skipped"] and steps > 0:
+        sys.modules["torch"].set_num_threads(TORCH_CPU_THREADS)
+        report["converted_model"] = converted_model_steps(sys.modules["torch"], steps)
     attention_backend = "torch-cuda" if args.attention_device == "cuda" else "torch"
     if attention_backend in backends and attention_backend not in report["skipped"] and args.attention_lengths != []:
         report["attention"] = _bench_attention.run(args, sys.modules["torch"])  # hook: the attention rows
