@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
@@ -119,6 +120,18 @@ def torch_backend(request: pytest.FixtureRequest) -> verify.Backend:
     """Each selected torch backend (``torch``, ``torch-cuda``): for tests of torch-only behaviour."""
     _skip_marked(request, request.param)
     return _load(request.param)
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the test: on tiny tensors its threads only contend on a shared
+    2-core host (7x slower there). Opt in with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(params=FLOAT_DTYPES)

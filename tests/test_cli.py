@@ -204,3 +204,25 @@ def test_usage_names_the_program_as_invoked(monkeypatch, capsys, argv0, prog):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert capsys.readouterr().out.startswith(f"usage: {prog} ")
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """``xdrop verify | head``: the reader closing the pipe ends the command quietly (status 141, SIGPIPE's)."""
+    import subprocess
+    import sys
+
+    child = (
+        "import sys\n"
+        "from xdrop import __main__ as cli, verify\n"
+        "row = verify.BackendResult('numpy', cells={p: verify.Cell(True, 'ok') for p in verify.PROPERTIES}, "
+        "device='cpu')\n"
+        "verify.run = lambda names=None: {'numpy': row}\n"
+        "sys.exit(cli.main(['verify']))\n"
+    )
+    err = tmp_path / "stderr"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=stderr)
+        proc.stdout.close()  # the reader is gone before the first write
+        status = proc.wait(timeout=120)
+    assert "Traceback" not in err.read_text() and "BrokenPipeError" not in err.read_text(), err.read_text()
+    assert status == 141

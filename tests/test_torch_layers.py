@@ -28,13 +28,7 @@ LAYERS = {
 IDS = [cls.__name__ for cls in LAYERS]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: torch's intra-op threads only contend on a shared 2-core host (7x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def randn(*shape, seed=0, dtype=torch.float32, device="cpu"):

@@ -20,14 +20,7 @@ from torch.utils.checkpoint import checkpoint  # noqa: E402
 import xdrop  # noqa: E402
 import xdrop.torch as xt  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: torch's intra-op threads only contend on a shared 2-core host."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def randn(*shape, seed=0):

@@ -131,7 +131,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    status: int = args.run(args, parser)
+    try:
+        status: int = args.run(args, parser)
+        sys.stdout.flush()  # inside the try: a pipe's buffered output is written here, not at exit
+    except BrokenPipeError:
+        # The reader left (``xdrop verify | head``): not an error of ours. Point stdout at devnull so
+        # the interpreter's final flush does not raise again, and exit as a closed pipe's writer does.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the shell's status for a writer killed by a closed pipe
     return status
 
 
