@@ -167,12 +167,14 @@ class Torch(Library):
 
     def cuda(self, what: Chosen, xp: ModuleType) -> Any:
         if triton_available():
-            from . import _triton as kernels
-        elif cupy_importable():
-            from . import _cuda as kernels  # type: ignore[no-redef]
-        else:
-            return None
-        return kernels.torch_mask if what is Chosen.MASK else kernels.torch_dropout
+            from . import _triton
+
+            return _triton.torch_mask if what is Chosen.MASK else _triton.torch_dropout
+        if cupy_importable():
+            from . import _cuda
+
+            return _cuda.torch_mask if what is Chosen.MASK else _cuda.torch_dropout
+        return None
 
 
 class CuPy(Library):
