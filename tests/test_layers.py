@@ -183,3 +183,14 @@ def test_recognition_asks_the_one_table():
 
     assert _compat._libraries is LIBRARIES
     assert all(lib.name == name for name, lib in LIBRARIES.items())
+
+
+def test_recognition_without_the_table_fails_loudly(monkeypatch):
+    """Before the kernels layer hands its table over, naming a namespace raises rather than guess a name."""
+    import numpy as np
+
+    from xdrop import _compat
+
+    monkeypatch.setattr(_compat, "_libraries", {})
+    with pytest.raises(RuntimeError, match="no array library is known yet"):
+        _compat.namespace_name(np)
