@@ -422,7 +422,7 @@ def test_impl_names_are_checked():
 
 def test_auto_falls_back_to_numpy_without_the_extension(monkeypatch):
     monkeypatch.setattr(_native, "library", lambda: None)
-    assert _host.default_engine() == "numpy"
+    assert _host.default_engine() == "blocked"
     x = random_input((300,), "float32")
     assert xdrop.dropout(x, 0.5, seed=2).tobytes() == reference(x, 0.5, 2, 0).tobytes()
     info = _native.BuildInfo(None, 0.0, "the compiled kernel is not installed")

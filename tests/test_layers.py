@@ -166,17 +166,31 @@ def test_the_import_reader_sees_function_level_and_relative_imports(tmp_path):
 
 
 def test_the_namespace_table_is_the_registry_s():
-    """``_compat.NAMESPACES`` (recognition) and the backend registry name the same namespaces, same predicates."""
+    """The backend registry names the run time's libraries (``_kernels.LIBRARIES``), with the same predicates."""
     import array_api_compat
 
-    from xdrop import _backends, _compat
+    from xdrop import _backends
+    from xdrop._kernels import LIBRARIES
 
     registry = {e.namespace: getattr(array_api_compat, e.namespace_check) for e in _backends.REGISTRY.values()}
-    assert registry == _compat.NAMESPACES
+    assert registry == {name: lib.recognises for name, lib in LIBRARIES.items()}
 
 
-def test_every_library_with_fast_paths_is_a_known_namespace():
+def test_recognition_asks_the_one_table():
+    """``_compat`` recognises a namespace by the kernels layer's ``Library`` objects, not a table of its own."""
     from xdrop import _compat
     from xdrop._kernels import LIBRARIES
 
-    assert set(LIBRARIES) <= set(_compat.NAMESPACES)
+    assert _compat._libraries is LIBRARIES
+    assert all(lib.name == name for name, lib in LIBRARIES.items())
+
+
+def test_recognition_without_the_table_fails_loudly(monkeypatch):
+    """Before the kernels layer hands its table over, naming a namespace raises rather than guess a name."""
+    import numpy as np
+
+    from xdrop import _compat
+
+    monkeypatch.setattr(_compat, "_libraries", {})
+    with pytest.raises(RuntimeError, match="no array library is known yet"):
+        _compat.namespace_name(np)

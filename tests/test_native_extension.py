@@ -60,7 +60,7 @@ def test_missing_extension_falls_back_to_numpy_and_warns_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per process: the second call is silent
         assert _native.library() is None
-        assert _host.default_engine() == "numpy"
+        assert _host.default_engine() == "blocked"
         x = np.linspace(-1, 1, 1000, dtype=np.float32)
         assert xdrop.dropout(x, 0.5, seed=3).tobytes() == reference(x, 0.5, 3).tobytes()
     with pytest.raises(RuntimeError, match=r"needs the compiled kernel.*not installed"):

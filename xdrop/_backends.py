@@ -5,10 +5,12 @@ fixtures from it), by ``python -m xdrop verify``, by ``python -m xdrop bench``
 and by the noxfile (which loads this file by path, so it imports nothing but
 the standard library at import time; every library is imported inside a
 loader). A tool, above the public functions its loaders call: nothing in
-xdrop's run time reads it. Each entry's ``namespace`` is a key of
-:data:`xdrop._compat.NAMESPACES`, where arrays are recognised, and its
-fast paths (if any) are a :class:`xdrop._kernels.Library` (a test keeps the
-three in step).
+xdrop's run time reads it. Each entry's ``namespace`` names the
+:class:`xdrop._kernels.Library` its arrays belong to (a key of
+:data:`xdrop._kernels.LIBRARIES`, the run time's one table, which
+recognises them and chooses their kernels), and ``namespace_check`` names
+that library's array-api-compat predicate (spelled out, as this file imports
+no xdrop module at import time; a test checks both against the table).
 
 Adding a backend is one :class:`Entry` in :data:`REGISTRY`: its name, the
 modules it needs, the pip packages its test session installs, whether it
@@ -88,9 +90,9 @@ class Entry:
         The name users pass (``XDROP_BACKENDS=``, ``verify --backend``).
     namespace : str
         What :func:`xdrop._compat.namespace_name` calls its arrays' namespace
-        (``torch`` for ``torch-cuda`` too): a key of ``xdrop._compat.NAMESPACES``.
+        (``torch`` for ``torch-cuda`` too): a key of ``xdrop._kernels.LIBRARIES``.
     namespace_check : str
-        The array-api-compat predicate that recognises that namespace.
+        The name of that library's array-api-compat predicate (its ``recognises``).
     modules : tuple of str
         Modules it imports; their versions go into verify's report.
     packages : tuple of str

@@ -53,7 +53,7 @@ def _numpy_cases(x: np.ndarray) -> dict[str, tuple[Callable[[], Any], Callable[[
         "multiply-into": (lambda: np.multiply(x, scale, out=into), None),  # no allocation: the bound itself
         "copy": (lambda: x.copy(), None),
     }
-    if _host.default_engine() != "c":
+    if _host.default_engine() != "compiled":
         del cases["xdrop[numpy]"]  # "xdrop" is the NumPy engine already
     return cases
 

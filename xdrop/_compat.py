@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from array_api_compat import (
     array_namespace as _array_namespace,
@@ -32,8 +32,8 @@ from array_api_compat import (
 )
 
 __all__ = [
-    "NAMESPACES",
     "ArrayType",
+    "Recognisable",
     "array_namespace",
     "array_type",
     "compat_namespace",
@@ -48,6 +48,7 @@ __all__ = [
     "is_torch_namespace",
     "namespace_name",
     "numpy_namespace",
+    "recognise_with",
     "size",
     "to_device",
 ]
@@ -78,24 +79,30 @@ def numpy_namespace() -> ModuleType:
     return compat_namespace("numpy")
 
 
-# The namespaces xdrop knows, by the short name errors and reports use, and the array-api-compat
-# predicate that recognises each: the one place an array's library is recognised. (The backend
-# registry, xdrop._backends, names these namespaces; a test keeps the two in step.)
-NAMESPACES: dict[str, Callable[[ModuleType], bool]] = {
-    "numpy": is_numpy_namespace,
-    "array_api_strict": is_array_api_strict_namespace,
-    "torch": is_torch_namespace,
-    "cupy": is_cupy_namespace,
-    "jax": is_jax_namespace,
-    "dask": is_dask_namespace,
-}
+class Recognisable(Protocol):
+    """What recognition asks of an array library: its short name and the predicate that tells its namespaces."""
+
+    name: str
+    recognises: Callable[[ModuleType], bool]
+
+
+# The array libraries xdrop knows, in the order their predicates are tried: the kernels layer's one table
+# (xdrop._kernels._select.LIBRARIES, each a Library that carries its recognition), handed over when the
+# package is imported; this layer may not import that one.
+_libraries: Mapping[str, Recognisable] = {}
+
+
+def recognise_with(libraries: Mapping[str, Recognisable]) -> None:
+    """Recognise arrays' libraries by ``libraries`` (the kernels layer's table, set once at import)."""
+    global _libraries
+    _libraries = libraries
 
 
 def namespace_name(xp: ModuleType) -> str:
     """A short, stable name for a namespace, used in reports and error messages.
 
-    The names are the keys of :data:`NAMESPACES`; a namespace it does not know
-    is named by its module.
+    The name of the first library whose predicate recognises ``xp``; a
+    namespace none recognises is named by its module.
 
     Examples
     --------
@@ -103,9 +110,11 @@ def namespace_name(xp: ModuleType) -> str:
     >>> namespace_name(compat_namespace("numpy")), namespace_name(np)
     ('numpy', 'numpy')
     """
-    for name, check in NAMESPACES.items():
-        if check(xp):
-            return name
+    if not _libraries:
+        raise RuntimeError("no array library is known yet: import xdrop, whose kernels layer lists them")
+    for lib in _libraries.values():
+        if lib.recognises(xp):
+            return lib.name
     return getattr(xp, "__name__", repr(xp))
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._values import IMPLS, check_impl
-from ._engines import HOST_ENGINES, HOST_IMPLS, MaskKernel
+from ._engines import HOST_IMPLS, MaskKernel
 from ._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel, host_dropout_into
 from ._reference import reference
 from ._select import (
@@ -43,7 +43,6 @@ from ._select import (
 
 __all__ = [
     "BY_ARRAY_MAX",
-    "HOST_ENGINES",
     "HOST_IMPLS",
     "IMPLS",
     "LIBRARIES",

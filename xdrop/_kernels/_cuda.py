@@ -10,6 +10,7 @@ arrays that live on a CUDA device.
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from typing import Any
@@ -19,7 +20,6 @@ import numpy as np
 from ._native import SOURCE
 
 THREADS = 256
-_kernels: dict[str, Any] = {}
 _lock = threading.Lock()
 
 # Per element type: (C type, scale type, +0, product, bytes of 4 elements).
@@ -44,14 +44,11 @@ def cuda_source(dtype: str | None) -> str:
         return head + f.read()
 
 
+@functools.cache
 def _kernel(name: str, dtype: str | None) -> Any:
     import cupy
 
-    key = f"{name}:{dtype}"
-    with _lock:
-        if key not in _kernels:
-            _kernels[key] = cupy.RawKernel(cuda_source(dtype), name)
-        return _kernels[key]
+    return cupy.RawKernel(cuda_source(dtype), name)
 
 
 def _grid(threads: int) -> tuple[tuple[int], tuple[int]]:
@@ -115,26 +112,25 @@ def cupy_mask(xp: Any, start: int, n: int, seed: int, step: int, k: int, device:
 # -- torch CUDA tensors ----------------------------------------------------------------------------
 
 
-_streams: dict[tuple[int, int], Any] = {}
-
-
 def _on_torch_stream(device: Any) -> Any:
     """CuPy's view of torch's current stream on ``device`` (made once per stream)."""
-    import cupy
     import torch
 
-    handle = torch.cuda.current_stream(device).cuda_stream
-    key = (torch.device(device).index or 0, handle)
+    return _external_stream(torch.device(device).index or 0, torch.cuda.current_stream(device).cuda_stream)
+
+
+@functools.cache
+def _external_stream(index: int, handle: int) -> Any:
+    """CuPy's view of the stream ``handle`` of device ``index`` (the index keeps equal handles of two devices apart)."""
+    import cupy
+
     # cupy 14 deprecates ExternalStream (for Stream.from_external, absent from
     # older cupy); the raw handle works in both, so only the warning is
     # silenced. catch_warnings swaps process-wide filters, so threads making
     # streams at once could restore each other's: the lock serialises them.
-    with _lock:
-        if key not in _streams:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                _streams[key] = cupy.cuda.ExternalStream(handle)
-        return _streams[key]
+    with _lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(handle)
 
 
 def torch_dropout(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> Any:

@@ -7,6 +7,7 @@ the other.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -17,9 +18,8 @@ from .._compat import namespace_name
 from .._stream import keep_flat
 from . import _host, _native
 
-# impl name -> the host engine name that _host uses for it.
-HOST_ENGINES = {"blocked": "numpy", "compiled": "c"}
-HOST_IMPLS = tuple(HOST_ENGINES)
+# The impls that name a host engine (the names _host's engines go by).
+HOST_IMPLS = _host.ENGINES
 # A mask kernel: (xp, start, n, seed, step, k, device) -> the keep decisions of start .. start + n - 1.
 MaskKernel = Callable[[ModuleType, int, int, int, int, int, Any], Any]
 
@@ -32,8 +32,8 @@ def device_type(device: Any) -> str | None:
 
 
 def engine(xp: ModuleType, impl: str, family: str) -> str:
-    """The fast path that ``impl`` names for a *family* of kernels: a host engine ("numpy", "c"), "cuda" or
-    "reference".
+    """The fast path that ``impl`` names for a *family* of kernels: a host engine ("blocked", "compiled"),
+    "cuda" or "reference".
 
     ``family`` is where the array's fast paths run: "host" (NumPy, torch CPU), "cuda" (CuPy, torch CUDA) or
     "none" (the reference only). Raises if ``impl`` names a fast path of another family, or the compiled
@@ -50,7 +50,7 @@ def engine(xp: ModuleType, impl: str, family: str) -> str:
         raise RuntimeError(
             f"impl='compiled' needs the compiled kernel, which is unavailable: {_native.build_info().error}"
         )
-    return HOST_ENGINES.get(impl, impl)
+    return impl
 
 
 def cupy_importable() -> bool:
@@ -62,19 +62,14 @@ def cupy_importable() -> bool:
     return True
 
 
+@functools.cache
 def triton_available() -> bool:
     """Whether the Triton kernels load (torch CUDA tensors then need no CuPy); checked once."""
-    if not _triton_state:
-        try:
-            from . import _triton  # noqa: F401
-        except Exception:  # not installed, or a Triton that cannot load here: CuPy or the reference
-            _triton_state.append(False)
-        else:
-            _triton_state.append(True)
-    return _triton_state[0]
-
-
-_triton_state: list[bool] = []
+    try:
+        from . import _triton  # noqa: F401
+    except Exception:  # not installed, or a Triton that cannot load here: CuPy or the reference
+        return False
+    return True
 
 
 def host_mask(engine: str) -> MaskKernel:

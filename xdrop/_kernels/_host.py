@@ -28,7 +28,8 @@ from ..random._philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 from ..random._words import MASK32
 from . import _native
 
-ENGINES = ("numpy", "c")
+# The host engines, by the impl names that select them.
+ENGINES = ("blocked", "compiled")
 # Elements per piece of the NumPy engine: its ~10 buffers (~200 KiB) stay in L2.
 PIECE = 1 << 14
 # Below this many elements a call stays on the calling thread.
@@ -253,7 +254,7 @@ def mask_into(out: np.ndarray, start: int, seed: int, step: int, k: int, engine:
     if k in (0, 1 << 32):
         out.fill(k != 0)
         return
-    lib = _native.library() if engine == "c" else None
+    lib = _native.library() if engine == "compiled" else None
     if lib is not None:
         _mask_c(lib, out, start, seed, step, k)
     else:
@@ -312,7 +313,7 @@ def dropout_into(
         dst.fill(0)
     elif k == 1 << 32:
         run_ranges(src.shape[0], lambda lo, hi: np.multiply(src[lo:hi], factor, out=dst[lo:hi]))
-    elif (lib := _native.library() if engine == "c" else None) is not None:
+    elif (lib := _native.library() if engine == "compiled" else None) is not None:
         if src.dtype in (np.float32, np.float64):
             _dropout_c(lib, src, dst, seed, step, k, factor, start)
         else:
@@ -336,5 +337,5 @@ def dropout_array(
 
 
 def default_engine() -> str:
-    """``"c"`` when the compiled kernel is available, else ``"numpy"``."""
-    return "c" if _native.library() is not None else "numpy"
+    """``"compiled"`` when the compiled kernel is available, else ``"blocked"``."""
+    return "compiled" if _native.library() is not None else "blocked"

@@ -1,22 +1,28 @@
 """Kernel choice: one small object per array library, saying what xdrop must know about it at run time.
 
-A :class:`Library` answers, for its arrays: what kernel choice depends on
+A :class:`Library` answers, for its arrays: which namespaces are its own
+(``recognises``, an array-api-compat predicate), what kernel choice depends on
 besides the type (:meth:`~Library.device_key`), which family of fast paths
 serves a device (:meth:`~Library.family`: host, CUDA or none), the kernels it
 draws with itself whatever the family (Dask's lazy chunks, JAX's jitted
 kernels), its host and CUDA kernels, whether a traced seed or step is accepted
 (:meth:`~Library.accepts_traced`), and whether its calls go through the
 registered torch operator. The functions below ask the object of the array's
-library (:func:`library_of`) instead of testing namespaces one by one, so a
-new backend with fast paths is one subclass and one :data:`LIBRARIES` entry;
-one without them needs nothing (:class:`Library` itself: the reference).
+library (:func:`library_of`) instead of testing namespaces one by one, and
+walk one ladder (:func:`_choose`) for each thing they choose (:class:`Chosen`:
+a dropout kernel, a mask kernel, a block's kernel). A new backend is one
+:data:`LIBRARIES` entry: a subclass where it has fast paths, the base
+:class:`Library` (the reference) where it has none.
 
-The library is recognised once, by :data:`xdrop._compat.NAMESPACES` (the
-name an array's type is cached under).
+:data:`LIBRARIES` is the one table: :mod:`xdrop._compat`, a layer below,
+recognises an array's library by asking these objects (this module hands it
+the table when the package is imported, as einops finds its backends among
+the classes already loaded).
 """
 
 from __future__ import annotations
 
+import enum
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -24,7 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import array_type, namespace_name
+from .._compat import (
+    array_type,
+    is_array_api_strict_namespace,
+    is_cupy_namespace,
+    is_dask_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+    namespace_name,
+    recognise_with,
+)
 from .._sharding import Block, block_keep, contiguous_start
 from .._stream import keep_flat
 from .._values import check_impl
@@ -33,18 +49,46 @@ from ._engines import MaskKernel, cupy_importable, device_type, engine, host_mas
 from ._numpy import Kernel, numpy_kernel
 from ._reference import reference
 
-__all__ = ["LIBRARIES", "Library", "block_mask", "library_of", "refuse_traced", "select", "select_block", "select_mask"]
+__all__ = [
+    "LIBRARIES",
+    "Chosen",
+    "Library",
+    "block_mask",
+    "library_of",
+    "refuse_traced",
+    "select",
+    "select_block",
+    "select_mask",
+]
+
+
+class Chosen(enum.Enum):
+    """What kernel choice chooses: the one ladder (:func:`_choose`) is walked for each."""
+
+    #: A dropout kernel (:data:`Kernel`) for a whole array.
+    DROPOUT = "dropout"
+    #: A mask kernel (:data:`MaskKernel`).
+    MASK = "mask"
+    #: A dropout kernel for an array that is a block of a larger one; ``None`` where only the mask path applies.
+    BLOCK = "block"
+
+
+# What each choice gets where no fast path serves (the reference family, or a CUDA kernel that cannot load).
+_FALLBACK: dict[Chosen, Any] = {Chosen.DROPOUT: reference, Chosen.MASK: keep_flat, Chosen.BLOCK: None}
 
 
 class Library:
-    """An array library with no fast path of its own (array-api-strict, any other standard namespace).
+    """An array library: how its namespaces are recognised, and what kernel choice must know about its arrays.
 
-    Every method is a question kernel choice asks; a subclass overrides those
-    its library answers differently. Methods that return a kernel return
-    ``None`` where the generic choice (by family and engine) applies.
+    ``recognises`` is the array-api-compat predicate that tells its namespaces
+    (:func:`xdrop._compat.namespace_name` asks each library's in turn). The base
+    class is a library with no fast path of its own (array-api-strict, any other
+    standard namespace). Every method is a question kernel choice asks; a
+    subclass overrides those its library answers differently. Methods that
+    return a kernel return ``None`` where the generic choice (by family and
+    engine) applies.
     """
 
-    name = "generic"
     #: Its calls go through ``torch.ops.xdrop.dropout`` (one autograd path, no mask saved; autograd-recorded
     #: blocks take the mask path; under torch.compile the operator selects its kernel when it runs).
     uses_torch_operator = False
@@ -53,6 +97,13 @@ class Library:
     torch_rng = False
     #: Its masks are lazy (Dask): an eager mask's memory check does not apply.
     lazy = False
+
+    def __init__(self, name: str, recognises: Callable[[ModuleType], bool]) -> None:
+        self.name = name
+        self.recognises = recognises
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} library {self.name!r}>"
 
     def device_key(self, x: Any) -> Any:
         """What kernel choice depends on besides the array's type (a device kind, a chunk type)."""
@@ -66,38 +117,30 @@ class Library:
         """Whether a traced (JAX) seed or step may reach this library's kernels for ``impl``."""
         return False
 
-    def own_dropout(self, xp: ModuleType, impl: str, block: Block | None = None) -> Kernel | None:
-        """A dropout kernel the library draws with itself, whatever the family; ``block``: as a block."""
-        return None
-
-    def own_mask(self, xp: ModuleType, impl: str) -> MaskKernel | None:
+    def own(self, what: Chosen, xp: ModuleType, impl: str, block: Block | None) -> Any:
+        """A kernel the library draws with itself, whatever the family (``block``: for :attr:`Chosen.BLOCK`)."""
         return None
 
     def own_block_mask(self, impl: str) -> Callable[..., Any] | None:
         """``f(shape, block, seed, step, k, dev)`` drawing a block's decisions itself, or None."""
         return None
 
-    def host_dropout(self, engine: str, start: int | None = None) -> Kernel:
-        """The host engine's dropout kernel (``start``: the flat index of a contiguous block)."""
-        if start is None:
+    def host(self, what: Chosen, engine: str, start: int) -> Any:
+        """The host engine's kernel (``start``: the flat index of a contiguous block's first element)."""
+        if what is Chosen.MASK:
+            return host_mask(engine)
+        if what is Chosen.DROPOUT:
             return numpy_kernel(engine)
         return lambda x, xp, seed, step, k, scale: _host.dropout_array(
             np.asarray(x), seed, step, k, scale, engine, start=start
         )
 
-    def host_mask(self, engine: str) -> MaskKernel:
-        return host_mask(engine)
-
-    def cuda_dropout(self, xp: ModuleType) -> Kernel | None:
-        return None
-
-    def cuda_mask(self, xp: ModuleType) -> MaskKernel | None:
+    def cuda(self, what: Chosen, xp: ModuleType) -> Any:
+        """The CUDA kernel for a whole array (:attr:`Chosen.DROPOUT` or :attr:`Chosen.MASK`), or None."""
         return None
 
 
 class NumPy(Library):
-    name = "numpy"
-
     def family(self, device: Any) -> str:
         return "host"
 
@@ -106,7 +149,6 @@ class Torch(Library):
     """CPU tensors: the host kernels, zero-copy; CUDA: Triton, else CuPy's NVRTC kernel; other devices: the
     reference. Every call goes through the registered operator; DTensors are placed by ``_sharding``."""
 
-    name = "torch"
     uses_torch_operator = True
     torch_rng = True
 
@@ -116,81 +158,50 @@ class Torch(Library):
     def family(self, device: Any) -> str:
         return {None: "host", "cpu": "host", "cuda": "cuda"}.get(device_type(device), "none")
 
-    def host_dropout(self, engine: str, start: int | None = None) -> Kernel:
+    def host(self, what: Chosen, engine: str, start: int) -> Any:
         from . import _torch
 
-        at = 0 if start is None else start
-        return lambda x, xp, seed, step, k, scale: _torch.cpu_dropout(x, seed, step, k, scale, engine, at)
+        if what is Chosen.MASK:
+            return lambda xp, at, n, seed, step, k, device: _torch.cpu_mask(at, n, seed, step, k, engine, device)
+        return lambda x, xp, seed, step, k, scale: _torch.cpu_dropout(x, seed, step, k, scale, engine, start)
 
-    def host_mask(self, engine: str) -> MaskKernel:
-        from . import _torch
-
-        return lambda xp, start, n, seed, step, k, device: _torch.cpu_mask(start, n, seed, step, k, engine, device)
-
-    def cuda_dropout(self, xp: ModuleType) -> Kernel | None:
+    def cuda(self, what: Chosen, xp: ModuleType) -> Any:
         if triton_available():
             from . import _triton
 
-            return _triton.torch_dropout
+            return _triton.torch_mask if what is Chosen.MASK else _triton.torch_dropout
         if cupy_importable():
             from . import _cuda
 
-            return _cuda.torch_dropout
-        return None
-
-    def cuda_mask(self, xp: ModuleType) -> MaskKernel | None:
-        if triton_available():
-            from . import _triton
-
-            return _triton.torch_mask
-        if cupy_importable():
-            from . import _cuda
-
-            return _cuda.torch_mask
+            return _cuda.torch_mask if what is Chosen.MASK else _cuda.torch_dropout
         return None
 
 
 class CuPy(Library):
-    name = "cupy"
-
     def family(self, device: Any) -> str:
         return "cuda"
 
-    def cuda_dropout(self, xp: ModuleType) -> Kernel | None:
+    def cuda(self, what: Chosen, xp: ModuleType) -> Any:
         from . import _cuda
 
-        return _cuda.cupy_dropout
-
-    def cuda_mask(self, xp: ModuleType) -> MaskKernel | None:
-        from . import _cuda
-
-        return _cuda.cupy_mask
+        return _cuda.cupy_mask if what is Chosen.MASK else _cuda.cupy_dropout
 
 
 class Jax(Library):
     """``impl="auto"``: the jitted JAX kernels, which alone read a traced seed or step; other impls: the
     reference (a host or CUDA impl is refused: JAX arrays have no such fast path here)."""
 
-    name = "jax"
-
     def accepts_traced(self, impl: str) -> bool:
         return impl == "auto"
 
-    def own_dropout(self, xp: ModuleType, impl: str, block: Block | None = None) -> Kernel | None:
+    def own(self, what: Chosen, xp: ModuleType, impl: str, block: Block | None) -> Any:
         if impl != "auto":
             return None
-        from ._jax import jax_block_dropout, jax_dropout
+        from ._jax import jax_block_dropout, jax_dropout, jax_mask
 
         if block is None:
-            return jax_dropout
+            return jax_mask if what is Chosen.MASK else jax_dropout
         return lambda x, xp, seed, step, k, scale: jax_block_dropout(x, seed, step, k, scale, block)
-
-    def own_mask(self, xp: ModuleType, impl: str) -> MaskKernel | None:
-        if impl != "auto":
-            return None
-        from ._jax import jax_mask
-
-        return jax_mask
 
     def own_block_mask(self, impl: str) -> Callable[..., Any] | None:
         if impl != "auto":
@@ -203,25 +214,19 @@ class Jax(Library):
 class Dask(Library):
     """Lazy: each chunk runs the NumPy kernels ``impl`` names (refused now, not at compute time)."""
 
-    name = "dask"
     lazy = True
 
     def device_key(self, x: Any) -> Any:
         return type(getattr(x, "_meta", None))
 
-    def own_dropout(self, xp: ModuleType, impl: str, block: Block | None = None) -> Kernel | None:
-        from ._dask import dask_dropout
+    def own(self, what: Chosen, xp: ModuleType, impl: str, block: Block | None) -> Any:
+        from ._dask import dask_dropout, dask_mask
 
-        if block is None:
-            _check_chunk_impl(xp, impl)
-            return dask_dropout(impl)
-        return dask_dropout(impl, block)
-
-    def own_mask(self, xp: ModuleType, impl: str) -> MaskKernel | None:
-        from ._dask import dask_mask
-
-        _check_chunk_impl(xp, impl)
-        return dask_mask(impl)
+        if what is Chosen.BLOCK:
+            return dask_dropout(impl, block)
+        if impl not in ("auto", "reference"):  # chunks run the host kernels: refuse another impl now
+            engine(xp, impl, "host")
+        return dask_mask(impl) if what is Chosen.MASK else dask_dropout(impl)
 
     def own_block_mask(self, impl: str) -> Callable[..., Any] | None:
         from ._dask import dask_block_mask
@@ -229,15 +234,27 @@ class Dask(Library):
         return lambda shape, block, seed, step, k, dev: dask_block_mask(shape, block, seed, step, k, impl)
 
 
-def _check_chunk_impl(xp: ModuleType, impl: str) -> None:
-    """Dask chunks run the host kernels: refuse another impl now, not at compute time."""
-    if impl not in ("auto", "reference"):
-        engine(xp, impl, "host")
+def _never(xp: ModuleType) -> bool:
+    return False
 
 
-GENERIC = Library()
-LIBRARIES: dict[str, Library] = {lib.name: lib for lib in (NumPy(), Torch(), CuPy(), Jax(), Dask())}
-# Keyed by the namespace module's name: torch.compile traces a str-keyed lookup, not a module-keyed one.
+GENERIC = Library("generic", _never)
+# The array libraries xdrop knows, by the short name errors and reports use, in the order their
+# predicates are tried: the one table that recognises an array's library and chooses its kernels.
+LIBRARIES: dict[str, Library] = {
+    lib.name: lib
+    for lib in (
+        NumPy("numpy", is_numpy_namespace),
+        Library("array_api_strict", is_array_api_strict_namespace),
+        Torch("torch", is_torch_namespace),
+        CuPy("cupy", is_cupy_namespace),
+        Jax("jax", is_jax_namespace),
+        Dask("dask", is_dask_namespace),
+    )
+}
+recognise_with(LIBRARIES)
+# Keyed by the namespace module's name: torch.compile traces a str-keyed lookup, not a module-keyed one
+# (nor a functools cache).
 _OF_NAMESPACE: dict[str, Library] = {}
 # Library name -> what to run before library_of first returns that library (the package registers
 # torch's operator here: the operator's module imports this one).
@@ -256,7 +273,40 @@ def library_of(xp: ModuleType) -> Library:
     return found
 
 
-# (array type, device key, impl) -> dropout kernel. Bounded: types x devices x impls.
+def _choose(
+    what: Chosen,
+    lib: Library,
+    xp: ModuleType,
+    impl: str,
+    device: Any,
+    block: Block | None = None,
+    shape: tuple[int, ...] = (),
+) -> Any:
+    """The one kernel-choice ladder: the library's own kernel, else the engine ``impl`` names for the device's
+    family (a host engine, CUDA, or the reference). ``block`` and ``shape``: the block and its array's shape,
+    for :attr:`Chosen.BLOCK`.
+
+    Raises here, before any draw, if ``impl`` does not apply.
+    """
+    own = lib.own(what, xp, impl, block)
+    if own is not None:
+        return own
+    start = 0
+    if block is not None:  # the host kernels take a block that is one contiguous range, else the mask path
+        found = contiguous_start(block, shape)
+        if found is None:
+            return None
+        start = found
+    chosen = engine(xp, impl, lib.family(device))
+    if chosen in _host.ENGINES:
+        return lib.host(what, chosen, start)
+    if chosen == "cuda" and what is not Chosen.BLOCK:  # the CUDA kernels take whole arrays
+        return lib.cuda(what, xp) or _FALLBACK[what]
+    return _FALLBACK[what]
+
+
+# (array type, device key, impl) -> dropout kernel. Bounded: types x devices x impls. A dict, not a
+# functools cache: an explicit engine is not cached, and the key is not the choice's arguments.
 _SELECTED: dict[tuple[Any, ...], Kernel] = {}
 
 
@@ -270,22 +320,10 @@ def select(xp: ModuleType, x: Any, impl: str) -> Kernel:
     key = (type(x), lib.device_key(x), impl)
     kernel = _SELECTED.get(key)
     if kernel is None:
-        kernel = _select(lib, xp, x, check_impl(impl))
+        kernel = _choose(Chosen.DROPOUT, lib, xp, check_impl(impl), getattr(x, "device", None))
         if impl in ("auto", "reference"):  # an explicit engine is re-checked each call (it may be unavailable)
             _SELECTED[key] = kernel
     return kernel
-
-
-def _select(lib: Library, xp: ModuleType, x: Any, impl: str) -> Kernel:
-    own = lib.own_dropout(xp, impl)
-    if own is not None:
-        return own
-    chosen = engine(xp, impl, lib.family(getattr(x, "device", None)))
-    if chosen in _host.ENGINES:
-        return lib.host_dropout(chosen)
-    if chosen == "cuda":
-        return lib.cuda_dropout(xp) or reference
-    return reference
 
 
 def select_mask(xp: ModuleType, impl: str, device: Any = None) -> MaskKernel:
@@ -294,18 +332,8 @@ def select_mask(xp: ModuleType, impl: str, device: Any = None) -> MaskKernel:
     Raises here, before any draw, if ``impl`` does not apply.
     """
     check_impl(impl)
-    lib = library_of(xp)
-    own = lib.own_mask(xp, impl)
-    if own is not None:
-        return own
-    if impl == "reference":
-        return keep_flat
-    chosen = engine(xp, impl, lib.family(device))
-    if chosen in _host.ENGINES:
-        return lib.host_mask(chosen)
-    if chosen == "cuda":
-        return lib.cuda_mask(xp) or keep_flat
-    return keep_flat
+    kernel: MaskKernel = _choose(Chosen.MASK, library_of(xp), xp, impl, device)
+    return kernel
 
 
 def select_block(xp: ModuleType, x: Any, impl: str, block: Block) -> Kernel | None:
@@ -314,17 +342,10 @@ def select_block(xp: ModuleType, x: Any, impl: str, block: Block) -> Kernel | No
     Dask and JAX draw any block themselves; the host kernels take a block that is
     one contiguous range of the global flat indices (rows of a row-sharded array).
     """
-    lib = library_of(xp)
-    own = lib.own_dropout(xp, impl, block)
-    if own is not None:
-        return own
-    start = contiguous_start(block, tuple(x.shape))
-    if start is None:
-        return None
-    chosen = engine(xp, impl, lib.family(getattr(x, "device", None)))
-    if chosen not in _host.ENGINES:
-        return None
-    return lib.host_dropout(chosen, start)
+    kernel: Kernel | None = _choose(
+        Chosen.BLOCK, library_of(xp), xp, impl, getattr(x, "device", None), block, tuple(x.shape)
+    )
+    return kernel
 
 
 def block_mask(

@@ -23,6 +23,7 @@ tensors, so ``import xdrop`` imports no torch.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -68,9 +69,9 @@ def _triton_kernel(x: Any, seed_step: Any, k: int, noise_shape: Sequence[int], a
     return out
 
 
+@functools.cache
 def _load_cuda_kernel() -> None:
     """On the first CUDA tensor: register the Triton kernel if Triton imports (never at ``import xdrop``)."""
-    _cache["cuda-tried"] = True
     if triton_available():  # else the generic path (CuPy or the reference) serves CUDA tensors
         register_cuda_kernel(_triton_kernel)
 
@@ -84,28 +85,25 @@ def _u64(value: int) -> int:
     return value & MASK64
 
 
-_cache: dict[Any, Any] = {}
 # [True] while xdrop.torch.onnx_export runs torch.onnx.export (which xdrop's translation needs).
 ONNX_EXPORT: list[bool] = []
 
 
+@functools.cache
 def _namespace() -> Any:
-    if "xp" not in _cache:
-        from .._compat import compat_namespace
+    from .._compat import compat_namespace
 
-        _cache["xp"] = compat_namespace("torch")
-    return _cache["xp"]
+    return compat_namespace("torch")
 
 
+@functools.cache
 def _c_dropout(dtype: Any) -> Any:
     """The compiled kernel's dropout routine for a float32/float64 tensor, else None."""
-    if dtype not in _cache:
-        from . import _native
+    from . import _native
 
-        lib = _native.library()
-        names = {torch.float32: "xd_dropout_f32", torch.float64: "xd_dropout_f64"}
-        _cache[dtype] = getattr(lib, names[dtype]) if lib is not None and dtype in names else None
-    return _cache[dtype]
+    lib = _native.library()
+    names = {torch.float32: "xd_dropout_f32", torch.float64: "xd_dropout_f64"}
+    return getattr(lib, names[dtype]) if lib is not None and dtype in names else None
 
 
 def _small_cpu(x: Any, seed: int, step: int, k: int, a: float) -> Any:
@@ -117,7 +115,7 @@ def _small_cpu(x: Any, seed: int, step: int, k: int, a: float) -> Any:
     n = x.numel()
     if not (0 < k < TWO32 and 0 < n < PARALLEL_MIN) or not x.is_cpu or x.is_neg():
         return None
-    fn = _cache.get(x.dtype) or _c_dropout(x.dtype)
+    fn = _c_dropout(x.dtype)
     if fn is None:
         return None
     out = torch.empty_like(x)  # the layout the fake kernel promises
@@ -176,7 +174,7 @@ def _dropout_op(
     c: float,
     impl: str,
 ) -> torch.Tensor:
-    if x.device.type == "cuda" and impl == "auto" and not _cuda_kernels and "cuda-tried" not in _cache:
+    if x.device.type == "cuda" and impl == "auto" and not _cuda_kernels:
         _load_cuda_kernel()
     if x.device.type == "cuda" and impl == "auto" and _cuda_kernels:
         out = _cuda_kernels[0](x, seed_step, k, noise_shape, a, b, c)
