@@ -156,14 +156,15 @@ def _keep_drawer(device: Any, seed: int, step: int, kk: int, length: int, keys: 
         from . import _host, _native
 
         lib = _native.library()
-        engine = _host.default_engine() if lib is None or kk in (0, TWO32) else None
+        xd_mask = None if lib is None or kk in (0, TWO32) else lib.xd_mask
+        engine = _host.default_engine()
 
         def draw(start: int, count: int) -> Any:
             out = torch.empty(count, dtype=torch.bool)
-            if engine is not None:
+            if xd_mask is None:
                 _host.mask_into(out.numpy(), start, seed, step, kk, engine)
             else:
-                lib.xd_mask(start, count, seed, step, kk, out.data_ptr())
+                xd_mask(start, count, seed, step, kk, out.data_ptr())
             return out
     else:
         from ._select import select_mask
