@@ -143,3 +143,27 @@ def test_fused_pass_runs_no_softmax_operation(monkeypatch):
         out, lse = _attention_torch.forward(q, k, v, bias, 0.25, SCALE, SEED, STEP, True)
         _attention_torch.backward(torch.ones_like(out), q, k, v, bias, out, lse, 0.25, SCALE, SEED, STEP, True, True)
     assert not ops & {"exp", "exp_", "amax", "masked_fill_", "masked_fill", "log", "div_"}, ops
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_rows_split_across_threads_give_the_same_bits(threads, monkeypatch):
+    """A block's rows split into ``torch.get_num_threads()`` parts (here every block, however small) give
+    the same out, lse and gradients, bit for bit, as the whole block on the calling thread."""
+    if _native.library() is None:
+        pytest.skip("the split runs the compiled pass, which is not built")
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(N, 11, 8, generator=g), torch.randn(N, 9, 8, generator=g)
+    v = torch.randn(N, 9, 5, generator=g)
+    bias = torch.randn(1, H, 11, 9, generator=g)
+    monkeypatch.setattr(_attention_torch, "BLOCK", 4 * 9)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        runs = []
+        for split_min in (1, 1 << 62):
+            monkeypatch.setattr(_attention_torch, "SPLIT_MIN", split_min)
+            runs.append(_run(True, monkeypatch, q, k, v, bias, 0.25, True))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)

@@ -41,9 +41,11 @@ import torch
 from .._stream import TWO32, keep_count, scale_for
 from ._torch_ops import _unpack, to_int64
 
-# Elements of one block's score matrix: 2**20 (4 MiB in float32) keeps a block in cache-sized pieces
-# while each matmul stays large enough to run at full speed.
-BLOCK = 1 << 20
+# Elements of one block's score matrix: 2**22 (16 MiB in float32). Few blocks make few torch calls:
+# on a busy machine each call's parallel region can wait a time slice for its threads (measured: 16
+# blocks of 2**20 took three times as long as 4 of 2**22 at L = 1024 beside other busy processes).
+# The compiled pass reads each row while it is in L1, whatever the block's size.
+BLOCK = 1 << 22
 
 # The compiled per-block pass on the CPU (``Kernels.attention``, philox_dropout.c) where the kernel is
 # built; False: every block through the torch operations (the tests compare the two).
@@ -193,6 +195,53 @@ def _fused_kernel(q: Any) -> Any:
     return None if lib is None else lib.attention[q.element_size()]
 
 
+# Below this many scores a block's compiled pass runs on the calling thread alone: handing parts to
+# other threads costs more than it saves.
+SPLIT_MIN = 1 << 15
+
+_pools: dict[int, Any] = {}
+
+
+def _split(kernel: Any, keys: int, item: int) -> Any:
+    """``kernel`` with a block's rows split into ``torch.get_num_threads()`` parts.
+
+    The calling thread runs one part and a pool of the others' size the rest, and the call
+    returns when all are done: the pass runs between a block's torch products, never beside
+    them, so it uses the cores torch's intra-op threads use and adds no thread to theirs.
+    """
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        return kernel
+    if threads not in _pools:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pools[threads] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
+    pool = _pools[threads]
+
+    def call(s: int, dp: int, lse: int, row0: int, rows: int, *fixed: Any) -> None:
+        if rows < 2 or rows * keys < SPLIT_MIN:
+            kernel(s, dp, lse, row0, rows, *fixed)
+            return
+        per = -(-rows // threads)
+        parts = [
+            pool.submit(
+                kernel,
+                s + r * keys * item,
+                dp and dp + r * keys * item,
+                lse + r * item,
+                row0 + r,
+                min(per, rows - r),
+                *fixed,
+            )
+            for r in range(per, rows, per)
+        ]
+        kernel(s, dp, lse, row0, per, *fixed)
+        for part in parts:
+            part.result()
+
+    return call
+
+
 def _bias_args(bias: Any) -> tuple[int, ...]:
     """The compiled routine's view of a ``(bias4, inner)`` layout: address, element strides, inner rows.
 
@@ -271,6 +320,7 @@ def _forward_fused(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse
     fixed = _fused_args(q, k, bias, args)
     buf = _block_buffer(q, n, length, keys)
     item = lse.element_size()
+    kernel = _split(kernel, keys, item)
     for n0, n1, i0, i1 in blocks(n, length, keys):
         row0, rows = n0 * length + i0, (n1 - n0) * (i1 - i0)
         s = buf[: rows * keys].view(n1 - n0, i1 - i0, keys)
@@ -376,6 +426,7 @@ def _backward_fused(
     lse = lse.detach().to(q.dtype).contiguous()
     sbuf, dsbuf = _block_buffer(q, n, length, keys), _block_buffer(q, n, length, keys)
     item = lse.element_size()
+    kernel = _split(kernel, keys, item)
     for n0, n1, i0, i1 in blocks(n, length, keys):
         row0, rows = n0 * length + i0, (n1 - n0) * (i1 - i0)
         s = sbuf[: rows * keys].view(n1 - n0, i1 - i0, keys)
@@ -387,7 +438,8 @@ def _backward_fused(
         dv[n0:n1].baddbmm_(s.transpose(1, 2), g)  # s: the dropped weights
         if dbias is not None:
             _add_bias_grad(dbias, bias[1], ds, n0, n1, i0, i1)
-        torch.matmul(ds, k[n0:n1], out=dq[n0:n1, i0:i1]).mul_(scale)
+        dq_block = dq[n0:n1, i0:i1]
+        torch.baddbmm(dq_block, ds, k[n0:n1], beta=0, alpha=scale, out=dq_block)  # beta 0: dq_block unread
         dk[n0:n1].baddbmm_(ds.transpose(1, 2), q[n0:n1, i0:i1], alpha=scale)
 
 
