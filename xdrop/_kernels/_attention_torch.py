@@ -28,11 +28,26 @@ flat indices, and its softmax exact (no online rescaling is needed when a
 block holds whole rows). float16 and bfloat16 inputs are computed in float32
 (as torch's math path on the CPU), so scores that overflow before scaling
 stay finite. With no keys (``S = 0``) out is 0 and lse -inf.
+
+On the CPU with the compiled kernel, a block is three steps: torch's matmul
+writes ``q k^T`` into a buffer allocated once per call; the compiled pass
+(``Kernels.attention``, ``philox_dropout.c``) turns it, row by row while the
+row is in L1, into the dropped weights (scale, the bias read by index through
+its strides, the causal mask, the softmax, lse, the keep mask of ``xd_mask``'s
+bits and the dropout scale); torch's matmul multiplies them by v. Backward
+recomputes the scores the same way, and one pass turns them and ``dout v^T``
+into the dropped weights and the scores' gradient for the four products. The
+pass is split over ``torch.get_num_threads()`` threads between the products,
+never beside them. Elsewhere (no compiled kernel, other devices, or ``FUSED``
+False) each block runs through torch operations; both paths draw the same
+mask bits and agree to a few roundings (``tests/test_attention_fused.py``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -199,7 +214,9 @@ def _fused_kernel(q: Any) -> Any:
 # other threads costs more than it saves.
 SPLIT_MIN = 1 << 15
 
-_pools: dict[int, Any] = {}
+# Thread pools by (process, size): a forked child (a DataLoader worker) inherits the dict, not the threads.
+_pools: dict[tuple[int, int], Any] = {}
+_pools_lock = threading.Lock()
 
 
 def _split(kernel: Any, keys: int, item: int) -> Any:
@@ -212,11 +229,13 @@ def _split(kernel: Any, keys: int, item: int) -> Any:
     threads = torch.get_num_threads()
     if threads <= 1:
         return kernel
-    if threads not in _pools:
-        from concurrent.futures import ThreadPoolExecutor
+    key = (os.getpid(), threads)
+    with _pools_lock:
+        if key not in _pools:
+            from concurrent.futures import ThreadPoolExecutor
 
-        _pools[threads] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
-    pool = _pools[threads]
+            _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
+        pool = _pools[key]
 
     def call(s: int, dp: int, lse: int, row0: int, rows: int, *fixed: Any) -> None:
         if rows < 2 or rows * keys < SPLIT_MIN:

@@ -143,38 +143,21 @@ static int xd_double_arg(PyObject *o, double *v) {
 
 /* The block of an attention_ call: (s, dp, lse) addresses and its xd_attn. */
 static int xd_attn_args(const char *name, PyObject *const *args, Py_ssize_t nargs, void *buf[3], xd_attn *p) {
-    xd_u64 v[4];
-    int64_t st[4];
-    if (xd_check_nargs(name, nargs, 19) || xd_address(args[0], &buf[0]) || xd_address(args[1], &buf[1])
-        || xd_address(args[2], &buf[2]) || xd_u64_args(args, 3, 4, v) || xd_double_arg(args[7], &p->scale))
-        return -1;
     void *bias;
-    if (xd_address(args[8], &bias)) return -1;
-    for (int i = 0; i < 4; i++)
-        if (xd_i64_arg(args[9 + i], &st[i])) return -1;
-    xd_u64 w[4];
-    if (xd_u64_args(args, 13, 1, &w[0])) return -1;
-    int causal = PyObject_IsTrue(args[14]);
-    if (causal < 0 || xd_u64_args(args, 15, 3, &w[1]) || xd_double_arg(args[18], &p->a)) return -1;
-    if (v[2] == 0 || w[0] == 0) {
+    if (xd_check_nargs(name, nargs, 19) || xd_address(args[0], &buf[0]) || xd_address(args[1], &buf[1])
+        || xd_address(args[2], &buf[2]) || xd_u64_arg(args[3], &p->row0) || xd_u64_arg(args[4], &p->rows)
+        || xd_u64_arg(args[5], &p->length) || xd_u64_arg(args[6], &p->keys) || xd_double_arg(args[7], &p->scale)
+        || xd_address(args[8], &bias) || xd_i64_arg(args[9], &p->so) || xd_i64_arg(args[10], &p->si)
+        || xd_i64_arg(args[11], &p->sl) || xd_i64_arg(args[12], &p->ss) || xd_u64_arg(args[13], &p->inner)
+        || (p->causal = PyObject_IsTrue(args[14])) < 0 || xd_u64_arg(args[15], &p->seed)
+        || xd_u64_arg(args[16], &p->step) || xd_u64_arg(args[17], &p->k) || xd_double_arg(args[18], &p->a))
+        return -1;
+    p->bias = bias;
+    if (p->length == 0 || p->inner == 0) {
         PyErr_Format(PyExc_ValueError, "%s: L and inner must be positive, got %llu and %llu", name,
-                     (unsigned long long)v[2], (unsigned long long)w[0]);
+                     (unsigned long long)p->length, (unsigned long long)p->inner);
         return -1;
     }
-    p->row0 = v[0];
-    p->rows = v[1];
-    p->length = v[2];
-    p->keys = v[3];
-    p->bias = bias;
-    p->so = st[0];
-    p->si = st[1];
-    p->sl = st[2];
-    p->ss = st[3];
-    p->inner = w[0];
-    p->causal = causal;
-    p->seed = w[1];
-    p->step = w[2];
-    p->k = w[3];
     return 0;
 }
 
