@@ -765,8 +765,8 @@ XD_EXP_FN(double, xd_u64, xd_exp_f64, xd_sel_f64, -746.0, 709.0, 675539944105574
  * causal mask (the rest get weight 0); keep is NULL without dropout (K = 2^32)
  * or when none is kept (none = 1, K = 0), else its 32-bit keep masks. */
 #define XD_ATTN_ROWS(T, UT, SFX, EXP, LOG)                                                                     \
-    /* The scaled, biased scores of keys 0 .. len - 1 (in place), and their maximum. */                        \
-    XD_ROW_FN T xd_attn_scores_##SFX(const xd_attn *p, T *s, const T *b, xd_u64 len) {                         \
+    /* The scaled, biased scores of keys 0 .. len - 1, in place. */                                            \
+    XD_ROW_FN void xd_attn_scores_##SFX(const xd_attn *p, T *s, const T *b, xd_u64 len) {                      \
         const T sc = (T)p->scale;                                                                              \
         if (b == NULL)                                                                                         \
             for (xd_u64 j = 0; j < len; j++) s[j] = s[j] * sc;                                                 \
@@ -774,6 +774,9 @@ XD_EXP_FN(double, xd_u64, xd_exp_f64, xd_sel_f64, -746.0, 709.0, 675539944105574
             for (xd_u64 j = 0; j < len; j++) s[j] = s[j] * sc + b[j];                                          \
         else                                                                                                   \
             for (xd_u64 j = 0; j < len; j++) s[j] = s[j] * sc + b[(int64_t)j * p->ss];                         \
+    }                                                                                                          \
+    /* The maximum of s[0 .. len - 1] (-inf for none). */                                                      \
+    XD_ROW_FN T xd_attn_max_##SFX(const T *s, xd_u64 len) {                                                    \
         T mx[XD_LANES], top = -(T)INFINITY;                                                                    \
         for (int l = 0; l < XD_LANES; l++) mx[l] = -(T)INFINITY;                                               \
         xd_u64 j = 0;                                                                                          \
@@ -792,7 +795,8 @@ XD_EXP_FN(double, xd_u64, xd_exp_f64, xd_sel_f64, -746.0, 709.0, 675539944105574
     /* Forward: s becomes the dropped weights, *lse the row's log-sum-exp (-inf for a row with no key). */     \
     XD_ROW_FN void xd_attn_fwd_row_##SFX(const xd_attn *p, T *s, const T *b, xd_u64 len, const xd_u32 *keep,   \
                                              int none, T *lse) {                                               \
-        T top = xd_attn_scores_##SFX(p, s, b, len);                                                            \
+        xd_attn_scores_##SFX(p, s, b, len);                                                                    \
+        T top = xd_attn_max_##SFX(s, len);                                                                     \
         if (top == -(T)INFINITY) top = 0; /* every key masked out: weights 0 (torch's math path) */            \
         T acc[XD_LANES] = {0}, tail = 0;                                                                       \
         xd_u64 j = 0;                                                                                          \
