@@ -74,3 +74,6 @@ def test_attention_ab_rows_and_the_loaded_row(tmp_path, capsys, monkeypatch):
     assert row["L"] == 32 and row["busy_processes"] == os.cpu_count() == len(started)
     assert set(row["forward_backward_s"]) == {"xdrop", "torch-math"}
     assert all(proc.poll() is not None for proc in started)  # stopped
+    with pytest.raises(SystemExit):
+        main([*args, "--attention-load", "-1"])
+    assert "--attention-load: must be a non-negative integer, got '-1'" in capsys.readouterr().err

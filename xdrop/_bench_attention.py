@@ -52,6 +52,17 @@ def lengths(text: str) -> list[int]:
     return values
 
 
+def busy_count(text: str) -> int:
+    """``--attention-load``: busy processes per core, a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention-lengths",
@@ -69,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--attention-load",
-        type=int,
+        type=busy_count,
         default=0,
         metavar="N",
         help=f"also the L = {LOADED_LENGTH} xdrop / math row with N busy processes per core beside it "
