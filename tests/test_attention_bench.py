@@ -36,3 +36,44 @@ def test_attention_rows_can_be_skipped_and_lengths_are_checked(tmp_path, capsys)
     with pytest.raises(SystemExit):
         main([*args, "--attention-lengths", "12,x"])
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_attention_ab_rows_and_the_loaded_row(tmp_path, capsys, monkeypatch):
+    """The alternating A/B rows (math with the same dropout, fused at p = 0, a float mask each side) and the
+    row beside busy processes, which are all stopped after it."""
+    import os
+    import subprocess
+
+    from xdrop import _bench_attention
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(_bench_attention, "LOADED_LENGTH", 32)
+    path = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--backend", "torch", "--sizes", "8", "--mlp-epochs", "0", "--json", str(path)]
+    assert main([*args, "--attention-lengths", "32", "--attention-ab-lengths", "32,48", "--attention-load", "1"]) == 0
+    assert "attention A/B, fwd+bwd, alternating" in capsys.readouterr().out
+    section = json.loads(path.read_text())["attention"]
+    assert [r["L"] for r in section["ab"]] == [32, 48]
+    for r in section["ab"]:
+        times = r["forward_backward_s"]
+        assert set(times) == {"xdrop", "torch-math", "torch-fused-p0", "xdrop-mask", "torch-math-mask"}
+        assert all(s > 0 for s in times.values())
+        assert r["ratios"] == {
+            "vs-torch-math": times["xdrop"] / times["torch-math"],
+            "vs-torch-fused-p0": times["xdrop"] / times["torch-fused-p0"],
+            "mask-vs-torch-math-mask": times["xdrop-mask"] / times["torch-math-mask"],
+        }
+    (row,) = section["loaded"]
+    assert row["L"] == 32 and row["busy_processes"] == os.cpu_count() == len(started)
+    assert set(row["forward_backward_s"]) == {"xdrop", "torch-math"}
+    assert all(proc.poll() is not None for proc in started)  # stopped
+    with pytest.raises(SystemExit):
+        main([*args, "--attention-load", "-1"])
+    assert "--attention-load: must be a non-negative integer, got '-1'" in capsys.readouterr().err

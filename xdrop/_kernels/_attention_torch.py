@@ -28,11 +28,26 @@ flat indices, and its softmax exact (no online rescaling is needed when a
 block holds whole rows). float16 and bfloat16 inputs are computed in float32
 (as torch's math path on the CPU), so scores that overflow before scaling
 stay finite. With no keys (``S = 0``) out is 0 and lse -inf.
+
+On the CPU with the compiled kernel, a block is three steps: torch's matmul
+writes ``q k^T`` into a buffer allocated once per call; the compiled pass
+(``Kernels.attention``, ``philox_dropout.c``) turns it, row by row while the
+row is in L1, into the dropped weights (scale, the bias read by index through
+its strides, the causal mask, the softmax, lse, the keep mask of ``xd_mask``'s
+bits and the dropout scale); torch's matmul multiplies them by v. Backward
+recomputes the scores the same way, and one pass turns them and ``dout v^T``
+into the dropped weights and the scores' gradient for the four products. The
+pass is split over ``torch.get_num_threads()`` threads between the products,
+never beside them. Elsewhere (no compiled kernel, other devices, or ``FUSED``
+False) each block runs through torch operations; both paths draw the same
+mask bits and agree to a few roundings (``tests/test_attention_fused.py``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -41,9 +56,15 @@ import torch
 from .._stream import TWO32, keep_count, scale_for
 from ._torch_ops import _unpack, to_int64
 
-# Elements of one block's score matrix: 2**20 (4 MiB in float32) keeps a block in cache-sized pieces
-# while each matmul stays large enough to run at full speed.
-BLOCK = 1 << 20
+# Elements of one block's score matrix: 2**22 (16 MiB in float32). Few blocks make few torch calls:
+# on a busy machine each call's parallel region can wait a time slice for its threads (measured: 16
+# blocks of 2**20 took three times as long as 4 of 2**22 at L = 1024 beside other busy processes).
+# The compiled pass reads each row while it is in L1, whatever the block's size.
+BLOCK = 1 << 22
+
+# The compiled per-block pass on the CPU (``Kernels.attention``, philox_dropout.c) where the kernel is
+# built; False: every block through the torch operations (the tests compare the two).
+FUSED = True
 
 # The CUDA kernels (part of the Triton backend): ``module.forward`` / ``module.backward`` with this
 # module's ``forward`` / ``backward`` contract, or None where they are not available.
@@ -138,38 +159,125 @@ def _scores(q: Any, k: Any, bias: Any, scale: float, is_causal: bool, n0: int, n
     return s
 
 
-def _host_keep(start: int, count: int, seed: int, step: int, kk: int) -> Any:
-    """A CPU block's keep flags, drawn by the compiled kernel on the calling thread.
+def _keep_drawer(device: Any, seed: int, step: int, kk: int, length: int, keys: int) -> Any:
+    """``keep(n0, n1, i0, i1)``: a block's keep mask, one contiguous range of the flat indices.
 
-    The block's products run on torch's intra-op threads; the host driver's own pool beside
-    them gains nothing at a block's size (2**20 flags take the kernel about 0.3 ms, the
-    block's ``q k^T`` alone about 12 ms at E = 64) and makes two pools fight for the cores
-    of a busy machine. Without the compiled kernel, the NumPy engine (and its threads).
+    The kernel (or engine) is chosen once per call, not per block. On the CPU the compiled
+    kernel draws on the calling thread: the block's products run on torch's intra-op
+    threads, and the host driver's own pool beside them gains nothing at a block's size
+    (2**20 flags take the kernel about 0.3 ms, the block's ``q k^T`` alone about 12 ms at
+    E = 64) and makes two pools fight for the cores of a busy machine. Without the compiled
+    kernel, the NumPy engine (and its threads).
     """
-    from . import _host, _native
+    if device.type == "cpu":
+        from . import _host, _native
 
-    out = torch.empty(count, dtype=torch.bool)
-    lib = _native.library()
-    if lib is None or kk in (0, TWO32):
-        _host.mask_into(out.numpy(), start, seed, step, kk, _host.default_engine())
+        lib = _native.library()
+        xd_mask = None if lib is None or kk in (0, TWO32) else lib.xd_mask
+        engine = _host.default_engine()
+
+        def draw(start: int, count: int) -> Any:
+            out = torch.empty(count, dtype=torch.bool)
+            if xd_mask is None:
+                _host.mask_into(out.numpy(), start, seed, step, kk, engine)
+            else:
+                xd_mask(start, count, seed, step, kk, out.data_ptr())
+            return out
     else:
-        lib.xd_mask(start, count, seed, step, kk, out.data_ptr())
-    return out
+        from ._select import select_mask
+        from ._torch_ops import _namespace
+
+        xp = _namespace()
+        select = select_mask(xp, "auto", device)
+
+        def draw(start: int, count: int) -> Any:
+            return select(xp, start, count, seed, step, kk, device).to(device)
+
+    def keep(n0: int, n1: int, i0: int, i1: int) -> Any:
+        start = (n0 * length + i0) * keys
+        return draw(start, (n1 - n0) * (i1 - i0) * keys).view(n1 - n0, i1 - i0, keys)
+
+    return keep
 
 
-def _keep(q: Any, seed: int, step: int, kk: int, n0: int, n1: int, i0: int, i1: int, keys: int) -> Any:
-    """The keep mask of a block: one contiguous range of the flat indices."""
-    from ._select import select_mask
-    from ._torch_ops import _namespace
+def _fused_kernel(q: Any) -> Any:
+    """The compiled block routine for q (prepared: float32 or float64) on the CPU, or None: the torch operations."""
+    if not FUSED or q.device.type != "cpu":
+        return None
+    from . import _native
 
-    length = q.shape[1]
-    start = (n0 * length + i0) * keys
-    count = (n1 - n0) * (i1 - i0) * keys
-    if q.device.type == "cpu":
-        return _host_keep(start, count, seed, step, kk).view(n1 - n0, i1 - i0, keys)
-    xp = _namespace()
-    flat = select_mask(xp, "auto", q.device)(xp, start, count, seed, step, kk, q.device)
-    return flat.to(q.device).view(n1 - n0, i1 - i0, keys)
+    lib = _native.library()
+    return None if lib is None else lib.attention[q.element_size()]
+
+
+# Below this many scores a block's compiled pass runs on the calling thread alone: handing parts to
+# other threads costs more than it saves.
+SPLIT_MIN = 1 << 15
+
+# Thread pools by (process, size): a forked child (a DataLoader worker) inherits the dict, not the threads.
+_pools: dict[tuple[int, int], Any] = {}
+_pools_lock = threading.Lock()
+
+
+def _split(kernel: Any, keys: int, item: int) -> Any:
+    """``kernel`` with a block's rows split into ``torch.get_num_threads()`` parts.
+
+    The calling thread runs one part and a pool of the others' size the rest, and the call
+    returns when all are done: the pass runs between a block's torch products, never beside
+    them, so it uses the cores torch's intra-op threads use and adds no thread to theirs.
+    """
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        return kernel
+    key = (os.getpid(), threads)
+    with _pools_lock:
+        if key not in _pools:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
+        pool = _pools[key]
+
+    def call(s: int, dp: int, lse: int, row0: int, rows: int, *fixed: Any) -> None:
+        if rows < 2 or rows * keys < SPLIT_MIN:
+            kernel(s, dp, lse, row0, rows, *fixed)
+            return
+        per = -(-rows // threads)
+        parts = [
+            pool.submit(
+                kernel,
+                s + r * keys * item,
+                dp and dp + r * keys * item,
+                lse + r * item,
+                row0 + r,
+                min(per, rows - r),
+                *fixed,
+            )
+            for r in range(per, rows, per)
+        ]
+        kernel(s, dp, lse, row0, per, *fixed)
+        for part in parts:
+            part.result()
+
+    return call
+
+
+def _bias_args(bias: Any) -> tuple[int, ...]:
+    """The compiled routine's view of a ``(bias4, inner)`` layout: address, element strides, inner rows.
+
+    Strides are 0 along the sizes of 1 (broadcast): the routine reads the bias by index, no copy.
+    """
+    if bias is None:
+        return (0, 0, 0, 0, 0, 1)
+    bias4, inner = bias
+    strides = (0 if size == 1 else stride for size, stride in zip(bias4.shape, bias4.stride(), strict=True))
+    return (bias4.data_ptr(), *strides, inner)
+
+
+def _block_buffer(q: Any, n: int, length: int, keys: int) -> Any:
+    """A flat buffer as large as the largest block of :func:`blocks` (its scores or their gradient)."""
+    rows = max(1, BLOCK // max(keys, 1))
+    size = min(n * length, rows if rows < length else rows // length * length) * keys
+    return q.new_empty(max(size, keys))
 
 
 def _prepared(q: Any, k: Any, v: Any, bias: Any) -> tuple[Any, Any, Any, Any]:
@@ -198,6 +306,11 @@ def forward(
     out = q.new_empty((n, length, v.shape[2]))
     kk = keep_count(dropout_p)
     a = scale_for(kk, torch, q.dtype)  # the compute dtype's, as the JAX and Triton kernels
+    kernel = _fused_kernel(q)
+    if kernel is not None:
+        _forward_fused(kernel, q, k, v, bias, out, lse, (scale, is_causal, seed, step, kk, a))
+        return out.to(dtype), lse
+    keep = _keep_drawer(q.device, seed, step, kk, length, keys)
     for n0, n1, i0, i1 in blocks(n, length, keys):
         s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
         top = s.amax(-1, keepdim=True)
@@ -207,9 +320,32 @@ def forward(
         lse[n0:n1, i0:i1] = (top + total.log()).squeeze(-1)
         s.div_(total.masked_fill_(total == 0, 1.0))
         if dropout_p > 0:
-            s.mul_(a).masked_fill_(~_keep(q, seed, step, kk, n0, n1, i0, i1, keys), 0.0)
+            s.mul_(a).masked_fill_(~keep(n0, n1, i0, i1), 0.0)
         torch.matmul(s, v[n0:n1], out=out[n0:n1, i0:i1])
     return out.to(dtype), lse
+
+
+def _fused_args(q: Any, k: Any, bias: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the compiled routine takes after a block's ``(s, dp, lse, row0, rows)``, fixed for one call."""
+    scale, is_causal, seed, step, kk, a = args
+    return (q.shape[1], k.shape[1], scale, *_bias_args(bias), is_causal, seed, step, kk, a)
+
+
+def _forward_fused(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, args: tuple[Any, ...]) -> None:
+    """Fill ``out`` and ``lse``: per block, ``q k^T`` (BLAS) into one buffer, the compiled pass
+    (scale, bias, causal mask, softmax, lse, keep mask and dropout scale) in place, then ``P v``."""
+    n, length, _ = q.shape
+    keys = k.shape[1]
+    fixed = _fused_args(q, k, bias, args)
+    buf = _block_buffer(q, n, length, keys)
+    item = lse.element_size()
+    kernel = _split(kernel, keys, item)
+    for n0, n1, i0, i1 in blocks(n, length, keys):
+        row0, rows = n0 * length + i0, (n1 - n0) * (i1 - i0)
+        s = buf[: rows * keys].view(n1 - n0, i1 - i0, keys)
+        torch.matmul(q[n0:n1, i0:i1], k[n0:n1].transpose(1, 2), out=s)
+        kernel(s.data_ptr(), 0, lse.data_ptr() + row0 * item, row0, rows, *fixed)
+        torch.matmul(s, v[n0:n1], out=out[n0:n1, i0:i1])
 
 
 def _add_bias_grad(dbias: Any, inner: int, ds: Any, n0: int, n1: int, i0: int, i1: int) -> None:
@@ -262,31 +398,68 @@ def backward(
     dbias = None if bias is None else torch.zeros_like(bias[0])
     kk = keep_count(dropout_p)
     a = scale_for(kk, torch, q.dtype)
-    for n0, n1, i0, i1 in blocks(n, length, keys) if keys else ():
-        s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
-        top = lse[n0:n1, i0:i1, None].to(q.dtype)
-        s.sub_(top.masked_fill(top == -math.inf, 0.0)).exp_()  # P, the weights before dropout
-        g = dout[n0:n1, i0:i1]
-        dp = torch.matmul(g, v[n0:n1].transpose(1, 2))  # gradient of the dropped weights
-        if dropout_p > 0:
-            drop = ~_keep(q, seed, step, kk, n0, n1, i0, i1, keys)
-            dropped = (s * a).masked_fill_(drop, 0.0)
-            dp.mul_(a).masked_fill_(drop, 0.0)  # gradient of the weights before dropout
-        else:
-            dropped = s
-        dv[n0:n1] += torch.matmul(dropped.transpose(1, 2), g)
-        ds = s * (dp - (s * dp).sum(-1, keepdim=True))  # softmax's backward: the biased scores' gradient
-        if bias_grad and dbias is not None:
-            _add_bias_grad(dbias, bias[1], ds, n0, n1, i0, i1)
-        ds.mul_(scale)
-        torch.matmul(ds, k[n0:n1], out=dq[n0:n1, i0:i1])
-        dk[n0:n1] += torch.matmul(ds.transpose(1, 2), q[n0:n1, i0:i1])
+    kernel = _fused_kernel(q)
+    if kernel is not None and keys:
+        grads_of = (dout, lse, dq, dk, dv, dbias if bias_grad else None)
+        _backward_fused(kernel, q, k, v, bias, grads_of, (scale, is_causal, seed, step, kk, a))
+    elif keys:
+        keep = _keep_drawer(q.device, seed, step, kk, length, keys)
+        for n0, n1, i0, i1 in blocks(n, length, keys):
+            s = _scores(q, k, bias, scale, is_causal, n0, n1, i0, i1)
+            top = lse[n0:n1, i0:i1, None].to(q.dtype)
+            s.sub_(top.masked_fill(top == -math.inf, 0.0)).exp_()  # P, the weights before dropout
+            g = dout[n0:n1, i0:i1]
+            dp = torch.matmul(g, v[n0:n1].transpose(1, 2))  # gradient of the dropped weights
+            if dropout_p > 0:
+                drop = ~keep(n0, n1, i0, i1)
+                dropped = (s * a).masked_fill_(drop, 0.0)
+                dp.mul_(a).masked_fill_(drop, 0.0)  # gradient of the weights before dropout
+            else:
+                dropped = s
+            dv[n0:n1] += torch.matmul(dropped.transpose(1, 2), g)
+            ds = s * (dp - (s * dp).sum(-1, keepdim=True))  # softmax's backward: the biased scores' gradient
+            if bias_grad and dbias is not None:
+                _add_bias_grad(dbias, bias[1], ds, n0, n1, i0, i1)
+            ds.mul_(scale)
+            torch.matmul(ds, k[n0:n1], out=dq[n0:n1, i0:i1])
+            dk[n0:n1] += torch.matmul(ds.transpose(1, 2), q[n0:n1, i0:i1])
     grads = tuple(t.to(d) for t, d in zip((dq, dk, dv), dtypes, strict=True))
     if not bias_grad:
         return grads
     if dbias is None:
         raise ValueError("bias_grad needs a bias")
     return (*grads, dbias.reshape(bias_in.shape).to(bias_in.dtype))
+
+
+def _backward_fused(
+    kernel: Any, q: Any, k: Any, v: Any, bias: Any, grads_of: tuple[Any, ...], args: tuple[Any, ...]
+) -> None:
+    """Accumulate ``dq``, ``dk``, ``dv`` (and ``dbias``): per block, ``q k^T`` and ``dout v^T`` (BLAS) into
+    two buffers, the compiled pass turning them into the dropped weights and the scores' gradient
+    ``dS`` (before the score scale, which the products apply), then the four products."""
+    dout, lse, dq, dk, dv, dbias = grads_of
+    n, length, _ = q.shape
+    keys = k.shape[1]
+    scale = args[0]
+    fixed = _fused_args(q, k, bias, args)
+    lse = lse.detach().to(q.dtype).contiguous()
+    sbuf, dsbuf = _block_buffer(q, n, length, keys), _block_buffer(q, n, length, keys)
+    item = lse.element_size()
+    kernel = _split(kernel, keys, item)
+    for n0, n1, i0, i1 in blocks(n, length, keys):
+        row0, rows = n0 * length + i0, (n1 - n0) * (i1 - i0)
+        s = sbuf[: rows * keys].view(n1 - n0, i1 - i0, keys)
+        ds = dsbuf[: rows * keys].view(n1 - n0, i1 - i0, keys)
+        g = dout[n0:n1, i0:i1]
+        torch.matmul(q[n0:n1, i0:i1], k[n0:n1].transpose(1, 2), out=s)
+        torch.matmul(g, v[n0:n1].transpose(1, 2), out=ds)
+        kernel(s.data_ptr(), ds.data_ptr(), lse.data_ptr() + row0 * item, row0, rows, *fixed)
+        dv[n0:n1].baddbmm_(s.transpose(1, 2), g)  # s: the dropped weights
+        if dbias is not None:
+            _add_bias_grad(dbias, bias[1], ds, n0, n1, i0, i1)
+        dq_block = dq[n0:n1, i0:i1]
+        torch.baddbmm(dq_block, ds, k[n0:n1], beta=0, alpha=scale, out=dq_block)  # beta 0: dq_block unread
+        dk[n0:n1].baddbmm_(ds.transpose(1, 2), q[n0:n1, i0:i1], alpha=scale)
 
 
 @torch.library.custom_op("xdrop::attention", mutates_args=())

@@ -53,6 +53,8 @@ class Kernels:
     release the GIL for large ``n``; ``array_dropout[char](x, out, seed, step,
     k, scale)`` takes C-contiguous NumPy arrays of the dtype with that
     character and raises ``ValueError`` when their sizes differ.
+    ``attention[itemsize](s, dp, lse, ...)`` runs one float32 (4) or float64
+    (8) block of the attention operator in place (``_attention_torch``).
     """
 
     def __init__(self, module: ModuleType, variant: str) -> None:
@@ -65,6 +67,10 @@ class Kernels:
         self.array_dropout: dict[str, Any] = {
             "f": getattr(module, f"dropout_f32_buf_{variant}"),
             "d": getattr(module, f"dropout_f64_buf_{variant}"),
+        }
+        self.attention: dict[int, Any] = {
+            4: getattr(module, f"attention_f32_{variant}"),
+            8: getattr(module, f"attention_f64_{variant}"),
         }
 
 

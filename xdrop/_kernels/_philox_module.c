@@ -8,6 +8,10 @@
  *   mask_V(start, n, seed, step, k, out_address)
  *   dropout_f32_V(x_address, out_address, start, n, seed, step, k, scale)   (and _f64_)
  *   dropout_f32_buf_V(x, out, seed, step, k, scale)                         (and _f64_)
+ *   attention_f32_V(s, dp, lse, row0, rows, L, S, scale, bias, so, si, sl, ss, inner, causal,
+ *                   seed, step, k, a)                                       (and _f64_)
+ * attention_ runs one block of the attention operator (xd_attn in
+ * philox_dropout.c): forward where dp is 0, else backward; bias 0 for none.
  * The address forms release the GIL for large n, so threads run in parallel;
  * the _buf forms take two C-contiguous buffers (NumPy arrays) of the same
  * byte length and spare the caller fetching addresses: per-call cost is what
@@ -124,8 +128,61 @@ static PyObject *xd_block_words_py(PyObject *self, PyObject *const *args, Py_ssi
         return result;                                                                                           \
     }
 
+/* args[first] as a signed 64-bit integer, a double, a truth value. */
+static int xd_i64_arg(PyObject *o, int64_t *v) {
+    long long r = PyLong_AsLongLong(o);
+    if (r == -1 && PyErr_Occurred()) return -1;
+    *v = (int64_t)r;
+    return 0;
+}
+
+static int xd_double_arg(PyObject *o, double *v) {
+    *v = PyFloat_AsDouble(o);
+    return (*v == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The block of an attention_ call: (s, dp, lse) addresses and its xd_attn. */
+static int xd_attn_args(const char *name, PyObject *const *args, Py_ssize_t nargs, void *buf[3], xd_attn *p) {
+    void *bias;
+    if (xd_check_nargs(name, nargs, 19) || xd_address(args[0], &buf[0]) || xd_address(args[1], &buf[1])
+        || xd_address(args[2], &buf[2]) || xd_u64_arg(args[3], &p->row0) || xd_u64_arg(args[4], &p->rows)
+        || xd_u64_arg(args[5], &p->length) || xd_u64_arg(args[6], &p->keys) || xd_double_arg(args[7], &p->scale)
+        || xd_address(args[8], &bias) || xd_i64_arg(args[9], &p->so) || xd_i64_arg(args[10], &p->si)
+        || xd_i64_arg(args[11], &p->sl) || xd_i64_arg(args[12], &p->ss) || xd_u64_arg(args[13], &p->inner)
+        || (p->causal = PyObject_IsTrue(args[14])) < 0 || xd_u64_arg(args[15], &p->seed)
+        || xd_u64_arg(args[16], &p->step) || xd_u64_arg(args[17], &p->k) || xd_double_arg(args[18], &p->a))
+        return -1;
+    p->bias = bias;
+    if (p->length == 0 || p->inner == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: L and inner must be positive, got %llu and %llu", name,
+                     (unsigned long long)p->length, (unsigned long long)p->inner);
+        return -1;
+    }
+    return 0;
+}
+
+/* One variant's attention_ wrappers: forward where dp is 0, else backward; the GIL released. */
+#define XD_WRAP_ATTENTION(SUFFIX, TYPE, BITS)                                                                    \
+    static PyObject *xd_attention_f##BITS##_py##SUFFIX(PyObject *self, PyObject *const *args, Py_ssize_t nargs) { \
+        (void)self;                                                                                              \
+        void *buf[3];                                                                                            \
+        xd_attn p;                                                                                               \
+        int rc;                                                                                                  \
+        if (xd_attn_args("attention_f" #BITS, args, nargs, buf, &p)) return NULL;                                \
+        Py_BEGIN_ALLOW_THREADS if (buf[1] == NULL) rc = xd_attn_fwd_f##BITS##SUFFIX(&p, (TYPE *)buf[0], (TYPE *)buf[2]); \
+        else rc = xd_attn_bwd_f##BITS##SUFFIX(&p, (TYPE *)buf[0], (TYPE *)buf[1], (const TYPE *)buf[2]);         \
+        Py_END_ALLOW_THREADS if (rc != 0) return PyErr_NoMemory();                                               \
+        Py_RETURN_NONE;                                                                                          \
+    }
+
 XD_WRAP_VARIANT()
+XD_WRAP_ATTENTION(, float, 32)
+XD_WRAP_ATTENTION(, double, 64)
 #ifdef XD_HAVE_AVX2
+XD_WRAP_ATTENTION(_avx2, float, 32)
+XD_WRAP_ATTENTION(_avx2, double, 64)
+XD_WRAP_ATTENTION(_avx512, float, 32)
+XD_WRAP_ATTENTION(_avx512, double, 64)
 XD_WRAP_VARIANT(_avx2)
 XD_WRAP_VARIANT(_avx512)
 #endif
@@ -160,7 +217,9 @@ static PyObject *xd_variants_py(PyObject *self, PyObject *unused) {
         XD_FAST("dropout_f32" NAME, xd_dropout_f32_py##SUFFIX, "Dropout of n float32 at addresses."),     \
         XD_FAST("dropout_f64" NAME, xd_dropout_f64_py##SUFFIX, "Dropout of n float64 at addresses."),     \
         XD_FAST("dropout_f32_buf" NAME, xd_dropout_f32_buf_py##SUFFIX, "Dropout of a float32 buffer."),   \
-        XD_FAST("dropout_f64_buf" NAME, xd_dropout_f64_buf_py##SUFFIX, "Dropout of a float64 buffer.")
+        XD_FAST("dropout_f64_buf" NAME, xd_dropout_f64_buf_py##SUFFIX, "Dropout of a float64 buffer."),   \
+        XD_FAST("attention_f32" NAME, xd_attention_f32_py##SUFFIX, "One float32 block of attention."),     \
+        XD_FAST("attention_f64" NAME, xd_attention_f64_py##SUFFIX, "One float64 block of attention.")
 
 static PyMethodDef xd_methods[] = {
     XD_FAST("block_words", xd_block_words_py, "The four Philox words of one block into a uint32[4] at an address."),

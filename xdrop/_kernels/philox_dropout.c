@@ -18,7 +18,9 @@ typedef unsigned long long xd_u64;
 #define XD_FN __device__ __forceinline__
 #define XD_MULHILO(a, m, hi, lo) (hi = __umulhi((a), (m)), lo = (a) * (m))
 #else
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 typedef uint32_t xd_u32;
 typedef uint64_t xd_u64;
@@ -674,6 +676,271 @@ XD_HOST_KERNELS(_avx2, XD_AVX2, xd_ctx_avx2, xd_ctx_avx2_init, xd_keep_chunk_avx
 XD_HOST_KERNELS(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_chunk_avx512,
                 xd_f32_chunk_avx512(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale),
                 xd_f64_chunk_avx512(&xd_c, xd_at, x + xd_i0, out + xd_i0, scale))
+#endif
+
+/* ---- Attention: a block's softmax, keep mask and dropout, one row at a time.
+ * A block is the flat rows row0 .. row0 + rows - 1 of the (N * L, S) weights,
+ * all S keys of each: flat row f is query i = f % L of problem n = f / L, and
+ * the keep decision of its key j is stream v1's at flat index f * S + j, drawn
+ * by the variant's chunk routine (xd_mask's bits). The scores arrive as the raw
+ * products q k^T (a BLAS matmul wrote them into s); each row is short enough to
+ * stay in L1 while it is read a few times, and the softmax is exact (the whole
+ * row is there). The loops are plain arithmetic that the compiler vectorises
+ * with each variant's ISA; no sum is reordered, so every variant gives the same
+ * values. */
+
+typedef struct {
+    xd_u64 row0, rows, length, keys; /* the block's flat rows; L, S */
+    double scale;                    /* of q k^T */
+    const void *bias;                /* NULL, or the additive mask in the element type */
+    int64_t so, si, sl, ss;          /* its element strides (outer, inner, query, key); 0 where it broadcasts */
+    xd_u64 inner;                    /* problem n adds bias[n / inner, n % inner] */
+    int causal;                      /* key j > query i is masked out */
+    xd_u64 seed, step, k;            /* the stream, K */
+    double a;                        /* the dropout scale, exact in the element type */
+} xd_attn;
+
+/* The row routines are inlined into each variant's exported ones, so that
+ * they are compiled (and vectorised) for that variant's ISA. */
+#if defined(__GNUC__) || defined(__clang__)
+#define XD_ROW_FN static inline __attribute__((always_inline))
+#else
+#define XD_ROW_FN static inline
+#endif
+
+/* Per-lane partial maxima and sums: a loop over XD_LANES accumulators
+ * vectorises without reassociating any sum (the order is fixed in C). */
+#define XD_LANES 16
+
+/* c ? a : b by bit masks. Written as a conditional, a select whose arms feed
+ * floating-point arithmetic becomes a branch (the arithmetic may trap), and a
+ * loop with a branch does not vectorise. */
+#define XD_SEL_FN(T, UT, NAME)          \
+    XD_ROW_FN T NAME(int c, T a, T b) { \
+        UT m = (UT)0 - (UT)c, x, y;     \
+        memcpy(&x, &a, sizeof x);       \
+        memcpy(&y, &b, sizeof y);       \
+        x = (x & m) | (y & ~m);         \
+        memcpy(&a, &x, sizeof a);       \
+        return a;                       \
+    }
+XD_SEL_FN(float, xd_u32, xd_sel_f32)
+XD_SEL_FN(double, xd_u64, xd_sel_f64)
+
+/* e^x, to about 1 ulp, for the softmax's exponents (x <= 0, or a rounding
+ * above): x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, the first with
+ * few bits, so that n * ln2_hi is exact), e^r by its Taylor series (the first
+ * omitted term is below the type's rounding), times 2^n as two factors so that
+ * subnormal results are one correctly scaled product. Below LO the result is
+ * 0 (e^LO rounds to 0), NaN stays NaN; x is clamped to [LO, HI] first so that
+ * n converts to an int. The magic constant rounds to the nearest integer in
+ * the default rounding mode. */
+#define XD_EXP_FN(T, UT, NAME, SEL, LO, HI, MAGIC, LOG2E, LN2HI, LN2LO, BIAS, MANT, POLY) \
+    XD_ROW_FN T NAME(T x) {                                                               \
+        T y = SEL(!(x >= (T)(LO)), (T)(LO), x);                                           \
+        y = SEL(y > (T)(HI), (T)(HI), y);                                                 \
+        T n = (y * (T)(LOG2E) + (T)(MAGIC)) - (T)(MAGIC);                                 \
+        T r = (y - n * (T)(LN2HI)) - n * (T)(LN2LO);                                      \
+        T p = POLY;                                                                       \
+        int32_t e = (int32_t)n, h = e / 2;                                                \
+        UT b1 = (UT)(h + (BIAS)) << (MANT), b2 = (UT)(e - h + (BIAS)) << (MANT);          \
+        T f1, f2;                                                                         \
+        memcpy(&f1, &b1, sizeof f1);                                                      \
+        memcpy(&f2, &b2, sizeof f2);                                                      \
+        return SEL(x == x, SEL(x < (T)(LO), (T)0, p * f1 * f2), x);                       \
+    }
+/* Taylor coefficients 1/k!: to r^7 for float (r^8/8! < 2^-24 relative), r^13 for double. */
+XD_EXP_FN(float, xd_u32, xd_exp_f32, xd_sel_f32, -104.0f, 88.0f, 12582912.0f, 1.44269504f, 0.693359375f,
+          -2.12194440e-4f, 127, 23,
+          1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 +
+          r * (1.0f / 5040))))))))
+XD_EXP_FN(double, xd_u64, xd_exp_f64, xd_sel_f64, -746.0, 709.0, 6755399441055744.0, 1.4426950408889634,
+          6.93147180369123816490e-01, 1.90821492927058770002e-10, 1023, 52,
+          1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040
+          + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600
+          + r * (1.0 / 6227020800.0))))))))))))))
+
+/* The row routines of element type T (bits UT; SFX names them; EXP and LOG its
+ * e^x and log). A row's keys 0 .. len - 1 are the ones not masked out by the
+ * causal mask (the rest get weight 0); keep is NULL without dropout (K = 2^32)
+ * or when none is kept (none = 1, K = 0), else its 32-bit keep masks. */
+#define XD_ATTN_ROWS(T, UT, SFX, EXP, LOG)                                                                     \
+    /* The scaled, biased scores of keys 0 .. len - 1, in place. */                                            \
+    XD_ROW_FN void xd_attn_scores_##SFX(const xd_attn *p, T *s, const T *b, xd_u64 len) {                      \
+        const T sc = (T)p->scale;                                                                              \
+        if (b == NULL)                                                                                         \
+            for (xd_u64 j = 0; j < len; j++) s[j] = s[j] * sc;                                                 \
+        else if (p->ss == 1)                                                                                   \
+            for (xd_u64 j = 0; j < len; j++) s[j] = s[j] * sc + b[j];                                          \
+        else                                                                                                   \
+            for (xd_u64 j = 0; j < len; j++) s[j] = s[j] * sc + b[(int64_t)j * p->ss];                         \
+    }                                                                                                          \
+    /* The maximum of s[0 .. len - 1] (-inf for none). */                                                      \
+    XD_ROW_FN T xd_attn_max_##SFX(const T *s, xd_u64 len) {                                                    \
+        T mx[XD_LANES], top = -(T)INFINITY;                                                                    \
+        for (int l = 0; l < XD_LANES; l++) mx[l] = -(T)INFINITY;                                               \
+        xd_u64 j = 0;                                                                                          \
+        for (; j + XD_LANES <= len; j += XD_LANES)                                                             \
+            for (int l = 0; l < XD_LANES; l++) mx[l] = s[j + l] > mx[l] ? s[j + l] : mx[l];                    \
+        for (; j < len; j++) top = s[j] > top ? s[j] : top;                                                    \
+        for (int l = 0; l < XD_LANES; l++) top = mx[l] > top ? mx[l] : top;                                    \
+        return top;                                                                                            \
+    }                                                                                                          \
+    XD_ROW_FN T xd_attn_sum_##SFX(const T acc[XD_LANES], T tail) {                                             \
+        for (int l = 0; l < XD_LANES; l++) tail += acc[l];                                                     \
+        return tail;                                                                                           \
+    }                                                                                                          \
+    /* The element's keep mask as a mask of T's width. */                                                      \
+    XD_ROW_FN UT xd_attn_bits_##SFX(xd_u32 keep) { return (UT)0 - (UT)(keep & 1u); }                           \
+    /* Forward: s becomes the dropped weights, *lse the row's log-sum-exp (-inf for a row with no key). */     \
+    XD_ROW_FN void xd_attn_fwd_row_##SFX(const xd_attn *p, T *s, const T *b, xd_u64 len, const xd_u32 *keep,   \
+                                             int none, T *lse) {                                               \
+        xd_attn_scores_##SFX(p, s, b, len);                                                                    \
+        T top = xd_attn_max_##SFX(s, len);                                                                     \
+        if (top == -(T)INFINITY) top = 0; /* every key masked out: weights 0 (torch's math path) */            \
+        T acc[XD_LANES] = {0}, tail = 0;                                                                       \
+        xd_u64 j = 0;                                                                                          \
+        for (; j + XD_LANES <= len; j += XD_LANES)                                                             \
+            for (int l = 0; l < XD_LANES; l++) {                                                               \
+                T e = EXP(s[j + l] - top);                                                                     \
+                s[j + l] = e;                                                                                  \
+                acc[l] += e;                                                                                   \
+            }                                                                                                  \
+        for (; j < len; j++) {                                                                                 \
+            s[j] = EXP(s[j] - top);                                                                            \
+            tail += s[j];                                                                                      \
+        }                                                                                                      \
+        T total = xd_attn_sum_##SFX(acc, tail);                                                                \
+        *lse = top + LOG(total);                                                                               \
+        T d = total == 0 ? (T)1 : total, a = (T)p->a;                                                          \
+        if (none) {                                                                                            \
+            memset(s, 0, (size_t)p->keys * sizeof *s);                                                         \
+            return;                                                                                            \
+        }                                                                                                      \
+        if (keep == NULL) {                                                                                    \
+            for (j = 0; j < len; j++) s[j] = s[j] / d;                                                         \
+        } else {                                                                                               \
+            for (j = 0; j < len; j++) {                                                                        \
+                T w = s[j] / d * a;                                                                            \
+                UT bits;                                                                                       \
+                memcpy(&bits, &w, sizeof bits);                                                                \
+                bits &= xd_attn_bits_##SFX(keep[j]);                                                           \
+                memcpy(&s[j], &bits, sizeof bits);                                                             \
+            }                                                                                                  \
+        }                                                                                                      \
+        memset(s + len, 0, (size_t)(p->keys - len) * sizeof *s);                                               \
+    }                                                                                                          \
+    /* Backward: from the raw scores s, dp = dout v^T and the row's lse, s becomes the dropped weights         \
+     * (for dv) and dp the biased scores' gradient dS = P * (dP' - sum(P * dP')), dP' = dp * a * keep (not     \
+     * yet times the score scale: the bias's gradient is dS itself). w holds P, the weights before dropout. */ \
+    XD_ROW_FN void xd_attn_bwd_row_##SFX(const xd_attn *p, T *s, T *dp, T *w, const T *b, xd_u64 len,          \
+                                             const xd_u32 *keep, int none, T lse) {                            \
+        xd_attn_scores_##SFX(p, s, b, len);                                                                    \
+        T top = lse == -(T)INFINITY ? (T)0 : lse, a = (T)p->a;                                                 \
+        T acc[XD_LANES] = {0}, tail = 0;                                                                       \
+        xd_u64 j = 0;                                                                                          \
+        if (none) {                                                                                            \
+            for (j = 0; j < len; j++) w[j] = EXP(s[j] - top);                                                  \
+            memset(s, 0, (size_t)len * sizeof *s);                                                             \
+            memset(dp, 0, (size_t)len * sizeof *dp);                                                           \
+        } else if (keep == NULL) {                                                                             \
+            for (; j + XD_LANES <= len; j += XD_LANES)                                                         \
+                for (int l = 0; l < XD_LANES; l++) {                                                           \
+                    T e = EXP(s[j + l] - top);                                                                 \
+                    w[j + l] = e;                                                                              \
+                    s[j + l] = e;                                                                              \
+                    acc[l] += e * dp[j + l];                                                                   \
+                }                                                                                              \
+            for (; j < len; j++) {                                                                             \
+                w[j] = s[j] = EXP(s[j] - top);                                                                 \
+                tail += w[j] * dp[j];                                                                          \
+            }                                                                                                  \
+        } else {                                                                                               \
+            for (; j + XD_LANES <= len; j += XD_LANES)                                                         \
+                for (int l = 0; l < XD_LANES; l++) {                                                           \
+                    T e = EXP(s[j + l] - top), x = e * a, g = dp[j + l] * a;                                   \
+                    UT m = xd_attn_bits_##SFX(keep[j + l]), bx, bg;                                            \
+                    memcpy(&bx, &x, sizeof bx);                                                                \
+                    memcpy(&bg, &g, sizeof bg);                                                                \
+                    bx &= m;                                                                                   \
+                    bg &= m;                                                                                   \
+                    memcpy(&s[j + l], &bx, sizeof bx);                                                         \
+                    memcpy(&g, &bg, sizeof bg);                                                                \
+                    w[j + l] = e;                                                                              \
+                    dp[j + l] = g;                                                                             \
+                    acc[l] += e * g;                                                                           \
+                }                                                                                              \
+            for (; j < len; j++) {                                                                             \
+                T e = EXP(s[j] - top);                                                                         \
+                int kept = (int)(keep[j] & 1u);                                                                \
+                w[j] = e;                                                                                      \
+                s[j] = kept ? e * a : (T)0;                                                                    \
+                dp[j] = kept ? dp[j] * a : (T)0;                                                               \
+                tail += e * dp[j];                                                                             \
+            }                                                                                                  \
+        }                                                                                                      \
+        T sum = xd_attn_sum_##SFX(acc, tail);                                                                  \
+        for (j = 0; j < len; j++) dp[j] = w[j] * (dp[j] - sum);                                                \
+        memset(s + len, 0, (size_t)(p->keys - len) * sizeof *s);                                               \
+        memset(dp + len, 0, (size_t)(p->keys - len) * sizeof *dp);                                             \
+    }
+
+XD_ATTN_ROWS(float, xd_u32, f32, xd_exp_f32, logf)
+XD_ATTN_ROWS(double, xd_u64, f64, xd_exp_f64, log)
+
+/* The block's rows through ROW (xd_attn_fwd_row or xd_attn_bwd_row of type T),
+ * each row's keep masks first drawn into keep by the variant's CHUNK_FN.
+ * Returns -1 when the row buffers cannot be allocated, else 0. */
+#define XD_ATTN_BLOCK(T, CTX, INIT, CHUNK_FN, ROW_CALL)                                                          \
+    do {                                                                                                         \
+        xd_u64 S = p->keys;                                                                                      \
+        int none = p->k == 0, drop = !none && !(p->k >> 32);                                                     \
+        xd_u32 *keep = drop ? (xd_u32 *)malloc((size_t)(S ? S : 1) * sizeof *keep) : NULL;                       \
+        T *w = (T *)malloc((size_t)(S ? S : 1) * sizeof *w);                                                     \
+        if ((drop && keep == NULL) || w == NULL) {                                                               \
+            free(keep);                                                                                          \
+            free(w);                                                                                             \
+            return -1;                                                                                           \
+        }                                                                                                        \
+        CTX xd_c;                                                                                                \
+        INIT(&xd_c, p->seed, p->step, p->k); /* unused without dropout */                                        \
+        const T *bias = (const T *)p->bias;                                                                      \
+        for (xd_u64 r = 0; r < p->rows; r++) {                                                                   \
+            xd_u64 f = p->row0 + r, n = f / p->length, qi = f % p->length;                                       \
+            xd_u64 len = p->causal && qi + 1 < S ? qi + 1 : S;                                                   \
+            if (drop)                                                                                            \
+                XD_FOR_EACH(CHUNK_FN, &xd_c, f * S, len, CHUNK_FN(&xd_c, xd_at, XD_CHUNK, keep + xd_i0),         \
+                            keep[i] = KEEP);                                                                     \
+            const T *b = bias == NULL ? NULL                                                                     \
+                                      : bias + (int64_t)(n / p->inner) * p->so + (int64_t)(n % p->inner) * p->si \
+                                            + (int64_t)qi * p->sl;                                               \
+            ROW_CALL;                                                                                            \
+        }                                                                                                        \
+        free(keep);                                                                                              \
+        free(w);                                                                                                 \
+        return 0;                                                                                                \
+    } while (0)
+
+/* The exported attention routines of one variant (names end in SUFFIX):
+ * forward, s (rows x S, the raw scores) and lse (rows) of the block; backward,
+ * s and dp (rows x S, dout v^T) and the block's lse. */
+#define XD_ATTN_KERNELS_T(T, SFX, SUFFIX, ATTR, CTX, INIT, CHUNK_FN)                                   \
+    ATTR int xd_attn_fwd_##SFX##SUFFIX(const xd_attn *p, T *s, T *lse) {                               \
+        XD_ATTN_BLOCK(T, CTX, INIT, CHUNK_FN,                                                          \
+                      xd_attn_fwd_row_##SFX(p, s + r * S, b, len, keep, none, lse + r));               \
+    }                                                                                                  \
+    ATTR int xd_attn_bwd_##SFX##SUFFIX(const xd_attn *p, T *s, T *dp, const T *lse) {                  \
+        XD_ATTN_BLOCK(T, CTX, INIT, CHUNK_FN,                                                          \
+                      xd_attn_bwd_row_##SFX(p, s + r * S, dp + r * S, w, b, len, keep, none, lse[r])); \
+    }
+#define XD_ATTN_KERNELS(SUFFIX, ATTR, CTX, INIT, CHUNK_FN)           \
+    XD_ATTN_KERNELS_T(float, f32, SUFFIX, ATTR, CTX, INIT, CHUNK_FN) \
+    XD_ATTN_KERNELS_T(double, f64, SUFFIX, ATTR, CTX, INIT, CHUNK_FN)
+
+XD_ATTN_KERNELS(, XD_NO_ATTR, xd_args, xd_args_init, xd_keep_chunk_base)
+#ifdef XD_HAVE_AVX2
+XD_ATTN_KERNELS(_avx2, XD_AVX2, xd_ctx_avx2, xd_ctx_avx2_init, xd_keep_chunk_avx2)
+XD_ATTN_KERNELS(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_chunk_avx512)
 #endif
 
 /* Bit 0: base (always), bit 1: avx2, bit 2: avx512 (compiled in and run by this CPU: cpuid). */

@@ -1,0 +1,169 @@
+"""The CPU attention operator's compiled per-block pass against its torch operations.
+
+``_attention_torch.FUSED`` picks the path: the compiled pass (the scaled, biased,
+causally masked softmax, its log-sum-exp, the keep mask and the dropout scale in
+one pass per block, on each compiled variant this CPU runs) or every block
+through torch operations (the path that runs without the compiled kernel, here
+also with the NumPy engine drawing the masks). The mask bits must be the same
+and the values the same to a few roundings of the compute dtype (the two
+compute e^x with different routines): out, lse and every gradient, the bias's
+included, for each bias form the operator takes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xdrop
+
+torch = pytest.importorskip("torch", reason="the torch operator needs torch")
+
+from xdrop._kernels import _attention_torch, _native  # noqa: E402
+
+SEED, STEP, SCALE = 98765432101234, 5, 0.7
+B, H = 2, 3
+N = B * H
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Operator-form biases over N = B * H rows: by batch, by head, one row of keys per problem,
+# 3-d (N, L, 1) broadcast along the keys, and one with rows whose every key is -inf.
+BIASES = ["none", "batch", "heads", "keys", "3d", "masked"]
+
+
+def _bias(case, L, S, dtype):
+    g = torch.Generator().manual_seed(3)
+    shape = {
+        "batch": (B, 1, L, S),
+        "heads": (1, H, L, S),
+        "keys": (B, H, 1, S),
+        "3d": (N, L, 1),
+        "masked": (1, H, L, S),
+    }
+    if case == "none":
+        return None
+    bias = torch.randn(shape[case], generator=g, dtype=torch.float64)
+    if case == "masked":
+        bias[0, 1, L // 2] = -torch.inf  # a row of head 1 with no key, in each batch
+        bias[0, 2, 0, : S // 2] = -torch.inf
+    return bias.to(dtype)
+
+
+def _run(fused, monkeypatch, q, k, v, bias, p, causal):
+    """``(out, lse, dq, dk, dv[, dbias])`` of the operator with ``FUSED = fused``."""
+    monkeypatch.setattr(_attention_torch, "FUSED", fused)
+    out, lse = _attention_torch.forward(q, k, v, bias, p, SCALE, SEED, STEP, causal)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(9)).to(out.dtype)
+    grads = _attention_torch.backward(dout, q, k, v, bias, out, lse, p, SCALE, SEED, STEP, causal, bias is not None)
+    return out, lse, *grads
+
+
+def _close(name, got, want, eps):
+    """Equal where not finite, and within a few roundings of the largest magnitude elsewhere."""
+    assert got.shape == want.shape and got.dtype == want.dtype, name
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got), finite) and torch.equal(got[~finite], want[~finite]), name
+    got, want = got[finite].double(), want[finite].double()
+    if want.numel():
+        err = (got - want).abs().max().item()
+        assert err <= eps * max(want.abs().max().item(), 1.0), (name, err)
+
+
+@pytest.fixture(params=[*_native.VARIANTS, "numpy"])
+def kernels(request, monkeypatch):
+    """One compiled variant (skipped where this CPU does not run it), or none: the NumPy engine draws the masks."""
+    if request.param == "numpy":
+        monkeypatch.setattr(_native, "library", lambda variant=None: None)
+        return request.param
+    lib = _native.library(request.param)
+    if lib is None:
+        pytest.skip(f"compiled variant {request.param!r} not available (this CPU runs {_native.build_info().variants})")
+    monkeypatch.setattr(_native, "library", lambda variant=None: lib)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("L, S", [(13, 16), (7, 1)])
+def test_fused_pass_equals_the_torch_operations(kernels, dtype, L, S, monkeypatch):
+    """Blocks of 5 query rows (L not a multiple of them), and of whole problems; every bias form, causal or not.
+
+    v is the identity, so out is the dropped weights: its zeros are the keep mask (the weights
+    themselves are never 0 here but in rows with no key and above the causal diagonal).
+    """
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(N, L, 8, generator=g).to(dtype)
+    k = torch.randn(N, S, 8, generator=g).to(dtype)
+    v = torch.eye(S, dtype=dtype).expand(N, S, S)
+    ct = torch.float64 if dtype == torch.float64 else torch.float32
+    # roundings of the compute dtype (a gradient sums S products of them); the half types' results
+    # are rounded once more, to the type
+    eps = 64 * torch.finfo(ct).eps + (torch.finfo(dtype).eps if dtype in (torch.float16, torch.bfloat16) else 0.0)
+    for block in (5 * S, 1 << 20):
+        monkeypatch.setattr(_attention_torch, "BLOCK", block)
+        for case in BIASES:
+            bias = _bias(case, L, S, dtype)
+            for causal in (False, True):
+                for p in (0.0, 0.25):
+                    fused = _run(True, monkeypatch, q, k, v, bias, p, causal)
+                    plain = _run(False, monkeypatch, q, k, v, bias, p, causal)
+                    where = (kernels, dtype, L, S, block, case, causal, p)
+                    assert torch.equal(fused[0] != 0, plain[0] != 0), where  # the mask bits
+                    for name, a, b in zip(["out", "lse", "dq", "dk", "dv", "dbias"], fused, plain, strict=False):
+                        _close((name, *where), a, b, eps)
+
+
+def test_fused_mask_bits_are_keep_mask(kernels, monkeypatch):
+    """The compiled pass's keep decisions are stream v1's at ``(n L + i) S + j``, on each variant."""
+    monkeypatch.setattr(_attention_torch, "FUSED", True)
+    L, S = 20, 37  # rows start at flat indices off the Philox blocks of 4
+    q = torch.zeros(N, L, 4)
+    v = torch.eye(S).expand(N, S, S)
+    out, _ = _attention_torch.forward(q, torch.zeros(N, S, 4), v, None, 0.3, 1.0, SEED, STEP, False)
+    want = xdrop.keep_mask((N, L, S), 0.3, seed=SEED, step=STEP, xp=np)
+    assert np.array_equal((out != 0).numpy(), want)
+
+
+def test_fused_pass_runs_no_softmax_operation(monkeypatch):
+    """With the compiled kernel, a block's softmax and mask are the compiled pass's: torch runs only the products."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    if _native.library() is None:
+        pytest.skip("without the compiled kernel every block runs through torch operations")
+    ops = set()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(_attention_torch, "BLOCK", 64)
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(N, 16, 8, generator=g) for _ in range(3))
+    bias = torch.randn(B, 1, 16, 16, generator=g)
+    with Record():
+        out, lse = _attention_torch.forward(q, k, v, bias, 0.25, SCALE, SEED, STEP, True)
+        _attention_torch.backward(torch.ones_like(out), q, k, v, bias, out, lse, 0.25, SCALE, SEED, STEP, True, True)
+    assert not ops & {"exp", "exp_", "amax", "masked_fill_", "masked_fill", "log", "div_"}, ops
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_rows_split_across_threads_give_the_same_bits(threads, monkeypatch):
+    """A block's rows split into ``torch.get_num_threads()`` parts (here every block, however small) give
+    the same out, lse and gradients, bit for bit, as the whole block on the calling thread."""
+    if _native.library() is None:
+        pytest.skip("the split runs the compiled pass, which is not built")
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(N, 11, 8, generator=g), torch.randn(N, 9, 8, generator=g)
+    v = torch.randn(N, 9, 5, generator=g)
+    bias = torch.randn(1, H, 11, 9, generator=g)
+    monkeypatch.setattr(_attention_torch, "BLOCK", 4 * 9)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        runs = []
+        for split_min in (1, 1 << 62):
+            monkeypatch.setattr(_attention_torch, "SPLIT_MIN", split_min)
+            runs.append(_run(True, monkeypatch, q, k, v, bias, 0.25, True))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
