@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._arith import float_format, inverted_scale
+from ._u64 import to_words
 from .random._philox import DEFAULT_ROUNDS, philox_rounds
 from .random._words import MASK32, add_with_carry, word_dtype
 
@@ -45,8 +46,7 @@ class StreamSpec:
 
     @property
     def tag(self) -> str:
-        """A short string naming the version, e.g. ``"xdrop-stream-v1"`` (the kernel is no longer built at run
-        time, so no build hash uses it now)."""
+        """A short string naming the version, e.g. ``"xdrop-stream-v1"``, for reports and file names."""
         return f"xdrop-stream-v{self.version}"
 
 
@@ -75,7 +75,15 @@ PIECE_BLOCKS = 1 << 18
 
 def key_words(seed: int) -> tuple[int, int]:
     """The Philox key of a 64-bit seed: (low word, high word)."""
-    return seed & MASK32, seed >> 32
+    return to_words(seed)
+
+
+def keeps_all_or_none(k: int) -> bool:
+    """Whether K keeps every element (2**32) or none (0): no word needs drawing.
+
+    Every kernel answers these two without the generator, so each checks this first.
+    """
+    return k == TWO32 or k == 0
 
 
 def keep_count(p: float) -> int:
@@ -171,7 +179,7 @@ def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, 
     The spec defines indices in [0, 2**64) only; beyond that the counter would wrap.
     """
     _check_flat_range(start, n)
-    if k == TWO32 or k == 0 or n == 0:
+    if keeps_all_or_none(k) or n == 0:
         return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
     threshold = xp.asarray(k, dtype=word_dtype(xp), device=dev)  # k < 2**32 here
     pieces = [w < threshold for w in word_pieces(xp, start, n, seed, step, dev)]

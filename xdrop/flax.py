@@ -29,10 +29,9 @@ from flax import linen, nnx
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
 from ._flax_attention import dot_product_attention, dropout_seed  # attention_fn for Flax's attention modules
+from ._u64 import from_words, to_words
 
 __all__ = ["Dropout", "DropoutState", "LinenDropout", "dot_product_attention", "dropout_seed", "seed_words"]
-
-_MASK32 = (1 << 32) - 1
 
 
 def seed_words(value: int) -> jax.Array:
@@ -45,13 +44,13 @@ def seed_words(value: int) -> jax.Array:
     Array([5, 1], dtype=uint32)
     """
     value = check_u64(value, "value")
-    return jnp.asarray([value & _MASK32, value >> 32], dtype=jnp.uint32)
+    return jnp.asarray(to_words(value), dtype=jnp.uint32)
 
 
 def _u64_of(words: jax.Array) -> int:
     """A concrete ``(low, high)`` uint32 pair as the integer it holds."""
     low, high = (int(w) for w in jax.device_get(words))
-    return low | high << 32
+    return from_words(low, high)
 
 
 def _traced(words: jax.Array) -> int:
