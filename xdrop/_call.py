@@ -169,11 +169,11 @@ def draw_mask(
 def preflight(x: Any, xp: ModuleType, impl: str, noise_shape: tuple[int, ...]) -> None:
     """Select the kernel now, so that an ``impl`` that does not apply raises before the seed is taken.
 
+    Callers skip it for ``impl="auto"``, whose selection never refuses.
+
     Not while torch.compile traces: the registered operator selects its kernel when it runs, and the
     first selection may build the compiled kernel under a lock, which dynamo cannot trace.
     """
-    if impl == "auto":  # selection for "auto" never refuses: skip it (the kernel is selected when it runs)
-        return
     if _kernels.library_of(xp).uses_torch_operator and sys.modules["torch"].compiler.is_compiling():
         return
     if noise_shape == tuple(x.shape):
@@ -248,20 +248,22 @@ def run(
     step: Any,
     impl: str,
     rule: NoiseRule | None = None,
-    *,
-    training: Any = True,
-    alpha: bool = False,
-    scale_by_keep: Any = True,
-    forward: bool = False,
     noise_shape: Any = None,
     global_shape: Any = None,
     global_start: Any = None,
+    training: Any = True,
+    *,
+    alpha: bool = False,
+    scale_by_keep: Any = True,
+    forward: bool = False,
 ) -> tuple[Any, DropoutCache | None]:
     """``(out, cache)`` of a dropout-family call; the cache only for a ``forward`` (which needs a seed).
 
     Validates everything (the gate, then the kernel choice) before the seed is
     taken, so a rejected call never advances a Generator. ``rule`` gives the
     mask shape from x's shape; ``None`` takes ``noise_shape`` (Keras semantics).
+    The arguments before ``*`` may be passed by position: ``dropout`` does, as
+    keywords cost a per-call share that a 64-element array notices.
     """
     if is_dtensor(x):
         noise = local_noise(noise_shape, tuple(x.shape))
@@ -281,8 +283,10 @@ def run(
     if training is not True and not check_flag(training, "training"):
         return x, None
     xp = at.xp
-    preflight(x, xp, impl, mask_shape)
-    seed, step = resolve_seed(seed, step, allow_none=not forward, traced=at.traced, xp=xp)
+    if impl != "auto":  # "auto" never refuses: its kernel is selected when it runs
+        preflight(x, xp, impl, mask_shape)
+    if not (type(seed) is int and type(step) is int and 0 <= seed <= MAX_U64 and 0 <= step <= MAX_U64):
+        seed, step = resolve_seed(seed, step, allow_none=not forward, traced=at.traced, xp=xp)  # else: they are
     k = keep_count(p)
     if alpha:
         affine = alpha_constants(k, float_format(xp, x.dtype))  # each rounded once to x's dtype
@@ -298,10 +302,19 @@ def run(
 
 
 def forward(
-    x: Any, p: Any, seed: Any, step: Any, impl: str, rule: NoiseRule | None = None, **kw: Any
+    x: Any,
+    p: Any,
+    seed: Any,
+    step: Any,
+    impl: str,
+    rule: NoiseRule | None = None,
+    noise_shape: Any = None,
+    global_shape: Any = None,
+    global_start: Any = None,
+    **flags: Any,
 ) -> tuple[Any, DropoutCache]:
     """:func:`run` of a ``*_forward`` function: ``(out, cache)``, the seed required."""
-    out, cache = run(x, p, seed, step, impl, rule, forward=True, **kw)
+    out, cache = run(x, p, seed, step, impl, rule, noise_shape, global_shape, global_start, forward=True, **flags)
     assert cache is not None  # training is always on here
     return out, cache
 
@@ -343,7 +356,8 @@ def backward(dout: Any, cache: Any, impl: str) -> Any:
     if not at.traced and device(dout) != cache.device:
         raise ValueError(f"dout must be on the forward's device {cache.device}, got device {device(dout)}")
     check_impl(impl)
-    preflight(dout, at.xp, impl, cache.noise_shape)
+    if impl != "auto":
+        preflight(dout, at.xp, impl, cache.noise_shape)
     k = keep_count(cache.p)
     a = dropout_scale(k, at.xp, dout.dtype) if cache.grad_scale is None else cache.grad_scale
     return apply(dout, at.xp, cache.seed, cache.step, k, impl, cache.noise_shape, (a, 0.0, 0.0), cache.block)
@@ -393,10 +407,13 @@ def numpy_call(
     global_shape: Any,
     global_start: Any,
     out: Any,
+    plain: bool,
 ) -> Any:
-    """``dropout`` of a NumPy array, or any call with ``out=``: the fast paths, else :func:`run`.
+    """``dropout`` with the plainest arguments or ``out=``: the fast paths, else :func:`run`.
 
-    The plainest arguments (a float p, int seed and step, nothing else) skip
+    ``plain`` says that ``x`` is a NumPy array, p a float, seed and step ints
+    and every other argument its default (``dropout`` tests it inline, so the
+    other calls pay no call to learn that). Those arguments skip
     asking for x's namespace (array-api-compat's NumPy wrapper, whose first
     import costs about 100 ms, would dominate a first call) and the checks
     these types have passed already: the general path's kernel and bits.
@@ -406,17 +423,6 @@ def numpy_call(
     computed as without ``out`` and copied in. Every check runs before ``out``
     is touched.
     """
-    plain = (
-        type(x) is np.ndarray
-        and type(p) is float
-        and type(seed) is int
-        and type(step) is int
-        and training is True
-        and impl == "auto"
-        and noise_shape is None
-        and global_shape is None
-        and global_start is None
-    )
     if out is not None:
         _check_out(out, x)
         if (
@@ -428,9 +434,8 @@ def numpy_call(
         ):
             return _kernels.host_dropout_into(x, out, seed, step, *plan)
         args = (training, noise_shape, impl, global_shape, global_start)
-        np.copyto(out, numpy_call(x, p, seed, step, *args, None))
+        np.copyto(out, numpy_call(x, p, seed, step, *args, None, plain))
         return out
     if plain and (plan := _numpy_plan(x, p, seed, step)) is not None:
         return _kernels.auto_kernel()(x, np, seed, step, *plan)
-    blocks = {"global_shape": global_shape, "global_start": global_start}
-    return run(x, p, seed, step, impl, training=training, noise_shape=noise_shape, **blocks)[0]
+    return run(x, p, seed, step, impl, None, noise_shape, global_shape, global_start, training)[0]

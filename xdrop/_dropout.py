@@ -124,10 +124,21 @@ def dropout(
     >>> buf
     array([0., 0., 2., 2., 2., 0., 2., 0.], dtype=float32)
     """
-    if out is not None or type(x) is np.ndarray:  # the fast paths' seam
-        return numpy_call(x, p, seed, step, training, noise_shape, impl, global_shape, global_start, out)
-    blocks = {"global_shape": global_shape, "global_start": global_start}
-    return run(x, p, seed, step, impl, training=training, noise_shape=noise_shape, **blocks)[0]
+    # A NumPy array with the plainest arguments may take the short path (with or without out=).
+    plain = (
+        type(x) is np.ndarray
+        and type(p) is float
+        and type(seed) is int
+        and type(step) is int
+        and training is True
+        and impl == "auto"
+        and noise_shape is None
+        and global_shape is None
+        and global_start is None
+    )
+    if plain or out is not None:  # the fast paths' seam
+        return numpy_call(x, p, seed, step, training, noise_shape, impl, global_shape, global_start, out, plain)
+    return run(x, p, seed, step, impl, None, noise_shape, global_shape, global_start, training)[0]
 
 
 def dropout_forward(
@@ -178,8 +189,7 @@ def dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0., 2., 0., 0.])
     """
-    blocks = {"global_shape": global_shape, "global_start": global_start}
-    return forward(x, p, seed, step, impl, noise_shape=noise_shape, **blocks)
+    return forward(x, p, seed, step, impl, None, noise_shape, global_shape, global_start)
 
 
 def dropout_backward(dout: Any, cache: DropoutCache, *, impl: str = "auto") -> Any:

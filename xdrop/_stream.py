@@ -78,12 +78,9 @@ def key_words(seed: int) -> tuple[int, int]:
     return to_words(seed)
 
 
-def keeps_all_or_none(k: int) -> bool:
-    """Whether K keeps every element (2**32) or none (0): no word needs drawing.
-
-    Every kernel answers these two without the generator, so each checks this first.
-    """
-    return k == TWO32 or k == 0
+# The K that keep every element (2**32) or none (0): no word needs drawing, so every kernel
+# answers them without the generator. A set, not a function: kernels test it per call.
+KEEP_ALL_OR_NONE = frozenset((0, TWO32))
 
 
 def keep_count(p: float) -> int:
@@ -179,7 +176,7 @@ def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, 
     The spec defines indices in [0, 2**64) only; beyond that the counter would wrap.
     """
     _check_flat_range(start, n)
-    if keeps_all_or_none(k) or n == 0:
+    if k in KEEP_ALL_OR_NONE or n == 0:
         return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
     threshold = xp.asarray(k, dtype=word_dtype(xp), device=dev)  # k < 2**32 here
     pieces = [w < threshold for w in word_pieces(xp, start, n, seed, step, dev)]

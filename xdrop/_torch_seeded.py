@@ -25,7 +25,7 @@ from ._replay import NoReplay, Replay, draw_u64, take
 from ._stream import keep_count, scale_for
 from ._torch_clones import find_root, separate
 from ._torch_ranks import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
-from ._u64 import from_int64, next_u64, to_int64
+from ._u64 import MASK64, from_int64, next_u64, to_int64
 from ._variants import alpha_dropout, drop_path
 
 # One lock for every layer's read-step / write-step + 1 (a layer holds no lock, so it pickles).
@@ -171,8 +171,9 @@ class _SeededDropout(nn.Module):
         """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
         views = self._state_views()
         if views is not None:  # CPU buffers, read and advanced through their memory
-            seed, step = from_int64(int(views[0])), from_int64(int(views[1]))
-            views[1][()] = to_int64(next_u64(step))
+            # the u64 forms' arithmetic inline: this runs on every training call of every layer
+            seed, step = int(views[0]) & MASK64, int(views[1]) & MASK64
+            views[1][()] = to_int64((step + 1) & MASK64)
             return seed, step
         if self.step.device.type == "cpu":  # buffers NumPy cannot view (a tensor subclass)
             seed, step = _u64(self.seed), _u64(self.step)

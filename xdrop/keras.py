@@ -38,6 +38,7 @@ import keras
 
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
+from ._traced import next_words
 from ._u64 import from_words, next_u64, to_words
 from ._variants import alpha_dropout
 
@@ -76,8 +77,7 @@ class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
             import jax.numpy as jnp
 
             seed = jnp.asarray(to_words(self.seed), dtype=jnp.uint32)
-            lo = step[0] + jnp.uint32(1)
-            self.step.assign(jnp.stack([lo, step[1] + (lo == 0).astype(jnp.uint32)]))
+            self.step.assign(next_words(step))
             return seed, step
         words = [int(w) for w in keras.ops.convert_to_numpy(step)]
         value = from_words(*words)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._stream import keeps_all_or_none
+from .._stream import KEEP_ALL_OR_NONE
 from ..random._philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 from ..random._words import MASK32
 from . import _native
@@ -252,7 +252,7 @@ def _mask_c(lib: Any, out: np.ndarray, start: int, seed: int, step: int, k: int)
 
 def mask_into(out: np.ndarray, start: int, seed: int, step: int, k: int, engine: str) -> None:
     """Keep flags of flat indices ``start ..`` into the contiguous 1-d bool ``out``."""
-    if keeps_all_or_none(k):
+    if k in KEEP_ALL_OR_NONE:
         out.fill(k != 0)
         return
     lib = _native.library() if engine == "compiled" else None

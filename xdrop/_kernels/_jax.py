@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from .. import _sharding
-from .._stream import TWO32, keeps_all_or_none
+from .._stream import KEEP_ALL_OR_NONE, TWO32
 from .._traced import TracedU64
 from ..random._philox import DEFAULT_ROUNDS, philox_rounds
 from ..random._words import MASK32, add_with_carry, mulhilo
@@ -150,7 +150,7 @@ def jax_block_dropout(x: Any, seed: int, step: int, k: int, scale: float, block:
 
     _check_size(x.size)
     starts = _starts(block)
-    if keeps_all_or_none(k) or x.size == 0:
+    if k in KEEP_ALL_OR_NONE or x.size == 0:
         return jnp.where(jnp.full(x.shape, k == TWO32), x * scale, jnp.zeros_like(x))
     threshold = jnp.asarray(k, dtype=jnp.uint32)
     fn = _compiled_block()[0]
@@ -164,7 +164,7 @@ def jax_block_mask(shape: tuple[int, ...], block: _sharding.Block, seed: int, st
 
     _check_size(math.prod(shape))
     starts = _starts(block)
-    if keeps_all_or_none(k) or math.prod(shape) == 0:
+    if k in KEEP_ALL_OR_NONE or math.prod(shape) == 0:
         keep = jnp.full(shape, k == TWO32)
     else:
         threshold = jnp.asarray(k, dtype=jnp.uint32)
@@ -182,7 +182,7 @@ def jax_dropout(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> 
     import jax.numpy as jnp
 
     _check_size(x.size)
-    if keeps_all_or_none(k) or x.size == 0:
+    if k in KEEP_ALL_OR_NONE or x.size == 0:
         return jnp.where(jnp.full(x.shape, k == TWO32), x * scale, jnp.zeros_like(x))
     threshold = jnp.asarray(k, dtype=jnp.uint32)
     return _compiled()[0](x, *_words(seed), *_words(step), threshold, jnp.asarray(scale, dtype=x.dtype))
@@ -194,7 +194,7 @@ def jax_mask(xp: Any, start: int, n: int, seed: int, step: int, k: int, dev: Any
     import jax.numpy as jnp
 
     _check_size(n)
-    if keeps_all_or_none(k) or n == 0:
+    if k in KEEP_ALL_OR_NONE or n == 0:
         keep = jnp.full((n,), k == TWO32)
     else:
         threshold = jnp.asarray(k, dtype=jnp.uint32)

@@ -32,7 +32,7 @@ from typing import Any, cast
 import torch
 from torch.autograd import forward_ad
 
-from .._stream import keeps_all_or_none
+from .._stream import KEEP_ALL_OR_NONE
 from .._u64 import from_int64
 from .._u64 import to_int64 as to_int64  # re-exported: the attention operator imports it here
 from ._engines import triton_available
@@ -104,7 +104,7 @@ def _small_cpu(x: Any, seed: int, step: int, k: int, a: float) -> Any:
     threading threshold (``_host.dropout_into``), without the driver's cost.
     """
     n = x.numel()
-    if keeps_all_or_none(k) or not 0 < n < PARALLEL_MIN or not x.is_cpu or x.is_neg():
+    if k in KEEP_ALL_OR_NONE or not 0 < n < PARALLEL_MIN or not x.is_cpu or x.is_neg():
         return None
     fn = _c_dropout(x.dtype)
     if fn is None:
