@@ -301,20 +301,9 @@ def run(
     return out, DropoutCache(seed, step, p, shape, x.dtype, at.name, device(x), mask_shape, grad_scale, block=block)
 
 
-def forward(
-    x: Any,
-    p: Any,
-    seed: Any,
-    step: Any,
-    impl: str,
-    rule: NoiseRule | None = None,
-    noise_shape: Any = None,
-    global_shape: Any = None,
-    global_start: Any = None,
-    **flags: Any,
-) -> tuple[Any, DropoutCache]:
-    """:func:`run` of a ``*_forward`` function: ``(out, cache)``, the seed required."""
-    out, cache = run(x, p, seed, step, impl, rule, noise_shape, global_shape, global_start, forward=True, **flags)
+def forward(*args: Any, **kwargs: Any) -> tuple[Any, DropoutCache]:
+    """:func:`run` (the same arguments) of a ``*_forward`` function: ``(out, cache)``, the seed required."""
+    out, cache = run(*args, forward=True, **kwargs)
     assert cache is not None  # training is always on here
     return out, cache
 

@@ -133,7 +133,7 @@ def block_words(
     c0, carry = add_with_carry(j, first_block & MASK32)
     c1 = carry + (first_block >> 32)
     # Words as 0-d arrays, not Python ints: JAX without x64 rejects ints >= 2**31 beside uint32 arrays.
-    c2, c3, k0, k1 = (xp.asarray(w, dtype=wdtype, device=dev) for w in (step & MASK32, step >> 32, *key_words(seed)))
+    c2, c3, k0, k1 = (xp.asarray(w, dtype=wdtype, device=dev) for w in (*to_words(step), *key_words(seed)))
     return philox_rounds(c0, c1, c2, c3, k0, k1, DEFAULT_ROUNDS)
 
 

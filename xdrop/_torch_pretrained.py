@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ._checks import check_u64
 from ._torch_attention import FUNCTIONAL
 from ._torch_seeded import _SeededDropout, _u64
-from ._u64 import to_int64
+from ._u64 import from_int64, to_int64
 
 KEY = "xdrop"
 FORMAT = 1
@@ -65,7 +65,7 @@ def _streams(model: nn.Module) -> dict[str, _SeededDropout | Tensor]:
 def _read(stream: _SeededDropout | Tensor) -> list[int]:
     if isinstance(stream, _SeededDropout):
         return [_u64(stream.seed), _u64(stream.step)]
-    return [int(v) % (1 << 64) for v in stream.tolist()]
+    return [from_int64(int(v)) for v in stream.tolist()]
 
 
 def _write(stream: _SeededDropout | Tensor, seed: int, step: int) -> None:

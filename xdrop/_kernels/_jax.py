@@ -21,6 +21,7 @@ from typing import Any
 from .. import _sharding
 from .._stream import KEEP_ALL_OR_NONE, TWO32
 from .._traced import TracedU64
+from .._u64 import to_words
 from ..random._philox import DEFAULT_ROUNDS, philox_rounds
 from ..random._words import MASK32, add_with_carry, mulhilo
 
@@ -31,7 +32,8 @@ def _words(value: int | TracedU64) -> tuple[Any, Any]:
 
     if isinstance(value, TracedU64):
         return value.lo, value.hi
-    return jnp.asarray(value & MASK32, dtype=jnp.uint32), jnp.asarray(value >> 32, dtype=jnp.uint32)
+    lo, hi = to_words(value)
+    return jnp.asarray(lo, dtype=jnp.uint32), jnp.asarray(hi, dtype=jnp.uint32)
 
 
 def _keep_at(s0: Any, s1: Any, t0: Any, t1: Any, threshold: Any, e_lo: Any, e_hi: Any) -> Any:
