@@ -252,9 +252,9 @@ def run(
     global_shape: Any = None,
     global_start: Any = None,
     training: Any = True,
-    *,
     alpha: bool = False,
     scale_by_keep: Any = True,
+    *,
     forward: bool = False,
 ) -> tuple[Any, DropoutCache | None]:
     """``(out, cache)`` of a dropout-family call; the cache only for a ``forward`` (which needs a seed).
@@ -262,8 +262,8 @@ def run(
     Validates everything (the gate, then the kernel choice) before the seed is
     taken, so a rejected call never advances a Generator. ``rule`` gives the
     mask shape from x's shape; ``None`` takes ``noise_shape`` (Keras semantics).
-    The arguments before ``*`` may be passed by position: ``dropout`` does, as
-    keywords cost a per-call share that a 64-element array notices.
+    ``dropout`` passes its arguments by position (up to ``training``), the
+    variants by keyword: keywords cost a share of a 64-element call.
     """
     if is_dtensor(x):
         noise = local_noise(noise_shape, tuple(x.shape))
