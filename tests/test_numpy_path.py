@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import xdrop
-from xdrop import _dropout, _sharding
+from xdrop import _call, _sharding
 from xdrop._kernels import _host
 
 LAYOUTS = {
@@ -36,7 +36,7 @@ def _refuse_general_path(monkeypatch):
     def gate(*args, **kwargs):
         raise AssertionError("the general path was taken")
 
-    monkeypatch.setattr(_dropout, "check_call", gate)
+    monkeypatch.setattr(_call, "check_call", gate)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import Backend
 
+import xdrop._call
 import xdrop._compat
 import xdrop._dropout
 import xdrop._kernels
@@ -132,7 +133,7 @@ def test_fails_when_a_fast_path_is_off_by_one_step(route, tmp_path, monkeypatch,
 
 def test_fails_when_kept_values_are_not_divided_by_keep(tmp_path, monkeypatch):
     """Property 2, CS231n's question: a scale of 1 shrinks E[out] to keep * x."""
-    monkeypatch.setattr(xdrop._dropout, "scale_for", lambda k, xp, dtype: 1.0)
+    monkeypatch.setattr(xdrop._call, "scale_for", lambda k, xp, dtype: 1.0)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
     assert verdicts(report)["expectation"] is False
@@ -142,8 +143,8 @@ def test_fails_when_kept_values_are_not_divided_by_keep(tmp_path, monkeypatch):
 
 def test_fails_when_the_threshold_keeps_too_few(tmp_path, monkeypatch):
     """Property 2: a threshold that keeps half as often as p says, scaled to match it."""
-    honest = xdrop._dropout.keep_count
-    monkeypatch.setattr(xdrop._dropout, "keep_count", lambda p: honest(p) // 2)
+    honest = xdrop._call.keep_count
+    monkeypatch.setattr(xdrop._call, "keep_count", lambda p: honest(p) // 2)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
     detail = report["backends"]["numpy"]["cells"]["expectation"]["detail"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._call import DropoutCache, SeedLike, forward, run
 from ._docfill import fill_doc
-from ._dropout import DropoutCache, SeedLike
 from ._generator import Generator
-from ._variant_call import _feature_alpha_rule, _forward, _run
+from ._variant_call import feature_alpha_rule
 
 __all__ = ["alpha_dropout", "alpha_dropout_forward", "feature_alpha_dropout", "feature_alpha_dropout_forward"]
 
@@ -74,7 +74,7 @@ def alpha_dropout(
     array([[-0.77919393, -0.77919393, -0.77919393],
            [-0.77919393, -0.77919393, -0.77919393]])
     """
-    return _run(
+    return run(
         x,
         p,
         seed,
@@ -126,7 +126,7 @@ def alpha_dropout_forward(
     >>> xdrop.dropout_backward(np.ones(4), cache)
     array([0.        , 0.        , 0.88640489, 0.88640489])
     """
-    return _forward(
+    return forward(
         x,
         p,
         seed,
@@ -185,13 +185,13 @@ def feature_alpha_dropout(
     array([[-0.77919393, -0.77919393],
            [ 0.77919393,  0.77919393]])
     """
-    return _run(
+    return run(
         x,
         p,
         seed,
         step,
         impl,
-        _feature_alpha_rule,
+        feature_alpha_rule,
         training=training,
         alpha=True,
         global_shape=global_shape,
@@ -232,6 +232,6 @@ def feature_alpha_dropout_forward(
     >>> cache.noise_shape
     (2, 2, 1)
     """
-    return _forward(
-        x, p, seed, step, impl, _feature_alpha_rule, alpha=True, global_shape=global_shape, global_start=global_start
+    return forward(
+        x, p, seed, step, impl, feature_alpha_rule, alpha=True, global_shape=global_shape, global_start=global_start
     )

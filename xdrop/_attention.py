@@ -8,9 +8,9 @@ from types import ModuleType
 from typing import Any
 
 from ._attention_reference import leading_shape, sdpa_reference
+from ._call import SeedLike, resolve_seed
 from ._checks import check_array, check_flag, check_probability, show
 from ._compat import ArrayType, array_type
-from ._dropout import SeedLike, resolve_seed
 
 
 def _jax_attention(

@@ -23,13 +23,13 @@ LEAD, L, S, E = (2, 3), 5, 7, 4
 
 def _formula(q: np.ndarray, k: np.ndarray, v: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The math formula in float64 NumPy with a given mask."""
-    from ._dropout import _scale
+    from ._call import dropout_scale
     from ._stream import keep_count
 
     s = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
     w = np.exp(s - s.max(-1, keepdims=True))
     w = w / w.sum(-1, keepdims=True)
-    out: np.ndarray = np.where(keep, w * _scale(keep_count(P), np, np.float64), 0.0) @ v
+    out: np.ndarray = np.where(keep, w * dropout_scale(keep_count(P), np, np.float64), 0.0) @ v
     return out
 
 

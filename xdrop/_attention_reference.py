@@ -15,7 +15,8 @@ import math
 from types import ModuleType
 from typing import Any
 
-from ._dropout import _scale, keep_mask
+from ._call import dropout_scale
+from ._dropout import keep_mask
 from ._stream import keep_count
 
 
@@ -75,7 +76,7 @@ def attention_weights(
         return weights
     kk = keep_count(dropout_p)
     keep = keep_mask((*lead, L, S), dropout_p, seed=seed, step=step, xp=xp, device=getattr(q, "device", None))
-    return xp.where(keep, weights * _scale(kk, xp, ct), xp.zeros_like(weights))
+    return xp.where(keep, weights * dropout_scale(kk, xp, ct), xp.zeros_like(weights))
 
 
 def sdpa_reference(

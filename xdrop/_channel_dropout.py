@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._call import DropoutCache, SeedLike, forward, run
 from ._docfill import fill_doc
-from ._dropout import DropoutCache, SeedLike
 from ._generator import Generator
-from ._variant_call import _channel_rule, _forward, _run
+from ._variant_call import channel_rule
 
 __all__ = ["dropout1d", "dropout1d_forward", "dropout2d", "dropout2d_forward", "dropout3d", "dropout3d_forward"]
 
@@ -70,13 +70,13 @@ def dropout1d(
             [2., 2., 2., 2.],
             [2., 2., 2., 2.]]])
     """
-    return _run(
+    return run(
         x,
         p,
         seed,
         step,
         impl,
-        _channel_rule(1, data_format),
+        channel_rule(1, data_format),
         training=training,
         global_shape=global_shape,
         global_start=global_start,
@@ -117,8 +117,8 @@ def dropout1d_forward(
     >>> bool((xdrop.dropout_backward(np.ones((3, 2)), cache) == out).all())
     True
     """
-    return _forward(
-        x, p, seed, step, impl, _channel_rule(1, data_format), global_shape=global_shape, global_start=global_start
+    return forward(
+        x, p, seed, step, impl, channel_rule(1, data_format), global_shape=global_shape, global_start=global_start
     )
 
 
@@ -176,13 +176,13 @@ def dropout2d(
     >>> bool((out == out[:, :, :1, :1]).all())
     True
     """
-    return _run(
+    return run(
         x,
         p,
         seed,
         step,
         impl,
-        _channel_rule(2, data_format),
+        channel_rule(2, data_format),
         training=training,
         global_shape=global_shape,
         global_start=global_start,
@@ -223,8 +223,8 @@ def dropout2d_forward(
     >>> cache.noise_shape
     (1, 3, 1, 1)
     """
-    return _forward(
-        x, p, seed, step, impl, _channel_rule(2, data_format), global_shape=global_shape, global_start=global_start
+    return forward(
+        x, p, seed, step, impl, channel_rule(2, data_format), global_shape=global_shape, global_start=global_start
     )
 
 
@@ -284,13 +284,13 @@ def dropout3d(
     >>> bool((out == out[:, :1, :1, :1, :]).all())
     True
     """
-    return _run(
+    return run(
         x,
         p,
         seed,
         step,
         impl,
-        _channel_rule(3, data_format),
+        channel_rule(3, data_format),
         training=training,
         global_shape=global_shape,
         global_start=global_start,
@@ -331,6 +331,6 @@ def dropout3d_forward(
     >>> cache.noise_shape
     (2, 3, 1, 1, 1)
     """
-    return _forward(
-        x, p, seed, step, impl, _channel_rule(3, data_format), global_shape=global_shape, global_start=global_start
+    return forward(
+        x, p, seed, step, impl, channel_rule(3, data_format), global_shape=global_shape, global_start=global_start
     )

@@ -2,7 +2,7 @@
 
 It checks array, p, noise shape, impl, the block and training, in the order
 of the bad-input table, and raises before any work is done, so nothing is
-half-written; the seed is resolved last, by ``_dropout.resolve_seed``, so a
+half-written; the seed is resolved last, by ``_call.resolve_seed``, so a
 rejected call never advances a Generator. The single checks it is made of live
 in :mod:`xdrop._values` (below the stream and the block arithmetic, which use
 them too) and are re-exported here, so layers, ``cs231n`` and the variants

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._call import DropoutCache, SeedLike, forward, run
 from ._docfill import fill_doc
-from ._dropout import DropoutCache, SeedLike
 from ._generator import Generator
-from ._variant_call import _drop_path_rule, _forward, _run
+from ._variant_call import drop_path_rule
 
 __all__ = ["drop_path", "drop_path_forward"]
 
@@ -64,13 +64,13 @@ def drop_path(
     >>> xdrop.drop_path(np.ones((4, 3)), 0.5, seed=7, scale_by_keep=False)[:, 0]
     array([0., 0., 1., 1.])
     """
-    return _run(
+    return run(
         x,
         p,
         seed,
         step,
         impl,
-        _drop_path_rule,
+        drop_path_rule,
         training=training,
         scale_by_keep=scale_by_keep,
         global_shape=global_shape,
@@ -112,13 +112,13 @@ def drop_path_forward(
     >>> xdrop.dropout_backward(np.full((4, 3), 5.0), cache)[:, 0]
     array([0., 0., 5., 5.])
     """
-    return _forward(
+    return forward(
         x,
         p,
         seed,
         step,
         impl,
-        _drop_path_rule,
+        drop_path_rule,
         scale_by_keep=scale_by_keep,
         global_shape=global_shape,
         global_start=global_start,

@@ -43,6 +43,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
+from ._u64 import MASK64
+
 __all__ = ["PROBES", "REPLAY_WINDOW", "MissingTorchProbe", "NoReplay", "Replay", "draw_u64", "require_probes", "take"]
 
 # The last calls of each owner that a recomputation can replay.
@@ -88,7 +90,7 @@ def require_probes() -> Probes:
 def draw_u64() -> int:
     """64 bits from torch's default CPU generator (explicitly on CPU, also under ``torch.device("meta")``)."""
     torch = sys.modules["torch"]
-    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device="cpu")) % (1 << 64)
+    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, device="cpu")) & MASK64
 
 
 class Replay:

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._arith import float_format, inverted_scale
+from ._u64 import to_words
 from .random._philox import DEFAULT_ROUNDS, philox_rounds
 from .random._words import MASK32, add_with_carry, word_dtype
 
@@ -45,8 +46,7 @@ class StreamSpec:
 
     @property
     def tag(self) -> str:
-        """A short string naming the version, e.g. ``"xdrop-stream-v1"`` (the kernel is no longer built at run
-        time, so no build hash uses it now)."""
+        """A short string naming the version, e.g. ``"xdrop-stream-v1"``, for reports and file names."""
         return f"xdrop-stream-v{self.version}"
 
 
@@ -75,7 +75,12 @@ PIECE_BLOCKS = 1 << 18
 
 def key_words(seed: int) -> tuple[int, int]:
     """The Philox key of a 64-bit seed: (low word, high word)."""
-    return seed & MASK32, seed >> 32
+    return to_words(seed)
+
+
+# The K that keep every element (2**32) or none (0): no word needs drawing, so every kernel
+# answers them without the generator. A set, not a function: kernels test it per call.
+KEEP_ALL_OR_NONE = frozenset((0, TWO32))
 
 
 def keep_count(p: float) -> int:
@@ -128,7 +133,7 @@ def block_words(
     c0, carry = add_with_carry(j, first_block & MASK32)
     c1 = carry + (first_block >> 32)
     # Words as 0-d arrays, not Python ints: JAX without x64 rejects ints >= 2**31 beside uint32 arrays.
-    c2, c3, k0, k1 = (xp.asarray(w, dtype=wdtype, device=dev) for w in (step & MASK32, step >> 32, *key_words(seed)))
+    c2, c3, k0, k1 = (xp.asarray(w, dtype=wdtype, device=dev) for w in (*to_words(step), *key_words(seed)))
     return philox_rounds(c0, c1, c2, c3, k0, k1, DEFAULT_ROUNDS)
 
 
@@ -171,7 +176,7 @@ def keep_flat(xp: ModuleType, start: int, n: int, seed: int, step: int, k: int, 
     The spec defines indices in [0, 2**64) only; beyond that the counter would wrap.
     """
     _check_flat_range(start, n)
-    if k == TWO32 or k == 0 or n == 0:
+    if k in KEEP_ALL_OR_NONE or n == 0:
         return xp.full((n,), k == TWO32, dtype=xp.bool, device=dev)
     threshold = xp.asarray(k, dtype=word_dtype(xp), device=dev)  # k < 2**32 here
     pieces = [w < threshold for w in word_pieces(xp, start, n, seed, step, dev)]

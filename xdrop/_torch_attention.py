@@ -49,13 +49,12 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ._kernels import _torch_ops
-from ._kernels._torch_ops import to_int64
 from ._torch_layers import Dropout
 from ._torch_seeded import _STEP_LOCK, _op_constants, path_seed
+from ._u64 import from_int64, next_u64, to_int64
 
 STREAM = "xdrop_attention"
 FUNCTIONAL = "xdrop_functional"
-_U64 = 1 << 64
 # The attention implementations converted, and the name each becomes.
 CONVERTED = {"eager": "xdrop_eager", "sdpa": "xdrop_sdpa"}
 
@@ -198,6 +197,27 @@ def convert_attention(module: nn.Module, base: int) -> None:
             sub.config = copies[id(config)]
 
 
+_DROPOUT_SIGNATURE = inspect.signature(torch.nn.functional.dropout)
+_DROPOUT_NAMES = tuple(_DROPOUT_SIGNATURE.parameters)  # input, p, training, inplace
+_DROPOUT_DEFAULTS = {n: v.default for n, v in _DROPOUT_SIGNATURE.parameters.items()}
+
+
+def dropout_arguments(args: Any, kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The arguments of an ``F.dropout`` call in parameter order, defaults filled in.
+
+    The parameter order is read once: a call pays a dict, not a signature binding.
+    A call that binding would refuse (a missing ``input``, an unknown or repeated
+    name, too many arguments) is bound by :mod:`inspect`, which raises its own error.
+    """
+    free = _DROPOUT_NAMES[len(args) :]
+    if len(args) <= len(_DROPOUT_NAMES) and kwargs.keys() <= set(free) and (args or "input" in kwargs):
+        given = dict(zip(_DROPOUT_NAMES, args, strict=False)) | kwargs
+        return tuple(given[n] if n in given else _DROPOUT_DEFAULTS[n] for n in _DROPOUT_NAMES)
+    bound = _DROPOUT_SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return tuple(bound.arguments.values())
+
+
 def sdpa_arguments(args: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The arguments of a ``F.scaled_dot_product_attention`` call, by name."""
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -267,8 +287,8 @@ class _Functional(TorchFunctionMode):
         """The next call's ``(seed, step)``; the first call of a forward advances the step."""
         if self.taken is None:
             with _STEP_LOCK, torch.no_grad():
-                seed, step = (int(v) % _U64 for v in self.state.tolist())
-                self.state[1] = to_int64((step + 1) % _U64)
+                seed, step = (from_int64(v) for v in self.state.tolist())
+                self.state[1] = to_int64(next_u64(step))
             self.taken = (seed, step)
         seed, step = self.taken
         c, self.calls = self.calls, self.calls + 1
@@ -277,9 +297,7 @@ class _Functional(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if func is torch.nn.functional.dropout:
-            bound = inspect.signature(torch.nn.functional.dropout).bind(*args, **kwargs)
-            bound.apply_defaults()
-            x, p, training, inplace = (bound.arguments[n] for n in ("input", "p", "training", "inplace"))
+            x, p, training, inplace = dropout_arguments(args, kwargs)
             if training and p > 0:
                 from ._dropout import dropout
 

@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from ._checks import check_u64
 from ._torch_attention import FUNCTIONAL
-from ._torch_seeded import _SeededDropout, _to_int64, _u64
+from ._torch_seeded import _SeededDropout, _u64
+from ._u64 import from_int64, to_int64
 
 KEY = "xdrop"
 FORMAT = 1
@@ -64,16 +65,16 @@ def _streams(model: nn.Module) -> dict[str, _SeededDropout | Tensor]:
 def _read(stream: _SeededDropout | Tensor) -> list[int]:
     if isinstance(stream, _SeededDropout):
         return [_u64(stream.seed), _u64(stream.step)]
-    return [int(v) % (1 << 64) for v in stream.tolist()]
+    return [from_int64(int(v)) for v in stream.tolist()]
 
 
 def _write(stream: _SeededDropout | Tensor, seed: int, step: int) -> None:
     with torch.no_grad():
         if isinstance(stream, _SeededDropout):
-            stream.seed.fill_(_to_int64(seed))
-            stream.step.fill_(_to_int64(step))
+            stream.seed.fill_(to_int64(seed))
+            stream.step.fill_(to_int64(step))
         else:
-            stream.copy_(torch.tensor([_to_int64(seed), _to_int64(step)]))
+            stream.copy_(torch.tensor([to_int64(seed), to_int64(step)]))
 
 
 class StreamState:

@@ -25,9 +25,9 @@ from ._replay import NoReplay, Replay, draw_u64, take
 from ._stream import keep_count, scale_for
 from ._torch_clones import find_root, separate
 from ._torch_ranks import RANK_SHIFT, layer_call, layer_is_placed, rank_step_offset
+from ._u64 import MASK64, from_int64, next_u64, to_int64
 from ._variants import alpha_dropout, drop_path
 
-_U64 = 1 << 64
 # One lock for every layer's read-step / write-step + 1 (a layer holds no lock, so it pickles).
 _STEP_LOCK = threading.Lock()
 
@@ -54,13 +54,9 @@ def _op_constants(alpha: bool, p: float, dtype: torch.dtype, scale_by_keep: bool
 _CONSTANTS: dict[tuple[bool, float, torch.dtype, bool], tuple[int, float, float, float]] = {}
 
 
-def _to_int64(value: int) -> int:
-    """A u64 as the int64 with the same bits (two's complement), for an int64 buffer."""
-    return value - _U64 if value >= 1 << 63 else value
-
-
 def _u64(buffer: Tensor) -> int:
-    return int(buffer.item()) % _U64
+    """The u64 value an int64 buffer holds."""
+    return from_int64(int(buffer.item()))
 
 
 def _addresses(seed: Tensor, step: Tensor) -> tuple[int, int]:
@@ -103,7 +99,7 @@ class _SeededDropout(nn.Module):
         """Back to the seed the layer was built with and step 0 (``to_empty()`` calls it)."""
         if not self.seed.is_meta:
             with torch.no_grad():
-                self.seed.fill_(_to_int64(self._initial_seed))
+                self.seed.fill_(to_int64(self._initial_seed))
                 self.step.zero_()
         self._replay.clear()
 
@@ -175,12 +171,13 @@ class _SeededDropout(nn.Module):
         """Read ``(seed, step)`` and write ``step + 1`` (under ``_STEP_LOCK``)."""
         views = self._state_views()
         if views is not None:  # CPU buffers, read and advanced through their memory
-            seed, step = int(views[0]) % _U64, int(views[1]) % _U64
-            views[1][()] = _to_int64((step + 1) % _U64)
+            # the u64 forms' arithmetic inline: this runs on every training call of every layer
+            seed, step = int(views[0]) & MASK64, int(views[1]) & MASK64
+            views[1][()] = to_int64((step + 1) & MASK64)
             return seed, step
         if self.step.device.type == "cpu":  # buffers NumPy cannot view (a tensor subclass)
             seed, step = _u64(self.seed), _u64(self.step)
-            self.step.fill_(_to_int64((step + 1) % _U64))  # a buffer: no autograd to pause
+            self.step.fill_(to_int64(next_u64(step)))  # a buffer: no autograd to pause
             return seed, step
         # stays on the device: a fresh tensor, so the in-place advance does not change it
         pair = torch.stack((self.seed, self.step))
@@ -271,7 +268,7 @@ class _SeededDropout(nn.Module):
             return torch.empty_like(input)
         taken = self._take()
         if layer_is_placed(self, input):  # DTensor, or a global-batch layer: the functional path places blocks
-            seed, step = taken if isinstance(taken, tuple) else (int(v) % _U64 for v in taken.tolist())
+            seed, step = taken if isinstance(taken, tuple) else (from_int64(v) for v in taken.tolist())
             placed: Tensor = layer_call(self, lambda t, s, st: self._functional(t, s, st, noise), input, seed, step)
             return input.copy_(placed) if self.inplace else placed
         if offset := rank_step_offset(self):  # per-rank masks: never in a buffer, so DDP cannot erase it
@@ -347,8 +344,8 @@ class _SeededDropout(nn.Module):
         seed, step = check_u64(seed, "seed"), check_u64(step, "step")
         self._require_values("set_stream")
         with torch.no_grad(), _STEP_LOCK:
-            self.seed.fill_(_to_int64(seed))
-            self.step.fill_(_to_int64(step))
+            self.seed.fill_(to_int64(seed))
+            self.step.fill_(to_int64(step))
             self._replay.clear()  # recorded calls of the old stream are not replays of the new one
 
     def _require_values(self, method: str) -> None:
@@ -374,7 +371,7 @@ def _seed_of(layer: nn.Module) -> int | None:
 
 def _reseed(layer: nn.Module, seed: int) -> None:
     with torch.no_grad():
-        layer.seed.fill_(_to_int64(seed))  # type: ignore[operator]
+        layer.seed.fill_(to_int64(seed))  # type: ignore[operator]
 
 
 def separate_clones(root: nn.Module) -> None:

@@ -76,3 +76,15 @@ def jax_u64(value: Any, name: str) -> int:
     if dtype.itemsize <= 4:
         return cast(int, TracedU64(name, value.astype(jnp.uint32), jnp.zeros((), jnp.uint32)))
     return cast(int, TracedU64(name, (value & MASK32).astype(jnp.uint32), (value >> 32).astype(jnp.uint32)))
+
+
+def next_words(words: Any) -> Any:
+    """``value + 1`` on a JAX ``(low, high)`` uint32 pair, with the carry; wraps after 2**64 - 1.
+
+    Traceable: a jitted training loop advances its step pair with it (JAX without
+    ``jax_enable_x64`` has no 64-bit integer to add to).
+    """
+    import jax.numpy as jnp
+
+    lo = words[0] + jnp.uint32(1)
+    return jnp.stack([lo, words[1] + (lo == 0).astype(jnp.uint32)])

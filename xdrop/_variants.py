@@ -11,7 +11,7 @@ Each lives in a module of its own; this one gathers them (and the rank rules
 they share) under the names the rest of xdrop imports:
 
 - :mod:`xdrop._noise_shapes`: the noise-shape rules and :class:`RankError`;
-- :mod:`xdrop._variant_call`: the call path they all take;
+- :mod:`xdrop._variant_call`: the rules, as :mod:`xdrop._call` (the call path they all take) reads them;
 - :mod:`xdrop._channel_dropout`, :mod:`xdrop._alpha_dropout`, :mod:`xdrop._drop_path`: the public functions;
 - :mod:`xdrop._docfill`: the parameter blocks their docstrings share.
 """

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._call import DropoutCache
 from ._checks import check_float_array, check_probability, check_u64
-from ._dropout import DropoutCache
 from ._dropout import dropout_backward as _backward
 from ._dropout import dropout_forward as _forward
 

@@ -29,10 +29,10 @@ from flax import linen, nnx
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
 from ._flax_attention import dot_product_attention, dropout_seed  # attention_fn for Flax's attention modules
+from ._traced import next_words
+from ._u64 import from_words, to_words
 
 __all__ = ["Dropout", "DropoutState", "LinenDropout", "dot_product_attention", "dropout_seed", "seed_words"]
-
-_MASK32 = (1 << 32) - 1
 
 
 def seed_words(value: int) -> jax.Array:
@@ -45,24 +45,18 @@ def seed_words(value: int) -> jax.Array:
     Array([5, 1], dtype=uint32)
     """
     value = check_u64(value, "value")
-    return jnp.asarray([value & _MASK32, value >> 32], dtype=jnp.uint32)
+    return jnp.asarray(to_words(value), dtype=jnp.uint32)
 
 
 def _u64_of(words: jax.Array) -> int:
     """A concrete ``(low, high)`` uint32 pair as the integer it holds."""
     low, high = (int(w) for w in jax.device_get(words))
-    return low | high << 32
+    return from_words(low, high)
 
 
 def _traced(words: jax.Array) -> int:
     """A ``(low, high)`` word pair where the functional API takes a seed or step (it reads JAX pairs)."""
     return cast(int, words)
-
-
-def _next_step(step: jax.Array) -> jax.Array:
-    """``step + 1`` on a ``(low, high)`` uint32 pair, with the carry; wraps after 2**64 - 1."""
-    lo = step[0] + jnp.uint32(1)
-    return jnp.stack([lo, step[1] + (lo == 0).astype(jnp.uint32)])
 
 
 def _noise_shape(shape: tuple[int, ...], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
@@ -221,7 +215,7 @@ class Dropout(nnx.Module):
             step=_traced(step),
             noise_shape=shape,
         )
-        self.step[...] = _next_step(step)
+        self.step[...] = next_words(step)
         return out
 
     def get_stream(self) -> tuple[int, int]:
@@ -338,5 +332,5 @@ class LinenDropout(linen.Module):
             inputs, rate, seed=_traced(seed_words(self.seed)), step=_traced(step.value), noise_shape=shape
         )
         if not initializing:  # init leaves the step at 0: the first training apply draws step 0
-            step.value = _next_step(step.value)
+            step.value = next_words(step.value)
         return out

@@ -38,6 +38,8 @@ import keras
 
 from ._checks import check_probability, check_u64
 from ._dropout import dropout
+from ._traced import next_words
+from ._u64 import from_words, next_u64, to_words
 from ._variants import alpha_dropout
 
 __all__ = [
@@ -48,8 +50,6 @@ __all__ = [
     "SpatialDropout2D",
     "SpatialDropout3D",
 ]
-
-_MASK32 = (1 << 32) - 1
 
 # Registered as "xdrop>Dropout" and so on: load_model finds the classes once xdrop.keras is imported.
 _serializable = keras.saving.register_keras_serializable(package="xdrop")
@@ -76,14 +76,12 @@ class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
         if keras.backend.backend() == "jax":  # traced words: jit reads and advances them
             import jax.numpy as jnp
 
-            seed = jnp.asarray([self.seed & _MASK32, self.seed >> 32], dtype=jnp.uint32)
-            lo = step[0] + jnp.uint32(1)
-            self.step.assign(jnp.stack([lo, step[1] + (lo == 0).astype(jnp.uint32)]))
+            seed = jnp.asarray(to_words(self.seed), dtype=jnp.uint32)
+            self.step.assign(next_words(step))
             return seed, step
         words = [int(w) for w in keras.ops.convert_to_numpy(step)]
-        value = words[0] | words[1] << 32
-        after = (value + 1) & ((1 << 64) - 1)
-        self.step.assign(keras.ops.convert_to_tensor([after & _MASK32, after >> 32], dtype="uint32"))
+        value = from_words(*words)
+        self.step.assign(keras.ops.convert_to_tensor(to_words(next_u64(value)), dtype="uint32"))
         return self.seed, value
 
     def get_stream(self) -> tuple[int, int]:
@@ -98,7 +96,7 @@ class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
         (9223372036854775808, 1)
         """
         low, high = (int(w) for w in keras.ops.convert_to_numpy(self.step.value))
-        return self.seed, low | high << 32
+        return self.seed, from_words(low, high)
 
     def set_stream(self, seed: int, step: int = 0) -> None:
         """Set the layer's ``(seed, step)``: its next training call draws ``(seed, step)``.
@@ -124,7 +122,7 @@ class _XdropLayer(keras.layers.Layer):  # type: ignore[misc]
         """
         seed, step = check_u64(seed, "seed"), check_u64(step, "step")
         self.seed = seed
-        self.step.assign(keras.ops.convert_to_tensor([step & _MASK32, step >> 32], dtype="uint32"))
+        self.step.assign(keras.ops.convert_to_tensor(to_words(step), dtype="uint32"))
 
     def _draw(self, inputs: Any, seed: Any, step: Any) -> Any:
         raise NotImplementedError

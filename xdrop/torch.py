@@ -87,7 +87,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from . import distributed  # noqa: F401  (``import xdrop.torch`` makes ``xdrop.distributed`` available, as it did)
+from . import distributed  # noqa: F401  (after ``import xdrop.torch``, ``xdrop.distributed`` needs no import of its own)
 from ._checks import check_u64
 from ._replay import draw_u64, require_probes
 from ._torch_layers import (
@@ -104,7 +104,7 @@ from ._torch_layers import (
 from ._torch_mha import MultiheadAttention, convert_mha
 from ._torch_report import DropoutReport, dropout_report
 from ._torch_seeded import _STEP_LOCK, _SeededDropout, separate_clones
-from ._torch_seeded import path_seed as _path_seed  # the name tests and earlier code import
+from ._torch_seeded import path_seed as _path_seed  # a layer's seed from its path, for checks of replace_dropout
 
 __all__ = [
     "AlphaDropout",
@@ -269,7 +269,7 @@ def replace_dropout(module: M, seed: int | None = None, *, verbose: bool = False
 
 def _timm_drop_path() -> type | None:
     """timm's ``DropPath`` class where timm is imported (a program that has not imported it holds none)."""
-    for name in ("timm.layers.drop", "timm.models.layers.drop"):  # timm >= 0.9, and before
+    for name in ("timm.layers.drop", "timm.models.layers.drop"):  # timm >= 0.9, and the older path
         found = getattr(sys.modules.get(name), "DropPath", None)
         if isinstance(found, type):
             return found

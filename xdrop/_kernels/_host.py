@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .._stream import KEEP_ALL_OR_NONE
+from .._u64 import to_words
 from ..random._philox import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 from ..random._words import MASK32
 from . import _native
@@ -197,9 +199,10 @@ def _philox_words(s: _Scratch, block0: int, nb: int, seed: int, step: int) -> np
     np.add(np.arange(nb, dtype=np.uint64), np.uint64(block0), out=p0)  # block < 2**62: no overflow
     np.bitwise_and(p0, _LO, out=q0)
     np.right_shift(p0, _S32, out=c1)
-    q2.fill(step & MASK32)
-    c3.fill(step >> 32)
-    k0, k1 = seed & MASK32, seed >> 32
+    step_lo, step_hi = to_words(step)
+    q2.fill(step_lo)
+    c3.fill(step_hi)
+    k0, k1 = to_words(seed)
     for r in range(10):
         if r:
             k0, k1 = (k0 + PHILOX_W0) & MASK32, (k1 + PHILOX_W1) & MASK32
@@ -251,7 +254,7 @@ def _mask_c(lib: Any, out: np.ndarray, start: int, seed: int, step: int, k: int)
 
 def mask_into(out: np.ndarray, start: int, seed: int, step: int, k: int, engine: str) -> None:
     """Keep flags of flat indices ``start ..`` into the contiguous 1-d bool ``out``."""
-    if k in (0, 1 << 32):
+    if k in KEEP_ALL_OR_NONE:
         out.fill(k != 0)
         return
     lib = _native.library() if engine == "compiled" else None

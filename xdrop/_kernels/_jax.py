@@ -19,8 +19,9 @@ import math
 from typing import Any
 
 from .. import _sharding
-from .._stream import TWO32
+from .._stream import KEEP_ALL_OR_NONE, TWO32
 from .._traced import TracedU64
+from .._u64 import to_words
 from ..random._philox import DEFAULT_ROUNDS, philox_rounds
 from ..random._words import MASK32, add_with_carry, mulhilo
 
@@ -31,7 +32,8 @@ def _words(value: int | TracedU64) -> tuple[Any, Any]:
 
     if isinstance(value, TracedU64):
         return value.lo, value.hi
-    return jnp.asarray(value & MASK32, dtype=jnp.uint32), jnp.asarray(value >> 32, dtype=jnp.uint32)
+    lo, hi = to_words(value)
+    return jnp.asarray(lo, dtype=jnp.uint32), jnp.asarray(hi, dtype=jnp.uint32)
 
 
 def _keep_at(s0: Any, s1: Any, t0: Any, t1: Any, threshold: Any, e_lo: Any, e_hi: Any) -> Any:
@@ -150,7 +152,7 @@ def jax_block_dropout(x: Any, seed: int, step: int, k: int, scale: float, block:
 
     _check_size(x.size)
     starts = _starts(block)
-    if k in (0, TWO32) or x.size == 0:
+    if k in KEEP_ALL_OR_NONE or x.size == 0:
         return jnp.where(jnp.full(x.shape, k == TWO32), x * scale, jnp.zeros_like(x))
     threshold = jnp.asarray(k, dtype=jnp.uint32)
     fn = _compiled_block()[0]
@@ -164,7 +166,7 @@ def jax_block_mask(shape: tuple[int, ...], block: _sharding.Block, seed: int, st
 
     _check_size(math.prod(shape))
     starts = _starts(block)
-    if k in (0, TWO32) or math.prod(shape) == 0:
+    if k in KEEP_ALL_OR_NONE or math.prod(shape) == 0:
         keep = jnp.full(shape, k == TWO32)
     else:
         threshold = jnp.asarray(k, dtype=jnp.uint32)
@@ -182,7 +184,7 @@ def jax_dropout(x: Any, xp: Any, seed: int, step: int, k: int, scale: float) -> 
     import jax.numpy as jnp
 
     _check_size(x.size)
-    if k in (0, TWO32) or x.size == 0:
+    if k in KEEP_ALL_OR_NONE or x.size == 0:
         return jnp.where(jnp.full(x.shape, k == TWO32), x * scale, jnp.zeros_like(x))
     threshold = jnp.asarray(k, dtype=jnp.uint32)
     return _compiled()[0](x, *_words(seed), *_words(step), threshold, jnp.asarray(scale, dtype=x.dtype))
@@ -194,7 +196,7 @@ def jax_mask(xp: Any, start: int, n: int, seed: int, step: int, k: int, dev: Any
     import jax.numpy as jnp
 
     _check_size(n)
-    if k in (0, TWO32) or n == 0:
+    if k in KEEP_ALL_OR_NONE or n == 0:
         keep = jnp.full((n,), k == TWO32)
     else:
         threshold = jnp.asarray(k, dtype=jnp.uint32)

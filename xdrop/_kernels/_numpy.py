@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._stream import KEEP_ALL_OR_NONE
 from . import _host, _native
 
 Kernel = Callable[[Any, ModuleType, int, int, int, float], Any]
@@ -30,7 +31,7 @@ def _address(a: np.ndarray) -> int:
 
 def contiguous_into(a: np.ndarray, out: np.ndarray, seed: int, step: int, k: int, scale: float, engine: str) -> Any:
     """Dropout of the C-contiguous ``a`` into ``out`` (C-contiguous, a's shape and dtype, not overlapping it)."""
-    if a.size < SMALL and engine == "compiled" and 0 < k < 1 << 32 and a.dtype in _C_FUNCTIONS:
+    if a.size < SMALL and engine == "compiled" and k not in KEEP_ALL_OR_NONE and a.dtype in _C_FUNCTIONS:
         lib = _native.library()
         if lib is not None:
             by_array = lib.array_dropout.get(a.dtype.char) if a.size <= BY_ARRAY_MAX else None

@@ -32,12 +32,12 @@ from typing import Any, cast
 import torch
 from torch.autograd import forward_ad
 
-from .._stream import TWO32
+from .._stream import KEEP_ALL_OR_NONE
+from .._u64 import from_int64
+from .._u64 import to_int64 as to_int64  # re-exported: the attention operator imports it here
 from ._engines import triton_available
 from ._host import PARALLEL_MIN
 from ._select import select, select_mask
-
-MASK64 = (1 << 64) - 1
 
 # Filled by the torch CUDA kernel module (Triton) when it is available:
 # ``fn(x, seed_step, k, noise_shape, a, b, c) -> Tensor | None``, with seed_step an
@@ -76,15 +76,6 @@ def _load_cuda_kernel() -> None:
         register_cuda_kernel(_triton_kernel)
 
 
-def to_int64(value: int) -> int:
-    """A 64-bit unsigned word as the int64 with the same bits."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _u64(value: int) -> int:
-    return value & MASK64
-
-
 # [True] while xdrop.torch.onnx_export runs torch.onnx.export (which xdrop's translation needs).
 ONNX_EXPORT: list[bool] = []
 
@@ -113,7 +104,7 @@ def _small_cpu(x: Any, seed: int, step: int, k: int, a: float) -> Any:
     threading threshold (``_host.dropout_into``), without the driver's cost.
     """
     n = x.numel()
-    if not (0 < k < TWO32 and 0 < n < PARALLEL_MIN) or not x.is_cpu or x.is_neg():
+    if k in KEEP_ALL_OR_NONE or not 0 < n < PARALLEL_MIN or not x.is_cpu or x.is_neg():
         return None
     fn = _c_dropout(x.dtype)
     if fn is None:
@@ -160,7 +151,7 @@ def compute(
 
 def _unpack(seed_step: Any) -> tuple[int, int]:
     seed, step = seed_step.tolist()
-    return _u64(seed), _u64(step)
+    return from_int64(seed), from_int64(step)
 
 
 @torch.library.custom_op("xdrop::dropout", mutates_args=())
