@@ -53,8 +53,9 @@ from typing import Any, cast
 
 import torch
 
-from .._stream import TWO32, keep_count, scale_for
-from ._torch_ops import _unpack, to_int64
+from .._stream import KEEP_ALL_OR_NONE, keep_count, scale_for
+from .._u64 import to_int64
+from ._torch_ops import _unpack
 
 # Elements of one block's score matrix: 2**22 (16 MiB in float32). Few blocks make few torch calls:
 # on a busy machine each call's parallel region can wait a time slice for its threads (measured: 16
@@ -173,7 +174,7 @@ def _keep_drawer(device: Any, seed: int, step: int, kk: int, length: int, keys: 
         from . import _host, _native
 
         lib = _native.library()
-        xd_mask = None if lib is None or kk in (0, TWO32) else lib.xd_mask
+        xd_mask = None if lib is None or kk in KEEP_ALL_OR_NONE else lib.xd_mask
         engine = _host.default_engine()
 
         def draw(start: int, count: int) -> Any:
