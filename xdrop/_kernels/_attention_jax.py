@@ -88,17 +88,13 @@ def _compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _scores(q: Any, k: Any, bias: Any, mask: Any, scale: float, cols: Any, uniform: bool) -> tuple[Any, Any]:
-    """``q @ k^T * scale + bias`` in the compute type, -inf where ``mask`` is False or key ``cols[j]`` is after the
-    query (``cols``: None unless causal, the keys' own positions).
-
-    ``uniform``: a row with every score -inf becomes all zeros (equal weights); the rows so
-    replaced are returned too (None otherwise), as they pass no gradient.
-    """
+def _scores(q: Any, k: Any, bias: Any, mask: Any, cols: Any) -> Any:
+    """``q @ k^T + bias`` in the compute type (q comes scaled), -inf where ``mask`` is False or key ``cols[j]``
+    is after the query (``cols``: None unless causal, the keys' own positions)."""
     import jax.numpy as jnp
 
     ct = _compute_dtype(q.dtype)
-    s = jnp.einsum("...le,...se->...ls", q.astype(ct), k.astype(ct)) * jnp.asarray(scale, ct)
+    s = jnp.einsum("...le,...se->...ls", q.astype(ct), k.astype(ct))
     if bias is not None:
         s = s + bias.astype(ct)
     if mask is not None:
@@ -106,18 +102,13 @@ def _scores(q: Any, k: Any, bias: Any, mask: Any, scale: float, cols: Any, unifo
     if cols is not None:
         tril = cols[None, :] <= jnp.arange(s.shape[-2])[:, None]  # top-left aligned, as torch
         s = jnp.where(tril, s, jnp.asarray(-jnp.inf, ct))
-    if not uniform:
-        return s, None
-    empty = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf) == -jnp.inf
-    return jnp.where(empty, jnp.zeros_like(s), s), empty
+    return s
 
 
-def _empty_to_zero(w: Any, empty: Any, empty_rows: str) -> Any:
-    """``empty_rows="zero"``: the weights of a row with no key left are 0 (torch 2.13's math path), so is its
-    output and its gradient."""
-    import jax.numpy as jnp
-
-    return jnp.where(empty, jnp.zeros_like(w), w) if empty_rows == "zero" else w
+def _scaled(q: Any, scale: float) -> Any:
+    """``q * scale`` in the compute type: the scale applied to L x E inputs, not to L x S scores."""
+    ct = _compute_dtype(q.dtype)
+    return q.astype(ct) * ct.type(scale)
 
 
 def _dropped(p_weights: Any, keep: Any, a: Any) -> Any:
@@ -138,13 +129,28 @@ class _Config(NamedTuple):
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, keep: Any, cols: Any, cfg: _Config) -> tuple[Any, Any]:
-    """``(out, lse)``; ``keep`` the decisions over the weights (None: no dropout)."""
+    """``(out, lse)``; ``keep`` the decisions over the weights (None: no dropout).
+
+    A row with every score -inf (no key left) is, with ``empty_rows`` "uniform", a row
+    of zero scores (equal weights), with "zero" a row of zero weights; its ``lse`` is
+    then +inf, which tells the backward that it passes no gradient to q, k or bias.
+    """
     import jax.numpy as jnp
 
-    s, empty = _scores(q, k, bias, mask, cfg.scale, cols, cfg.empty_rows != "nan")
+    s = _scores(_scaled(q, cfg.scale), k, bias, mask, cols)
     m = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf)  # -inf: no key (S = 0) gives out 0
-    lse = m + jnp.log(jnp.sum(jnp.exp(s - m), axis=-1, keepdims=True))
-    w = _empty_to_zero(jnp.exp(s - lse), empty, cfg.empty_rows)
+    empty = None
+    if cfg.empty_rows != "nan":
+        empty = m == -jnp.inf
+        s, m = jnp.where(empty, jnp.zeros_like(s), s), jnp.where(empty, jnp.zeros_like(m), m)
+    e = jnp.exp(s - m)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    w = e * (1 / total)  # one exp per weight, as a softmax
+    lse = m + jnp.log(total)
+    if empty is not None:
+        if cfg.empty_rows == "zero":
+            w = jnp.where(empty, jnp.zeros_like(w), w)
+        lse = jnp.where(empty, jnp.asarray(jnp.inf, lse.dtype), lse)
     if keep is not None:
         w = _dropped(w, keep, jnp.asarray(scale_for(keep_count(cfg.dropout_p), jnp, w.dtype), w.dtype))
     out = jnp.einsum("...ls,...sd->...ld", w, v.astype(w.dtype)).astype(v.dtype)
@@ -157,9 +163,16 @@ def _backward(
     """dq, dk, dv and the cotangent of the biased scores ``ds`` (the weights' shape, a temporary)."""
     import jax.numpy as jnp
 
-    s, empty = _scores(q, k, bias, mask, cfg.scale, cols, cfg.empty_rows != "nan")
+    qs = _scaled(q, cfg.scale)
+    s = _scores(qs, k, bias, mask, cols)
     ct = s.dtype
-    w = _empty_to_zero(jnp.exp(s - lse[..., None]), empty, cfg.empty_rows)
+    lse = lse[..., None]
+    w = jnp.exp(s - lse)  # 0 in a row whose lse is +inf (no key left)
+    empty = None
+    if cfg.empty_rows != "nan":
+        empty = lse == jnp.inf
+        if cfg.empty_rows == "uniform" and s.shape[-1]:
+            w = jnp.where(empty, jnp.asarray(1 / s.shape[-1], ct), w)
     do = dout.astype(ct)
     dw = jnp.einsum("...ld,...sd->...ls", do, v.astype(ct))
     if keep is not None:
@@ -174,7 +187,7 @@ def _backward(
     if empty is not None:
         ds = jnp.where(empty, jnp.zeros_like(ds), ds)
     dq = jnp.einsum("...ls,...se->...le", ds, k.astype(ct)) * jnp.asarray(cfg.scale, ct)
-    dk = jnp.einsum("...ls,...le->...se", ds, q.astype(ct)) * jnp.asarray(cfg.scale, ct)
+    dk = jnp.einsum("...ls,...le->...se", ds, qs)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), ds
 
 
