@@ -126,6 +126,7 @@ class _Config(NamedTuple):
     shared: bool  # one (L, S) mask for every leading index
     empty_rows: str
     lanes: bool  # k, v, bias, mask come in lane order (see _keep)
+    block: int = 0  # weights per step of the loop (see _Blocks); 0: BLOCK
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, keep: Any, cols: Any, cfg: _Config) -> tuple[Any, Any]:
@@ -209,17 +210,19 @@ class _Blocks:
     step holds at most :data:`BLOCK` weights (or one ``(L, S)`` slice). A bias or
     mask broadcasts to ``lead``: its block is the one at the step's outer index
     along the axes where it is not 1. A shared mask is drawn once, before the
-    loop, and is then held as the loop's operand: with no loop XLA would fuse its
-    drawing into every head's use of it.
+    loop. In lane order its four lanes are four arrays that XLA computes on
+    their own; in key order XLA would fuse its drawing into every head's use of
+    it, so there the loop takes two steps at least and holds it as an operand.
+    One step is no loop.
     """
 
     def __init__(self, lead: tuple[int, ...], length: int, keys: int, words: Any, cfg: _Config) -> None:
         import jax.numpy as jnp
 
         split = len(lead)
-        while split > 0 and math.prod(lead[split - 1 :]) * length * keys <= BLOCK:
+        while split > 0 and math.prod(lead[split - 1 :]) * length * keys <= (cfg.block or BLOCK):
             split -= 1
-        if cfg.shared and split == 0 and math.prod(lead) > 1:  # two steps at least: see above
+        if cfg.shared and not cfg.lanes and split == 0 and math.prod(lead) > 1:  # see above
             split = 1 + min(i for i, n in enumerate(lead) if n > 1)
         self.lead, self.split, self.words, self.cfg = lead, split, words, cfg
         self.steps, self.inner = math.prod(lead[:split]), lead[split:]
@@ -274,9 +277,18 @@ class _Blocks:
         return jax.lax.dynamic_slice(x, self.starts(x, i), self.sizes(x)).reshape(x.shape[self.split :])
 
 
+def _scan(body: Any, carry: Any, xs: Any, steps: int) -> tuple[Any, Any]:
+    """``jax.lax.scan(body, carry, xs)``; one step is a plain call (no slicing of the operands, no loop)."""
+    import jax
+
+    if steps != 1:
+        return jax.lax.scan(body, carry, xs)  # type: ignore[no-any-return]
+    carry, ys = body(carry, jax.tree.map(lambda x: x[0], xs))
+    return carry, jax.tree.map(lambda y: y[None], ys)
+
+
 def _blocked_forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: _Config) -> tuple[Any, Any]:
     """:func:`_forward` one block of leading indices per step (``lax.scan``): XLA holds one block's weights."""
-    import jax
     import jax.numpy as jnp
 
     lead, length = q.shape[:-2], q.shape[-2]
@@ -288,7 +300,7 @@ def _blocked_forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, c
         return carry, _forward(qi, ki, vi, bl.at(bias, i), bl.at(mask, i), bl.keep(i), bl.cols, cfg)
 
     xs = (jnp.arange(bl.steps, dtype=jnp.uint32), *(bl.split_steps(x) for x in (q, k, v)))
-    _, (out, lse) = jax.lax.scan(body, None, xs)
+    _, (out, lse) = _scan(body, None, xs, bl.steps)
     return out.reshape(*lead, length, v.shape[-1]), lse.reshape(*lead, length)
 
 
@@ -314,7 +326,7 @@ def _blocked_backward(
         return acc, (dq, dk, dv)
 
     xs = (jnp.arange(bl.steps, dtype=jnp.uint32), *(bl.split_steps(x) for x in (dout, q, k, v, out, lse)))
-    dbias, (dq, dk, dv) = jax.lax.scan(body, dbias, xs)
+    dbias, (dq, dk, dv) = _scan(body, dbias, xs, bl.steps)
     if bias is not None:
         dbias = dbias.reshape(bias.shape).astype(bias.dtype)
     return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape), dbias
