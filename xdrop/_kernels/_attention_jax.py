@@ -126,7 +126,7 @@ class _Config(NamedTuple):
     shared: bool  # one (L, S) mask for every leading index
     empty_rows: str
     lanes: bool  # k, v, bias, mask come in lane order (see _keep)
-    block: int = 0  # weights per step of the loop (see _Blocks); 0: BLOCK
+    block: int = 0  # at most so many weights per step of the loop (see _Blocks)
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, keep: Any, cols: Any, cfg: _Config) -> tuple[Any, Any]:
@@ -220,7 +220,7 @@ class _Blocks:
         import jax.numpy as jnp
 
         split = len(lead)
-        while split > 0 and math.prod(lead[split - 1 :]) * length * keys <= (cfg.block or BLOCK):
+        while split > 0 and math.prod(lead[split - 1 :]) * length * keys <= cfg.block:
             split -= 1
         if cfg.shared and not cfg.lanes and split == 0 and math.prod(lead) > 1:  # see above
             split = 1 + min(i for i, n in enumerate(lead) if n > 1)
@@ -521,5 +521,5 @@ def attention(
     if lanes:  # the keys in lane order, so each Philox block is drawn once (attention does not see key order)
         k, v = _lane_order(k, -2), _lane_order(v, -2)
         bias, mask = (x if x is None or x.ndim == 0 or x.shape[-1] == 1 else _lane_order(x, -1) for x in (bias, mask))
-    cfg = _Config(float(dropout_p), scale, is_causal, bool(shared_mask), empty_rows, lanes)
+    cfg = _Config(float(dropout_p), scale, is_causal, bool(shared_mask), empty_rows, lanes, BLOCK)
     return _custom()(q, k, v, bias, mask, words, cfg)
