@@ -16,8 +16,13 @@ them and expands grouped-query heads first); the contract's ``(N, L, E)`` is
 ``B = (N,)``. Seeds and steps may be traced (``uint32`` words), so ``jax.jit``
 with a step carried through the loop compiles once. Under ``jax.vmap`` each
 mapped slice is one call: it draws the mask of its own ``B + (L, S)``.
-XLA sees the whole score array of one call as a temporary in forward and in
-backward; it is not saved.
+
+Forward and backward run over the leading indices in steps (``lax.scan``) of
+at most :data:`BLOCK` weights, so XLA's temporaries hold one step's scores,
+not every head's (one step: no loop). A mask shared by the leading indices
+(Flax's ``broadcast_dropout``) is drawn once per call. Where S is a multiple
+of 4 the keys are taken in lane order (see :func:`_keep`); the mask's bits are
+those of the flat index all the same.
 """
 
 from __future__ import annotations
@@ -53,9 +58,12 @@ def _keep(
 ) -> Any:
     """Keep decisions of the block ``shape`` at ``starts`` of an array of ``global_shape`` (flat row-major index).
 
-    ``lanes``: the last axis in lane order, the four words of each Philox block
-    apart (column ``4 c + r`` at ``r S/4 + c``; S a multiple of 4): every block is
-    computed once, where element-wise each element computes its whole block.
+    ``lanes``: the last axis in lane order (column ``4 c + r`` at ``r S/4 + c``;
+    S a multiple of 4): the decisions are four arrays, one per word of the
+    Philox blocks, which XLA computes apart from the floating-point work that
+    uses them (fused into it, the drawing runs several times slower on XLA:CPU,
+    and a shared mask would be drawn again for every head) and without
+    interleaving the words (slower still).
     """
     import jax.numpy as jnp
 
@@ -282,7 +290,7 @@ def _scan(body: Any, carry: Any, xs: Any, steps: int) -> tuple[Any, Any]:
     import jax
 
     if steps != 1:
-        return jax.lax.scan(body, carry, xs)  # type: ignore[no-any-return]
+        return jax.lax.scan(body, carry, xs)
     carry, ys = body(carry, jax.tree.map(lambda x: x[0], xs))
     return carry, jax.tree.map(lambda y: y[None], ys)
 
@@ -518,7 +526,7 @@ def attention(
         raise ValueError(f"empty_rows must be 'nan', 'uniform' or 'zero', got empty_rows={empty_rows!r}")
     keys = k.shape[-2]
     lanes = dropout_p > 0.0 and keys % 4 == 0 and keep_count(dropout_p) not in (0, TWO32)
-    if lanes:  # the keys in lane order, so each Philox block is drawn once (attention does not see key order)
+    if lanes:  # the keys in lane order (see _keep); attention does not depend on the order of the keys
         k, v = _lane_order(k, -2), _lane_order(v, -2)
         bias, mask = (x if x is None or x.ndim == 0 or x.shape[-1] == 1 else _lane_order(x, -1) for x in (bias, mask))
     cfg = _Config(float(dropout_p), scale, is_causal, bool(shared_mask), empty_rows, lanes, BLOCK)
