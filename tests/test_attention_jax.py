@@ -120,18 +120,25 @@ def test_gradients_float64_match_autograd_of_formula(name):
     p, causal = c.get("p", 0.0), c.get("is_causal", False)
     scale = c.get("scale", 1 / math.sqrt(q.shape[-1]))
     keep = am.keep((2, 3, 5, 6), p, SEED, STEP)
-    dout = rand((2, 3, 5, 3), 7)
+    _assert_gradients_match_formula(q, k, v, bias, mask, keep, p=p, scale=scale, is_causal=causal)
+
+
+def _assert_gradients_match_formula(q, k, v, bias, mask, keep, **kw):
+    """jax.grad of the kernel against jax.grad of the formula with mask ``keep``, float64; the values too."""
+    p, scale, causal = kw.pop("p"), kw.pop("scale"), kw.pop("is_causal")
+    dout = rand((*q.shape[:-1], v.shape[-1]), 7)
     with jax.enable_x64(True):
         args = [jnp.asarray(a) for a in (q, k, v)] + ([] if bias is None else [jnp.asarray(bias)])
 
         def fused(q, k, v, b=None):
-            out = aj.attention(q, k, v, b, p, scale=scale, seed=SEED, step=STEP, is_causal=causal, mask=mask)
+            out = aj.attention(q, k, v, b, p, scale=scale, seed=SEED, step=STEP, is_causal=causal, mask=mask, **kw)
             return jnp.sum(out * dout)
 
         def formula(q, k, v, b=None):
             return jnp.sum(_formula(q, k, v, b, keep, 1 / effective_keep(p), scale, mask, causal) * dout)
 
         argnums = tuple(range(len(args)))
+        assert am.rel_err(fused(*args), formula(*args)) < 1e-12
         got = jax.grad(fused, argnums)(*args)
         want = jax.grad(formula, argnums)(*args)
     for name_, g, w in zip(["q", "k", "v", "bias"], got, want, strict=False):
@@ -352,22 +359,7 @@ def test_blocks_and_lane_order_match_the_formula_float64(monkeypatch, name, bloc
     mask = (np.arange(8) % 3 != 1) | (np.arange(2)[:, None, None, None] == 0) if "mask" in c else None
     causal, p = c.get("is_causal", False), 0.4
     keep = am.keep((5, 8) if shared else (2, 3, 5, 8), p, SEED, STEP)
-    dout = rand((2, 3, 5, 3), 7)
-    with jax.enable_x64(True):
-        args = [jnp.asarray(a) for a in (q, k, v)] + ([] if bias is None else [jnp.asarray(bias)])
-
-        def fused(q, k, v, b=None):
-            out = aj.attention(q, k, v, b, p, seed=SEED, step=STEP, is_causal=causal, mask=mask, shared_mask=shared)
-            return jnp.sum(out * dout)
-
-        def formula(q, k, v, b=None):
-            return jnp.sum(_formula(q, k, v, b, keep, 1 / effective_keep(p), 0.5, mask, causal) * dout)
-
-        argnums = tuple(range(len(args)))
-        assert am.rel_err(fused(*args), formula(*args)) < 1e-12
-        got, want = jax.grad(fused, argnums)(*args), jax.grad(formula, argnums)(*args)
-        for name_, g, w in zip(["q", "k", "v", "bias"], got, want, strict=False):
-            assert g.shape == w.shape and am.rel_err(g, w) < 1e-11, name_
+    _assert_gradients_match_formula(q, k, v, bias, mask, keep, p=p, scale=0.5, is_causal=causal, shared_mask=shared)
     got = kept((2, 3), 5, 8, p, shared_mask=shared)
     assert np.array_equal(got, np.broadcast_to(keep, got.shape))
 
