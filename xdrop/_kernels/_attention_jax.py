@@ -490,7 +490,7 @@ def attention(
     >>> from xdrop._kernels._attention_jax import attention
     >>> q = k = v = jnp.ones((2, 3, 4))
     >>> attention(q, k, v, dropout_p=0.5, seed=7)[0, :, 0]
-    Array([0.6666666, 1.3333333, 1.3333333], dtype=float32)
+    Array([0.6666667, 1.3333334, 1.3333334], dtype=float32)
     >>> xdrop.keep_mask((2, 3, 3), 0.5, seed=7, xp=np)[0].sum(axis=-1)
     array([1, 2, 2])
     >>> jax.grad(lambda q: attention(q, k, v, dropout_p=0.5, seed=7).sum())(q).shape
