@@ -83,10 +83,10 @@ def _lane_order(x: Any, axis: int) -> Any:
     """``x`` with its ``axis`` (of size S, a multiple of 4) in lane order: index ``4 c + r`` moved to ``r S/4 + c``."""
     import jax.numpy as jnp
 
-    x = jnp.moveaxis(x, axis, -1)
-    n = x.shape[-1]
-    x = jnp.swapaxes(x.reshape(*x.shape[:-1], n // 4, 4), -1, -2).reshape(x.shape)
-    return jnp.moveaxis(x, -1, axis)
+    axis %= x.ndim
+    before, n, after = x.shape[:axis], x.shape[axis], x.shape[axis + 1 :]
+    x = jnp.swapaxes(x.reshape(*before, n // 4, 4, *after), axis, axis + 1)  # one transpose, no moved axes
+    return x.reshape(*before, n, *after)
 
 
 def _compute_dtype(dtype: Any) -> Any:
