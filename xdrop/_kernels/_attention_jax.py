@@ -134,7 +134,7 @@ class _Config(NamedTuple):
     shared: bool  # one (L, S) mask for every leading index
     empty_rows: str
     lanes: bool  # k, v, bias, mask come in lane order (see _keep)
-    block: int = 0  # at most so many weights per step of the loop (see _Blocks)
+    block: int = 0  # at most so many weights per step of the loop (see _Blocks); the contract does not loop
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, keep: Any, cols: Any, cfg: _Config) -> tuple[Any, Any]:
