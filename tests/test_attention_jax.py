@@ -120,18 +120,25 @@ def test_gradients_float64_match_autograd_of_formula(name):
     p, causal = c.get("p", 0.0), c.get("is_causal", False)
     scale = c.get("scale", 1 / math.sqrt(q.shape[-1]))
     keep = am.keep((2, 3, 5, 6), p, SEED, STEP)
-    dout = rand((2, 3, 5, 3), 7)
+    _assert_gradients_match_formula(q, k, v, bias, mask, keep, p=p, scale=scale, is_causal=causal)
+
+
+def _assert_gradients_match_formula(q, k, v, bias, mask, keep, **kw):
+    """jax.grad of the kernel against jax.grad of the formula with mask ``keep``, float64; the values too."""
+    p, scale, causal = kw.pop("p"), kw.pop("scale"), kw.pop("is_causal")
+    dout = rand((*q.shape[:-1], v.shape[-1]), 7)
     with jax.enable_x64(True):
         args = [jnp.asarray(a) for a in (q, k, v)] + ([] if bias is None else [jnp.asarray(bias)])
 
         def fused(q, k, v, b=None):
-            out = aj.attention(q, k, v, b, p, scale=scale, seed=SEED, step=STEP, is_causal=causal, mask=mask)
+            out = aj.attention(q, k, v, b, p, scale=scale, seed=SEED, step=STEP, is_causal=causal, mask=mask, **kw)
             return jnp.sum(out * dout)
 
         def formula(q, k, v, b=None):
             return jnp.sum(_formula(q, k, v, b, keep, 1 / effective_keep(p), scale, mask, causal) * dout)
 
         argnums = tuple(range(len(args)))
+        assert am.rel_err(fused(*args), formula(*args)) < 1e-12
         got = jax.grad(fused, argnums)(*args)
         want = jax.grad(formula, argnums)(*args)
     for name_, g, w in zip(["q", "k", "v", "bias"], got, want, strict=False):
@@ -328,3 +335,99 @@ def test_public_function_gives_the_float_mask_its_gradient():
 
     got, want = jax.grad(fused)(bias), jax.grad(formula)(bias)
     assert got.shape == bias.shape and am.rel_err(got, want) < 1e-5
+
+
+BLOCKED = {  # keys a multiple of 4 (lane order); bias, mask broadcast over some leading dims
+    "bias over the batch": {"bias": (3, 5, 8)},
+    "bias per weight": {"bias": (2, 3, 5, 8)},
+    "bias over heads": {"bias": (2, 1, 5, 8)},
+    "mask over heads": {"mask": True},
+    "causal + bias": {"is_causal": True, "bias": (2, 1, 1, 8)},
+}
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("block", [None, 1, 3 * 5 * 8], ids=["one step", "one head a step", "three heads a step"])
+@pytest.mark.parametrize("name", list(BLOCKED))
+def test_blocks_and_lane_order_match_the_formula_float64(monkeypatch, name, block, shared):
+    """Values, gradients (q, k, v, bias) and mask bits, whatever the step size of the loop, keys in lane order."""
+    if block is not None:
+        monkeypatch.setattr(aj, "BLOCK", block)
+    c = BLOCKED[name]
+    q, k, v = _inputs(lead=(2, 3), length=5, keys=8)
+    bias = rand(c["bias"], 9) if "bias" in c else None
+    mask = (np.arange(8) % 3 != 1) | (np.arange(2)[:, None, None, None] == 0) if "mask" in c else None
+    causal, p = c.get("is_causal", False), 0.4
+    keep = am.keep((5, 8) if shared else (2, 3, 5, 8), p, SEED, STEP)
+    _assert_gradients_match_formula(q, k, v, bias, mask, keep, p=p, scale=0.5, is_causal=causal, shared_mask=shared)
+    got = kept((2, 3), 5, 8, p, shared_mask=shared)
+    assert np.array_equal(got, np.broadcast_to(keep, got.shape))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+@pytest.mark.parametrize("lead, length, keys", [((3,), 5, 8), ((2, 3), 4, 12), ((1,), 1, 4), ((2,), 3, 0)], ids=str)
+def test_mask_bits_equal_keep_mask_in_lane_order(lead, length, keys, p):
+    got = kept(lead, length, keys, p)
+    assert np.array_equal(got, am.keep((*lead, length, keys), p, SEED, STEP))
+    got = kept(lead, length, keys, p, shared_mask=True)
+    assert np.array_equal(got, np.broadcast_to(am.keep((length, keys), p, SEED, STEP), got.shape))
+
+
+def _philox_outputs(fn, *args):
+    """Element counts of the compiled fusions of ``fn`` that draw Philox words (a 32-bit unsigned multiply)."""
+    import re
+
+    text = fn.lower(*args).compile().as_text()
+    drawing = set()
+    for block in re.split(r"\n(?=%|ENTRY)", text):
+        head = block.split(" ", 1)[0].lstrip("%")
+        if re.search(r"= u32\[[\d,]*\]\S* multiply\(", block):
+            drawing.add(head)
+    counts = []
+    for shape, called in re.findall(r"= \w+\[([\d,]*)\]\S* fusion\(.*?calls=%([\w.\-]+)", text):
+        if called in drawing:
+            counts.append(math.prod(int(d) for d in shape.split(",") if d))
+    return counts
+
+
+def test_a_shared_mask_is_drawn_once_not_per_head():
+    """broadcast_dropout's (L, S) mask: XLA computes its Philox words over L x S elements, not per batch and head."""
+    length = keys = 64
+    q = jnp.ones((2, 8, length, 16), jnp.float32)
+    for k_len in (keys, keys + 2):  # lane order, and key order
+        k = jnp.ones((2, 8, k_len, 16), jnp.float32)
+
+        def loss(q, k, shared):
+            return aj.attention(q, k, k, dropout_p=0.1, seed=1, shared_mask=shared).sum()
+
+        for shared in (True, False):
+            counts = _philox_outputs(jax.jit(jax.grad(loss), static_argnums=2), q, k, shared)
+            assert counts, "no Philox fusion found: the check would pass vacuously"
+            if shared:
+                assert max(counts) <= length * k_len, counts
+            else:  # the check can fail: an unshared mask is drawn over every weight
+                assert max(counts) > length * k_len, counts
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_temporaries_smaller_than_the_weights_and_than_flax(shared):
+    """XLA's temporaries for fwd+bwd hold one block of weights, less than one (B, H, L, S) float32 array."""
+    linen = pytest.importorskip("flax.linen", reason="flax is not installed")
+    b, h, length, e = 2, 4, 1024, 16
+    weights = b * h * length * length * 4
+    q = jnp.ones((b, length, h, e), jnp.float32)
+
+    def temp(loss):
+        compiled = jax.jit(jax.grad(loss)).lower(q).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    def ours(q):
+        qh = jnp.swapaxes(q, 1, 2)
+        return aj.attention(qh, qh, qh, dropout_p=0.1, seed=1, shared_mask=shared, empty_rows="uniform").sum()
+
+    def flax(q):
+        rng = jax.random.key(0)
+        return linen.dot_product_attention(q, q, q, dropout_rng=rng, dropout_rate=0.1, broadcast_dropout=shared,
+                                           deterministic=False).sum()  # fmt: skip
+
+    assert temp(ours) < weights <= temp(flax)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends, _bench_attention, _bench_first_call, _dropout
+from . import _backends, _bench_attention, _bench_attention_jax, _bench_first_call, _dropout
 from ._bench_cases import SEED, P, _cupy_cases, _numpy_cases, _torch_cases, _torch_fwd_bwd_cases
 from ._bench_memory import _peak_extra_cuda, _peak_extra_numpy, _saved_bytes
 from ._bench_mlp import converted_model_steps, mlp_epochs
@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _bench_attention.add_arguments(parser)  # hook: the attention rows (xdrop/_bench_attention.py)
     _bench_first_call.add_arguments(parser)  # hook: the first-call row (xdrop/_bench_first_call.py)
+    _bench_attention_jax.add_arguments(parser)  # hook: the JAX attention rows (xdrop/_bench_attention_jax.py)
 
 
 def log2_sizes(text: str) -> list[int]:
@@ -236,6 +237,7 @@ def main(args: argparse.Namespace) -> int:
     attention_backend = "torch-cuda" if args.attention_device == "cuda" else "torch"
     if attention_backend in backends and attention_backend not in report["skipped"] and args.attention_lengths != []:
         report["attention"] = _bench_attention.run(args, sys.modules["torch"])  # hook: the attention rows
+    _bench_attention_jax.add_to(report, args)  # hook: the JAX attention rows (xdrop/_bench_attention_jax.py)
     runs = args.first_call_runs
     runs = runs if runs is not None else _bench_first_call.QUICK_RUNS if args.quick else _bench_first_call.DEFAULT_RUNS
     if "numpy" in backends and runs > 0:
@@ -265,6 +267,8 @@ def main(args: argparse.Namespace) -> int:
         print(_bench_first_call.format_line(report["first_call"]))
     if "attention" in report:
         print(_bench_attention.format_table(report["attention"]))
+    if "attention_jax" in report:
+        print(_bench_attention_jax.format_table(report["attention_jax"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

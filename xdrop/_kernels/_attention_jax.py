@@ -16,18 +16,24 @@ them and expands grouped-query heads first); the contract's ``(N, L, E)`` is
 ``B = (N,)``. Seeds and steps may be traced (``uint32`` words), so ``jax.jit``
 with a step carried through the loop compiles once. Under ``jax.vmap`` each
 mapped slice is one call: it draws the mask of its own ``B + (L, S)``.
-XLA sees the whole score array of one call as a temporary in forward and in
-backward; it is not saved.
+
+Forward and backward run over the leading indices in steps (``lax.scan``) of
+at most :data:`BLOCK` weights, so XLA's temporaries hold one step's scores,
+not every head's (one step: no loop). A mask shared by the leading indices
+(Flax's ``broadcast_dropout``) is drawn once per call. Where S is a multiple
+of 4 the keys are taken in lane order (see :func:`_keep`); the mask's bits are
+those of the flat index all the same.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._stream import TWO32, keep_count, scale_for
 from .._traced import TracedU64, jax_u64
+from ..random._philox import DEFAULT_ROUNDS, philox_rounds
 from ._jax import _global_index, _keep_at, _words
 
 __all__ = ["attention", "backward", "forward"]
@@ -42,15 +48,45 @@ def _mask_words(value: Any, name: str) -> tuple[Any, Any]:
     return _words(check_u64(value, name))
 
 
-def _keep(words: tuple[Any, Any, Any, Any], k: int, shape: tuple[int, ...], shared: bool) -> Any:
-    """Keep decisions over ``shape`` = B + (L, S); ``shared``: one (L, S) mask for every leading index."""
+def _keep(
+    words: tuple[Any, Any, Any, Any],
+    k: int,
+    shape: tuple[int, ...],
+    global_shape: tuple[int, ...],
+    starts: Any,
+    lanes: bool,
+) -> Any:
+    """Keep decisions of the block ``shape`` at ``starts`` of an array of ``global_shape`` (flat row-major index).
+
+    ``lanes``: the last axis in lane order (column ``4 c + r`` at ``r S/4 + c``;
+    S a multiple of 4): the decisions are four arrays, one per word of the
+    Philox blocks, which XLA computes apart from the floating-point work that
+    uses them (fused into it, the drawing runs several times slower on XLA:CPU,
+    and a shared mask would be drawn again for every head) and without
+    interleaving the words (slower still).
+    """
     import jax.numpy as jnp
 
     if k in (0, TWO32):
-        return jnp.full(shape[-2:] if shared else shape, k == TWO32)
-    drawn = shape[-2:] if shared else shape
-    lo, hi = _global_index(drawn, drawn, jnp.zeros(len(drawn), jnp.uint32))
-    return _keep_at(*words, jnp.asarray(k, dtype=jnp.uint32), lo, hi)
+        return jnp.full(shape, k == TWO32)
+    threshold = jnp.asarray(k, dtype=jnp.uint32)
+    if not lanes:
+        return _keep_at(*words, threshold, *_global_index(shape, global_shape, starts))
+    quarter = (*shape[:-1], shape[-1] // 4)
+    lo, hi = _global_index(quarter, (*global_shape[:-1], global_shape[-1] // 4), starts)
+    s0, s1, t0, t1 = words
+    blocks = philox_rounds(lo, hi, t0, t1, s0, s1, DEFAULT_ROUNDS)  # block index lo + 2**32 hi: its 4 words
+    return jnp.concatenate([w < threshold for w in blocks], axis=-1)
+
+
+def _lane_order(x: Any, axis: int) -> Any:
+    """``x`` with its ``axis`` (of size S, a multiple of 4) in lane order: index ``4 c + r`` moved to ``r S/4 + c``."""
+    import jax.numpy as jnp
+
+    axis %= x.ndim
+    before, n, after = x.shape[:axis], x.shape[axis], x.shape[axis + 1 :]
+    x = jnp.swapaxes(x.reshape(*before, n // 4, 4, *after), axis, axis + 1)  # one transpose, no moved axes
+    return x.reshape(*before, n, *after)
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -60,36 +96,27 @@ def _compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _scores(q: Any, k: Any, bias: Any, mask: Any, scale: float, is_causal: bool, uniform: bool) -> tuple[Any, Any]:
-    """``q @ k^T * scale + bias`` in the compute type, -inf where ``mask`` is False or above the diagonal.
-
-    ``uniform``: a row with every score -inf becomes all zeros (equal weights); the rows so
-    replaced are returned too (None otherwise), as they pass no gradient.
-    """
+def _scores(q: Any, k: Any, bias: Any, mask: Any, cols: Any) -> Any:
+    """``q @ k^T + bias`` in the compute type (q comes scaled), -inf where ``mask`` is False or key ``cols[j]``
+    is after the query (``cols``: None unless causal, the keys' own positions)."""
     import jax.numpy as jnp
 
     ct = _compute_dtype(q.dtype)
-    s = jnp.einsum("...le,...se->...ls", q.astype(ct), k.astype(ct)) * jnp.asarray(scale, ct)
+    s = jnp.einsum("...le,...se->...ls", q.astype(ct), k.astype(ct))
     if bias is not None:
         s = s + bias.astype(ct)
     if mask is not None:
         s = jnp.where(mask, s, jnp.asarray(-jnp.inf, ct))
-    if is_causal:
-        length, keys = s.shape[-2:]
-        tril = jnp.arange(keys)[None, :] <= jnp.arange(length)[:, None]  # top-left aligned, as torch
+    if cols is not None:
+        tril = cols[None, :] <= jnp.arange(s.shape[-2])[:, None]  # top-left aligned, as torch
         s = jnp.where(tril, s, jnp.asarray(-jnp.inf, ct))
-    if not uniform:
-        return s, None
-    empty = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf) == -jnp.inf
-    return jnp.where(empty, jnp.zeros_like(s), s), empty
+    return s
 
 
-def _empty_to_zero(w: Any, empty: Any, empty_rows: str) -> Any:
-    """``empty_rows="zero"``: the weights of a row with no key left are 0 (torch 2.13's math path), so is its
-    output and its gradient."""
-    import jax.numpy as jnp
-
-    return jnp.where(empty, jnp.zeros_like(w), w) if empty_rows == "zero" else w
+def _scaled(q: Any, scale: float) -> Any:
+    """``q * scale`` in the compute type: the scale applied to L x E inputs, not to L x S scores."""
+    ct = _compute_dtype(q.dtype)
+    return q.astype(ct) * ct.type(scale)
 
 
 def _dropped(p_weights: Any, keep: Any, a: Any) -> Any:
@@ -98,37 +125,67 @@ def _dropped(p_weights: Any, keep: Any, a: Any) -> Any:
     return jnp.where(keep, p_weights * a, jnp.zeros_like(p_weights))
 
 
-def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: tuple[Any, ...]) -> tuple[Any, Any]:
+class _Config(NamedTuple):
+    """The static part of a call: hashable, so ``custom_vjp`` takes it as a non-differentiable argument."""
+
+    dropout_p: float
+    scale: float
+    is_causal: bool
+    shared: bool  # one (L, S) mask for every leading index
+    empty_rows: str
+    lanes: bool  # k, v, bias, mask come in lane order (see _keep)
+    block: int = 0  # at most so many weights per step of the loop (see _Blocks); the contract does not loop
+
+
+def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, keep: Any, cols: Any, cfg: _Config) -> tuple[Any, Any]:
+    """``(out, lse)``; ``keep`` the decisions over the weights (None: no dropout).
+
+    A row with every score -inf (no key left) is, with ``empty_rows`` "uniform", a row
+    of zero scores (equal weights), with "zero" a row of zero weights; its ``lse`` is
+    then +inf, which tells the backward that it passes no gradient to q, k or bias.
+    """
     import jax.numpy as jnp
 
-    dropout_p, scale, is_causal, shared, empty_rows = cfg
-    s, empty = _scores(q, k, bias, mask, scale, is_causal, empty_rows != "nan")
+    s = _scores(_scaled(q, cfg.scale), k, bias, mask, cols)
     m = jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf)  # -inf: no key (S = 0) gives out 0
-    lse = m + jnp.log(jnp.sum(jnp.exp(s - m), axis=-1, keepdims=True))
-    w = _empty_to_zero(jnp.exp(s - lse), empty, empty_rows)
-    if dropout_p > 0.0:
-        kc = keep_count(dropout_p)
-        w = _dropped(w, _keep(words, kc, s.shape, shared), jnp.asarray(scale_for(kc, jnp, w.dtype), w.dtype))
+    empty = None
+    if cfg.empty_rows != "nan":
+        empty = m == -jnp.inf
+        s, m = jnp.where(empty, jnp.zeros_like(s), s), jnp.where(empty, jnp.zeros_like(m), m)
+    e = jnp.exp(s - m)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    w = e * (1 / total)  # one exp per weight, as a softmax
+    lse = m + jnp.log(total)
+    if empty is not None:
+        if cfg.empty_rows == "zero":
+            w = jnp.where(empty, jnp.zeros_like(w), w)
+        lse = jnp.where(empty, jnp.asarray(jnp.inf, lse.dtype), lse)
+    if keep is not None:
+        w = _dropped(w, keep, jnp.asarray(scale_for(keep_count(cfg.dropout_p), jnp, w.dtype), w.dtype))
     out = jnp.einsum("...ls,...sd->...ld", w, v.astype(w.dtype)).astype(v.dtype)
     return out, lse[..., 0]
 
 
 def _backward(
-    dout: Any, q: Any, k: Any, v: Any, bias: Any, mask: Any, out: Any, lse: Any, words: Any, cfg: tuple[Any, ...]
+    dout: Any, q: Any, k: Any, v: Any, bias: Any, mask: Any, out: Any, lse: Any, keep: Any, cols: Any, cfg: _Config
 ) -> tuple[Any, Any, Any, Any]:
-    """dq, dk, dv and the cotangent of the biased scores ``ds`` (B + (L, S), a temporary)."""
+    """dq, dk, dv and the cotangent of the biased scores ``ds`` (the weights' shape, a temporary)."""
     import jax.numpy as jnp
 
-    dropout_p, scale, is_causal, shared, empty_rows = cfg
-    s, empty = _scores(q, k, bias, mask, scale, is_causal, empty_rows != "nan")
+    qs = _scaled(q, cfg.scale)
+    s = _scores(qs, k, bias, mask, cols)
     ct = s.dtype
-    w = _empty_to_zero(jnp.exp(s - lse[..., None]), empty, empty_rows)
+    lse = lse[..., None]
+    w = jnp.exp(s - lse)  # 0 in a row whose lse is +inf (no key left)
+    empty = None
+    if cfg.empty_rows != "nan":
+        empty = lse == jnp.inf
+        if cfg.empty_rows == "uniform" and s.shape[-1]:
+            w = jnp.where(empty, jnp.asarray(1 / s.shape[-1], ct), w)
     do = dout.astype(ct)
     dw = jnp.einsum("...ld,...sd->...ls", do, v.astype(ct))
-    if dropout_p > 0.0:
-        kc = keep_count(dropout_p)
-        keep = _keep(words, kc, s.shape, shared)
-        a = jnp.asarray(scale_for(kc, jnp, ct), ct)
+    if keep is not None:
+        a = jnp.asarray(scale_for(keep_count(cfg.dropout_p), jnp, ct), ct)
         wd, dw = _dropped(w, keep, a), _dropped(dw, keep, a)
     else:
         wd = w
@@ -138,8 +195,8 @@ def _backward(
     ds = w * (dw - delta)
     if empty is not None:
         ds = jnp.where(empty, jnp.zeros_like(ds), ds)
-    dq = jnp.einsum("...ls,...se->...le", ds, k.astype(ct)) * jnp.asarray(scale, ct)
-    dk = jnp.einsum("...ls,...le->...se", ds, q.astype(ct)) * jnp.asarray(scale, ct)
+    dq = jnp.einsum("...ls,...se->...le", ds, k.astype(ct)) * jnp.asarray(cfg.scale, ct)
+    dk = jnp.einsum("...ls,...le->...se", ds, qs)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), ds
 
 
@@ -150,6 +207,139 @@ def _reduce_to(x: Any, shape: tuple[int, ...]) -> Any:
     return x.sum(axis=axes).reshape(shape) if axes else x
 
 
+BLOCK = 1 << 20  # weights per step of the loop: 4 MiB of float32 temporaries
+
+
+class _Blocks:
+    """The loop's view of the operands: one block of leading indices per step.
+
+    q, k, v share the leading shape ``lead``; a step takes one index of the outer
+    axes ``lead[:split]`` and all of the inner ones, ``lead[split:]``, chosen so a
+    step holds at most :data:`BLOCK` weights (or one ``(L, S)`` slice). A bias or
+    mask broadcasts to ``lead``: its block is the one at the step's outer index
+    along the axes where it is not 1. A shared mask is drawn once, before the
+    loop. In lane order its four lanes are four arrays that XLA computes on
+    their own; in key order XLA would fuse its drawing into every head's use of
+    it, so there the loop takes two steps at least and holds it as an operand.
+    One step is no loop.
+    """
+
+    def __init__(self, lead: tuple[int, ...], length: int, keys: int, words: Any, cfg: _Config) -> None:
+        import jax.numpy as jnp
+
+        split = len(lead)
+        while split > 0 and math.prod(lead[split - 1 :]) * length * keys <= cfg.block:
+            split -= 1
+        if cfg.shared and not cfg.lanes and split == 0 and math.prod(lead) > 1:  # see above
+            split = 1 + min(i for i, n in enumerate(lead) if n > 1)
+        self.lead, self.split, self.words, self.cfg = lead, split, words, cfg
+        self.steps, self.inner = math.prod(lead[:split]), lead[split:]
+        self.length, self.keys = length, keys
+        self.kc = keep_count(cfg.dropout_p) if cfg.dropout_p > 0.0 else None
+        self.shared = None
+        if self.kc is not None and cfg.shared:
+            self.shared = _keep(words, self.kc, (length, keys), (length, keys), jnp.zeros(2, jnp.uint32), cfg.lanes)
+        self.cols = None
+        if cfg.is_causal:
+            cols = jnp.arange(keys)
+            self.cols = _lane_order(cols, 0) if cfg.lanes else cols
+
+    def keep(self, i: Any) -> Any:
+        """The decisions over step ``i``'s weights ``inner + (L, S)`` (None: no dropout)."""
+        import jax.numpy as jnp
+
+        if self.kc is None or self.shared is not None:
+            return self.shared
+        shape = (1, *self.inner, self.length, self.keys)
+        starts = jnp.concatenate([i[None], jnp.zeros(len(shape) - 1, jnp.uint32)])
+        return _keep(self.words, self.kc, shape, (self.steps, *shape[1:]), starts, self.cfg.lanes)[0]
+
+    def split_steps(self, x: Any) -> Any:
+        """An array of leading shape ``lead`` (q, k, v, out, dout, lse) as ``(steps,) + inner + its own tail``."""
+        return x.reshape(self.steps, *x.shape[self.split :])
+
+    def padded(self, x: Any) -> Any:
+        return None if x is None else x.reshape((1,) * (len(self.lead) + 2 - x.ndim) + tuple(x.shape))
+
+    def starts(self, x: Any, i: Any) -> list[Any]:
+        """Where step ``i``'s block of the padded ``x`` starts."""
+        import jax.numpy as jnp
+
+        zero = jnp.zeros((), i.dtype)
+        out: list[Any] = []
+        stride = self.steps
+        for size, have in zip(self.lead[: self.split], x.shape, strict=False):
+            stride //= size
+            out.append((i // stride) % size if have != 1 else zero)
+        return out + [zero] * (x.ndim - self.split)
+
+    def sizes(self, x: Any) -> tuple[int, ...]:
+        return (1,) * self.split + tuple(x.shape[self.split :])
+
+    def at(self, x: Any, i: Any) -> Any:
+        """Step ``i``'s block of a padded bias or mask, without its outer axes."""
+        import jax
+
+        if x is None:
+            return None
+        return jax.lax.dynamic_slice(x, self.starts(x, i), self.sizes(x)).reshape(x.shape[self.split :])
+
+
+def _scan(body: Any, carry: Any, xs: Any, steps: int) -> tuple[Any, Any]:
+    """``jax.lax.scan(body, carry, xs)``; one step is a plain call (no slicing of the operands, no loop)."""
+    import jax
+
+    if steps != 1:
+        return jax.lax.scan(body, carry, xs)
+    carry, ys = body(carry, jax.tree.map(lambda x: x[0], xs))
+    return carry, jax.tree.map(lambda y: y[None], ys)
+
+
+def _blocked_forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: _Config) -> tuple[Any, Any]:
+    """:func:`_forward` one block of leading indices per step (``lax.scan``): XLA holds one block's weights."""
+    import jax.numpy as jnp
+
+    lead, length = q.shape[:-2], q.shape[-2]
+    bl = _Blocks(lead, length, k.shape[-2], words, cfg)
+    bias, mask = bl.padded(bias), bl.padded(mask)
+
+    def body(carry: None, xs: Any) -> tuple[None, Any]:
+        i, qi, ki, vi = xs
+        return carry, _forward(qi, ki, vi, bl.at(bias, i), bl.at(mask, i), bl.keep(i), bl.cols, cfg)
+
+    xs = (jnp.arange(bl.steps, dtype=jnp.uint32), *(bl.split_steps(x) for x in (q, k, v)))
+    _, (out, lse) = _scan(body, None, xs, bl.steps)
+    return out.reshape(*lead, length, v.shape[-1]), lse.reshape(*lead, length)
+
+
+def _blocked_backward(
+    dout: Any, q: Any, k: Any, v: Any, bias: Any, mask: Any, out: Any, lse: Any, words: Any, cfg: _Config
+) -> tuple[Any, Any, Any, Any]:
+    """:func:`_backward` one block per step; the bias's cotangent summed in place across the loop."""
+    import jax
+    import jax.numpy as jnp
+
+    lead, length = q.shape[:-2], q.shape[-2]
+    bl = _Blocks(lead, length, k.shape[-2], words, cfg)
+    pbias, mask = bl.padded(bias), bl.padded(mask)
+    dbias = None if pbias is None else jnp.zeros(pbias.shape, _compute_dtype(q.dtype))
+
+    def body(acc: Any, xs: Any) -> tuple[Any, Any]:
+        i, doi, qi, ki, vi, oi, li = xs
+        dq, dk, dv, ds = _backward(doi, qi, ki, vi, bl.at(pbias, i), bl.at(mask, i), oi, li, bl.keep(i), bl.cols, cfg)
+        if acc is not None:
+            starts, sizes = bl.starts(acc, i), bl.sizes(acc)
+            part = _reduce_to(ds, tuple(acc.shape[bl.split :])).reshape(sizes)
+            acc = jax.lax.dynamic_update_slice(acc, jax.lax.dynamic_slice(acc, starts, sizes) + part, starts)
+        return acc, (dq, dk, dv)
+
+    xs = (jnp.arange(bl.steps, dtype=jnp.uint32), *(bl.split_steps(x) for x in (dout, q, k, v, out, lse)))
+    dbias, (dq, dk, dv) = _scan(body, dbias, xs, bl.steps)
+    if bias is not None:
+        dbias = dbias.reshape(bias.shape).astype(bias.dtype)
+    return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape), dbias
+
+
 @functools.cache
 def _custom() -> Any:
     """The ``custom_vjp`` function, built on first use (``import xdrop`` must not import jax)."""
@@ -157,17 +347,16 @@ def _custom() -> Any:
     import numpy as np
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-    def fn(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: tuple[Any, ...]) -> Any:
-        return _forward(q, k, v, bias, mask, words, cfg)[0]
+    def fn(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: _Config) -> Any:
+        return _blocked_forward(q, k, v, bias, mask, words, cfg)[0]
 
-    def fwd(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: tuple[Any, ...]) -> Any:
-        out, lse = _forward(q, k, v, bias, mask, words, cfg)
+    def fwd(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: _Config) -> Any:
+        out, lse = _blocked_forward(q, k, v, bias, mask, words, cfg)
         return out, (q, k, v, bias, mask, words, out, lse)
 
-    def bwd(cfg: tuple[Any, ...], res: Any, dout: Any) -> Any:
+    def bwd(cfg: _Config, res: Any, dout: Any) -> Any:
         q, k, v, bias, mask, words, out, lse = res
-        dq, dk, dv, ds = _backward(dout, q, k, v, bias, mask, out, lse, words, cfg)
-        dbias = None if bias is None else _reduce_to(ds, tuple(bias.shape)).astype(bias.dtype)
+        dq, dk, dv, dbias = _blocked_backward(dout, q, k, v, bias, mask, out, lse, words, cfg)
         dmask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
         dwords = tuple(np.zeros(w.shape, jax.dtypes.float0) for w in words)
         return dq, dk, dv, dbias, dmask, dwords
@@ -176,8 +365,14 @@ def _custom() -> Any:
     return fn
 
 
-def _config(dropout_p: float, scale: float, is_causal: bool, shared: bool, empty_rows: str) -> tuple[Any, ...]:
-    return (float(dropout_p), float(scale), bool(is_causal), bool(shared), empty_rows)
+def _contract(dropout_p: float, scale: float, is_causal: bool, words: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:
+    """The contract's config, keep decisions over the whole ``shape`` (natural order) and causal columns."""
+    import jax.numpy as jnp
+
+    cfg = _Config(float(dropout_p), float(scale), bool(is_causal), False, "nan", False)
+    kc = keep_count(cfg.dropout_p) if cfg.dropout_p > 0.0 else None
+    keep = None if kc is None else _keep(words, kc, shape, shape, jnp.zeros(len(shape), jnp.uint32), False)
+    return cfg, keep, jnp.arange(shape[-1]) if is_causal else None
 
 
 def forward(
@@ -192,7 +387,8 @@ def forward(
     ones as in :func:`xdrop.dropout`).
     """
     words = (*_mask_words(seed, "seed"), *_mask_words(step, "step"))
-    return _forward(q, k, v, bias, None, words, _config(dropout_p, scale, is_causal, False, "nan"))
+    cfg, keep, cols = _contract(dropout_p, scale, is_causal, words, (*q.shape[:-1], k.shape[-2]))
+    return _forward(q, k, v, bias, None, keep, cols, cfg)
 
 
 def backward(
@@ -211,8 +407,8 @@ def backward(
 ) -> tuple[Any, Any, Any]:
     """The contract's backward: ``(dq, dk, dv)``, the mask redrawn from ``(seed, step, index)``."""
     words = (*_mask_words(seed, "seed"), *_mask_words(step, "step"))
-    cfg = _config(dropout_p, scale, is_causal, False, "nan")
-    dq, dk, dv, _ = _backward(dout, q, k, v, bias, None, out, lse, words, cfg)
+    cfg, keep, cols = _contract(dropout_p, scale, is_causal, words, (*q.shape[:-1], k.shape[-2]))
+    dq, dk, dv, _ = _backward(dout, q, k, v, bias, None, out, lse, keep, cols, cfg)
     return dq, dk, dv
 
 
@@ -294,7 +490,7 @@ def attention(
     >>> from xdrop._kernels._attention_jax import attention
     >>> q = k = v = jnp.ones((2, 3, 4))
     >>> attention(q, k, v, dropout_p=0.5, seed=7)[0, :, 0]
-    Array([0.6666666, 1.3333333, 1.3333333], dtype=float32)
+    Array([0.6666667, 1.3333334, 1.3333334], dtype=float32)
     >>> xdrop.keep_mask((2, 3, 3), 0.5, seed=7, xp=np)[0].sum(axis=-1)
     array([1, 2, 2])
     >>> jax.grad(lambda q: attention(q, k, v, dropout_p=0.5, seed=7).sum())(q).shape
@@ -328,5 +524,10 @@ def attention(
         mask = jnp.asarray(mask, dtype=bool)
     if empty_rows not in ("nan", "uniform", "zero"):
         raise ValueError(f"empty_rows must be 'nan', 'uniform' or 'zero', got empty_rows={empty_rows!r}")
-    cfg = _config(dropout_p, scale, is_causal, shared_mask, empty_rows)
+    keys = k.shape[-2]
+    lanes = dropout_p > 0.0 and keys % 4 == 0 and keep_count(dropout_p) not in (0, TWO32)
+    if lanes:  # the keys in lane order (see _keep); attention does not depend on the order of the keys
+        k, v = _lane_order(k, -2), _lane_order(v, -2)
+        bias, mask = (x if x is None or x.ndim == 0 or x.shape[-1] == 1 else _lane_order(x, -1) for x in (bias, mask))
+    cfg = _Config(float(dropout_p), scale, is_causal, bool(shared_mask), empty_rows, lanes, BLOCK)
     return _custom()(q, k, v, bias, mask, words, cfg)
