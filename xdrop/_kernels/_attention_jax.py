@@ -31,7 +31,7 @@ import functools
 import math
 from typing import Any, NamedTuple
 
-from .._stream import TWO32, keep_count, scale_for
+from .._stream import KEEP_ALL_OR_NONE, TWO32, keep_count, scale_for
 from .._traced import TracedU64, jax_u64
 from ..random._philox import DEFAULT_ROUNDS, philox_rounds
 from ._jax import _global_index, _keep_at, _words
@@ -67,7 +67,7 @@ def _keep(
     """
     import jax.numpy as jnp
 
-    if k in (0, TWO32):
+    if k in KEEP_ALL_OR_NONE:
         return jnp.full(shape, k == TWO32)
     threshold = jnp.asarray(k, dtype=jnp.uint32)
     if not lanes:
@@ -525,7 +525,7 @@ def attention(
     if empty_rows not in ("nan", "uniform", "zero"):
         raise ValueError(f"empty_rows must be 'nan', 'uniform' or 'zero', got empty_rows={empty_rows!r}")
     keys = k.shape[-2]
-    lanes = dropout_p > 0.0 and keys % 4 == 0 and keep_count(dropout_p) not in (0, TWO32)
+    lanes = dropout_p > 0.0 and keys % 4 == 0 and keep_count(dropout_p) not in KEEP_ALL_OR_NONE
     if lanes:  # the keys in lane order (see _keep); attention does not depend on the order of the keys
         k, v = _lane_order(k, -2), _lane_order(v, -2)
         bias, mask = (x if x is None or x.ndim == 0 or x.shape[-1] == 1 else _lane_order(x, -1) for x in (bias, mask))
