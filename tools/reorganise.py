@@ -257,7 +257,7 @@ def plan() -> dict[str, str]:
 
 def new_packages(moves: dict[str, str]) -> list[str]:
     """Folders (relative to xdrop/) that hold Python modules after the move but have no __init__.py."""
-    dirs = {str(Path(n).parent) for n in moves.values() if n.endswith(".py")}
+    dirs = {str(a) for n in moves.values() if n.endswith(".py") for a in Path(n).parents}
     have = {str(Path(n).parent) for n in moves.values() if n.endswith("__init__.py")}
     missing = sorted(d for d in dirs - have if d != ".")
     unknown = [d for d in missing if d not in PACKAGES]
