@@ -133,6 +133,7 @@ OPTIONAL: dict[str, str] = {
 }
 # The layer of each module of _lib/ (folders elsewhere have one layer; see LAYERS). A new _lib module needs one here.
 LIB_LAYERS: dict[str, int] = {
+    "_lib/__init__.py": 1,  # a docstring, no import
     "_lib/_compat.py": 1,
     "_lib/_arith.py": 1,
     "_lib/_noise_shapes.py": 1,
@@ -176,11 +177,11 @@ PACKAGES: dict[str, str] = {
 }
 # What each folder holds, for the tree in docs/architecture.md (packages above add theirs).
 FOLDERS: dict[str, str] = {
-    "": "the public modules: xdrop, bench, verify, keras, distributed, cs231n",
+    "": "The public modules: xdrop, bench, verify, keras, distributed, cs231n",
     "random": "xdrop.random: Philox4x32-10 on any namespace, uniform variates",
     "torch": "xdrop.torch: layers, replace_dropout and its conversions, the seeded state",
     "flax": "xdrop.flax: NNX and linen layers, attention_fn",
-    "_kernels": "kernel choice (_select: one Library per array library), the reference, Dask",
+    "_kernels": "Kernel choice (_select: one Library per array library), the reference, Dask",
     "_kernels/host/src": "philox_dropout.c, the extension's wrapper, their meson.build",
 }
 TOP_MESON_COMMENT = """\
@@ -461,7 +462,7 @@ def tree(moves: dict[str, str]) -> str:
 def layer_rows(moves: dict[str, str]) -> list[tuple[int, str, str, list[str]]]:
     rows = []
     for number, name, what, entries in LAYERS:
-        lib = [m for m, n in LIB_LAYERS.items() if n == number and m in moves.values()]
+        lib = [m for m, n in LIB_LAYERS.items() if n == number and (m in moves.values() or m == "_lib/__init__.py")]
         rows.append((number, name, what, [*entries, *lib]))
     return rows
 
@@ -470,7 +471,7 @@ def architecture(text: str, moves: dict[str, str]) -> str:
     """docs/architecture.md with its "Layers" and "Module map" sections replaced by the layers and folders."""
     template = (TEMPLATES / "architecture_sections.md").read_text()
     rows = layer_rows(moves)
-    diagram = "\n                 |\n".join(f" {n} {name:<12} {what}" for n, name, what, _ in rows)
+    diagram = "\n                 |\n".join(f" {n} {name:<12}{what}" for n, name, what, _ in rows)
     table = "\n".join(
         f"| {n} | {name} | " + ", ".join(f"`xdrop/{e}`" for e in entries) + " |" for n, name, _, entries in rows
     )
