@@ -391,8 +391,27 @@ def text_rewriter(name_map: dict[str, str], path_map: dict[str, str]):
     path_re = re.compile(r"(?<![\w/])(" + "|".join(re.escape(p) for p in paths) + r")(?![\w])")
     dotted_re = re.compile(r"(?<![\w.])xdrop(?:\.\w+)+")
 
+    from_re = re.compile(r"from (xdrop(?:\.\w+)*) import (\w+(?: as \w+)?(?:, \w+(?: as \w+)?)*)")
+
+    def from_import(match: re.Match[str]) -> str:
+        """``from xdrop._kernels import _native`` in a string or a page (code the ast pass did not see)."""
+        source = match.group(1)
+        groups: dict[str, list[str]] = defaultdict(list)
+        for item in match.group(2).split(", "):
+            name, _, bound = item.partition(" as ")
+            sub = f"{source}.{name}"
+            if sub in name_map and name_map[sub] != sub:
+                parent, _, leaf = name_map[sub].rpartition(".")
+                groups[parent].append(leaf if leaf == (bound or name) else f"{leaf} as {bound or name}")
+            else:
+                groups[source].append(item)
+        if list(groups) == [source]:
+            return match.group(0)
+        return "; ".join(f"from {src} import {', '.join(names)}" for src, names in groups.items())
+
     def apply(text: str) -> str:
         text = path_re.sub(lambda m: path_map[m.group(1)], text)
+        text = from_re.sub(from_import, text)
         return dotted_re.sub(dotted, text)
 
     return apply
