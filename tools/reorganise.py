@@ -502,6 +502,9 @@ def architecture(text: str, moves: dict[str, str]) -> str:
     return text[:start] + sections.rstrip("\n") + "\n\n" + text[end:]
 
 
+REPLACED = {"layers", "layer_of", "test_every_module_has_one_layer"}  # the rest of the template is appended
+
+
 def import_layers_test(text: str) -> str:
     """tests/test_import_layers.py with its docstring, table reader and placement check taking folders."""
     source = (TEMPLATES / "test_import_layers_parts.py.in").read_text()
@@ -526,12 +529,15 @@ def import_layers_test(text: str) -> str:
     edits.append(
         (starts[first_node.lineno - 1], starts[first_node.end_lineno], f"{ast.get_source_segment(source, doc)}\n")
     )
-    missing = set(wanted) - found
+    missing = REPLACED - found
     if missing:
         fail(f"tests/test_import_layers.py lacks the functions to replace: {sorted(missing)}")
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
-    return text
+    added = [wanted[name] for name in wanted if name not in found]  # the template's new tests
+    if "\nimport sys\n" not in text:
+        text = text.replace("\nimport ast\n", "\nimport ast\nimport sys\n", 1)
+    return text.rstrip("\n") + "".join(f"\n\n\n{code}" for code in added) + "\n"
 
 
 # ---------------------------------------------------------------- main
