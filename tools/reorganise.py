@@ -388,7 +388,8 @@ def text_rewriter(name_map: dict[str, str], path_map: dict[str, str]):
         return whole
 
     paths = sorted(path_map, key=len, reverse=True)
-    path_re = re.compile(r"(?<![\w/])(" + "|".join(re.escape(p) for p in paths) + r")(?![\w])")
+    # a path from the root, or from a page one folder down (docs/: "../xdrop/_x.py")
+    path_re = re.compile(r"(?:(?<![\w/])|(?<=\.\./))(" + "|".join(re.escape(p) for p in paths) + r")(?![\w])")
     dotted_re = re.compile(r"(?<![\w.])xdrop(?:\.\w+)+")
 
     from_re = re.compile(r"from (xdrop(?:\.\w+)*) import (\w+(?: as \w+)?(?:, \w+(?: as \w+)?)*)")
