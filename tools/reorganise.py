@@ -1,31 +1,36 @@
 #!/usr/bin/env python3
 """One-shot: move xdrop's modules into folders that show the import layers, and list what meson installs.
 
-Run from the repository root on a clean checkout (nothing staged or modified)::
+Run from the repository root on a clean checkout (nothing staged or modified), with
+ruff on PATH or in the running Python::
 
-    python tools/reorganise.py            # moves, rewrites, generates; stages nothing else
-    python tools/reorganise.py --check    # only checks that MOVES covers the tree (no change)
+    python tools/reorganise.py --check    # computes everything, changes nothing
+    python tools/reorganise.py            # applies it and stages the result (no commit)
 
-It refuses to run twice (the target folders exist) and fails, changing
-nothing, when a file under ``xdrop/`` is not in ``MOVES`` (add one line) or a
-file named in ``MOVES`` is gone (remove or rename its line). What it does:
+Everything is computed in memory first, so it fails changing nothing when a
+file under ``xdrop/`` is not in ``MOVES`` (add one line), a file named in
+``MOVES`` is gone (remove or rename its line), a moved module uses
+``__file__`` unreviewed, or a literal edit (``EDITS``) no longer matches. It
+refuses to run twice (``xdrop/_lib/`` or ``tests/test_import_layers.py`` exists). What it does:
 
 1. ``git mv`` every file of ``xdrop/`` to its place in ``MOVES`` and writes the
    new packages' ``__init__.py``;
 2. rewrites every import of an xdrop module (found with ``ast``, relative ones
    recomputed for the new depth, ``from . import _x`` kept bound to ``_x``),
-   then every dotted name (``xdrop._dropout.x``) and source path
-   (``xdrop/_kernels/philox_dropout.c``) in the tracked text files, and the
-   literal edits in ``EDITS`` (each must match exactly once);
+   then, in every tracked text file but data and history, each ``from xdrop...
+   import _x`` in a string, dotted name (``xdrop._dropout.x``) and source
+   path (``xdrop/_kernels/philox_dropout.c``), then the literal edits in ``EDITS``;
 3. writes one ``meson.build`` per folder listing its files
    (``py.install_sources``), the host kernel's in ``_kernels/host/src/``;
 4. renames ``tests/test_layers.py`` to ``tests/test_import_layers.py`` (its table
-   reader now takes folders), redraws docs/architecture.md's layer table and
-   folder tree, writes ``tests/test_packaging.py``;
-5. sorts imports and formats (ruff), then lists modules over 600 lines and the
-   number of modules directly in ``xdrop/``.
+   reader now takes folders), redraws docs/architecture.md's layers as a table
+   by folder with the folder tree, writes ``tests/test_packaging.py``;
+5. sorts imports and formats (ruff), stages, then lists the modules directly
+   in ``xdrop/``, any module over 600 lines and any line the renames made too long.
 
-Templates live in ``tools/reorganise_templates/``. Delete both after use.
+After it: reinstall the editable build (the meson files changed), run the
+tests, ruff and mypy, commit. Templates live in ``tools/reorganise_templates/``;
+delete both after use.
 """
 
 from __future__ import annotations
@@ -488,7 +493,7 @@ def layer_rows(moves: dict[str, str]) -> list[tuple[int, str, str, list[str]]]:
 
 
 def architecture(text: str, moves: dict[str, str]) -> str:
-    """docs/architecture.md with its "Layers" and "Module map" sections replaced by the layers and folders."""
+    """docs/architecture.md with its "Layers" section replaced by the layers by folder and the folder tree."""
     template = (TEMPLATES / "architecture_sections.md").read_text()
     rows = layer_rows(moves)
     diagram = "\n                 |\n".join(f" {n} {name:<12}{what}" for n, name, what, _ in rows)
@@ -496,10 +501,14 @@ def architecture(text: str, moves: dict[str, str]) -> str:
         f"| {n} | {name} | " + ", ".join(f"`xdrop/{e}`" for e in entries) + " |" for n, name, _, entries in rows
     )
     sections = template.replace("{diagram}", diagram).replace("{table}", table).replace("{tree}", tree(moves))
-    if "## Layers\n" not in text or "## Adding a backend\n" not in text:
-        fail("docs/architecture.md has changed shape: expected '## Layers' before '## Adding a backend'")
+    following = [h for h in ("## Module map\n", "## Adding a backend\n") if h in text]
+    if "## Layers\n" not in text or not following:
+        fail(
+            "docs/architecture.md has changed shape: expected '## Layers', then '## Module map' or "
+            "'## Adding a backend'"
+        )
     start = text.index("## Layers\n")
-    end = text.index("## Adding a backend\n")
+    end = text.index(following[0])  # the module map stays (its paths rewritten), after the folders
     return text[:start] + sections.rstrip("\n") + "\n\n" + text[end:]
 
 
