@@ -415,9 +415,19 @@ def text_rewriter(name_map: dict[str, str], path_map: dict[str, str]):
             return match.group(0)
         return "; ".join(f"from {src} import {', '.join(names)}" for src, names in groups.items())
 
-    def apply(text: str) -> str:
+    # A page's `_torch_layers.py` or `_bench_timing` (a moved module by its old file name alone): its new path
+    stems = defaultdict(list)
+    for old, new in path_map.items():
+        if old.startswith("xdrop/") and old.endswith(".py") and not old.endswith("__init__.py"):
+            stems[Path(old).stem].append(new[len("xdrop/") : -len(".py")])
+    bare = {stem: news[0] for stem, news in stems.items() if len(news) == 1}
+    bare_re = re.compile(r"`(" + "|".join(re.escape(b) for b in sorted(bare, key=len, reverse=True)) + r")(\.py)?`")
+
+    def apply(text: str, page: bool = False) -> str:
         text = path_re.sub(lambda m: path_map[m.group(1)], text)
         text = from_re.sub(from_import, text)
+        if page:
+            text = bare_re.sub(lambda m: f"`{bare[m.group(1)]}{m.group(2) or ''}`", text)
         return dotted_re.sub(dotted, text)
 
     return apply
@@ -614,7 +624,7 @@ def main() -> None:
             new_text = rewrite_imports(new_text, rewriter, old_pkg, new_pkg, rel)
         elif rel.endswith(".py"):
             new_text = rewrite_imports(new_text, rewriter, None, None, rel)
-        new_text = text_pass(new_text)
+        new_text = text_pass(new_text, page=rel.endswith(".md"))
         if new_text != text or new_rel != rel:
             contents[new_rel] = new_text
     for p in packages:
