@@ -134,12 +134,15 @@ MOVES: dict[str, str] = {
 }
 # Modules expected from branches in flight: moved when present, no error when absent.
 OPTIONAL: dict[str, str] = {
-    "_bench_attention_jax.py": "_cli/bench/_attention_jax.py",
+    "_bench_attention_jax.py": "_cli/bench/_attention_jax.py",  # branch attn-jax
+    "_call.py": "_functional/_call.py",  # branch call-path: the one call path
+    "_u64.py": "_lib/_u64.py",  # branch call-path: u64 forms (imports nothing of xdrop)
 }
 # The layer of each module of _lib/ (folders elsewhere have one layer; see LAYERS). A new _lib module needs one here.
 LIB_LAYERS: dict[str, int] = {
     "_lib/__init__.py": 1,  # a docstring, no import
     "_lib/_compat.py": 1,
+    "_lib/_u64.py": 1,
     "_lib/_arith.py": 1,
     "_lib/_noise_shapes.py": 1,
     "_lib/_docfill.py": 1,
