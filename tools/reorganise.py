@@ -201,7 +201,7 @@ TOP_MESON_COMMENT = """\
 # Files compiled into the extension and not installed.
 COMPILED_ONLY = {"_kernels/host/src/_philox_module.c"}
 EXTENSION = ("_philox", "_kernels/host", "_kernels/host/src/_philox_module.c")  # name, package folder, source
-# Literal edits after the move: (file, old, new), each old text found exactly once.
+# Literal edits after the move: (file, old, new), each old text found exactly once (OPTIONAL_EDITS: at most once).
 EDITS: list[tuple[str, str, str]] = [
     (  # the C source sits in src/ beside the module that reads it
         "xdrop/_kernels/host/_native.py",
@@ -224,6 +224,15 @@ EDITS: list[tuple[str, str, str]] = [
         "noxfile.py",
         'ROOT / "xdrop" / "_backends.py"',
         'ROOT / "xdrop" / "_testing" / "_backends.py"',
+    ),
+]
+OPTIONAL_EDITS: list[tuple[str, str, str]] = [
+    (  # branch call-path's wording: too long once renamed
+        "xdrop/_functional/_variants.py",
+        "- :mod:`xdrop._functional._variant_call`: the rules, as :mod:`xdrop._functional._call` (the call path they "
+        "all take) reads them;",
+        "- :mod:`xdrop._functional._variant_call`: the rules, as :mod:`xdrop._functional._call` (the call path\n"
+        "  they all take) reads them;",
     ),
 ]
 # Moved modules that use __file__: each needs an entry in EDITS (or here, reviewed: the path still holds).
@@ -373,8 +382,14 @@ def rewrite_imports(text: str, rewriter: ImportRewriter, old_pkg: str | None, ne
             head = re.match(r"from\s+[.\w]+\s+import", old)
             assert head is not None, old
             new = f"from {new[1:]} import" + old[head.end() :]
-        elif "#" in old:
-            print(f"reorganise: note: {where}:{node.lineno}: comments inside this import were dropped")
+        else:
+            if "#" in old:
+                print(f"reorganise: note: {where}:{node.lineno}: comments inside this import were dropped")
+            line_end = text.find("\n", end)
+            trailing = re.match(r"[ \t]*(#.*)", text[end : len(text) if line_end < 0 else line_end])
+            if trailing and "\n" in new:  # one statement became several: each keeps the comment (a noqa)
+                new = "\n".join(f"{line}  {trailing.group(1)}" for line in new.split("\n"))
+                end += trailing.end()
         if new != old:
             edits.append((start, end, new))
     for start, end, new in sorted(edits, reverse=True):
@@ -632,11 +647,13 @@ def main() -> None:
             contents[new_rel] = new_text
     for p in packages:
         contents[f"xdrop/{p}/__init__.py"] = f'"""{PACKAGES[p]}"""\n'
-    for rel, old, new in EDITS:
-        text = contents.get(rel) or (ROOT / rel).read_text()
-        if text.count(old) != 1:
-            fail(f"EDITS: {rel}: expected {old!r} exactly once, found it {text.count(old)} times; nothing changed")
-        contents[rel] = text.replace(old, new)
+    for edits, allowed in ((EDITS, {1}), (OPTIONAL_EDITS, {0, 1})):
+        for rel, old, new in edits:
+            text = contents.get(rel) or (ROOT / rel).read_text()
+            if text.count(old) not in allowed:
+                fail(f"EDITS: {rel}: expected {old!r} once, found it {text.count(old)} times; nothing changed")
+            if old in text:
+                contents[rel] = text.replace(old, new)
     contents["meson.build"] = top_meson(contents.get("meson.build") or (ROOT / "meson.build").read_text())
     contents.update(meson_files(moves))
     contents["tests/test_import_layers.py"] = import_layers_test(contents["tests/test_import_layers.py"])
@@ -645,6 +662,8 @@ def main() -> None:
     if args.check:
         print(f"reorganise: all computed ({len(moves)} files, {len(packages)} new packages, {len(contents)} written)")
         return
+    if "ruff" not in ruff("--version"):
+        fail("ruff is needed (imports are re-sorted): run it with .nox/frameworks/bin/python or put ruff on PATH")
     if git("status", "--porcelain", "--untracked-files=no").strip():
         fail("the checkout has uncommitted changes: commit or stash them first")
 
@@ -656,6 +675,7 @@ def main() -> None:
         (ROOT / rel).write_text(text)
     ruff("check", "--select", "I", "--fix", "-q", ".")  # the moved imports sort differently
     ruff("format", "-q", ".")
+    remaining = ruff("check", "--output-format", "concise", "-q", ".")
     git("add", "-u")
     git("add", *contents)
     top = [n for n in moves.values() if "/" not in n and n.endswith(".py")]
@@ -666,9 +686,9 @@ def main() -> None:
         count = len((ROOT / "xdrop" / name).read_text().splitlines()) if name.endswith(".py") else 0
         if count > MAX_LINES:
             print(f"reorganise: WARNING: xdrop/{name} has {count} lines (limit {MAX_LINES})")
-    long_lines = ruff("check", "--select", "E501", "--output-format", "concise", "-q", ".")
-    if long_lines.strip():
-        print("reorganise: lines the renames made too long (fix by hand):\n" + long_lines)
+    if remaining.strip():
+        print("reorganise: WARNING: ruff still finds these (fix by hand, e.g. a line the renames made too long):")
+        print(remaining)
     print("reorganise: done and staged; run the tests, ruff and mypy, then commit")
 
 
