@@ -34,7 +34,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -427,14 +426,15 @@ def stream_battery(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def wheel(session: nox.Session) -> None:
-    """Build the wheel, check it with ``auditwheel``, run ``verify`` from it with no compiler reachable.
+    """Build the wheel, check its files and its tags, run ``verify`` from it with no compiler reachable.
 
     Builds three: the normal wheel (repaired to a manylinux tag, as cibuildwheel
     does), one with ``-Dkernel=disabled`` and one with ``CC=/bin/false`` (no
     compiler), which must install and run on the NumPy engine and say so. Each
     is installed in a fresh environment and run from outside the source tree
     with ``PATH`` an empty directory and ``CC=/bin/false``.
-    The repaired wheel lands in ``dist/``.
+    Each wheel must hold exactly the package's tracked files (``tools/wheel_contents.py``:
+    a stray build output fails it). The repaired wheel lands in ``dist/``.
     """
     if not sys.platform.startswith("linux"):
         session.skip("auditwheel checks Linux wheels; cibuildwheel builds the others")
@@ -452,14 +452,15 @@ def wheel(session: nox.Session) -> None:
         shutil.rmtree(raw, ignore_errors=True)
         session.run("python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(raw), *options, env=build_env)
         built = next(raw.glob("*.whl"))
-        with zipfile.ZipFile(built) as archive:  # license-files in pyproject: the wheel carries the licence
-            if not any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist()):
-                session.error(f"{name} wheel: no .dist-info/licenses/LICENSE in {built.name}")
+        # Exactly the tracked sources, the extension where compiled, the metadata and the licence (license-files).
+        contents = (sys.executable, str(ROOT / "tools" / "wheel_contents.py"), *(["--compiled"] * (name == "compiled")))
+        session.run(*contents, str(built), external=True)
         wheel_file = built
         if name == "compiled":  # the manylinux tag, as cibuildwheel gives it (the other holds no ELF file)
             session.run("auditwheel", "show", str(built))
             session.run("auditwheel", "repair", "--wheel-dir", str(dist), str(built))
             wheel_file = next(dist.glob("*manylinux*.whl"))
+            session.run(*contents, str(wheel_file), external=True)
         venv = work / f"venv-{name}"
         shutil.rmtree(venv, ignore_errors=True)
         uv = shutil.which("uv")
