@@ -2,7 +2,7 @@
 
 ``nox`` runs the default set (GPU sessions skip, saying why, on a host without
 a CUDA device); ``nox -l`` lists every session. The backends are the
-registry's (``xdrop/_backends.py``, loaded here by path): adding a backend is
+registry's (``xdrop/_testing/_backends.py``, loaded here by path): adding a backend is
 one entry there, and it lands in the environment its packages call for.
 
 Two environments serve every CPU session, so torch is installed once:
@@ -49,8 +49,10 @@ nox.options.sessions = ["tests", "tests_gpu", "lint", "docs"]
 
 
 def _load_registry() -> ModuleType:
-    """xdrop/_backends.py by path: it imports only the standard library, so nox's own Python can read it."""
-    spec = importlib.util.spec_from_file_location("_xdrop_backend_registry", ROOT / "xdrop" / "_backends.py")
+    """xdrop/_testing/_backends.py by path: it imports only the standard library, so nox's own Python can read it."""
+    spec = importlib.util.spec_from_file_location(
+        "_xdrop_backend_registry", ROOT / "xdrop" / "_testing" / "_backends.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -208,25 +210,25 @@ ENV_OF = {name: env for env, names in ENVS.values() for name in names}
 
 # Modules that import a framework at import time: the light environment cannot import them.
 FRAMEWORK_MODULES = [
-    "xdrop/torch.py",
-    "xdrop/_torch_layers.py",
-    "xdrop/_torch_seeded.py",
-    "xdrop/_torch_ranks.py",
-    "xdrop/_torch_attention.py",
-    "xdrop/_torch_clones.py",
-    "xdrop/_torch_pretrained.py",
-    "xdrop/_torch_mha.py",
-    "xdrop/_torch_report.py",
+    "xdrop/torch/__init__.py",
+    "xdrop/torch/_layers.py",
+    "xdrop/torch/_seeded.py",
+    "xdrop/torch/_ranks.py",
+    "xdrop/torch/_call_sites.py",
+    "xdrop/torch/_clones.py",
+    "xdrop/torch/_pretrained.py",
+    "xdrop/torch/_mha.py",
+    "xdrop/torch/_dropout_report.py",
     "xdrop/distributed.py",
-    "xdrop/flax.py",
+    "xdrop/flax/__init__.py",
     "xdrop/keras.py",
-    "xdrop/_kernels/_torch_ops.py",
-    "xdrop/_kernels/_torch_onnx.py",
-    "xdrop/_kernels/_triton.py",
-    "xdrop/_kernels/_attention_torch.py",
-    "xdrop/_kernels/_attention_triton.py",
-    "xdrop/_kernels/_attention_jax.py",
-    "xdrop/_flax_attention.py",
+    "xdrop/_kernels/torch/_ops.py",
+    "xdrop/_kernels/torch/_onnx.py",
+    "xdrop/_kernels/cuda/_triton.py",
+    "xdrop/_kernels/torch/_attention.py",
+    "xdrop/_kernels/cuda/_attention_triton.py",
+    "xdrop/_kernels/jax/_attention.py",
+    "xdrop/flax/_attention.py",
 ]
 
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import xdrop
-    from xdrop._stream import effective_keep
+    from xdrop._lib._stream import effective_keep
 
     n = 2**args.log2_size
     chunk = args.chunk_mib * 2**20 // 4

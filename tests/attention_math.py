@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 import xdrop
-from xdrop._stream import effective_keep
+from xdrop._lib._stream import effective_keep
 
 
 def keep(shape: tuple[int, ...], p: float, seed: int, step: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 ``XDROP_BACKENDS`` (comma-separated names) picks the backends; by default every
 known one runs. A backend that is not installed, or a GPU backend without a
 device, is skipped with the reason. The backends are the registry's
-(``xdrop/_backends.py``, the same entries ``python -m xdrop verify`` loads):
+(``xdrop/_testing/_backends.py``, the same entries ``python -m xdrop verify`` loads):
 :class:`Backend` is generated from it, so adding a backend is one entry there.
 
 Fixtures and markers:
@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from xdrop import verify
-from xdrop._backends import REGISTRY
+from xdrop._testing._backends import REGISTRY
 
 # Deterministic property tests: the same examples on every run and machine, no
 # example database, no deadline (a shared CI machine's timing is noisy). The

@@ -44,7 +44,7 @@ def test_attention_ab_rows_and_the_loaded_row(tmp_path, capsys, monkeypatch):
     import os
     import subprocess
 
-    from xdrop import _bench_attention
+    from xdrop._cli.bench import _attention as _bench_attention
 
     started = []
 

@@ -19,7 +19,8 @@ import xdrop
 
 torch = pytest.importorskip("torch", reason="the torch operator needs torch")
 
-from xdrop._kernels import _attention_torch, _native  # noqa: E402
+from xdrop._kernels.host import _native  # noqa: E402
+from xdrop._kernels.torch import _attention as _attention_torch  # noqa: E402
 
 SEED, STEP, SCALE = 98765432101234, 5, 0.7
 B, H = 2, 3

@@ -19,8 +19,8 @@ import xdrop
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")
 
-from xdrop._kernels import _attention_jax as aj  # noqa: E402  (imports jax)
-from xdrop._stream import effective_keep  # noqa: E402
+from xdrop._kernels.jax import _attention as aj  # noqa: E402  (imports jax)
+from xdrop._lib._stream import effective_keep  # noqa: E402
 
 SEED, STEP = 2**63 + 11, 2**32 + 3
 

@@ -14,7 +14,7 @@ import pytest
 from helpers import spec_keep, spec_scale
 
 import xdrop
-from xdrop._attention_reference import sdpa_reference
+from xdrop._functional._attention_reference import sdpa_reference
 
 P = 0.3
 SEED, STEP = 2**40 + 11, 5

@@ -4,7 +4,7 @@ T5 passes ``relative_attention_bias`` (through the position bias, ``(1, heads, L
 or ``(batch, heads, L, S)`` once the padding mask is folded in) as the additive
 attention mask, so the attention operator must give that mask its gradient. The
 expected gradients are the same converted model's with the operator swapped for the
-pure-standard reference (``xdrop._attention_reference.sdpa_reference``: torch autograd
+pure-standard reference (``xdrop._functional._attention_reference.sdpa_reference``: torch autograd
 through plain matmul and softmax, the same keep mask), from the same initial state.
 Tiny configs built here (no downloads).
 """
@@ -18,9 +18,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="the conversion is of torch models")
 transformers = pytest.importorskip("transformers", reason="needs transformers")
 
-import xdrop._attention  # noqa: E402
+import xdrop._functional._attention  # noqa: E402
 import xdrop.torch as xt  # noqa: E402
-from xdrop._attention_reference import sdpa_reference  # noqa: E402
+from xdrop._functional._attention_reference import sdpa_reference  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -78,7 +78,7 @@ def test_relative_attention_bias_trains_with_the_reference_gradient(impl, dtype,
     }
     for name, g in biases.items():
         assert torch.isfinite(g).all() and torch.count_nonzero(g) > 0, name
-    monkeypatch.setattr(xdrop._attention, "_torch_attention", sdpa_reference)
+    monkeypatch.setattr(xdrop._functional._attention, "_torch_attention", sdpa_reference)
     want = _grads(twin)
     assert set(got) == set(want)
     tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-6}

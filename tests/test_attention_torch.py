@@ -2,7 +2,7 @@
 
 The expected mask is NumPy's ``keep_mask`` (itself tested against the scalar
 spec); the expected values and gradients are torch autograd through the
-pure-standard reference with the same mask (``xdrop._attention_reference``).
+pure-standard reference with the same mask (``xdrop._functional._attention_reference``).
 Small ``BLOCK`` settings make every test cross block boundaries: blocks of
 several problems, of whole problems and of a few query rows.
 """
@@ -17,8 +17,9 @@ import xdrop
 torch = pytest.importorskip("torch", reason="the torch operator needs torch")
 from torch._dynamo.testing import CompileCounterWithBackend  # noqa: E402
 
-from xdrop._attention_reference import sdpa_reference  # noqa: E402
-from xdrop._kernels import _attention_torch  # noqa: E402
+from xdrop._functional._attention_reference import sdpa_reference  # noqa: E402
+from xdrop._kernels.torch import _attention as _attention_torch  # noqa: E402
+from xdrop._kernels.torch import _attention_op  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"),
@@ -127,9 +128,9 @@ def test_opcheck():
     """torch's own checks of the registration: fake kernel, autograd, schema."""
     q, k, v = (t.reshape(6, *t.shape[2:]).detach().requires_grad_() for t in _qkv(grad=False))
     seed_step = torch.tensor([SEED, STEP])
-    torch.library.opcheck(_attention_torch.OP, (q.detach(), k.detach(), v.detach(), None, seed_step, P, 0.5, False))
+    torch.library.opcheck(_attention_op.OP, (q.detach(), k.detach(), v.detach(), None, seed_step, P, 0.5, False))
     bias = torch.zeros(2, 1, 16, dtype=torch.float64)
-    torch.library.opcheck(_attention_torch.OP, (q, k, v, bias, seed_step, P, 0.5, True))
+    torch.library.opcheck(_attention_op.OP, (q, k, v, bias, seed_step, P, 0.5, True))
 
 
 def test_dtypes_devices_and_inputs_kept():
@@ -210,8 +211,8 @@ def test_bias_for_the_device_kernels_has_leading_size_1_or_n():
 
 def test_compiled_layer_state_path_matches_eager_step_by_step():
     """A layer's (seed, step) buffers, taken as a tensor under compile: no graph break, eager's bits at each step."""
-    from xdrop._attention import attention_with_state
-    from xdrop._torch_attention import Stream
+    from xdrop._functional._attention import attention_with_state
+    from xdrop.torch._call_sites import Stream
 
     class Attn(torch.nn.Module):
         def __init__(self):
@@ -334,7 +335,7 @@ def test_opcheck_with_a_bias_that_requires_grad():
     q, k, v = (t.reshape(6, *t.shape[2:]).detach().requires_grad_() for t in _qkv(grad=False))
     seed_step = torch.tensor([SEED, STEP])
     for bias in (torch.randn(2, 1, 12, 16, dtype=torch.float64), torch.randn(1, 3, 12, 16, dtype=torch.float64)):
-        torch.library.opcheck(_attention_torch.OP, (q, k, v, bias.requires_grad_(), seed_step, P, 0.5, False))
+        torch.library.opcheck(_attention_op.OP, (q, k, v, bias.requires_grad_(), seed_step, P, 0.5, False))
 
 
 def test_compile_with_a_float_mask_that_requires_grad_no_break():
@@ -375,7 +376,7 @@ def test_a_float_mask_is_read_by_index_never_copied(case, monkeypatch):
     """
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from xdrop._attention import _flat_bias
+    from xdrop._functional._attention import _flat_bias
 
     user = _grad_bias(case).detach()
     bias = _flat_bias(user, (2, 3), 6)
@@ -448,7 +449,8 @@ def test_cpu_blocks_draw_their_masks_on_the_calling_thread(monkeypatch):
     A block of 2**19 weights is far above the driver's threading threshold, and four workers
     are allowed, so a mask drawn through the driver would use its pool. The bits are keep_mask's.
     """
-    from xdrop._kernels import _host, _native
+    from xdrop._kernels.host import _buffers as _host
+    from xdrop._kernels.host import _native
 
     if _native.library() is None:
         pytest.skip("without the compiled kernel the NumPy engine draws the masks, on its threads")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from kernel_child import run_child
 
-from xdrop._stream import effective_keep
+from xdrop._lib._stream import effective_keep
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None or importlib.util.find_spec("torch") is None,
@@ -61,7 +61,7 @@ def inputs(case: tuple) -> dict[str, np.ndarray]:
 def _run_child(out_path: str, dev: str) -> None:
     import torch
 
-    from xdrop._kernels import _attention_triton as at
+    from xdrop._kernels.cuda import _attention_triton as at
 
     results: dict[str, np.ndarray] = {}
     for i, case in enumerate(CASES):
@@ -158,7 +158,7 @@ def test_gradients_match_autograd_of_formula(kernel_results, case):
 def test_jax_kernel_gives_the_same_outputs(kernel_results, case):
     """The same inputs, seed and step: JAX's kernel and Triton's agree to float64 rounding (and the mask)."""
     jax = pytest.importorskip("jax", reason="jax is not installed")
-    from xdrop._kernels._attention_jax import forward
+    from xdrop._kernels.jax._attention import forward
 
     c = CASES[case]
     *_, p, seed, step, causal, scale = c
@@ -189,7 +189,7 @@ def test_bad_inputs_name_the_shapes_and_dtypes():
     """Checked before any launch, so this runs without a device or the interpreter."""
     import torch
 
-    from xdrop._kernels import _attention_triton as at
+    from xdrop._kernels.cuda import _attention_triton as at
 
     q = torch.zeros(2, 3, 4)
     with pytest.raises(ValueError, match=r"share a dtype .* torch\.float32, torch\.float64"):

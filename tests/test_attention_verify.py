@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import xdrop._attention_reference as reference
+import xdrop._functional._attention_reference as reference
 from xdrop import verify
-from xdrop._attention_properties import check_attention
+from xdrop._cli.verify._attention import check_attention
 
 
 def test_attention_column_passes(backend):
@@ -25,7 +25,7 @@ def test_attention_column_fails_on_the_next_steps_mask(numpy_ref, monkeypatch):
 
 def test_attention_column_fails_on_a_wrong_torch_backward(monkeypatch):
     pytest.importorskip("torch", reason="the torch operator needs torch")
-    from xdrop._kernels import _attention_torch
+    from xdrop._kernels.torch import _attention as _attention_torch
 
     honest = _attention_torch.backward
 

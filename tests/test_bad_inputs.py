@@ -26,7 +26,7 @@ import pytest
 
 import xdrop
 from xdrop import cs231n
-from xdrop._variants import RankError
+from xdrop._functional._variants import RankError
 from xdrop.random import philox4x32
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
@@ -1209,7 +1209,7 @@ CASES += [
 ]
 
 
-# -- global_shape / global_start: where an array lies in a larger one (xdrop._sharding) --
+# -- global_shape / global_start: where an array lies in a larger one (xdrop._lib._sharding) --
 # (bad input in words, keywords, exception, message); {what} names the shape argument, {shape} its value.
 OUTSIDE = (
     "the block lies outside the global array: along axis {axis}, global_start={s} + {what}={d} > global_shape={g} "

@@ -170,7 +170,7 @@ def test_wide_report_shows_every_figure_and_explains_its_labels(monkeypatch, cap
 
 
 def test_host_kernel_line_says_why_its_variant_was_chosen(monkeypatch):
-    from xdrop._kernels import _native
+    from xdrop._kernels.host import _native
 
     info = _native.BuildInfo("x.so", 0.0, None, "avx512", ("avx512", "avx2", "base"))
     monkeypatch.setattr(_native, "build_info", lambda: info)

@@ -170,7 +170,7 @@ def test_fork_started_dataloader_workers_run_large_calls():
 
 
 CTRL_C = """
-from xdrop._kernels import _host
+from xdrop._kernels.host import _buffers as _host
 
 _host._workers = lambda: 4  # pool threads even on a one-core machine
 x = np.ones(1 << 22, np.float32)

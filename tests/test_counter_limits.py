@@ -12,8 +12,8 @@ import pytest
 from spec_v1 import keep_bits
 
 import xdrop
-from xdrop._checks import check_mask_size
-from xdrop._stream import keep_count, keep_flat
+from xdrop._lib._checks import check_mask_size
+from xdrop._lib._stream import keep_count, keep_flat
 
 TOP = 2**64
 # Seeds and steps whose low or high word is all ones or all zeros: the key and
@@ -40,7 +40,7 @@ def test_reference_at_counter_carries_and_extremes(backend, start, n, seed, step
 
 def test_pieces_join_across_a_counter_carry(monkeypatch, numpy_ref):
     """The reference's piecewise generation, with a piece boundary on the 2**32-block carry."""
-    import xdrop._stream as stream
+    import xdrop._lib._stream as stream
 
     start, n, p = 4 * (2**32 - 4) + 1, 37, 0.5
     monkeypatch.setattr(stream, "PIECE_BLOCKS", 4)  # pieces start at blocks 2**32 - 4, 2**32, 2**32 + 4, ...

@@ -1,11 +1,11 @@
-"""The variants' shared numpydoc blocks: filled into every docstring from one template (xdrop._docfill)."""
+"""The variants' shared numpydoc blocks: filled into every docstring from one template (xdrop._lib._docfill)."""
 
 from __future__ import annotations
 
 import pytest
 
 import xdrop
-from xdrop import _docfill
+from xdrop._lib import _docfill
 
 VARIANTS = [
     "dropout1d",

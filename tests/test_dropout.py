@@ -13,7 +13,7 @@ from spec_v1 import keep_bits
 
 import xdrop
 from xdrop import verify
-from xdrop._stream import keep_count
+from xdrop._lib._stream import keep_count
 
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 1, 9), (4, 0, 2), (1025,)]
 PS = [0.0, 0.1, 1 / 3, 0.5, 0.9, 1.0]

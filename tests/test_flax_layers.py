@@ -219,7 +219,7 @@ def test_linen_seeded_step_collection_and_rng_mode() -> None:
     a, b, c = run(jax.random.key(1)), run(jax.random.key(1)), run(jax.random.key(2))
     assert a.tobytes() == b.tobytes() and a.tobytes() != c.tobytes()
     kept = a != 0
-    scale = np.float32(2**32 / xdrop._stream.keep_count(0.3))
+    scale = np.float32(2**32 / xdrop._lib._stream.keep_count(0.3))
     assert np.array_equal(a[kept], x[kept] * scale) and 0 < kept.sum() < kept.size
     _same_bits(rng_layer.apply({}, jnp.asarray(x), deterministic=True), x)
 

@@ -8,8 +8,8 @@ import pytest
 from helpers import random_input
 
 import xdrop
-from xdrop._kernels._jax import jax_mask
-from xdrop._stream import keep_count, keep_flat
+from xdrop._kernels.jax._dropout import jax_mask
+from xdrop._lib._stream import keep_count, keep_flat
 
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy", reason="jax is not installed")

@@ -23,8 +23,10 @@ import pytest
 
 import xdrop
 from xdrop import _kernels
-from xdrop._kernels import _cuda, _host, _native
-from xdrop._stream import keep_count, keep_flat, scale_for
+from xdrop._kernels.cuda import _nvrtc as _cuda
+from xdrop._kernels.host import _buffers as _host
+from xdrop._kernels.host import _native
+from xdrop._lib._stream import keep_count, keep_flat, scale_for
 from xdrop.random import philox4x32
 
 HOST_IMPLS = ["blocked", "compiled"]

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import xdrop
-from xdrop._kernels import _host, _native
+from xdrop._kernels.host import _buffers as _host
+from xdrop._kernels.host import _native
 
 needs_extension = pytest.mark.skipif(
     _native._import_extension() is None, reason="xdrop was installed without the compiled kernel"
@@ -78,7 +79,7 @@ def test_runs_with_no_compiler_reachable_and_writes_no_cache(tmp_path):
     # The interpreter's own settings (and Windows' SYSTEMROOT, without which Python cannot start there).
     env.update({k: v for k, v in os.environ.items() if k.startswith(("MESONPY", "PYTHON")) or k == "SYSTEMROOT"})
     code = (
-        "import numpy as np, xdrop; from xdrop._kernels import _native;"
+        "import numpy as np, xdrop; from xdrop._kernels.host import _native;"
         "x = np.ones(1 << 20, np.float32); xdrop.dropout(x, 0.5, seed=1);"
         "print(_native.build_info().variant)"
     )

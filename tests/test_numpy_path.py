@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import xdrop
-from xdrop import _call, _sharding
-from xdrop._kernels import _host
+from xdrop._functional import _call
+from xdrop._kernels.host import _buffers as _host
+from xdrop._lib import _sharding
 
 LAYOUTS = {
     "C": lambda a: a,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from spec_v1 import keep_bits, threshold
 
 import xdrop
-from xdrop._stream import keep_count, scale_for
+from xdrop._lib._stream import keep_count, scale_for
 
 U64 = st.integers(0, 2**64 - 1)
 MAX_ELEMENTS = 64  # the scalar spec costs ~30 us per element

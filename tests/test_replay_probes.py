@@ -1,4 +1,4 @@
-"""xdrop._replay's private torch probes: present in the torch the tests run with, and a loud error without one."""
+"""xdrop._lib._replay's private torch probes: present in the torch the tests run with, and a loud error without one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the checkpoint replay runs on torch tensors")
 
 import xdrop  # noqa: E402
-from xdrop import _replay  # noqa: E402
+from xdrop._lib import _replay  # noqa: E402
 
 
 def test_the_probes_exist_in_this_torch():

@@ -15,7 +15,7 @@ import pytest
 from spec_v1 import keep_bits
 
 import xdrop
-from xdrop._sharding import Block, block_keep, check_block, contiguous_start
+from xdrop._lib._sharding import Block, block_keep, check_block, contiguous_start
 
 SEED, STEP, P = 2**63 + 11, 2**40 + 3, 0.3
 

@@ -11,8 +11,8 @@ import pytest
 from spec_v1 import alpha_bits, decode, keep_bits, pack_hex, scale_bits, threshold
 
 import xdrop
-from xdrop._arith import FloatFormat, alpha_constants, float_format, inverted_scale
-from xdrop._stream import TWO32, keep_count, keep_flat, scale_for
+from xdrop._lib._arith import FloatFormat, alpha_constants, float_format, inverted_scale
+from xdrop._lib._stream import TWO32, keep_count, keep_flat, scale_for
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "golden_v1.json").read_text())
 
@@ -56,7 +56,7 @@ def test_decisions_do_not_depend_on_chunking(numpy_ref):
 
 def test_reference_pieces_join_seamlessly(monkeypatch, numpy_ref):
     """The reference generates in pieces; a piece boundary must not show."""
-    import xdrop._stream as stream
+    import xdrop._lib._stream as stream
 
     whole = keep_flat(numpy_ref.xp, 1, 97, 5, 0, keep_count(0.5), None)
     monkeypatch.setattr(stream, "PIECE_BLOCKS", 3)
@@ -93,7 +93,7 @@ def test_scale_overflows_float16_only_near_one(numpy_ref):
 
 
 def test_stream_version_is_the_current_specs():
-    from xdrop._stream import CURRENT, V1
+    from xdrop._lib._stream import CURRENT, V1
 
     assert CURRENT is V1 and xdrop.STREAM_VERSION == V1.version == 1
     assert V1.tag == "xdrop-stream-v1"

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from spec_v1 import philox4x32
 
-from xdrop._stream import block_words, keep_count, keep_flat
+from xdrop._lib._stream import block_words, keep_count, keep_flat
 
 Z_LIMIT = 5.0
 N = 1 << 20  # decisions per stream for the single-stream checks

@@ -141,7 +141,7 @@ def _cuda_or_skip():
 
 def test_cuda_layer_reads_its_buffers_on_the_device_and_uses_triton():
     _cuda_or_skip()
-    from xdrop._kernels import _torch_ops
+    from xdrop._kernels.torch import _ops as _torch_ops
 
     layer = xt.Dropout(0.5, seed=9).cuda()
     x = torch.randn(1000, device="cuda")

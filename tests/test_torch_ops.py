@@ -14,7 +14,7 @@ import xdrop
 
 torch = pytest.importorskip("torch", reason="the torch operator needs torch")
 
-from xdrop._kernels import _torch_ops  # noqa: E402  (after the importorskip)
+from xdrop._kernels.torch import _ops as _torch_ops  # noqa: E402  (after the importorskip)
 
 # Dynamo warns when it traces through array-api-compat's lru_cache'd type checks
 # (they depend only on the type of the array, which dynamo guards on anyway);

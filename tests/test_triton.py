@@ -2,7 +2,7 @@
 
 ``TRITON_INTERPRET=1`` makes Triton run kernels on CPU tensors with NumPy
 semantics for every operation, so the Philox arithmetic, the 64-bit counter
-and index handling and the keep/scale/round step of ``xdrop/_kernels/_triton.py``
+and index handling and the keep/scale/round step of ``xdrop/_kernels/cuda/_triton.py``
 are checked on every CI run without a GPU. The variable must be set before the
 kernels are decorated and would turn every other Triton user in the process
 into the interpreter, so the kernels run once in a child process over the
@@ -21,7 +21,7 @@ import pytest
 from kernel_child import run_child
 
 import xdrop
-from xdrop._stream import keep_count, keep_flat
+from xdrop._lib._stream import keep_count, keep_flat
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None or importlib.util.find_spec("torch") is None,
@@ -115,8 +115,8 @@ def _run_child(out_path: str, dev: str) -> None:
     """
     import torch
 
-    from xdrop._kernels import _triton
-    from xdrop._stream import scale_for
+    from xdrop._kernels.cuda import _triton
+    from xdrop._lib._stream import scale_for
 
     results: dict[str, np.ndarray] = {}
     for i, (start, n, seed, step, p) in enumerate(MASK_CASES):

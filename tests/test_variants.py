@@ -13,7 +13,7 @@ from spec_v1 import alpha_bits
 
 import xdrop
 from xdrop import verify
-from xdrop._stream import keep_count
+from xdrop._lib._stream import keep_count
 
 ALPHA_PRIME = -1.7580993408473766  # PyTorch's -lambda * alpha of SELU (aten/src/ATen/native/Dropout.cpp)
 

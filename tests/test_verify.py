@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from conftest import Backend
 
-import xdrop._call
-import xdrop._compat
-import xdrop._dropout
+import xdrop._functional._call
+import xdrop._functional._dropout
 import xdrop._kernels
+import xdrop._lib._compat
 from xdrop import verify
 from xdrop.__main__ import main
-from xdrop._backends import Entry
+from xdrop._testing._backends import Entry
 
 
 def run_cli(tmp_path: Path, *backends: str, wide: bool = False) -> tuple[int, dict, str]:
@@ -133,7 +133,7 @@ def test_fails_when_a_fast_path_is_off_by_one_step(route, tmp_path, monkeypatch,
 
 def test_fails_when_kept_values_are_not_divided_by_keep(tmp_path, monkeypatch):
     """Property 2, CS231n's question: a scale of 1 shrinks E[out] to keep * x."""
-    monkeypatch.setattr(xdrop._call, "scale_for", lambda k, xp, dtype: 1.0)
+    monkeypatch.setattr(xdrop._functional._call, "scale_for", lambda k, xp, dtype: 1.0)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
     assert verdicts(report)["expectation"] is False
@@ -143,8 +143,8 @@ def test_fails_when_kept_values_are_not_divided_by_keep(tmp_path, monkeypatch):
 
 def test_fails_when_the_threshold_keeps_too_few(tmp_path, monkeypatch):
     """Property 2: a threshold that keeps half as often as p says, scaled to match it."""
-    honest = xdrop._call.keep_count
-    monkeypatch.setattr(xdrop._call, "keep_count", lambda p: honest(p) // 2)
+    honest = xdrop._functional._call.keep_count
+    monkeypatch.setattr(xdrop._functional._call, "keep_count", lambda p: honest(p) // 2)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
     detail = report["backends"]["numpy"]["cells"]["expectation"]["detail"]
@@ -153,12 +153,12 @@ def test_fails_when_the_threshold_keeps_too_few(tmp_path, monkeypatch):
 
 def test_fails_when_backward_regenerates_the_wrong_mask(tmp_path, monkeypatch):
     """Property 3: a backward that uses the next step's mask; forward stays correct."""
-    honest = xdrop._dropout.dropout_backward
+    honest = xdrop._functional._dropout.dropout_backward
 
     def broken_backward(dout, cache, **kwargs):
         return honest(dout, dataclasses.replace(cache, step=cache.step + 1), **kwargs)
 
-    monkeypatch.setattr(xdrop._dropout, "dropout_backward", broken_backward)
+    monkeypatch.setattr(xdrop._functional._dropout, "dropout_backward", broken_backward)
     status, report, _ = run_cli(tmp_path, "numpy")
     assert status == 1
     assert verdicts(report) == {
@@ -187,7 +187,7 @@ def test_registry_entries_are_complete_and_name_their_namespace():
         assert callable(getattr(array_api_compat, entry.namespace_check))
         assert entry.gpu or name in ("numpy", "array_api_strict") or entry.packages, name
     loaded = verify.load("numpy")
-    assert not isinstance(loaded, str) and xdrop._compat.namespace_name(loaded.xp) == "numpy"
+    assert not isinstance(loaded, str) and xdrop._lib._compat.namespace_name(loaded.xp) == "numpy"
     with pytest.raises(KeyError):
         verify.load("tensorflow")
 

@@ -280,7 +280,7 @@ def check_triton_op(device: str) -> None:
     import torch
 
     import xdrop.torch as xt
-    from xdrop._kernels import _torch_ops
+    from xdrop._kernels.torch import _ops as _torch_ops
 
     # The layers alone: a Linear's matmul rounds differently on the GPU than on the CPU.
     model = torch.nn.Sequential(xt.Dropout(0.5, seed=21), xt.Dropout(0.2, seed=22)).to(device)

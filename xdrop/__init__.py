@@ -5,11 +5,9 @@ array-api-compat, which only looks at modules already imported.
 """
 
 from . import random
-from ._attention import scaled_dot_product_attention
-from ._dropout import DropoutCache, dropout, dropout_backward, dropout_forward, keep_mask
-from ._generator import Generator
-from ._stream import STREAM_VERSION
-from ._variants import (
+from ._functional._attention import scaled_dot_product_attention
+from ._functional._dropout import DropoutCache, dropout, dropout_backward, dropout_forward, keep_mask
+from ._functional._variants import (
     alpha_dropout,
     alpha_dropout_forward,
     drop_path,
@@ -23,6 +21,8 @@ from ._variants import (
     feature_alpha_dropout,
     feature_alpha_dropout_forward,
 )
+from ._lib._generator import Generator
+from ._lib._stream import STREAM_VERSION
 
 __version__ = "0.1.0"
 

@@ -116,7 +116,7 @@ def program_name(argv0: str) -> str:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
-    from ._stream import STREAM_VERSION
+    from ._lib._stream import STREAM_VERSION
 
     parser = argparse.ArgumentParser(
         prog=prog or program_name(sys.argv[0]), description="xdrop: one dropout, the same bits everywhere"

@@ -27,13 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends, _bench_attention, _bench_attention_jax, _bench_first_call, _dropout
-from ._bench_cases import SEED, P, _cupy_cases, _numpy_cases, _torch_cases, _torch_fwd_bwd_cases
-from ._bench_memory import _peak_extra_cuda, _peak_extra_numpy, _saved_bytes
-from ._bench_mlp import converted_model_steps, mlp_epochs
-from ._bench_report import PEERS, _plot, _ratios, format_table
-from ._bench_timing import MAX_CALLS, MAX_REPEATS, MIN_REPEATS, SAMPLE_S, Row, _timer
-from ._kernels import _host, _native
+from ._cli.bench import _attention as _bench_attention
+from ._cli.bench import _attention_jax as _bench_attention_jax
+from ._cli.bench import _first_call as _bench_first_call
+from ._cli.bench._cases import SEED, P, _cupy_cases, _numpy_cases, _torch_cases, _torch_fwd_bwd_cases
+from ._cli.bench._memory import _peak_extra_cuda, _peak_extra_numpy, _saved_bytes
+from ._cli.bench._mlp import converted_model_steps, mlp_epochs
+from ._cli.bench._report import PEERS, _plot, _ratios, format_table
+from ._cli.bench._timing import MAX_CALLS, MAX_REPEATS, MIN_REPEATS, SAMPLE_S, Row, _timer
+from ._functional import _dropout
+from ._kernels.host import _buffers as _host
+from ._kernels.host import _native
+from ._testing import _backends
 
 __all__ = ["BACKENDS", "PEERS", "Row", "add_arguments", "format_table", "log2_sizes", "main", "mlp_epochs"]
 
@@ -74,9 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed training steps of a converted nn.TransformerEncoder against the native one, with torch "
         "(default 20; --quick 3; 0 skips it)",
     )
-    _bench_attention.add_arguments(parser)  # hook: the attention rows (xdrop/_bench_attention.py)
-    _bench_first_call.add_arguments(parser)  # hook: the first-call row (xdrop/_bench_first_call.py)
-    _bench_attention_jax.add_arguments(parser)  # hook: the JAX attention rows (xdrop/_bench_attention_jax.py)
+    _bench_attention.add_arguments(parser)  # hook: the attention rows (xdrop/_cli/bench/_attention.py)
+    _bench_first_call.add_arguments(parser)  # hook: the first-call row (xdrop/_cli/bench/_first_call.py)
+    _bench_attention_jax.add_arguments(parser)  # hook: the JAX attention rows (xdrop/_cli/bench/_attention_jax.py)
 
 
 def log2_sizes(text: str) -> list[int]:
@@ -237,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
     attention_backend = "torch-cuda" if args.attention_device == "cuda" else "torch"
     if attention_backend in backends and attention_backend not in report["skipped"] and args.attention_lengths != []:
         report["attention"] = _bench_attention.run(args, sys.modules["torch"])  # hook: the attention rows
-    _bench_attention_jax.add_to(report, args)  # hook: the JAX attention rows (xdrop/_bench_attention_jax.py)
+    _bench_attention_jax.add_to(report, args)  # hook: the JAX attention rows (xdrop/_cli/bench/_attention_jax.py)
     runs = args.first_call_runs
     runs = runs if runs is not None else _bench_first_call.QUICK_RUNS if args.quick else _bench_first_call.DEFAULT_RUNS
     if "numpy" in backends and runs > 0:

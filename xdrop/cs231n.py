@@ -10,7 +10,7 @@ a seed never reseeds NumPy's global random state, and the cache holds no mask.
 Everything the student sees speaks in the student's ``p``, the keep
 probability: the cache prints ``p=0.2 (keep)`` after ``p=0.2`` was passed
 (xdrop's own functions take the drop probability, ``1 - p``, internally).
-(This module was ``xdrop.compat.cs231n``; ``xdrop._compat`` is unrelated: it
+(This module was ``xdrop.compat.cs231n``; ``xdrop._lib._compat`` is unrelated: it
 wraps array-api-compat.)
 """
 
@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._call import DropoutCache
-from ._checks import check_float_array, check_probability, check_u64
-from ._dropout import dropout_backward as _backward
-from ._dropout import dropout_forward as _forward
+from ._functional._call import DropoutCache
+from ._functional._dropout import dropout_backward as _backward
+from ._functional._dropout import dropout_forward as _forward
+from ._lib._checks import check_float_array, check_probability, check_u64
 
 __all__ = ["RegeneratedMask", "dropout_backward", "dropout_forward"]
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from ._torch_ranks import _ATTRIBUTE, MODES, RANK_SHIFT, DataParallel, Mode, placement_of
-from ._torch_seeded import _SeededDropout
+from .torch._ranks import _ATTRIBUTE, MODES, RANK_SHIFT, DataParallel, Mode, placement_of
+from .torch._seeded import _SeededDropout
 
 __all__ = ["RANK_SHIFT", "DataParallel", "data_parallel", "placement_of"]
 

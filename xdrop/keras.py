@@ -36,11 +36,11 @@ from typing import Any
 
 import keras
 
-from ._checks import check_probability, check_u64
-from ._dropout import dropout
-from ._traced import next_words
-from ._u64 import from_words, next_u64, to_words
-from ._variants import alpha_dropout
+from ._functional._dropout import dropout
+from ._functional._variants import alpha_dropout
+from ._lib._checks import check_probability, check_u64
+from ._lib._traced import next_words
+from ._lib._u64 import from_words, next_u64, to_words
 
 __all__ = [
     "AlphaDropout",

@@ -3,10 +3,10 @@
 This module runs the matrix and writes it; the parts live beside it, one role
 each:
 
-- :mod:`xdrop._backends`: the registry, which backends exist and how to load one;
-- :mod:`xdrop._properties`: the three checks (equivalence, expectation,
+- :mod:`xdrop._testing._backends`: the registry, which backends exist and how to load one;
+- :mod:`xdrop._cli.verify._properties`: the three checks (equivalence, expectation,
   gradient) and the reference builders they use;
-- :mod:`xdrop._report`: the plain-text table, its legend, the host's versions.
+- :mod:`xdrop._cli.verify._report`: the plain-text table, its legend, the host's versions.
 
 A backend that is not installed, or has no device, is reported as skipped,
 which is not a failure; a crash is a failed cell. The names the tests and
@@ -24,9 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ._backends import REGISTRY, Backend, load
-from ._kernels import _native
-from ._properties import (
+from ._cli.verify._cell import Cell, central_differences
+from ._cli.verify._properties import (
     CASES,
     CHECKS,
     GOLDEN_V1,
@@ -41,9 +40,10 @@ from ._properties import (
     expected_dropout,
     round_to_bfloat16,
 )
-from ._property_cell import Cell, central_differences
-from ._report import LEGEND, format_summary, format_table, gpu_name, library_versions, summary_legend
-from ._stream import STREAM_VERSION
+from ._cli.verify._report import LEGEND, format_summary, format_table, gpu_name, library_versions, summary_legend
+from ._kernels.host import _native
+from ._lib._stream import STREAM_VERSION
+from ._testing._backends import REGISTRY, Backend, load
 
 __all__ = [
     "CASES",
@@ -119,7 +119,7 @@ def describe_host_kernel() -> str:
     """A few lines for the report: which host kernel ran NumPy and torch-CPU arrays, and why that one."""
     import os
 
-    from ._report import wrap
+    from ._cli.verify._report import wrap
 
     kernel = host_kernel()
     if kernel["error"]:

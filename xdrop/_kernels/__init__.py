@@ -25,9 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._values import IMPLS, check_impl
+from .._lib._values import IMPLS, check_impl
 from ._engines import HOST_IMPLS, MaskKernel
-from ._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel, host_dropout_into
 from ._reference import reference
 from ._select import (
     FIRST_SEEN,
@@ -40,6 +39,7 @@ from ._select import (
     select_block,
     select_mask,
 )
+from .host._numpy import BY_ARRAY_MAX, SMALL, Kernel, auto_kernel, host_dropout_into
 
 __all__ = [
     "BY_ARRAY_MAX",
@@ -68,7 +68,7 @@ def torch_dropout(
     x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
 ) -> Any:
     """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
-    from . import _torch_ops  # imported when torch was first seen: here a cached import
+    from .torch import _ops as _torch_ops  # imported when torch was first seen: here a cached import
 
     return _torch_ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
 
@@ -81,7 +81,7 @@ def _register_torch_operator() -> None:
     torch.compile, when the first call is traced, runs the import rather than guarding on
     ``sys.modules`` (a guard that the import itself then breaks).
     """
-    from . import _torch_ops  # noqa: F401
+    from .torch import _ops as _torch_ops  # noqa: F401
 
 
 FIRST_SEEN["torch"] = _register_torch_operator

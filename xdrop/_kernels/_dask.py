@@ -3,7 +3,7 @@
 Each chunk is a block of the whole array (itself possibly a block of a larger
 one, given by ``global_shape``/``global_start``): it draws the keep decisions
 of its own *global* flat indices with the NumPy mask kernel (a fast path, or
-the reference for ``impl="reference"``) through :func:`xdrop._sharding.block_keep`,
+the reference for ``impl="reference"``) through :func:`xdrop._lib._sharding.block_keep`,
 so any chunking gives the bits of NumPy on the whole array, nothing is computed
 at call time, and a task's memory is bounded by a small multiple of its chunk.
 Each task learns where its chunk lies from its ``block_id`` and the regular
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import array_namespace, numpy_namespace
-from .._sharding import CALL_COST_IN_DRAWS, MAX_SPAN_FACTOR, Block, MaskFn, block_keep
-from .._stream import STREAM_VERSION
+from .._lib._compat import array_namespace, numpy_namespace
+from .._lib._sharding import CALL_COST_IN_DRAWS, MAX_SPAN_FACTOR, Block, MaskFn, block_keep
+from .._lib._stream import STREAM_VERSION
 from ._engines import numpy_mask
 
 __all__ = ["CALL_COST_IN_DRAWS", "MAX_SPAN_FACTOR", "chunk_keep", "dask_dropout", "dask_mask"]

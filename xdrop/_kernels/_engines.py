@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import namespace_name
-from .._stream import keep_flat
-from . import _host, _native
+from .._lib._compat import namespace_name
+from .._lib._stream import keep_flat
+from .host import _buffers as _host
+from .host import _native
 
 # The impls that name a host engine (the names _host's engines go by).
 HOST_IMPLS = _host.ENGINES
@@ -66,7 +67,7 @@ def cupy_importable() -> bool:
 def triton_available() -> bool:
     """Whether the Triton kernels load (torch CUDA tensors then need no CuPy); checked once."""
     try:
-        from . import _triton  # noqa: F401
+        from .cuda import _triton  # noqa: F401
     except Exception:  # not installed, or a Triton that cannot load here: CuPy or the reference
         return False
     return True

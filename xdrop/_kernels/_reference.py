@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._compat import device, size
-from .._stream import keep_flat
+from .._lib._compat import device, size
+from .._lib._stream import keep_flat
 
 
 def reference(x: Any, xp: ModuleType, seed: int, step: int, k: int, scale: float) -> Any:

@@ -14,7 +14,7 @@ a dropout kernel, a mask kernel, a block's kernel). A new backend is one
 :data:`LIBRARIES` entry: a subclass where it has fast paths, the base
 :class:`Library` (the reference) where it has none.
 
-:data:`LIBRARIES` is the one table: :mod:`xdrop._compat`, a layer below,
+:data:`LIBRARIES` is the one table: :mod:`xdrop._lib._compat`, a layer below,
 recognises an array's library by asking these objects (this module hands it
 the table when the package is imported, as einops finds its backends among
 the classes already loaded).
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import (
+from .._lib._compat import (
     array_type,
     is_array_api_strict_namespace,
     is_cupy_namespace,
@@ -41,13 +41,13 @@ from .._compat import (
     namespace_name,
     recognise_with,
 )
-from .._sharding import Block, block_keep, contiguous_start
-from .._stream import keep_flat
-from .._values import check_impl
-from . import _host
+from .._lib._sharding import Block, block_keep, contiguous_start
+from .._lib._stream import keep_flat
+from .._lib._values import check_impl
 from ._engines import MaskKernel, cupy_importable, device_type, engine, host_mask, triton_available
-from ._numpy import Kernel, numpy_kernel
 from ._reference import reference
+from .host import _buffers as _host
+from .host._numpy import Kernel, numpy_kernel
 
 __all__ = [
     "LIBRARIES",
@@ -81,7 +81,7 @@ class Library:
     """An array library: how its namespaces are recognised, and what kernel choice must know about its arrays.
 
     ``recognises`` is the array-api-compat predicate that tells its namespaces
-    (:func:`xdrop._compat.namespace_name` asks each library's in turn). The base
+    (:func:`xdrop._lib._compat.namespace_name` asks each library's in turn). The base
     class is a library with no fast path of its own (array-api-strict, any other
     standard namespace). Every method is a question kernel choice asks; a
     subclass overrides those its library answers differently. Methods that
@@ -159,7 +159,7 @@ class Torch(Library):
         return {None: "host", "cpu": "host", "cuda": "cuda"}.get(device_type(device), "none")
 
     def host(self, what: Chosen, engine: str, start: int) -> Any:
-        from . import _torch
+        from .torch import _cpu as _torch
 
         if what is Chosen.MASK:
             return lambda xp, at, n, seed, step, k, device: _torch.cpu_mask(at, n, seed, step, k, engine, device)
@@ -167,11 +167,11 @@ class Torch(Library):
 
     def cuda(self, what: Chosen, xp: ModuleType) -> Any:
         if triton_available():
-            from . import _triton
+            from .cuda import _triton
 
             return _triton.torch_mask if what is Chosen.MASK else _triton.torch_dropout
         if cupy_importable():
-            from . import _cuda
+            from .cuda import _nvrtc as _cuda
 
             return _cuda.torch_mask if what is Chosen.MASK else _cuda.torch_dropout
         return None
@@ -182,7 +182,7 @@ class CuPy(Library):
         return "cuda"
 
     def cuda(self, what: Chosen, xp: ModuleType) -> Any:
-        from . import _cuda
+        from .cuda import _nvrtc as _cuda
 
         return _cuda.cupy_mask if what is Chosen.MASK else _cuda.cupy_dropout
 
@@ -197,7 +197,7 @@ class Jax(Library):
     def own(self, what: Chosen, xp: ModuleType, impl: str, block: Block | None) -> Any:
         if impl != "auto":
             return None
-        from ._jax import jax_block_dropout, jax_dropout, jax_mask
+        from .jax._dropout import jax_block_dropout, jax_dropout, jax_mask
 
         if block is None:
             return jax_mask if what is Chosen.MASK else jax_dropout
@@ -206,7 +206,7 @@ class Jax(Library):
     def own_block_mask(self, impl: str) -> Callable[..., Any] | None:
         if impl != "auto":
             return None
-        from ._jax import jax_block_mask
+        from .jax._dropout import jax_block_mask
 
         return jax_block_mask
 
@@ -364,7 +364,7 @@ def refuse_traced(xp: ModuleType, impl: str, *words: Any) -> None:
     """A traced JAX seed or step reaches only the JAX kernels: elsewhere say what to do."""
     if "jax" not in sys.modules or library_of(xp).accepts_traced(impl):
         return
-    from .._traced import TracedU64
+    from .._lib._traced import TracedU64
 
     for w in words:
         if isinstance(w, TracedU64):

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from .._compat import array_namespace, device, is_array_api_obj, numpy_namespace
-from .._values import check_dtype, check_integer, check_sequence
+from .._lib._compat import array_namespace, device, is_array_api_obj, numpy_namespace
+from .._lib._values import check_dtype, check_integer, check_sequence
 from ._words import MASK32, Word, add_with_carry, mulhilo, word_dtype
 
 # Multipliers and Weyl key increments of Philox4x32 (Random123, philox.h).

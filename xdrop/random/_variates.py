@@ -21,7 +21,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._stream import words_flat
+from .._lib._stream import words_flat
 
 
 def uniform_from_words32(xp: ModuleType, words: Any) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._compat import is_torch_namespace
+from .._lib._compat import is_torch_namespace
 
 MASK16 = 0xFFFF
 MASK32 = 0xFFFFFFFF

@@ -1,0 +1,1 @@
+"""The parts of the command line (python -m xdrop): verify and bench."""

@@ -1,0 +1,1 @@
+"""bench's timing, cases, rows and table."""

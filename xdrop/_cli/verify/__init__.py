@@ -1,0 +1,1 @@
+"""verify's checks of one backend, its table and report."""

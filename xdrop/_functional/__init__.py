@@ -1,0 +1,1 @@
+"""The public functions: dropout, its family (channel, alpha, drop path) and attention."""

@@ -1,0 +1,1 @@
+"""The backend registry that the tests, verify, bench and the noxfile read."""
