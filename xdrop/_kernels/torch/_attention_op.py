@@ -14,7 +14,9 @@ from typing import Any, cast
 import torch
 
 from ..._lib._u64 import to_int64
-from ._attention import _compute_dtype, _cuda_module, backward, forward
+
+# The module, not its functions: the operators call whatever it holds when they run (tests replace them).
+from . import _attention as _compute
 from ._ops import _unpack
 
 
@@ -30,7 +32,8 @@ def _attention_op(
     is_causal: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     seed, step = _unpack(seed_step)
-    return cast(tuple[torch.Tensor, torch.Tensor], forward(q, k, v, bias, dropout_p, scale, seed, step, is_causal))
+    out = _compute.forward(q, k, v, bias, dropout_p, scale, seed, step, is_causal)
+    return cast(tuple[torch.Tensor, torch.Tensor], out)
 
 
 @_attention_op.register_fake
@@ -45,7 +48,7 @@ def _(
     is_causal: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
-    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=_compute_dtype(q.dtype))
+    return out, q.new_empty((q.shape[0], q.shape[1]), dtype=_compute._compute_dtype(q.dtype))
 
 
 @torch.library.custom_op("xdrop::attention_backward", mutates_args=())
@@ -63,7 +66,7 @@ def _attention_backward_op(
     is_causal: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     seed, step = _unpack(seed_step)
-    grads = backward(dout, q, k, v, bias, out, lse, dropout_p, scale, seed, step, is_causal)
+    grads = _compute.backward(dout, q, k, v, bias, out, lse, dropout_p, scale, seed, step, is_causal)
     return cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], grads)
 
 
@@ -99,7 +102,7 @@ def _attention_backward_bias_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``xdrop::attention_backward`` and the bias's gradient: ``(dq, dk, dv, dbias)``, dbias of bias's shape."""
     seed, step = _unpack(seed_step)
-    grads = backward(dout, q, k, v, bias, None, lse, dropout_p, scale, seed, step, is_causal, bias_grad=True)
+    grads = _compute.backward(dout, q, k, v, bias, None, lse, dropout_p, scale, seed, step, is_causal, bias_grad=True)
     return cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], grads)
 
 
@@ -125,7 +128,7 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     ctx.mark_non_differentiable(lse)
     # out only for a device kernel whose backward reads it: the blocked backward takes each row's
     # sum(P * dP) from its whole row. A copy of the two words: the caller may advance its step in place.
-    keep_out = q.is_cuda and _cuda_module() is not None
+    keep_out = q.is_cuda and _compute._cuda_module() is not None
     ctx.save_for_backward(q, k, v, bias, out if keep_out else None, lse, seed_step.clone())
     ctx.args = (dropout_p, scale, is_causal)
 
