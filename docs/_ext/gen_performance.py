@@ -261,7 +261,59 @@ def fragment(path: Path) -> str:
     mlp = data.get("mlp") if isinstance(data, dict) else None
     if isinstance(mlp, dict):
         parts.append("**Small-MLP epoch time**\n\n" + _kv(mlp))
+    parts.extend(attention_tables(data) if isinstance(data, dict) else [])
     return "\n".join(parts)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}"
+
+
+def attention_tables(data: dict[str, Any]) -> list[str]:
+    """The attention A/B rows (torch, CPU) and the JAX rows of a result file, as tables, where it has them."""
+    out = []
+    section = data.get("attention") or {}
+    ab = [*section.get("ab", []), *section.get("loaded", [])]
+    if ab:
+        rows = []
+        for r in ab:
+            t, x = r["forward_backward_s"], r["ratios"]
+            fused = f"{_ms(t['torch-fused-p0'])} ({x['vs-torch-fused-p0']:.2f}x)" if "torch-fused-p0" in t else ""
+            mask = (
+                f"{_ms(t['xdrop-mask'])} / {_ms(t['torch-math-mask'])} ({x['mask-vs-torch-math-mask']:.2f}x)"
+                if "xdrop-mask" in t
+                else ""
+            )
+            busy = str(r.get("busy_processes", 0))
+            math = f"{_ms(t['torch-math'])} ({x['vs-torch-math']:.2f}x)"
+            rows.append([str(r["L"]), busy, _ms(t["xdrop"]), math, fused, mask])
+        header = ["L = S", "busy processes", "xdrop ms", "torch math ms (ratio)", "torch fused, p = 0, ms (ratio)"]
+        out.append(
+            f"**Attention, forward + backward** (batch {ab[0]['batch']}, {ab[0]['heads']} heads, E = {ab[0]['E']}, "
+            f"{ab[0]['dtype']}, dropout_p = {ab[0]['p']}; medians, the calls alternating in one process; "
+            "ratio: xdrop over the peer, "
+            "below 1x: xdrop is faster)\n"
+        )
+        out.append(md_table([*header, "(B, 1, L, S) float mask: xdrop / torch math ms (ratio)"], rows))
+    jax_section = data.get("attention_jax") or {}
+    if jax_section.get("rows"):
+        rows = []
+        for r in jax_section["rows"]:
+            a, b, x = r["xdrop"], r["flax"], r["ratios"]
+            temp = f"{x['temp_bytes']:.2f}" if "temp_bytes" in x else ""
+            rows.append(
+                [
+                    str(r["L"]),
+                    str(r["broadcast_dropout"]),
+                    _ms(a["forward_backward_s"]),
+                    _ms(b["forward_backward_s"]),
+                    f"{x['forward_backward_s']:.2f}",
+                    temp,
+                ]
+            )
+        out.append(f"**JAX attention, forward + backward** ({jax_section['meta']['shape']}; against Flax)\n")
+        out.append(md_table(["L = S", "broadcast_dropout", "xdrop ms", "Flax ms", "ratio", "temporaries ratio"], rows))
+    return out
 
 
 def not_included(files: list[Path]) -> list[str]:
