@@ -23,6 +23,7 @@ another, never the package.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .._lib._values import IMPLS, check_impl
@@ -64,15 +65,18 @@ __all__ = [
 ]
 
 
+# The operator's entry point, ``_kernels/torch/_ops.py``'s ``dropout``, once torch has been seen: a list
+# read per call, where an import statement would cost about 250 ns of a 64-element call's 4 us.
+_TORCH_OPERATOR: list[Callable[..., Any]] = []
+
+
 def torch_dropout(
     x: Any, seed: int, step: int, k: int, noise_shape: tuple[int, ...], a: float, b: float, c: float, impl: str
 ) -> Any:
     """The dropout family on a torch tensor: one autograd path, the registered operator under compile."""
-    # The subpackage, then its module: the operator's module was imported when torch was first seen, and
-    # this form costs about 130 ns less per call than ``from .torch import _ops`` (64-element calls feel it).
-    from . import torch as _torch_kernels
-
-    return _torch_kernels._ops.dropout(x, seed, step, k, noise_shape, a, b, c, impl)
+    if not _TORCH_OPERATOR:  # a tensor reached here without library_of (which registers the operator)
+        _register_torch_operator()
+    return _TORCH_OPERATOR[0](x, seed, step, k, noise_shape, a, b, c, impl)
 
 
 def _register_torch_operator() -> None:
@@ -81,9 +85,13 @@ def _register_torch_operator() -> None:
     An import statement, not a look-up in ``sys.modules``: the statement waits while another
     thread runs the module, where the look-up would find it half-initialised; and
     torch.compile, when the first call is traced, runs the import rather than guarding on
-    ``sys.modules`` (a guard that the import itself then breaks).
+    ``sys.modules`` (a guard that the import itself then breaks). ``library_of`` runs this
+    before it caches torch's library, so a thread that finds the library finds the operator.
     """
-    from .torch import _ops as _torch_ops  # noqa: F401
+    from .torch import _ops as _torch_ops
+
+    if not _TORCH_OPERATOR:
+        _TORCH_OPERATOR.append(_torch_ops.dropout)
 
 
 FIRST_SEEN["torch"] = _register_torch_operator
