@@ -9,8 +9,12 @@ NumPy has no bfloat16: bfloat16 values are carried as float32.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from fractions import Fraction
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from spec_v1 import keep_bits, threshold
@@ -138,3 +142,14 @@ def import_timm():
         why = f"{type(e).__name__}: {e}"
         pytest.skip(f"timm cannot be imported here ({why}); the timm tests run in `nox -s models_timm`")
     return timm
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as a module (the tools are scripts, not a package), registered in ``sys.modules``
+    under ``name``: a dataclass in it looks its module up there."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -9,23 +9,17 @@ themselves are checked file by file by ``nox -s wheel`` (``tools/wheel_contents.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 if shutil.which("git") is None or not (ROOT / ".git").exists():
     pytest.skip("the expected files are git's tracked files: needs a git checkout", allow_module_level=True)
-SPEC = importlib.util.spec_from_file_location("wheel_contents", ROOT / "tools" / "wheel_contents.py")
-assert SPEC is not None
-assert SPEC.loader is not None
-wheel_contents = importlib.util.module_from_spec(SPEC)
-sys.modules[SPEC.name] = wheel_contents
-SPEC.loader.exec_module(wheel_contents)
+wheel_contents = load_tool("wheel_contents")
 
 INSTALL = re.compile(r"py\.install_sources\(\s*\[(?P<files>[^\]]*)\],\s*subdir:\s*'(?P<subdir>[^']+)'", re.S)
 SUBDIR = re.compile(r"^subdir\('([^']+)'\)", re.M)

@@ -14,15 +14,13 @@ NumPy; the other backends equal it bit for bit (test_stream, test_properties).
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
-import sys
-from pathlib import Path
 
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
+from helpers import load_tool
 from spec_v1 import philox4x32
 
 from xdrop._lib._stream import block_words, keep_count, keep_flat
@@ -174,12 +172,7 @@ def test_the_checks_can_fail():
 
 
 def load_battery_tool():
-    path = Path(__file__).resolve().parent.parent / "tools" / "stream_battery.py"
-    spec = importlib.util.spec_from_file_location("stream_battery", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("stream_battery")
 
 
 def test_battery_feeds_the_stream_words(monkeypatch):
