@@ -165,10 +165,11 @@ def _keep_drawer(device: Any, seed: int, step: int, kk: int, length: int, keys: 
 
     The kernel (or engine) is chosen once per call, not per block. On the CPU the compiled
     kernel draws on the calling thread: the block's products run on torch's intra-op
-    threads, and the host driver's own pool beside them gains nothing at a block's size
-    (2**20 flags take the kernel about 0.3 ms, the block's ``q k^T`` alone about 12 ms at
-    E = 64) and makes two pools fight for the cores of a busy machine. Without the compiled
-    kernel, the NumPy engine (and its threads).
+    threads, and the host driver's own pool beside them gains little (drawing a block's
+    flags costs about a fortieth of its ``q k^T`` at E = 64) and makes two pools fight for
+    the cores of a busy machine. Without the compiled kernel, the NumPy engine (and its
+    threads). (With the compiled kernel on the CPU the fused pass draws the mask itself;
+    this drawer serves the torch-operations path.)
     """
     if device.type == "cpu":
         from ..host import _buffers as _host
