@@ -193,13 +193,27 @@ static inline __m512d _mm512_loadu_pd(const void *p) {
 static inline void _mm512_storeu_ps(void *p, __m512 a) { memcpy(p, &a, 64); }
 static inline void _mm512_storeu_pd(void *p, __m512d a) { memcpy(p, &a, 64); }
 /* Lanes whose mask bit is clear are +0. */
-static inline __m512 _mm512_maskz_mul_ps(__mmask16 k, __m512 a, __m512 b) {
-    __m512 r;
-    for (int i = 0; i < 16; i++) r[i] = (k >> i & 1) ? a[i] * b[i] : 0.0f;
+static inline __m512 _mm512_mul_ps(__m512 a, __m512 b) { return a * b; }
+static inline __m512d _mm512_mul_pd(__m512d a, __m512d b) { return a * b; }
+static inline __m512d _mm512_castsi512_pd(__m512i a) {
+    __m512d r;
+    memcpy(&r, &a, 64);
     return r;
 }
-static inline __m512d _mm512_maskz_mul_pd(__mmask8 k, __m512d a, __m512d b) {
-    __m512d r;
-    for (int i = 0; i < 8; i++) r[i] = (k >> i & 1) ? a[i] * b[i] : 0.0;
+static inline __m512i _mm512_castpd_si512(__m512d a) {
+    __m512i r;
+    memcpy(&r, &a, 64);
     return r;
+}
+static inline __m512i _mm512_and_si512(__m512i a, __m512i b) { return a & b; }
+static inline __m512i _mm512_set1_epi64(long long a) {
+    uint64_t x[8];
+    for (int i = 0; i < 8; i++) x[i] = (uint64_t)a;
+    return em_put64(x);
+}
+static inline __m512i _mm512_maskz_mov_epi64(__mmask8 k, __m512i a) {
+    uint64_t x[8];
+    em_get64(a, x);
+    for (int i = 0; i < 8; i++) x[i] = (k >> i & 1) ? x[i] : 0;
+    return em_put64(x);
 }

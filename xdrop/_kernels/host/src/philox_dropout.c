@@ -532,24 +532,36 @@ XD_AVX512 static inline void xd_keep_chunk_avx512(const xd_ctx_avx512 *c, xd_u64
         _mm512_storeu_si512((void *)(m + 16 * q), _mm512_maskz_mov_epi32(k[q / 4][q % 4], _mm512_set1_epi32(-1)));
 }
 
+/* The products are unmasked and the keep mask is and-ed in after: a zero-masked
+ * multiply, which the compiler folds with its load, ran at 0.98 ns per float32
+ * element instead of 0.37 once x streamed from memory (2^24 elements, one thread,
+ * AMD EPYC family 26); in cache the two forms take the same time. */
 XD_AVX512 static inline void xd_f32_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, const float *x, float *out,
                                                   float scale) {
     const __m512 s = _mm512_set1_ps(scale);
+    const __m512i ones = _mm512_set1_epi32(-1);
     __mmask16 k[2][4];
     xd_keep_avx512(c, first / 4, k);
-    for (int q = 0; q < 8; q++)
-        _mm512_storeu_ps(out + 16 * q, _mm512_maskz_mul_ps(k[q / 4][q % 4], _mm512_loadu_ps(x + 16 * q), s));
+    for (int q = 0; q < 8; q++) {
+        __m512i p = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * q), s));
+        __m512i keep = _mm512_maskz_mov_epi32(k[q / 4][q % 4], ones);
+        _mm512_storeu_ps(out + 16 * q, _mm512_castsi512_ps(_mm512_and_si512(p, keep)));
+    }
 }
 
 XD_AVX512 static inline void xd_f64_chunk_avx512(const xd_ctx_avx512 *c, xd_u64 first, const double *x, double *out,
                                                   double scale) {
     const __m512d s = _mm512_set1_pd(scale);
+    const __m512i ones = _mm512_set1_epi64(-1);
     __mmask16 k[2][4];
     xd_keep_avx512(c, first / 4, k);
     for (int q = 0; q < 8; q++) {
         __mmask16 kq = k[q / 4][q % 4];
-        _mm512_storeu_pd(out + 16 * q, _mm512_maskz_mul_pd((__mmask8)kq, _mm512_loadu_pd(x + 16 * q), s));
-        _mm512_storeu_pd(out + 16 * q + 8, _mm512_maskz_mul_pd((__mmask8)(kq >> 8), _mm512_loadu_pd(x + 16 * q + 8), s));
+        for (int h = 0; h < 2; h++) { /* as xd_f32_chunk_avx512: unmasked products, the mask and-ed in */
+            __m512i p = _mm512_castpd_si512(_mm512_mul_pd(_mm512_loadu_pd(x + 16 * q + 8 * h), s));
+            __m512i keep = _mm512_maskz_mov_epi64((__mmask8)(kq >> 8 * h), ones);
+            _mm512_storeu_pd(out + 16 * q + 8 * h, _mm512_castsi512_pd(_mm512_and_si512(p, keep)));
+        }
     }
 }
 /* ---- end of AVX-512F ---- */
