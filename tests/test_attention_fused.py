@@ -168,3 +168,66 @@ def test_rows_split_across_threads_give_the_same_bits(threads, monkeypatch):
         torch.set_num_threads(before)
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+def _own_products():
+    """The avx512 variant's routine with its own products, or a skip where this CPU or build has none."""
+    lib = _native.library("avx512")
+    if lib is None or lib.attention_mm is None:
+        pytest.skip(f"the own-products routine is the avx512 variant's (this CPU runs {_native.build_info().variants})")
+    return lib
+
+
+# (N, L, S, E, Ev): one tile; keys not a multiple of 16; several tiles of rows (S = 2000: 32 rows a tile)
+# with L not a multiple of them; fewer problems than threads' parts (rows split, dk and dv summed after).
+MM_SHAPES = [(6, 13, 16, 16, 32), (6, 7, 1, 16, 16), (6, 9, 37, 32, 16), (2, 70, 2000, 16, 16), (1, 40, 24, 16, 48)]
+
+
+@pytest.mark.parametrize("shape", MM_SHAPES, ids=str)
+@pytest.mark.parametrize("openmp", [True, False], ids=["openmp", "python-threads"])
+def test_own_products_equal_the_torch_operations(shape, openmp, monkeypatch):
+    """The routine that also runs the products (float32, E and Ev multiples of 16) against every block
+    through torch operations: the same mask bits, values within a few float32 roundings, for each bias
+    form, causal or not, p = 0, 0.25 and 1, on two threads through torch's OpenMP runtime or Python's."""
+    lib = _own_products()
+    monkeypatch.setattr(_native, "library", lambda variant=None: lib)
+    if not openmp:
+        monkeypatch.setattr(_attention_torch, "_gomp", [0])
+    n, L, S, E, Ev = shape
+    g = torch.Generator().manual_seed(5)
+    q, k = torch.randn(n, L, E, generator=g), torch.randn(n, S, E, generator=g)
+    v = torch.randn(n, S, Ev, generator=g)
+    # a few roundings of sums of up to 2000 products, taken in another order than BLAS's, relative to
+    # the largest magnitude (or 1: a gradient whose true value is 0, as dk with one key, is rounding noise)
+    eps = 256 * torch.finfo(torch.float32).eps
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for case in BIASES if n == N else ["none"]:
+            bias = _bias(case, L, S, torch.float32)
+            for causal in (False, True):
+                for p in (0.0, 0.25, 1.0):
+                    own = _run(True, monkeypatch, q, k, v, bias, p, causal)
+                    plain = _run(False, monkeypatch, q, k, v, bias, p, causal)
+                    where = (shape, case, causal, p)
+                    for name, a, b in zip(["out", "lse", "dq", "dk", "dv", "dbias"], own, plain, strict=False):
+                        _close((name, *where), a, b, eps)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_own_products_mask_bits_and_half_types(monkeypatch):
+    """Its keep decisions are stream v1's at ``(n L + i) S + j`` (v the identity: out is the dropped
+    weights), and float16 / bfloat16 inputs (computed in float32) take it too."""
+    lib = _own_products()
+    monkeypatch.setattr(_native, "library", lambda variant=None: lib)
+    calls = []
+    monkeypatch.setattr(lib, "attention_mm", lambda *a: calls.append(1) or lib.handle.attention_mm_f32_avx512(*a))
+    L, S = 20, 32
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        q = torch.zeros(N, L, 16, dtype=dtype)
+        v = torch.eye(S, dtype=dtype).expand(N, S, S)
+        out, _ = _attention_torch.forward(q, torch.zeros(N, S, 16, dtype=dtype), v, None, 0.3, 1.0, SEED, STEP, False)
+        want = xdrop.keep_mask((N, L, S), 0.3, seed=SEED, step=STEP, xp=np)
+        assert np.array_equal((out != 0).numpy(), want), dtype
+    assert len(calls) == 3

@@ -51,6 +51,7 @@ import math
 import os
 import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, cast
 
 import torch
@@ -213,6 +214,118 @@ def _fused_kernel(q: Any) -> Any:
     return None if lib is None else lib.attention[q.element_size()]
 
 
+# Float32 problems with feature sizes that are multiples of 16 through the compiled routine with xdrop's
+# own products (``attention_mm``, the avx512 variant's), where it is built; False: the blocks above.
+OWN_PRODUCTS = True
+
+
+def _mm_kernel(q: Any, v: Any) -> Any:
+    """The compiled routine that also runs the products, for q and v (prepared), or None."""
+    if not (FUSED and OWN_PRODUCTS) or q.device.type != "cpu" or q.dtype != torch.float32:
+        return None
+    e, ev = q.shape[2], v.shape[2]
+    if not e or not ev or e % 16 or ev % 16:
+        return None
+    from ..host import _native
+
+    lib = _native.library()
+    return None if lib is None else lib.attention_mm
+
+
+# Calls per thread of the compiled routine with own products: the threads share them out as they finish.
+MM_CALLS_PER_THREAD = 4
+
+
+def _mm_parts(n: int, length: int) -> list[tuple[int, int, int, int]]:
+    """``(n0, n1, i0, i1)``: about ``MM_CALLS_PER_THREAD`` calls per thread of ``torch.get_num_threads()``,
+    runs of whole problems where there are that many problems, else each problem's rows in parts."""
+    want = max(1, torch.get_num_threads()) * MM_CALLS_PER_THREAD
+    if n >= want:
+        cuts = [n * t // want for t in range(want + 1)]
+        return [(a, b, 0, length) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+    per = -(-want // n)
+    cuts = [length * t // per for t in range(per + 1)]
+    return [(i, i + 1, a, b) for i in range(n) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def _openmp_parallel() -> int:
+    """The address of ``GOMP_parallel`` in the OpenMP runtime that torch's intra-op threads belong to, or 0.
+
+    Threads of that runtime spin for a while after each torch operation; threads of ours started beside
+    them would share the cores with the spinning ones (measured: the backward at L = 256 took longer on two
+    threads than on one). Found where torch runs OpenMP and its runtime is a library file in torch's folder
+    (the Linux wheels' ``libgomp``); elsewhere 0, and the parts run on a pool of Python threads.
+    """
+    if not _gomp:
+        address = 0
+        try:
+            if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+                address = _gomp_address(os.path.dirname(torch.__file__))
+        except (OSError, AttributeError):
+            address = 0
+        _gomp.append(address)
+    return _gomp[0]
+
+
+_gomp: list[int] = []
+
+
+def _gomp_address(folder: str) -> int:
+    """``GOMP_parallel``'s address in the loaded OpenMP library under ``folder``, or 0."""
+    import ctypes
+
+    with open("/proc/self/maps") as maps:  # Linux; elsewhere OSError, and 0
+        paths = {line.split()[-1] for line in maps if "/libgomp" in line}
+    for path in sorted(paths):  # torch/lib/ (the wheels torch publishes), torch.libs/ (repaired wheels)
+        if path.startswith((folder + os.sep, folder + ".libs" + os.sep)):
+            entry = ctypes.CDLL(path).GOMP_parallel  # the loaded copy: dlopen of its path adds a reference
+            return int(ctypes.cast(entry, ctypes.c_void_p).value or 0)
+    return 0
+
+
+def _run_mm(kernel: Any, tensors: tuple[int, ...], parts: list[tuple[int, ...]], fixed: tuple[Any, ...]) -> None:
+    """The parts (``(n0, n1, i0, i1, dk address, dv address)``) through the compiled routine, on torch's
+    threads: its OpenMP runtime's where found, else a pool of Python threads, one call per part."""
+    table = torch.tensor(parts, dtype=torch.int64)
+    threads = torch.get_num_threads()
+    parallel = _openmp_parallel() if threads > 1 else 0
+    if parallel or threads <= 1 or len(parts) == 1:
+        kernel(*tensors, table.data_ptr(), len(parts), parallel, threads, *fixed)
+        return
+    row = table.stride(0) * table.element_size()
+    _in_parallel([partial(kernel, *tensors, table.data_ptr() + j * row, 1, 0, 1, *fixed) for j in range(len(parts))])
+
+
+def _forward_mm(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, args: tuple[Any, ...]) -> None:
+    """Fill ``out`` and ``lse`` with the compiled routine, products included."""
+    n, length, e = q.shape
+    tensors = (q.data_ptr(), k.data_ptr(), v.data_ptr(), 0, out.data_ptr(), lse.data_ptr(), 0, e, v.shape[2])
+    parts = [(*part, 0, 0) for part in _mm_parts(n, length)]
+    _run_mm(kernel, tensors, parts, _fused_args(q, k, bias, args))
+
+
+def _backward_mm(kernel: Any, q: Any, k: Any, v: Any, bias: Any, grads_of: tuple[Any, ...], args: tuple[Any, ...]) -> None:
+    """Write ``dq`` and accumulate ``dk``, ``dv`` with the compiled routine, products included. Where a
+    problem's rows are split into parts, each part adds into its own ``dk``, ``dv``, summed after."""
+    dout, lse, dq, dk, dv, _ = grads_of
+    n, length, e = q.shape
+    lse = lse.detach().to(q.dtype).contiguous()
+    parts = _mm_parts(n, length)
+    split = len(parts) > n
+    if split:
+        dks, dvs = dk.new_zeros((len(parts), *dk.shape[1:])), dv.new_zeros((len(parts), *dv.shape[1:]))
+    table = []
+    for j, part in enumerate(parts):
+        gk, gv = (dks[j], dvs[j]) if split else (dk[part[0]], dv[part[0]])
+        table.append((*part, gk.data_ptr(), gv.data_ptr()))
+    tensors = (q.data_ptr(), k.data_ptr(), v.data_ptr(), dout.data_ptr(), 0, lse.data_ptr(), dq.data_ptr())
+    _run_mm(kernel, (*tensors, e, v.shape[2]), table, _fused_args(q, k, bias, args))
+    if split:
+        index = torch.tensor([part[0] for part in parts])
+        dk.index_add_(0, index, dks)
+        dv.index_add_(0, index, dvs)
+
+
 # Below this many scores a block's compiled pass runs on the calling thread alone: handing parts to
 # other threads costs more than it saves.
 SPLIT_MIN = 1 << 15
@@ -220,6 +333,69 @@ SPLIT_MIN = 1 << 15
 # Thread pools by (process, size): a forked child (a DataLoader worker) inherits the dict, not the threads.
 _pools: dict[tuple[int, int], Any] = {}
 _pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> Any:
+    """This process's pool of ``threads - 1`` threads (the calling thread is the last one)."""
+    key = (os.getpid(), threads)
+    with _pools_lock:
+        if key not in _pools:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
+        return _pools[key]
+
+
+def _join(parts: list[Any]) -> None:
+    """Wait for every part, then raise the first error (a Ctrl-C included).
+
+    The parts write the caller's tensors through their addresses: the caller must not
+    unwind (and free them) while one still runs, so an interrupt waits for the rest first.
+    """
+    from concurrent.futures import wait
+
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            wait(parts)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    for part in parts:
+        part.result()
+    if interrupted is not None:
+        raise interrupted
+
+
+def _in_parallel(calls: list[Any]) -> None:
+    """Run the calls on the calling thread and ``torch.get_num_threads() - 1`` pool threads, each taking
+    the next call not yet taken until none is left (a thread slowed by another process on its core, or by
+    torch's OpenMP threads still spinning after the last operation, takes fewer); return when all are done.
+    """
+    threads = min(torch.get_num_threads(), len(calls))
+    if threads <= 1:
+        for call in calls:
+            call()
+        return
+    order = iter(range(len(calls)))  # next() on it is atomic under the GIL
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        for i in order:
+            if failed:
+                return
+            try:
+                calls[i]()
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+
+    pool = _pool(threads)
+    parts = [pool.submit(work) for _ in range(threads - 1)]
+    try:
+        work()
+    finally:
+        _join(parts)
 
 
 def _split(kernel: Any, keys: int, item: int) -> Any:
@@ -232,13 +408,7 @@ def _split(kernel: Any, keys: int, item: int) -> Any:
     threads = torch.get_num_threads()
     if threads <= 1:
         return kernel
-    key = (os.getpid(), threads)
-    with _pools_lock:
-        if key not in _pools:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
-        pool = _pools[key]
+    pool = _pool(threads)
 
     def call(s: int, dp: int, lse: int, row0: int, rows: int, *fixed: Any) -> None:
         if rows < 2 or rows * keys < SPLIT_MIN:
@@ -257,9 +427,10 @@ def _split(kernel: Any, keys: int, item: int) -> Any:
             )
             for r in range(per, rows, per)
         ]
-        kernel(s, dp, lse, row0, per, *fixed)
-        for part in parts:
-            part.result()
+        try:
+            kernel(s, dp, lse, row0, per, *fixed)
+        finally:
+            _join(parts)
 
     return call
 
@@ -309,6 +480,11 @@ def forward(
     out = q.new_empty((n, length, v.shape[2]))
     kk = keep_count(dropout_p)
     a = scale_for(kk, torch, q.dtype)  # the compute dtype's, as the JAX and Triton kernels
+    mm = _mm_kernel(q, v)
+    if mm is not None:
+        q, k, v = (t.contiguous() for t in (q, k, v))
+        _forward_mm(mm, q, k, v, bias, out, lse, (scale, is_causal, seed, step, kk, a))
+        return out.to(dtype), lse
     kernel = _fused_kernel(q)
     if kernel is not None:
         _forward_fused(kernel, q, k, v, bias, out, lse, (scale, is_causal, seed, step, kk, a))
@@ -395,14 +571,20 @@ def backward(
     n, length, _ = q.shape
     keys = k.shape[1]
     dout = dout.detach().to(q.dtype).contiguous()
-    dq = torch.empty_like(q) if keys else torch.zeros_like(q)  # every row is written where there are keys
-    dk = torch.zeros_like(k)
-    dv = torch.zeros_like(v)
+    contiguous = torch.contiguous_format  # the compiled routines index them as C-contiguous
+    # every row of dq is written where there are keys
+    dq = torch.empty_like(q, memory_format=contiguous) if keys else torch.zeros_like(q)
+    dk = torch.zeros_like(k, memory_format=contiguous)
+    dv = torch.zeros_like(v, memory_format=contiguous)
     dbias = None if bias is None else torch.zeros_like(bias[0])
     kk = keep_count(dropout_p)
     a = scale_for(kk, torch, q.dtype)
     kernel = _fused_kernel(q)
-    if kernel is not None and keys:
+    mm = None if bias_grad else _mm_kernel(q, v)
+    if mm is not None and keys:
+        q, k, v = (t.contiguous() for t in (q, k, v))
+        _backward_mm(mm, q, k, v, bias, (dout, lse, dq, dk, dv, None), (scale, is_causal, seed, step, kk, a))
+    elif kernel is not None and keys:
         grads_of = (dout, lse, dq, dk, dv, dbias if bias_grad else None)
         _backward_fused(kernel, q, k, v, bias, grads_of, (scale, is_causal, seed, step, kk, a))
     elif keys:

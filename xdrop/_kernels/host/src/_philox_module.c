@@ -12,6 +12,9 @@
  *                   seed, step, k, a)                                       (and _f64_)
  * attention_ runs one block of the attention operator (xd_attn in
  * philox_dropout.c): forward where dp is 0, else backward; bias 0 for none.
+ * With AVX-512 also attention_mm_f32_avx512(q, k, v, dout, out, lse, dq, E, Ev,
+ * parts, count, parallel, threads, L, S, ...as attention_ from L): parts of
+ * problems and rows, the products included (xd_attn_mm_run).
  * The address forms release the GIL for large n, so threads run in parallel;
  * the _buf forms take two C-contiguous buffers (NumPy arrays) of the same
  * byte length and spare the caller fetching addresses: per-call cost is what
@@ -141,16 +144,15 @@ static int xd_double_arg(PyObject *o, double *v) {
     return (*v == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* The block of an attention_ call: (s, dp, lse) addresses and its xd_attn. */
-static int xd_attn_args(const char *name, PyObject *const *args, Py_ssize_t nargs, void *buf[3], xd_attn *p) {
+/* args[0 ..) as xd_attn's fields from L on: (L, S, scale, bias, so, si, sl, ss, inner, causal, seed, step,
+ * k, a), the 14 arguments every attention call ends with. */
+static int xd_attn_fields(const char *name, PyObject *const *args, xd_attn *p) {
     void *bias;
-    if (xd_check_nargs(name, nargs, 19) || xd_address(args[0], &buf[0]) || xd_address(args[1], &buf[1])
-        || xd_address(args[2], &buf[2]) || xd_u64_arg(args[3], &p->row0) || xd_u64_arg(args[4], &p->rows)
-        || xd_u64_arg(args[5], &p->length) || xd_u64_arg(args[6], &p->keys) || xd_double_arg(args[7], &p->scale)
-        || xd_address(args[8], &bias) || xd_i64_arg(args[9], &p->so) || xd_i64_arg(args[10], &p->si)
-        || xd_i64_arg(args[11], &p->sl) || xd_i64_arg(args[12], &p->ss) || xd_u64_arg(args[13], &p->inner)
-        || (p->causal = PyObject_IsTrue(args[14])) < 0 || xd_u64_arg(args[15], &p->seed)
-        || xd_u64_arg(args[16], &p->step) || xd_u64_arg(args[17], &p->k) || xd_double_arg(args[18], &p->a))
+    if (xd_u64_arg(args[0], &p->length) || xd_u64_arg(args[1], &p->keys) || xd_double_arg(args[2], &p->scale)
+        || xd_address(args[3], &bias) || xd_i64_arg(args[4], &p->so) || xd_i64_arg(args[5], &p->si)
+        || xd_i64_arg(args[6], &p->sl) || xd_i64_arg(args[7], &p->ss) || xd_u64_arg(args[8], &p->inner)
+        || (p->causal = PyObject_IsTrue(args[9])) < 0 || xd_u64_arg(args[10], &p->seed)
+        || xd_u64_arg(args[11], &p->step) || xd_u64_arg(args[12], &p->k) || xd_double_arg(args[13], &p->a))
         return -1;
     p->bias = bias;
     if (p->length == 0 || p->inner == 0) {
@@ -159,6 +161,14 @@ static int xd_attn_args(const char *name, PyObject *const *args, Py_ssize_t narg
         return -1;
     }
     return 0;
+}
+
+/* The block of an attention_ call: (s, dp, lse) addresses and its xd_attn. */
+static int xd_attn_args(const char *name, PyObject *const *args, Py_ssize_t nargs, void *buf[3], xd_attn *p) {
+    if (xd_check_nargs(name, nargs, 19) || xd_address(args[0], &buf[0]) || xd_address(args[1], &buf[1])
+        || xd_address(args[2], &buf[2]) || xd_u64_arg(args[3], &p->row0) || xd_u64_arg(args[4], &p->rows))
+        return -1;
+    return xd_attn_fields(name, args + 5, p);
 }
 
 /* One variant's attention_ wrappers: forward where dp is 0, else backward; the GIL released. */
@@ -185,6 +195,40 @@ XD_WRAP_ATTENTION(_avx512, float, 32)
 XD_WRAP_ATTENTION(_avx512, double, 64)
 XD_WRAP_VARIANT(_avx2)
 XD_WRAP_VARIANT(_avx512)
+
+/* attention_mm_f32_avx512(q, k, v, dout, out, lse, dq, E, Ev, parts, count, parallel, threads,
+ * <xd_attn_fields>): the parts (count x 6 int64 at address parts, see xd_attn_mm_run) of the attention
+ * operator with xdrop's own products, forward where dout is 0, else backward; on `threads` threads through
+ * the OpenMP entry point at address parallel (0: the calling thread alone); the GIL released. */
+static PyObject *xd_attention_mm_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    void *a[8];
+    xd_u64 v[4];
+    xd_attn p = {0};
+    xd_attn_io t = {0};
+    int rc;
+    if (xd_check_nargs("attention_mm_f32", nargs, 27)) return NULL;
+    for (int i = 0; i < 7; i++)
+        if (xd_address(args[i], &a[i])) return NULL;
+    void *parallel;
+    if (xd_u64_args(args, 7, 2, v) || xd_address(args[9], &a[7]) || xd_u64_args(args, 10, 1, &v[2])
+        || xd_address(args[11], &parallel) || xd_u64_args(args, 12, 1, &v[3])
+        || xd_attn_fields("attention_mm_f32", args + 13, &p))
+        return NULL;
+    if (v[0] % 16 || v[1] % 16 || v[0] == 0 || v[1] == 0) {
+        PyErr_Format(PyExc_ValueError, "attention_mm_f32: E and Ev must be positive multiples of 16, got %llu and %llu",
+                     (unsigned long long)v[0], (unsigned long long)v[1]);
+        return NULL;
+    }
+    t.q = (const float *)a[0], t.k = (const float *)a[1], t.v = (const float *)a[2], t.dout = (const float *)a[3];
+    t.out = (float *)a[4], t.lse = (float *)a[5], t.dq = (float *)a[6];
+    t.e = v[0], t.ev = v[1];
+    xd_parallel_fn fn;
+    memcpy(&fn, &parallel, sizeof fn);
+    Py_BEGIN_ALLOW_THREADS rc = xd_attn_mm_run(&p, &t, (const int64_t *)a[7], v[2], t.dout != NULL, fn, (unsigned)v[3]);
+    Py_END_ALLOW_THREADS if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
 #endif
 
 static PyObject *xd_variants_py(PyObject *self, PyObject *unused) {
@@ -228,6 +272,7 @@ static PyMethodDef xd_methods[] = {
 #ifdef XD_HAVE_AVX2
     XD_METHODS("_avx2", _avx2),
     XD_METHODS("_avx512", _avx512),
+    XD_FAST("attention_mm_f32_avx512", xd_attention_mm_py, "Problems and rows of float32 attention, own products."),
 #endif
     {NULL, NULL, 0, NULL},
 };
