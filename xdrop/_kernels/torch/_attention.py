@@ -52,6 +52,7 @@ import os
 import threading
 from collections.abc import Iterator
 from functools import partial
+from itertools import pairwise
 from typing import Any, cast
 
 import torch
@@ -242,10 +243,10 @@ def _mm_parts(n: int, length: int) -> list[tuple[int, int, int, int]]:
     want = max(1, torch.get_num_threads()) * MM_CALLS_PER_THREAD
     if n >= want:
         cuts = [n * t // want for t in range(want + 1)]
-        return [(a, b, 0, length) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        return [(a, b, 0, length) for a, b in pairwise(cuts) if b > a]
     per = -(-want // n)
     cuts = [length * t // per for t in range(per + 1)]
-    return [(i, i + 1, a, b) for i in range(n) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+    return [(i, i + 1, a, b) for i in range(n) for a, b in pairwise(cuts) if b > a]
 
 
 def _openmp_parallel() -> int:
@@ -304,7 +305,9 @@ def _forward_mm(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse: A
     _run_mm(kernel, tensors, parts, _fused_args(q, k, bias, args))
 
 
-def _backward_mm(kernel: Any, q: Any, k: Any, v: Any, bias: Any, grads_of: tuple[Any, ...], args: tuple[Any, ...]) -> None:
+def _backward_mm(
+    kernel: Any, q: Any, k: Any, v: Any, bias: Any, grads_of: tuple[Any, ...], args: tuple[Any, ...]
+) -> None:
     """Write ``dq`` and accumulate ``dk``, ``dv`` with the compiled routine, products included. Where a
     problem's rows are split into parts, each part adds into its own ``dk``, ``dv``, summed after."""
     dout, lse, dq, dk, dv, _ = grads_of
