@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from itertools import pairwise
 from typing import Any, cast
@@ -284,7 +284,7 @@ def _gomp_address(folder: str) -> int:
     return 0
 
 
-def _run_mm(kernel: Any, tensors: tuple[int, ...], parts: list[tuple[int, ...]], fixed: tuple[Any, ...]) -> None:
+def _run_mm(kernel: Any, tensors: tuple[int, ...], parts: Sequence[tuple[int, ...]], fixed: tuple[Any, ...]) -> None:
     """The parts (``(n0, n1, i0, i1, dk address, dv address)``) through the compiled routine, on torch's
     threads: its OpenMP runtime's where found, else a pool of Python threads, one call per part."""
     table = torch.tensor(parts, dtype=torch.int64)
