@@ -1051,23 +1051,49 @@ static void xd_transpose_f32(const float *src, xd_u64 rows, xd_u64 cols, float *
         ROW_CALL;                                                                                              \
     }
 
-/* What both directions set up: sizes, the tile's rows, the stream, the buffers (NULL-checked by the caller). */
-#define XD_MM_SETUP                                                                                      \
-    xd_u64 L = p->length, S = p->keys, E = t->e, Ev = t->ev, S16 = (S + 15) / 16 * 16;                  \
-    xd_u64 R = XD_MM_TILE / S16 < 6 ? 6 : XD_MM_TILE / S16;                                              \
-    int none = p->k == 0, drop = !none && !(p->k >> 32);                                                 \
-    const float *bias = (const float *)p->bias;                                                          \
-    xd_ctx_avx512 xd_c;                                                                                  \
-    xd_ctx_avx512_init(&xd_c, p->seed, p->step, drop ? p->k : 1);                                        \
-    float *kt = (float *)malloc(E * S16 * sizeof(float)), *s = (float *)malloc(R * S16 * sizeof(float)); \
-    float *w = (float *)malloc(S16 * sizeof(float));                                                     \
-    xd_u32 *keep = (xd_u32 *)malloc(S16 * sizeof(xd_u32))
+/* Rows of a tile: XD_MM_TILE floats of scores (at least 6 rows, one microkernel's). */
+static inline xd_u64 xd_mm_rows(xd_u64 s16) { return XD_MM_TILE / s16 < 6 ? 6 : XD_MM_TILE / s16; }
 
-/* Forward: out and lse of the call's rows. Returns -1 when its buffers cannot be allocated, else 0. */
-XD_AVX512 int xd_attn_mm_fwd_f32(const xd_attn *p, const xd_attn_io *t) {
+/* A thread's buffers for one call, allocated once and used by each of the parts it takes: kt and vt
+ * (E x S16, Ev x S16: k and v transposed), s and dp (a tile's scores and their gradient), w and keep
+ * (one row's weights and keep masks). */
+typedef struct {
+    float *kt, *vt, *s, *dp, *w;
+    xd_u32 *keep;
+    void *block;
+} xd_attn_ws;
+
+/* Returns -1 when the buffers cannot be allocated, else 0 (free ws->block after). */
+static int xd_attn_ws_alloc(const xd_attn *p, const xd_attn_io *t, xd_attn_ws *ws) {
+    xd_u64 s16 = (p->keys + 15) / 16 * 16, r = xd_mm_rows(s16);
+    xd_u64 sizes[6] = {t->e * s16, t->ev * s16, r * s16, r * s16, s16, s16}, total = 0;
+    for (int i = 0; i < 6; i++) total += (sizes[i] + 15) / 16 * 16; /* each buffer on its own cache lines */
+    float *block = (float *)malloc((size_t)total * sizeof(float));
+    ws->block = block;
+    if (block == NULL) return -1;
+    float **at[6] = {&ws->kt, &ws->vt, &ws->s, &ws->dp, &ws->w, (float **)(void *)&ws->keep};
+    for (int i = 0; i < 6; i++) {
+        *at[i] = block;
+        block += (sizes[i] + 15) / 16 * 16;
+    }
+    return 0;
+}
+
+/* What both directions set up: sizes, the tile's rows, the stream, the thread's buffers. */
+#define XD_MM_SETUP                                                                      \
+    xd_u64 L = p->length, S = p->keys, E = t->e, Ev = t->ev, S16 = (S + 15) / 16 * 16;  \
+    xd_u64 R = xd_mm_rows(S16);                                                          \
+    int none = p->k == 0, drop = !none && !(p->k >> 32);                                 \
+    const float *bias = (const float *)p->bias;                                          \
+    xd_ctx_avx512 xd_c;                                                                  \
+    xd_ctx_avx512_init(&xd_c, p->seed, p->step, drop ? p->k : 1);                        \
+    float *kt = ws->kt, *s = ws->s, *w = ws->w;                                          \
+    xd_u32 *keep = ws->keep
+
+/* Forward: out and lse of the call's rows. */
+XD_AVX512 static void xd_attn_mm_fwd_f32(const xd_attn *p, const xd_attn_io *t, const xd_attn_ws *ws) {
     XD_MM_SETUP;
-    int rc = -1;
-    if (kt == NULL || s == NULL || w == NULL || keep == NULL) goto done;
+    (void)w;
     for (xd_u64 n = t->n0; n < t->n1; n++) {
         const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;
         xd_transpose_f32(kn, S, E, kt, S16);
@@ -1079,22 +1105,12 @@ XD_AVX512 int xd_attn_mm_fwd_f32(const xd_attn *p, const xd_attn_io *t) {
             xd_gemm512(rows, Ev, jmax, s, (int64_t)S16, 1, vn, (int64_t)Ev, t->out + f0 * Ev, (int64_t)Ev, 1.0f, 0);
         }
     }
-    rc = 0;
-done:
-    free(kt);
-    free(s);
-    free(w);
-    free(keep);
-    return rc;
 }
 
 /* Backward: dq of the call's rows written, their terms added into dk and dv. */
-XD_AVX512 int xd_attn_mm_bwd_f32(const xd_attn *p, const xd_attn_io *t) {
+XD_AVX512 static void xd_attn_mm_bwd_f32(const xd_attn *p, const xd_attn_io *t, const xd_attn_ws *ws) {
     XD_MM_SETUP;
-    int rc = -1;
-    float *vt = (float *)malloc(Ev * S16 * sizeof(float)), *dp = (float *)malloc(R * S16 * sizeof(float));
-    float sc = (float)p->scale;
-    if (kt == NULL || s == NULL || w == NULL || keep == NULL || vt == NULL || dp == NULL) goto done;
+    float *vt = ws->vt, *dp = ws->dp, sc = (float)p->scale;
     for (xd_u64 n = t->n0; n < t->n1; n++) {
         const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;
         float *dkn = t->dk + (n - t->n0) * S * E, *dvn = t->dv + (n - t->n0) * S * Ev;
@@ -1114,19 +1130,8 @@ XD_AVX512 int xd_attn_mm_bwd_f32(const xd_attn *p, const xd_attn_io *t) {
             xd_gemm512(jmax, E, rows, dp, 1, (int64_t)S16, qt, (int64_t)E, dkn, (int64_t)E, sc, 1);
         }
     }
-    rc = 0;
-done:
-    free(kt);
-    free(s);
-    free(w);
-    free(keep);
-    free(vt);
-    free(dp);
-    return rc;
 }
-#endif
 
-#ifdef XD_HAVE_AVX2
 /* A call's parts: part j covers problems parts[6j] .. parts[6j + 1] - 1, rows parts[6j + 2] ..
  * parts[6j + 3] - 1, its dk and dv at the addresses parts[6j + 4] and parts[6j + 5]. Threads take the
  * next part not yet taken until none is left. */
@@ -1142,16 +1147,24 @@ typedef struct {
 
 static void xd_attn_mm_work(void *arg) {
     xd_attn_mm_job *job = (xd_attn_mm_job *)arg;
+    xd_attn_ws ws;
+    if (xd_attn_ws_alloc(job->p, job->t, &ws) != 0) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED); /* the other threads stop too */
+        return;
+    }
     for (;;) {
         xd_u64 j = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
-        if (j >= job->count || __atomic_load_n(&job->failed, __ATOMIC_RELAXED)) return;
+        if (j >= job->count || __atomic_load_n(&job->failed, __ATOMIC_RELAXED)) break;
         const int64_t *a = job->parts + 6 * j;
         xd_attn_io t = *job->t;
         t.n0 = (xd_u64)a[0], t.n1 = (xd_u64)a[1], t.i0 = (xd_u64)a[2], t.i1 = (xd_u64)a[3];
         t.dk = (float *)(intptr_t)a[4], t.dv = (float *)(intptr_t)a[5];
-        if ((job->backward ? xd_attn_mm_bwd_f32(job->p, &t) : xd_attn_mm_fwd_f32(job->p, &t)) != 0)
-            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        if (job->backward)
+            xd_attn_mm_bwd_f32(job->p, &t, &ws);
+        else
+            xd_attn_mm_fwd_f32(job->p, &t, &ws);
     }
+    free(ws.block);
 }
 
 /* GOMP_parallel's type: the OpenMP runtime's entry point that runs fn(data) on a team of threads (the
@@ -1160,7 +1173,8 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
 
 /* The call's parts on `threads` threads: through `parallel` (the runtime torch's intra-op threads belong
  * to, whose idle threads spin for a while after each operation and would take the cores from threads of
- * ours), or on the calling thread alone where it is NULL. Returns -1 if a part failed to allocate. */
+ * ours), or on the calling thread alone where it is NULL. Returns -1 if a thread could not allocate its
+ * buffers (then parts may be left undone). */
 int xd_attn_mm_run(const xd_attn *p, const xd_attn_io *t, const int64_t *parts, xd_u64 count, int backward,
                    xd_parallel_fn parallel, unsigned threads) {
     xd_attn_mm_job job = {p, t, parts, count, backward, 0, 0};
