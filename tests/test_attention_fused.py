@@ -12,6 +12,8 @@ included, for each bias form the operator takes.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -192,7 +194,7 @@ def test_own_products_equal_the_torch_operations(shape, openmp, monkeypatch):
     lib = _own_products()
     monkeypatch.setattr(_native, "library", lambda variant=None: lib)
     if not openmp:
-        monkeypatch.setattr(_attention_torch, "_gomp", [0])
+        monkeypatch.setattr(_attention_torch, "_gomp", [(os.getpid(), 0)])
     n, L, S, E, Ev = shape
     g = torch.Generator().manual_seed(5)
     q, k = torch.randn(n, L, E, generator=g), torch.randn(n, S, E, generator=g)
@@ -231,3 +233,39 @@ def test_own_products_mask_bits_and_half_types(monkeypatch):
         want = xdrop.keep_mask((N, L, S), 0.3, seed=SEED, step=STEP, xp=np)
         assert np.array_equal((out != 0).numpy(), want), dtype
     assert len(calls) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_own_products_in_a_forked_child(monkeypatch):
+    """In a process forked after the routine ran on torch's OpenMP threads, it runs on Python threads:
+    GNU OpenMP's threads do not survive a fork, and a parallel region there waits for them for ever."""
+    import time
+
+    lib = _own_products()
+    monkeypatch.setattr(_native, "library", lambda variant=None: lib)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(6)
+        q, k, v = (torch.randn(2, 12, 16, generator=g) for _ in range(3))
+        want, _ = _attention_torch.forward(q, k, v, None, 0.25, SCALE, SEED, STEP, False)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: no torch operation large enough to start a parallel region of torch's
+            try:
+                got, _ = _attention_torch.forward(q, k, v, None, 0.25, SCALE, SEED, STEP, False)
+                os.write(write, b"1" if np.array_equal(got.numpy(), want.numpy()) else b"0")
+            finally:
+                os._exit(0)
+        os.close(write)
+        deadline = time.monotonic() + 60
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child's attention call did not return within 60 s")
+            time.sleep(0.05)
+        assert os.read(read, 1) == b"1"
+        os.close(read)
+    finally:
+        torch.set_num_threads(before)

@@ -255,8 +255,11 @@ def _openmp_parallel() -> int:
     Threads of that runtime spin for a while after each torch operation; threads of ours started beside
     them would share the cores with the spinning ones (measured: the backward at L = 256 took longer on two
     threads than on one). Found where torch runs OpenMP and its runtime is a library file in torch's folder
-    (the Linux wheels' ``libgomp``); elsewhere 0, and the parts run on a pool of Python threads.
+    (the Linux wheels' ``libgomp``); elsewhere 0, and the parts run on a pool of Python threads. 0 also in a
+    process forked from the one that found it: GNU OpenMP's threads do not survive a fork, and a parallel
+    region there would wait for them for ever (as torch's own operations do).
     """
+    pid = os.getpid()
     if not _gomp:
         address = 0
         try:
@@ -264,11 +267,12 @@ def _openmp_parallel() -> int:
                 address = _gomp_address(os.path.dirname(torch.__file__))
         except (OSError, AttributeError):
             address = 0
-        _gomp.append(address)
-    return _gomp[0]
+        _gomp.append((pid, address))
+    found_in, address = _gomp[0]
+    return address if found_in == pid else 0
 
 
-_gomp: list[int] = []
+_gomp: list[tuple[int, int]] = []
 
 
 def _gomp_address(folder: str) -> int:
