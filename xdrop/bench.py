@@ -196,6 +196,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
     report: dict[str, Any] = {"results": [], "ratios": [], "memory": [], "saved": [], "skipped": {}, "devices": {}}
     rows: list[Row] = []
+    default_threads: int | None = None  # torch's own thread count, which the attention rows run with
     for backend in backends:
         loaded = _load(backend)
         if isinstance(loaded, str):
@@ -204,6 +205,8 @@ def main(args: argparse.Namespace) -> int:
             continue
         lib, device, sync = loaded
         if backend in ("numpy", "torch") and "torch" in sys.modules:
+            if default_threads is None:
+                default_threads = sys.modules["torch"].get_num_threads()
             sys.modules["torch"].set_num_threads(TORCH_CPU_THREADS)  # per-call rows: one thread (see meta)
         default = QUICK_SIZES if args.quick else GPU_SIZES if backend in GPU_BACKENDS else CPU_SIZES
         sizes = args.sizes or [int(s) for s in default.split(",")]
@@ -241,6 +244,8 @@ def main(args: argparse.Namespace) -> int:
         report["converted_model"] = converted_model_steps(sys.modules["torch"], steps)
     attention_backend = "torch-cuda" if args.attention_device == "cuda" else "torch"
     if attention_backend in backends and attention_backend not in report["skipped"] and args.attention_lengths != []:
+        if default_threads is not None:  # attention as it trains: on torch's default threads, both sides
+            sys.modules["torch"].set_num_threads(default_threads)
         report["attention"] = _bench_attention.run(args, sys.modules["torch"])  # hook: the attention rows
     _bench_attention_jax.add_to(report, args)  # hook: the JAX attention rows (xdrop/_cli/bench/_attention_jax.py)
     runs = args.first_call_runs

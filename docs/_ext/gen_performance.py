@@ -288,9 +288,11 @@ def attention_tables(data: dict[str, Any]) -> list[str]:
             math = f"{_ms(t['torch-math'])} ({x['vs-torch-math']:.2f}x)"
             rows.append([str(r["L"]), busy, _ms(t["xdrop"]), math, fused, mask])
         header = ["L = S", "busy processes", "xdrop ms", "torch math ms (ratio)", "torch fused, p = 0, ms (ratio)"]
+        threads = section.get("meta", {}).get("torch_threads")
+        on = f"{threads} torch thread{'s' if threads != 1 else ''}; " if threads else ""
         out.append(
             f"**Attention, forward + backward** (batch {ab[0]['batch']}, {ab[0]['heads']} heads, E = {ab[0]['E']}, "
-            f"{ab[0]['dtype']}, dropout_p = {ab[0]['p']}; medians, the calls alternating in one process; "
+            f"{ab[0]['dtype']}, dropout_p = {ab[0]['p']}; {on}medians, the calls alternating in one process; "
             "ratio: xdrop over the peer, "
             "below 1x: xdrop is faster)\n"
         )

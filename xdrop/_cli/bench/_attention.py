@@ -294,9 +294,10 @@ def format_table(section: dict[str, Any]) -> str:
         )
     ab = section.get("ab", []) + section.get("loaded", [])
     if ab:
+        threads = section["meta"].get("torch_threads")
         lines.append(
-            f"attention A/B, fwd+bwd, alternating (batch {AB_BATCH}, 8 heads, E = 64, float32, dropout_p = 0.1): "
-            "ms, and xdrop's ratios"
+            f"attention A/B, fwd+bwd, alternating (batch {AB_BATCH}, 8 heads, E = 64, float32, dropout_p = 0.1, "
+            f"{threads} torch thread(s)): ms, and xdrop's ratios"
         )
     for r in ab:
         times = ", ".join(f"{name} {s * 1e3:.1f}" for name, s in r["forward_backward_s"].items())
