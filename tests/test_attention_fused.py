@@ -172,11 +172,12 @@ def test_rows_split_across_threads_give_the_same_bits(threads, monkeypatch):
         assert torch.equal(a, b)
 
 
-def _own_products():
-    """The avx512 variant's routine with its own products, or a skip where this CPU or build has none."""
-    lib = _native.library("avx512")
+@pytest.fixture(params=["avx512", "avx2"])
+def own_products(request):
+    """A variant's routine with its own products, or a skip where this CPU does not run the variant."""
+    lib = _native.library(request.param)
     if lib is None or lib.attention_mm is None:
-        pytest.skip(f"the own-products routine is the avx512 variant's (this CPU runs {_native.build_info().variants})")
+        pytest.skip(f"compiled variant {request.param!r} not available (this CPU runs {_native.build_info().variants})")
     return lib
 
 
@@ -187,11 +188,11 @@ MM_SHAPES = [(6, 13, 16, 16, 32), (6, 7, 1, 16, 16), (6, 9, 37, 32, 16), (2, 70,
 
 @pytest.mark.parametrize("shape", MM_SHAPES, ids=str)
 @pytest.mark.parametrize("openmp", [True, False], ids=["openmp", "python-threads"])
-def test_own_products_equal_the_torch_operations(shape, openmp, monkeypatch):
+def test_own_products_equal_the_torch_operations(own_products, shape, openmp, monkeypatch):
     """The routine that also runs the products (float32, E and Ev multiples of 16) against every block
     through torch operations: the same mask bits, values within a few float32 roundings, for each bias
     form, causal or not, p = 0, 0.25 and 1, on two threads through torch's OpenMP runtime or Python's."""
-    lib = _own_products()
+    lib = own_products
     monkeypatch.setattr(_native, "library", lambda variant=None: lib)
     if not openmp:
         monkeypatch.setattr(_attention_torch, "_gomp", [(os.getpid(), 0)])
@@ -218,13 +219,13 @@ def test_own_products_equal_the_torch_operations(shape, openmp, monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_own_products_mask_bits_and_half_types(monkeypatch):
+def test_own_products_mask_bits_and_half_types(own_products, monkeypatch):
     """Its keep decisions are stream v1's at ``(n L + i) S + j`` (v the identity: out is the dropped
     weights), and float16 / bfloat16 inputs (computed in float32) take it too."""
-    lib = _own_products()
+    lib = own_products
     monkeypatch.setattr(_native, "library", lambda variant=None: lib)
-    calls = []
-    monkeypatch.setattr(lib, "attention_mm", lambda *a: calls.append(1) or lib.handle.attention_mm_f32_avx512(*a))
+    calls, routine = [], lib.attention_mm
+    monkeypatch.setattr(lib, "attention_mm", lambda *a: calls.append(1) or routine(*a))
     L, S = 20, 32
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         q = torch.zeros(N, L, 16, dtype=dtype)
@@ -236,12 +237,12 @@ def test_own_products_mask_bits_and_half_types(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
-def test_own_products_in_a_forked_child(monkeypatch):
+def test_own_products_in_a_forked_child(own_products, monkeypatch):
     """In a process forked after the routine ran on torch's OpenMP threads, it runs on Python threads:
     GNU OpenMP's threads do not survive a fork, and a parallel region there waits for them for ever."""
     import time
 
-    lib = _own_products()
+    lib = own_products
     monkeypatch.setattr(_native, "library", lambda variant=None: lib)
     before = torch.get_num_threads()
     torch.set_num_threads(2)

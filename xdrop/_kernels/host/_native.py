@@ -55,9 +55,9 @@ class Kernels:
     character and raises ``ValueError`` when their sizes differ.
     ``attention[itemsize](s, dp, lse, ...)`` runs one float32 (4) or float64
     (8) block of the attention operator in place (``xdrop._kernels.torch._attention``);
-    ``attention_mm(q, k, v, dout, out, lse, dq, dk, dv, E, Ev, n0, n1, i0, i1, ...)``
-    runs problems and rows of it with the products included (float32, avx512
-    only; ``None`` for the other variants).
+    ``attention_mm(q, k, v, dout, out, lse, dq, E, Ev, parts, count, parallel,
+    threads, ...)`` runs parts of it with the products included (float32; the
+    avx512 and avx2 variants, ``None`` for base).
     """
 
     def __init__(self, module: ModuleType, variant: str) -> None:
@@ -75,7 +75,7 @@ class Kernels:
             4: getattr(module, f"attention_f32_{variant}"),
             8: getattr(module, f"attention_f64_{variant}"),
         }
-        # Whole problems of float32 attention with the kernel's own products: the avx512 variant only.
+        # Parts of float32 attention with the kernel's own products: the avx512 and avx2 variants.
         self.attention_mm: Any = getattr(module, f"attention_mm_f32_{variant}", None)
 
 

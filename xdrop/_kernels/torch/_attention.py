@@ -216,7 +216,7 @@ def _fused_kernel(q: Any) -> Any:
 
 
 # Float32 problems with feature sizes that are multiples of 16 through the compiled routine with xdrop's
-# own products (``attention_mm``, the avx512 variant's), where it is built; False: the blocks above.
+# own products (``attention_mm``: the avx512 and avx2 variants'), where it is built; False: the blocks above.
 OWN_PRODUCTS = True
 
 

@@ -12,7 +12,7 @@
  *                   seed, step, k, a)                                       (and _f64_)
  * attention_ runs one block of the attention operator (xd_attn in
  * philox_dropout.c): forward where dp is 0, else backward; bias 0 for none.
- * With AVX-512 also attention_mm_f32_avx512(q, k, v, dout, out, lse, dq, E, Ev,
+ * For avx512 and avx2 also attention_mm_f32_V(q, k, v, dout, out, lse, dq, E, Ev,
  * parts, count, parallel, threads, L, S, ...as attention_ from L): parts of
  * problems and rows, the products included (xd_attn_mm_run).
  * The address forms release the GIL for large n, so threads run in parallel;
@@ -196,12 +196,12 @@ XD_WRAP_ATTENTION(_avx512, double, 64)
 XD_WRAP_VARIANT(_avx2)
 XD_WRAP_VARIANT(_avx512)
 
-/* attention_mm_f32_avx512(q, k, v, dout, out, lse, dq, E, Ev, parts, count, parallel, threads,
+/* attention_mm_f32_V(q, k, v, dout, out, lse, dq, E, Ev, parts, count, parallel, threads,
  * <xd_attn_fields>): the parts (count x 6 int64 at address parts, see xd_attn_mm_run) of the attention
  * operator with xdrop's own products, forward where dout is 0, else backward; on `threads` threads through
- * the OpenMP entry point at address parallel (0: the calling thread alone); the GIL released. */
-static PyObject *xd_attention_mm_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
+ * the OpenMP entry point at address parallel (0: the calling thread alone); the GIL released. V: avx512
+ * or avx2. */
+static PyObject *xd_attention_mm(PyObject *const *args, Py_ssize_t nargs, int avx512) {
     void *a[8];
     xd_u64 v[4];
     xd_attn p = {0};
@@ -225,9 +225,18 @@ static PyObject *xd_attention_mm_py(PyObject *self, PyObject *const *args, Py_ss
     t.e = v[0], t.ev = v[1];
     xd_parallel_fn fn;
     memcpy(&fn, &parallel, sizeof fn);
-    Py_BEGIN_ALLOW_THREADS rc = xd_attn_mm_run(&p, &t, (const int64_t *)a[7], v[2], t.dout != NULL, fn, (unsigned)v[3]);
+    Py_BEGIN_ALLOW_THREADS rc = (avx512 ? xd_attn_mm_run_avx512 : xd_attn_mm_run_avx2)(&p, &t, (const int64_t *)a[7], v[2], t.dout != NULL, fn,
+                                                                (unsigned)v[3]);
     Py_END_ALLOW_THREADS if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+static PyObject *xd_attention_mm_py_avx512(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    return xd_attention_mm(args, nargs, 1);
+}
+static PyObject *xd_attention_mm_py_avx2(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    return xd_attention_mm(args, nargs, 0);
 }
 #endif
 
@@ -272,7 +281,8 @@ static PyMethodDef xd_methods[] = {
 #ifdef XD_HAVE_AVX2
     XD_METHODS("_avx2", _avx2),
     XD_METHODS("_avx512", _avx512),
-    XD_FAST("attention_mm_f32_avx512", xd_attention_mm_py, "Problems and rows of float32 attention, own products."),
+    XD_FAST("attention_mm_f32_avx512", xd_attention_mm_py_avx512, "Parts of float32 attention, own products."),
+    XD_FAST("attention_mm_f32_avx2", xd_attention_mm_py_avx2, "Parts of float32 attention, own products."),
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -956,14 +956,14 @@ XD_ATTN_KERNELS(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_c
 #endif
 
 #ifdef XD_HAVE_AVX2
-/* ---- Attention with xdrop's own products (AVX-512F, float32): per problem and
- * tile of query rows, q k^T, the row pass above and P v (backward: the five
- * products around xd_attn_bwd_row) in one call, the tile's scores and their
- * gradient (at most XD_MM_TILE floats each) kept in L2 between the products.
- * MKL, which torch's CPU matmuls call, takes its AVX2 code on AMD CPUs: its
- * products ran at 115 GFLOPS per core where AVX-512 FMAs reach 275 (AMD EPYC
- * family 26). The feature sizes E and Ev are multiples of 16; the mask bits
- * are the row pass's, the same as every other path's. */
+/* ---- Attention with xdrop's own products (float32; the avx512 and avx2
+ * variants): per problem and tile of query rows, q k^T, the row pass above and
+ * P v (backward: the five products around xd_attn_bwd_row) in one call, the
+ * tile's scores and their gradient (at most XD_MM_TILE floats each) kept in L2
+ * between the products. MKL, which torch's CPU matmuls call, takes its AVX2 code
+ * on AMD CPUs: its products ran at 115 GFLOPS per core where AVX-512 FMAs reach
+ * 275 (AMD EPYC family 26). The feature sizes E and Ev are multiples of 16; the
+ * mask bits are the row pass's, the same as every other path's. */
 
 /* Floats of one tile's scores: 256 KiB, a quarter of the L2 of the CPUs measured. */
 #define XD_MM_TILE 65536
@@ -978,50 +978,67 @@ typedef struct {
     xd_u64 e, ev, n0, n1, i0, i1;
 } xd_attn_io;
 
-/* C[r][0 .. 16 NV) for r < MR: C = alpha A B (acc 0) or C += alpha A B (acc 1),
- * A(r, x) = a[r * ars + x * aks] for x < kn, B's row x at b + x * ldb. The MR x
- * NV accumulators stay in registers (MR and NV are constants where it is inlined). */
-XD_AVX512 static inline __attribute__((always_inline)) void xd_mk512(int MR, int NV, xd_u64 kn, const float *a,
-                                                                     int64_t ars, int64_t aks, const float *b,
-                                                                     int64_t ldb, float *c, int64_t ldc, float alpha,
-                                                                     int acc) {
-    __m512 t[6][4];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) t[r][v] = _mm512_setzero_ps();
-    for (xd_u64 x = 0; x < kn; x++) {
-        __m512 bv[4];
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + (int64_t)x * ldb + 16 * v);
-        for (int r = 0; r < MR; r++) {
-            __m512 av = _mm512_set1_ps(a[r * ars + (int64_t)x * aks]);
-            for (int v = 0; v < NV; v++) t[r][v] = _mm512_fmadd_ps(av, bv[v], t[r][v]);
-        }
+/* A microkernel NAME(MR, NV, kn, a, ars, aks, b, ldb, c, ldc, alpha, acc) of an ISA whose vector type VT
+ * holds W floats: C[r][0 .. W NV) for r < MR, C = alpha A B (acc 0) or C += alpha A B (acc 1),
+ * A(r, x) = a[r * ars + x * aks] for x < kn, B's row x at b + x * ldb. The MR x NV accumulators stay in
+ * registers (MR and NV are constants where it is inlined: MR <= 6, NV <= NVMAX). MADD(a, b, c) is a * b + c. */
+#define XD_MK_FN(NAME, ATTR, VT, W, NVMAX, LOAD, STORE, SET1, ZERO, MADD, MUL)                                     \
+    ATTR static inline __attribute__((always_inline)) void NAME(int MR, int NV, xd_u64 kn, const float *a,            \
+                                                                int64_t ars, int64_t aks, const float *b, int64_t ldb, \
+                                                                float *c, int64_t ldc, float alpha, int acc) {         \
+        VT t[6][NVMAX];                                                                                               \
+        for (int r = 0; r < MR; r++)                                                                                  \
+            for (int v = 0; v < NV; v++) t[r][v] = ZERO();                                                            \
+        for (xd_u64 x = 0; x < kn; x++) {                                                                             \
+            VT bv[NVMAX];                                                                                             \
+            for (int v = 0; v < NV; v++) bv[v] = LOAD(b + (int64_t)x * ldb + W * v);                                  \
+            for (int r = 0; r < MR; r++) {                                                                            \
+                VT av = SET1(a[r * ars + (int64_t)x * aks]);                                                          \
+                for (int v = 0; v < NV; v++) t[r][v] = MADD(av, bv[v], t[r][v]);                                      \
+            }                                                                                                         \
+        }                                                                                                             \
+        VT al = SET1(alpha);                                                                                          \
+        for (int r = 0; r < MR; r++)                                                                                  \
+            for (int v = 0; v < NV; v++) {                                                                            \
+                float *o = c + r * ldc + W * v;                                                                       \
+                STORE(o, acc ? MADD(t[r][v], al, LOAD(o)) : MUL(t[r][v], al));                                        \
+            }                                                                                                         \
     }
-    __m512 al = _mm512_set1_ps(alpha);
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) {
-            float *o = c + r * ldc + 16 * v;
-            _mm512_storeu_ps(o, acc ? _mm512_fmadd_ps(t[r][v], al, _mm512_loadu_ps(o)) : _mm512_mul_ps(t[r][v], al));
-        }
-}
 
-#define XD_MK_CASE(MR, NV) \
-    case (MR) * 8 + (NV): xd_mk512(MR, NV, kn, a + i * ars, ars, aks, b + j, ldb, c + i * ldc + j, ldc, alpha, acc); break;
-#define XD_MK_ROW(MR) XD_MK_CASE(MR, 1) XD_MK_CASE(MR, 2) XD_MK_CASE(MR, 3) XD_MK_CASE(MR, 4)
+#define XD_FMA512(a, b, c) _mm512_fmadd_ps(a, b, c)
+XD_MK_FN(xd_mk_avx512, XD_AVX512, __m512, 16, 4, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+         XD_FMA512, _mm512_mul_ps)
+/* AVX2 without FMA (the variant's target): a product and a sum, which Zen's separate add pipes run beside
+ * the multiplies. Its 16 registers hold 6 x 2 accumulators. */
+#define XD_MADD256(a, b, c) _mm256_add_ps(_mm256_mul_ps(a, b), c)
+XD_MK_FN(xd_mk_avx2, XD_AVX2, __m256, 8, 2, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_setzero_ps,
+         XD_MADD256, _mm256_mul_ps)
 
-/* C (m x n16, n16 a multiple of 16) = or += alpha A B, A m x kn (strides as xd_mk512), B kn x n16: panels
- * of 64 columns (B's panel stays in L1 or L2), tiles of 6 rows by 64 columns in each. */
-XD_AVX512 static void xd_gemm512(xd_u64 m, xd_u64 n16, xd_u64 kn, const float *a, int64_t ars, int64_t aks,
-                                 const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, int acc) {
-    for (xd_u64 j = 0; j < n16; j += 64) {
-        int nv = n16 - j >= 64 ? 4 : (int)((n16 - j) / 16);
-        for (xd_u64 i = 0; i < m; i += 6) {
-            int mr = m - i >= 6 ? 6 : (int)(m - i);
-            switch (mr * 8 + nv) {
-                XD_MK_ROW(1) XD_MK_ROW(2) XD_MK_ROW(3) XD_MK_ROW(4) XD_MK_ROW(5) XD_MK_ROW(6)
-            }
-        }
+#define XD_MK_CASE(MK, MR, NV)                                                                                     \
+    case (MR) * 8 + (NV):                                                                                          \
+        MK(MR, NV, kn, a + i * ars, ars, aks, b + j, ldb, c + i * ldc + j, ldc, alpha, acc);                       \
+        break;
+#define XD_MK_ROWS(MK, NV) \
+    XD_MK_CASE(MK, 1, NV) XD_MK_CASE(MK, 2, NV) XD_MK_CASE(MK, 3, NV) XD_MK_CASE(MK, 4, NV) XD_MK_CASE(MK, 5, NV) XD_MK_CASE(MK, 6, NV)
+
+/* NAME(m, n16, kn, a, ars, aks, b, ldb, c, ldc, alpha, acc): C (m x n16, n16 a multiple of 16) = or +=
+ * alpha A B, A m x kn (strides as the microkernel's), B kn x n16: panels of W NVMAX columns (B's panel
+ * stays in L1 or L2), tiles of 6 rows in each. CASES lists the microkernel's (MR, NV) cases. */
+#define XD_GEMM_FN(NAME, ATTR, W, NVMAX, CASES)                                                                    \
+    ATTR static void NAME(xd_u64 m, xd_u64 n16, xd_u64 kn, const float *a, int64_t ars, int64_t aks,               \
+                          const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, int acc) {              \
+        for (xd_u64 j = 0; j < n16; j += W * NVMAX) {                                                              \
+            int nv = n16 - j >= W * NVMAX ? NVMAX : (int)((n16 - j) / W);                                          \
+            for (xd_u64 i = 0; i < m; i += 6) {                                                                    \
+                int mr = m - i >= 6 ? 6 : (int)(m - i);                                                            \
+                switch (mr * 8 + nv) { CASES }                                                                     \
+            }                                                                                                      \
+        }                                                                                                          \
     }
-}
+XD_GEMM_FN(xd_gemm_avx512, XD_AVX512, 16, 4,
+           XD_MK_ROWS(xd_mk_avx512, 1) XD_MK_ROWS(xd_mk_avx512, 2) XD_MK_ROWS(xd_mk_avx512, 3)
+               XD_MK_ROWS(xd_mk_avx512, 4))
+XD_GEMM_FN(xd_gemm_avx2, XD_AVX2, 8, 2, XD_MK_ROWS(xd_mk_avx2, 1) XD_MK_ROWS(xd_mk_avx2, 2))
 
 /* dst (cols x ld, row x at dst + x * ld) = src^T for src (rows x cols, row-major), columns rows .. ld - 1
  * zero: 16 source rows at a time, so that each destination row is written 16 floats at a time. */
@@ -1035,21 +1052,6 @@ static void xd_transpose_f32(const float *src, xd_u64 rows, xd_u64 cols, float *
         }
     }
 }
-
-/* The query rows q0 .. q0 + rows - 1 of problem n: keys 0 .. len - 1 unmasked (causal), each row's keep masks drawn into keep
- * and its bias row found, then ROW_CALL. */
-#define XD_MM_ROWS(ROW_CALL)                                                                                   \
-    for (xd_u64 r = 0; r < rows; r++) {                                                                        \
-        xd_u64 qi = q0 + r, f = n * L + qi;                                                                     \
-        xd_u64 len = p->causal && qi + 1 < S ? qi + 1 : S;                                                     \
-        if (drop)                                                                                              \
-            XD_FOR_EACH(xd_keep_chunk_avx512, &xd_c, f * S, len,                                               \
-                        xd_keep_chunk_avx512(&xd_c, xd_at, XD_CHUNK, keep + xd_i0), keep[i] = KEEP);           \
-        const float *b = bias == NULL ? NULL                                                                   \
-                                      : bias + (int64_t)(n / p->inner) * p->so + (int64_t)(n % p->inner) * p->si \
-                                            + (int64_t)qi * p->sl;                                             \
-        ROW_CALL;                                                                                              \
-    }
 
 /* Rows of a tile: XD_MM_TILE floats of scores (at least 6 rows, one microkernel's). */
 static inline xd_u64 xd_mm_rows(xd_u64 s16) { return XD_MM_TILE / s16 < 6 ? 6 : XD_MM_TILE / s16; }
@@ -1079,59 +1081,6 @@ static int xd_attn_ws_alloc(const xd_attn *p, const xd_attn_io *t, xd_attn_ws *w
     return 0;
 }
 
-/* What both directions set up: sizes, the tile's rows, the stream, the thread's buffers. */
-#define XD_MM_SETUP                                                                      \
-    xd_u64 L = p->length, S = p->keys, E = t->e, Ev = t->ev, S16 = (S + 15) / 16 * 16;  \
-    xd_u64 R = xd_mm_rows(S16);                                                          \
-    int none = p->k == 0, drop = !none && !(p->k >> 32);                                 \
-    const float *bias = (const float *)p->bias;                                          \
-    xd_ctx_avx512 xd_c;                                                                  \
-    xd_ctx_avx512_init(&xd_c, p->seed, p->step, drop ? p->k : 1);                        \
-    float *kt = ws->kt, *s = ws->s, *w = ws->w;                                          \
-    xd_u32 *keep = ws->keep
-
-/* Forward: out and lse of the call's rows. */
-XD_AVX512 static void xd_attn_mm_fwd_f32(const xd_attn *p, const xd_attn_io *t, const xd_attn_ws *ws) {
-    XD_MM_SETUP;
-    (void)w;
-    for (xd_u64 n = t->n0; n < t->n1; n++) {
-        const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;
-        xd_transpose_f32(kn, S, E, kt, S16);
-        for (xd_u64 q0 = t->i0; q0 < t->i1; q0 += R) {
-            xd_u64 rows = t->i1 - q0 < R ? t->i1 - q0 : R, f0 = n * L + q0;
-            xd_u64 jmax = p->causal && q0 + rows < S ? q0 + rows : S, j16 = (jmax + 15) / 16 * 16;
-            xd_gemm512(rows, j16, E, t->q + f0 * E, (int64_t)E, 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);
-            XD_MM_ROWS(xd_attn_fwd_row_f32(p, s + r * S16, b, len, drop ? keep : NULL, none, t->lse + f))
-            xd_gemm512(rows, Ev, jmax, s, (int64_t)S16, 1, vn, (int64_t)Ev, t->out + f0 * Ev, (int64_t)Ev, 1.0f, 0);
-        }
-    }
-}
-
-/* Backward: dq of the call's rows written, their terms added into dk and dv. */
-XD_AVX512 static void xd_attn_mm_bwd_f32(const xd_attn *p, const xd_attn_io *t, const xd_attn_ws *ws) {
-    XD_MM_SETUP;
-    float *vt = ws->vt, *dp = ws->dp, sc = (float)p->scale;
-    for (xd_u64 n = t->n0; n < t->n1; n++) {
-        const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;
-        float *dkn = t->dk + (n - t->n0) * S * E, *dvn = t->dv + (n - t->n0) * S * Ev;
-        xd_transpose_f32(kn, S, E, kt, S16);
-        xd_transpose_f32(vn, S, Ev, vt, S16);
-        for (xd_u64 q0 = t->i0; q0 < t->i1; q0 += R) {
-            xd_u64 rows = t->i1 - q0 < R ? t->i1 - q0 : R, f0 = n * L + q0;
-            xd_u64 jmax = p->causal && q0 + rows < S ? q0 + rows : S, j16 = (jmax + 15) / 16 * 16;
-            const float *qt = t->q + f0 * E, *g = t->dout + f0 * Ev;
-            xd_gemm512(rows, j16, E, qt, (int64_t)E, 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);
-            xd_gemm512(rows, j16, Ev, g, (int64_t)Ev, 1, vt, (int64_t)S16, dp, (int64_t)S16, 1.0f, 0);
-            XD_MM_ROWS(xd_attn_bwd_row_f32(p, s + r * S16, dp + r * S16, w, b, len, drop ? keep : NULL, none,
-                                           t->lse[f]))
-            /* s: the dropped weights; dp: dS. dv += s^T dout, dq = scale dS k, dk += scale dS^T q. */
-            xd_gemm512(jmax, Ev, rows, s, 1, (int64_t)S16, g, (int64_t)Ev, dvn, (int64_t)Ev, 1.0f, 1);
-            xd_gemm512(rows, E, jmax, dp, (int64_t)S16, 1, kn, (int64_t)E, t->dq + f0 * E, (int64_t)E, sc, 0);
-            xd_gemm512(jmax, E, rows, dp, 1, (int64_t)S16, qt, (int64_t)E, dkn, (int64_t)E, sc, 1);
-        }
-    }
-}
-
 /* A call's parts: part j covers problems parts[6j] .. parts[6j + 1] - 1, rows parts[6j + 2] ..
  * parts[6j + 3] - 1, its dk and dv at the addresses parts[6j + 4] and parts[6j + 5]. Threads take the
  * next part not yet taken until none is left. */
@@ -1142,48 +1091,121 @@ typedef struct {
     xd_u64 count;
     int backward;
     xd_u64 next; /* the next part to take (atomic) */
-    int failed;  /* a part could not allocate its buffers (atomic) */
+    int failed;  /* a thread could not allocate its buffers (atomic) */
 } xd_attn_mm_job;
-
-static void xd_attn_mm_work(void *arg) {
-    xd_attn_mm_job *job = (xd_attn_mm_job *)arg;
-    xd_attn_ws ws;
-    if (xd_attn_ws_alloc(job->p, job->t, &ws) != 0) {
-        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED); /* the other threads stop too */
-        return;
-    }
-    for (;;) {
-        xd_u64 j = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
-        if (j >= job->count || __atomic_load_n(&job->failed, __ATOMIC_RELAXED)) break;
-        const int64_t *a = job->parts + 6 * j;
-        xd_attn_io t = *job->t;
-        t.n0 = (xd_u64)a[0], t.n1 = (xd_u64)a[1], t.i0 = (xd_u64)a[2], t.i1 = (xd_u64)a[3];
-        t.dk = (float *)(intptr_t)a[4], t.dv = (float *)(intptr_t)a[5];
-        if (job->backward)
-            xd_attn_mm_bwd_f32(job->p, &t, &ws);
-        else
-            xd_attn_mm_fwd_f32(job->p, &t, &ws);
-    }
-    free(ws.block);
-}
 
 /* GOMP_parallel's type: the OpenMP runtime's entry point that runs fn(data) on a team of threads (the
  * caller one of them) and returns when all are done. */
 typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads, unsigned flags);
 
-/* The call's parts on `threads` threads: through `parallel` (the runtime torch's intra-op threads belong
- * to, whose idle threads spin for a while after each operation and would take the cores from threads of
- * ours), or on the calling thread alone where it is NULL. Returns -1 if a thread could not allocate its
- * buffers (then parts may be left undone). */
-int xd_attn_mm_run(const xd_attn *p, const xd_attn_io *t, const int64_t *parts, xd_u64 count, int backward,
-                   xd_parallel_fn parallel, unsigned threads) {
-    xd_attn_mm_job job = {p, t, parts, count, backward, 0, 0};
-    if (parallel != NULL && threads > 1 && count > 1)
-        parallel(xd_attn_mm_work, &job, threads < count ? threads : (unsigned)count, 0);
-    else
-        xd_attn_mm_work(&job);
-    return job.failed ? -1 : 0;
-}
+/* The routines of one variant (names end in SUFFIX; CTX, INIT and CHUNK_FN its keep masks', GEMM its
+ * products'):
+ *   xd_attn_mm_fwd_f32: out and lse of a part's rows;
+ *   xd_attn_mm_bwd_f32: dq of a part's rows written, their terms added into dk and dv;
+ *   xd_attn_mm_run: a call's parts on `threads` threads, through `parallel` (the runtime torch's
+ *     intra-op threads belong to, whose idle threads spin for a while after each operation and would
+ *     take the cores from threads of ours), or on the calling thread alone where it is NULL. Returns -1
+ *     if a thread could not allocate its buffers (then parts may be left undone), else 0.
+ * Rows q0 .. q0 + rows - 1 of problem n go through the row pass with keys 0 .. len - 1 unmasked (causal),
+ * each row's keep masks drawn into keep and its bias row found first. */
+#define XD_ATTN_MM(SUFFIX, ATTR, CTX, INIT, CHUNK_FN, GEMM)                                                        \
+    ATTR static void xd_attn_mm_fwd_f32##SUFFIX(const xd_attn *p, const xd_attn_io *t, const xd_attn_ws *ws) {     \
+        XD_MM_SETUP(CTX, INIT);                                                                                    \
+        for (xd_u64 n = t->n0; n < t->n1; n++) {                                                                   \
+            const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;                                           \
+            xd_transpose_f32(kn, S, E, kt, S16);                                                                   \
+            for (xd_u64 q0 = t->i0; q0 < t->i1; q0 += R) {                                                         \
+                XD_MM_TILE_SETUP;                                                                                  \
+                GEMM(rows, j16, E, t->q + f0 * E, (int64_t)E, 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);      \
+                XD_MM_ROWS(CHUNK_FN, xd_attn_fwd_row_f32(p, s + r * S16, b, len, drop ? keep : NULL, none, t->lse + f)) \
+                GEMM(rows, Ev, jmax, s, (int64_t)S16, 1, vn, (int64_t)Ev, t->out + f0 * Ev, (int64_t)Ev, 1.0f, 0); \
+            }                                                                                                      \
+        }                                                                                                          \
+    }                                                                                                              \
+    ATTR static void xd_attn_mm_bwd_f32##SUFFIX(const xd_attn *p, const xd_attn_io *t, const xd_attn_ws *ws) {     \
+        XD_MM_SETUP(CTX, INIT);                                                                                    \
+        float *vt = ws->vt, *dp = ws->dp, sc = (float)p->scale;                                                    \
+        for (xd_u64 n = t->n0; n < t->n1; n++) {                                                                   \
+            const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;                                           \
+            float *dkn = t->dk + (n - t->n0) * S * E, *dvn = t->dv + (n - t->n0) * S * Ev;                         \
+            xd_transpose_f32(kn, S, E, kt, S16);                                                                   \
+            xd_transpose_f32(vn, S, Ev, vt, S16);                                                                  \
+            for (xd_u64 q0 = t->i0; q0 < t->i1; q0 += R) {                                                         \
+                XD_MM_TILE_SETUP;                                                                                  \
+                const float *qt = t->q + f0 * E, *g = t->dout + f0 * Ev;                                           \
+                GEMM(rows, j16, E, qt, (int64_t)E, 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);                 \
+                GEMM(rows, j16, Ev, g, (int64_t)Ev, 1, vt, (int64_t)S16, dp, (int64_t)S16, 1.0f, 0);               \
+                XD_MM_ROWS(CHUNK_FN, xd_attn_bwd_row_f32(p, s + r * S16, dp + r * S16, w, b, len,                  \
+                                                         drop ? keep : NULL, none, t->lse[f]))                     \
+                /* s: the dropped weights; dp: dS. dv += s^T dout, dq = scale dS k, dk += scale dS^T q. */         \
+                GEMM(jmax, Ev, rows, s, 1, (int64_t)S16, g, (int64_t)Ev, dvn, (int64_t)Ev, 1.0f, 1);               \
+                GEMM(rows, E, jmax, dp, (int64_t)S16, 1, kn, (int64_t)E, t->dq + f0 * E, (int64_t)E, sc, 0);       \
+                GEMM(jmax, E, rows, dp, 1, (int64_t)S16, qt, (int64_t)E, dkn, (int64_t)E, sc, 1);                  \
+            }                                                                                                      \
+        }                                                                                                          \
+    }                                                                                                              \
+    static void xd_attn_mm_work##SUFFIX(void *arg) {                                                               \
+        xd_attn_mm_job *job = (xd_attn_mm_job *)arg;                                                               \
+        xd_attn_ws ws;                                                                                             \
+        if (xd_attn_ws_alloc(job->p, job->t, &ws) != 0) {                                                          \
+            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED); /* the other threads stop too */                 \
+            return;                                                                                                \
+        }                                                                                                          \
+        for (;;) {                                                                                                 \
+            xd_u64 j = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);                                        \
+            if (j >= job->count || __atomic_load_n(&job->failed, __ATOMIC_RELAXED)) break;                         \
+            const int64_t *a = job->parts + 6 * j;                                                                 \
+            xd_attn_io t = *job->t;                                                                                \
+            t.n0 = (xd_u64)a[0], t.n1 = (xd_u64)a[1], t.i0 = (xd_u64)a[2], t.i1 = (xd_u64)a[3];                    \
+            t.dk = (float *)(intptr_t)a[4], t.dv = (float *)(intptr_t)a[5];                                        \
+            if (job->backward)                                                                                     \
+                xd_attn_mm_bwd_f32##SUFFIX(job->p, &t, &ws);                                                       \
+            else                                                                                                   \
+                xd_attn_mm_fwd_f32##SUFFIX(job->p, &t, &ws);                                                       \
+        }                                                                                                          \
+        free(ws.block);                                                                                            \
+    }                                                                                                              \
+    int xd_attn_mm_run##SUFFIX(const xd_attn *p, const xd_attn_io *t, const int64_t *parts, xd_u64 count,          \
+                               int backward, xd_parallel_fn parallel, unsigned threads) {                          \
+        xd_attn_mm_job job = {p, t, parts, count, backward, 0, 0};                                                 \
+        if (parallel != NULL && threads > 1 && count > 1)                                                          \
+            parallel(xd_attn_mm_work##SUFFIX, &job, threads < count ? threads : (unsigned)count, 0);               \
+        else                                                                                                       \
+            xd_attn_mm_work##SUFFIX(&job);                                                                         \
+        return job.failed ? -1 : 0;                                                                                \
+    }
+
+/* What both directions set up: sizes, the tile's rows, the stream, the thread's buffers. */
+#define XD_MM_SETUP(CTX, INIT)                                                           \
+    xd_u64 L = p->length, S = p->keys, E = t->e, Ev = t->ev, S16 = (S + 15) / 16 * 16;  \
+    xd_u64 R = xd_mm_rows(S16);                                                          \
+    int none = p->k == 0, drop = !none && !(p->k >> 32);                                 \
+    const float *bias = (const float *)p->bias;                                          \
+    CTX xd_c;                                                                            \
+    INIT(&xd_c, p->seed, p->step, drop ? p->k : 1);                                      \
+    float *kt = ws->kt, *s = ws->s, *w = ws->w;                                          \
+    xd_u32 *keep = ws->keep;                                                             \
+    (void)w
+
+/* A tile: its rows, its first flat row, and the keys any of its rows sees (jmax; j16 rounded up to 16). */
+#define XD_MM_TILE_SETUP                                                                 \
+    xd_u64 rows = t->i1 - q0 < R ? t->i1 - q0 : R, f0 = n * L + q0;                      \
+    xd_u64 jmax = p->causal && q0 + rows < S ? q0 + rows : S, j16 = (jmax + 15) / 16 * 16
+
+#define XD_MM_ROWS(CHUNK_FN, ROW_CALL)                                                                           \
+    for (xd_u64 r = 0; r < rows; r++) {                                                                          \
+        xd_u64 qi = q0 + r, f = n * L + qi;                                                                      \
+        xd_u64 len = p->causal && qi + 1 < S ? qi + 1 : S;                                                       \
+        if (drop)                                                                                                \
+            XD_FOR_EACH(CHUNK_FN, &xd_c, f * S, len, CHUNK_FN(&xd_c, xd_at, XD_CHUNK, keep + xd_i0), keep[i] = KEEP); \
+        const float *b = bias == NULL ? NULL                                                                     \
+                                      : bias + (int64_t)(n / p->inner) * p->so + (int64_t)(n % p->inner) * p->si \
+                                            + (int64_t)qi * p->sl;                                               \
+        ROW_CALL;                                                                                                \
+    }
+
+XD_ATTN_MM(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_chunk_avx512, xd_gemm_avx512)
+XD_ATTN_MM(_avx2, XD_AVX2, xd_ctx_avx2, xd_ctx_avx2_init, xd_keep_chunk_avx2, xd_gemm_avx2)
 #endif
 
 /* Bit 0: base (always), bit 1: avx2, bit 2: avx512 (compiled in and run by this CPU: cpuid). */
