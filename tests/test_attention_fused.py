@@ -13,6 +13,7 @@ included, for each bias form the operator takes.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -251,7 +252,9 @@ def test_own_products_in_a_forked_child(own_products, monkeypatch):
         q, k, v = (torch.randn(2, 12, 16, generator=g) for _ in range(3))
         want, _ = _attention_torch.forward(q, k, v, None, 0.25, SCALE, SEED, STEP, False)
         read, write = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():  # JAX, where another test imported it, warns of its threads: unused here
+            warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+            pid = os.fork()
         if pid == 0:  # the child: no torch operation large enough to start a parallel region of torch's
             try:
                 got, _ = _attention_torch.forward(q, k, v, None, 0.25, SCALE, SEED, STEP, False)
