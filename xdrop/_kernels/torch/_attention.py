@@ -237,14 +237,18 @@ def _mm_kernel(q: Any, v: Any) -> Any:
 MM_CALLS_PER_THREAD = 4
 
 
-def _mm_parts(n: int, length: int) -> list[tuple[int, int, int, int]]:
+def _mm_parts(n: int, length: int, backward: bool) -> list[tuple[int, int, int, int]]:
     """``(n0, n1, i0, i1)``: about ``MM_CALLS_PER_THREAD`` calls per thread of ``torch.get_num_threads()``,
-    runs of whole problems where there are that many problems, else each problem's rows in parts."""
-    want = max(1, torch.get_num_threads()) * MM_CALLS_PER_THREAD
-    if n >= want:
-        cuts = [n * t // want for t in range(want + 1)]
+    runs of whole problems where there are enough problems, else each problem's rows in parts. In the
+    backward, rows are split only where there are fewer problems than threads (each such part adds into
+    its own ``dk`` and ``dv``)."""
+    threads = max(1, torch.get_num_threads())
+    want = threads * MM_CALLS_PER_THREAD
+    if n >= (threads if backward else want):
+        count = min(n, want)
+        cuts = [n * t // count for t in range(count + 1)]
         return [(a, b, 0, length) for a, b in pairwise(cuts) if b > a]
-    per = -(-want // n)
+    per = -(-(threads if backward else want) // n)
     cuts = [length * t // per for t in range(per + 1)]
     return [(i, i + 1, a, b) for i in range(n) for a, b in pairwise(cuts) if b > a]
 
@@ -305,7 +309,7 @@ def _forward_mm(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse: A
     """Fill ``out`` and ``lse`` with the compiled routine, products included."""
     n, length, e = q.shape
     tensors = (q.data_ptr(), k.data_ptr(), v.data_ptr(), 0, out.data_ptr(), lse.data_ptr(), 0, e, v.shape[2])
-    parts = [(*part, 0, 0) for part in _mm_parts(n, length)]
+    parts = [(*part, 0, 0) for part in _mm_parts(n, length, backward=False)]
     _run_mm(kernel, tensors, parts, _fused_args(q, k, bias, args))
 
 
@@ -317,7 +321,7 @@ def _backward_mm(
     dout, lse, dq, dk, dv, _ = grads_of
     n, length, e = q.shape
     lse = lse.detach().to(q.dtype).contiguous()
-    parts = _mm_parts(n, length)
+    parts = _mm_parts(n, length, backward=True)
     split = len(parts) > n
     if split:
         dks, dvs = dk.new_zeros((len(parts), *dk.shape[1:])), dv.new_zeros((len(parts), *dv.shape[1:]))
