@@ -220,6 +220,18 @@ def test_own_products_equal_the_torch_operations(own_products, shape, openmp, mo
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("shape", [(0, 4, 4), (2, 0, 4), (2, 4, 0)], ids=str)
+def test_own_products_empty_shapes(own_products, shape, monkeypatch):
+    """No problems, no queries or no keys: the empty results the blocked code gives (out 0 without keys)."""
+    monkeypatch.setattr(_native, "library", lambda variant=None: own_products)
+    n, L, S = shape
+    q, k, v = torch.randn(n, L, 16), torch.randn(n, S, 16), torch.randn(n, S, 16)
+    out, lse, dq, dk, dv = _run(True, monkeypatch, q, k, v, None, 0.25, False)
+    assert out.shape == (n, L, 16) and lse.shape == (n, L) and not out.any()
+    assert (dq.shape, dk.shape, dv.shape) == ((n, L, 16), (n, S, 16), (n, S, 16))
+    assert not (dq.any() or dk.any() or dv.any())
+
+
 def test_own_products_mask_bits_and_half_types(own_products, monkeypatch):
     """Its keep decisions are stream v1's at ``(n L + i) S + j`` (v the identity: out is the dropped
     weights), and float16 / bfloat16 inputs (computed in float32) take it too."""

@@ -416,6 +416,20 @@ def test_zero_keys_give_zeros_and_zero_gradients(p):
             assert g.shape == t.shape and torch.equal(g, torch.zeros_like(t))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("E", [8, 16])
+def test_zero_queries_give_empty_results(E, dtype):
+    """L = 0: an empty out, an empty dq, and zero dk, dv, on each CPU path (E = 16 float32: the compiled
+    routine with its own products where built; the others: the blocked pass). Once an error, from the
+    compiled pass, which takes no empty block."""
+    q, k, v = _qkv(L=0, E=E, Ev=16, dtype=dtype)
+    out = xdrop.scaled_dot_product_attention(q, k, v, dropout_p=P, seed=SEED, step=STEP)
+    assert out.shape == (2, 3, 0, 16)
+    grads = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+    for t, g in zip((q, k, v), grads, strict=True):
+        assert g.shape == t.shape and torch.equal(g, torch.zeros_like(t))
+
+
 def _big_half(dtype):
     """Head dim 64, entries 40: q k^T (102400) overflows float16, the scaled scores (12800) fit."""
     g = torch.Generator().manual_seed(4)

@@ -31,7 +31,15 @@ block holds whole rows). float16 and bfloat16 inputs are computed in float32
 (as torch's math path on the CPU), so scores that overflow before scaling
 stay finite. With no keys (``S = 0``) out is 0 and lse -inf.
 
-On the CPU with the compiled kernel, a block is three steps: torch's matmul
+On the CPU with the compiled kernel's avx2 or avx512 variant, float32 problems
+whose feature sizes are multiples of 16 (half types are computed in float32)
+go through one compiled routine (``Kernels.attention_mm``): the problems and
+their rows cut into parts that torch's OpenMP threads take in turn, each part
+tile by tile of query rows, xdrop's own matrix kernels, the row pass below and
+the mask in one call; nothing of ``L * S`` leaves the routine (see
+``_mm_parts`` for the backward's ``dk``, ``dv`` where rows are split).
+
+Otherwise, on the CPU with the compiled kernel, a block is three steps: torch's matmul
 writes ``q k^T`` into a buffer allocated once per call; the compiled pass
 (``Kernels.attention``, ``philox_dropout.c``) turns it, row by row while the
 row is in L1, into the dropped weights (scale, the bias read by index through
@@ -116,6 +124,8 @@ def _contract_bias(bias: Any, n: int) -> Any:
 
 def blocks(n: int, length: int, keys: int) -> Iterator[tuple[int, int, int, int]]:
     """``(n0, n1, i0, i1)``: whole rows ``i0:i1`` of problems ``n0:n1``, each block one flat index range."""
+    if not length:  # no query rows: no block (the compiled pass takes none)
+        return
     rows = max(1, BLOCK // max(keys, 1))
     if rows >= length:
         per = max(1, rows // max(length, 1))
@@ -224,8 +234,8 @@ def _mm_kernel(q: Any, v: Any) -> Any:
     """The compiled routine that also runs the products, for q and v (prepared), or None."""
     if not (FUSED and OWN_PRODUCTS) or q.device.type != "cpu" or q.dtype != torch.float32:
         return None
-    e, ev = q.shape[2], v.shape[2]
-    if not e or not ev or e % 16 or ev % 16:
+    (n, length, e), ev = q.shape, v.shape[2]
+    if not n or not length or not e or not ev or e % 16 or ev % 16:  # nothing to compute: the blocked code's
         return None
     from ..host import _native
 
@@ -461,7 +471,7 @@ def _bias_args(bias: Any) -> tuple[int, ...]:
 def _block_buffer(q: Any, n: int, length: int, keys: int) -> Any:
     """A flat buffer as large as the largest block of :func:`blocks` (its scores or their gradient)."""
     rows = max(1, BLOCK // max(keys, 1))
-    size = min(n * length, rows if rows < length else rows // length * length) * keys
+    size = min(n * length, rows if rows < length else rows // max(length, 1) * length) * keys
     return q.new_empty(max(size, keys))
 
 
