@@ -216,7 +216,8 @@ static PyObject *xd_attention_mm(PyObject *const *args, Py_ssize_t nargs, int av
         || xd_attn_fields("attention_mm_f32", args + 13, &p))
         return NULL;
     if (v[0] % 16 || v[1] % 16 || v[0] == 0 || v[1] == 0) {
-        PyErr_Format(PyExc_ValueError, "attention_mm_f32: E and Ev must be positive multiples of 16, got %llu and %llu",
+        PyErr_Format(PyExc_ValueError,
+                     "attention_mm_f32: E and Ev must be positive multiples of 16, got %llu and %llu",
                      (unsigned long long)v[0], (unsigned long long)v[1]);
         return NULL;
     }
@@ -225,8 +226,9 @@ static PyObject *xd_attention_mm(PyObject *const *args, Py_ssize_t nargs, int av
     t.e = v[0], t.ev = v[1];
     xd_parallel_fn fn;
     memcpy(&fn, &parallel, sizeof fn);
-    Py_BEGIN_ALLOW_THREADS rc = (avx512 ? xd_attn_mm_run_avx512 : xd_attn_mm_run_avx2)(&p, &t, (const int64_t *)a[7], v[2], t.dout != NULL, fn,
-                                                                (unsigned)v[3]);
+    int (*run)(const xd_attn *, const xd_attn_io *, const int64_t *, xd_u64, int, xd_parallel_fn, unsigned) =
+        avx512 ? xd_attn_mm_run_avx512 : xd_attn_mm_run_avx2;
+    Py_BEGIN_ALLOW_THREADS rc = run(&p, &t, (const int64_t *)a[7], v[2], t.dout != NULL, fn, (unsigned)v[3]);
     Py_END_ALLOW_THREADS if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }

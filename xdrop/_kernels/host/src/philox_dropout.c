@@ -1018,8 +1018,9 @@ XD_MK_FN(xd_mk_avx2, XD_AVX2, __m256, 8, 2, _mm256_loadu_ps, _mm256_storeu_ps, _
     case (MR) * 8 + (NV):                                                                                          \
         MK(MR, NV, kn, a + i * ars, ars, aks, b + j, ldb, c + i * ldc + j, ldc, alpha, acc);                       \
         break;
-#define XD_MK_ROWS(MK, NV) \
-    XD_MK_CASE(MK, 1, NV) XD_MK_CASE(MK, 2, NV) XD_MK_CASE(MK, 3, NV) XD_MK_CASE(MK, 4, NV) XD_MK_CASE(MK, 5, NV) XD_MK_CASE(MK, 6, NV)
+#define XD_MK_ROWS(MK, NV)                                                 \
+    XD_MK_CASE(MK, 1, NV) XD_MK_CASE(MK, 2, NV) XD_MK_CASE(MK, 3, NV)      \
+        XD_MK_CASE(MK, 4, NV) XD_MK_CASE(MK, 5, NV) XD_MK_CASE(MK, 6, NV)
 
 /* NAME(m, n16, kn, a, ars, aks, b, ldb, c, ldc, alpha, acc): C (m x n16, n16 a multiple of 16) = or +=
  * alpha A B, A m x kn (strides as the microkernel's), B kn x n16: panels of W NVMAX columns (B's panel
@@ -1117,7 +1118,8 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
             for (xd_u64 q0 = t->i0; q0 < t->i1; q0 += R) {                                                         \
                 XD_MM_TILE_SETUP;                                                                                  \
                 GEMM(rows, j16, E, t->q + f0 * E, (int64_t)E, 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);      \
-                XD_MM_ROWS(CHUNK_FN, xd_attn_fwd_row_f32(p, s + r * S16, b, len, drop ? keep : NULL, none, t->lse + f)) \
+                XD_MM_ROWS(CHUNK_FN,                                                                               \
+                           xd_attn_fwd_row_f32(p, s + r * S16, b, len, drop ? keep : NULL, none, t->lse + f))       \
                 GEMM(rows, Ev, jmax, s, (int64_t)S16, 1, vn, (int64_t)Ev, t->out + f0 * Ev, (int64_t)Ev, 1.0f, 0); \
             }                                                                                                      \
         }                                                                                                          \
