@@ -317,3 +317,24 @@ def test_own_products_create_no_tensor_of_l_by_s(own_products, n, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert sizes and max(sizes) <= max(n, 2) * S * 16 < L * S
+
+
+def test_own_products_bits_do_not_depend_on_the_thread_count(own_products, monkeypatch):
+    """One thread or three give the same out, lse and gradients, bit for bit, where each problem's backward
+    stays on one thread (as many problems as threads): a row's sums run in one order whatever the parts.
+    With fewer problems than threads the forward still does (the backward then sums per-thread dk, dv)."""
+    monkeypatch.setattr(_native, "library", lambda variant=None: own_products)
+    g = torch.Generator().manual_seed(8)
+    before = torch.get_num_threads()
+    try:
+        for n in (6, 1):
+            q, k, v = (torch.randn(n, 50, 16, generator=g) for _ in range(3))
+            runs = []
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                runs.append(_run(True, monkeypatch, q, k, v, None, 0.25, True))
+            compared = runs[0] if n >= 3 else runs[0][:2]
+            for a, b in zip(compared, runs[1], strict=False):
+                assert torch.equal(a, b), n
+    finally:
+        torch.set_num_threads(before)
