@@ -191,9 +191,10 @@ took = min(took)  # a call on a quiet moment: the signals below come before most
 interrupted = late = tries = 0
 while interrupted < 24 and tries < 400:
     buf = np.full(x.shape, 7, np.float32)
-    signal.setitimer(signal.ITIMER_REAL, took * (0.05 + 0.75 * (tries % 8) / 7))
+    delay = took * (0.05 + 0.75 * (tries % 8) / 7)
     tries += 1
-    try:
+    try:  # the timer is armed inside: a signal before the call (a short delay on a busy machine) is caught too
+        signal.setitimer(signal.ITIMER_REAL, delay)
         xdrop.dropout(x, 0.5, seed=1, out=buf)
         signal.setitimer(signal.ITIMER_REAL, 0)
     except KeyboardInterrupt:
