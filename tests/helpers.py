@@ -153,3 +153,20 @@ def load_tool(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def recording_sizes(sizes: list[int]):
+    """A torch dispatch mode that appends to ``sizes`` the element count of every tensor an aten op returns
+    (it sees the ops inside unregistered kernel functions too). Imports torch when called."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    sizes.append(t.numel())
+            return out
+
+    return Record()

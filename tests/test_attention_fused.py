@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import recording_sizes
 
 import xdrop
 
@@ -292,26 +293,15 @@ def test_own_products_create_no_tensor_of_l_by_s(own_products, n, monkeypatch):
     """Every torch tensor the routine's forward and backward create is at most an input or output's size,
     or, where one problem's rows are split between the threads, one ``dk`` per thread: nothing of L x S
     (the tiles live in the compiled routine, one per thread)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     monkeypatch.setattr(_native, "library", lambda variant=None: own_products)
     sizes = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(t, torch.Tensor):
-                    sizes.append(t.numel())
-            return out
-
     L = S = 96
     g = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn(n, L, 16, generator=g) for _ in range(3))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with Record():
+        with recording_sizes(sizes):
             out, lse = _attention_torch.forward(q, k, v, None, 0.25, SCALE, SEED, STEP, True)
             _attention_torch.backward(torch.ones_like(out), q, k, v, None, out, lse, 0.25, SCALE, SEED, STEP, True)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import recording_sizes
 
 import xdrop
 
@@ -240,24 +241,13 @@ def test_no_intermediate_larger_than_a_block(monkeypatch):
 
     A dispatch mode sees each aten op's outputs inside the (unregistered) kernel functions.
     """
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     sizes = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(t, torch.Tensor):
-                    sizes.append(t.numel())
-            return out
-
     block = 4 * 64
     monkeypatch.setattr(_attention_torch, "BLOCK", block)
     n, L, S, E = 4, 64, 64, 8
     q, k, v = (t.reshape(n, *t.shape[2:]) for t in _qkv((2, 2), L, S, E=E, Ev=E, grad=False))
     bias = torch.zeros(2, 1, S, dtype=torch.float64)
-    with Record():
+    with recording_sizes(sizes):
         out, lse = _attention_torch.forward(q, k, v, bias, P, 0.3, SEED, STEP, True)
         _attention_torch.backward(torch.ones_like(out), q, k, v, bias, out, lse, P, 0.3, SEED, STEP, True)
     assert sizes and max(sizes) <= max(block, n * L * E) < L * S
