@@ -215,10 +215,11 @@ static PyObject *xd_attention_mm(PyObject *const *args, Py_ssize_t nargs, int av
         || xd_address(args[11], &parallel) || xd_u64_args(args, 12, 1, &v[3])
         || xd_attn_fields("attention_mm_f32", args + 13, &p))
         return NULL;
-    if (v[0] % 16 || v[1] % 16 || v[0] == 0 || v[1] == 0) {
+    if (v[0] % 16 || v[1] % 16 || v[0] == 0 || v[1] == 0 || p.keys == 0) {
         PyErr_Format(PyExc_ValueError,
-                     "attention_mm_f32: E and Ev must be positive multiples of 16, got %llu and %llu",
-                     (unsigned long long)v[0], (unsigned long long)v[1]);
+                     "attention_mm_f32: E and Ev must be positive multiples of 16 and S positive, got %llu, %llu "
+                     "and %llu",
+                     (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)p.keys);
         return NULL;
     }
     t.q = (const float *)a[0], t.k = (const float *)a[1], t.v = (const float *)a[2], t.dout = (const float *)a[3];
