@@ -309,3 +309,54 @@ def test_nothing_left_on_torch_rng(name):
     report = xt.dropout_report(model)
     assert report.not_owned == []
     assert report.layers or report.attention
+
+
+# Head dimension 16: float32 attention that the compiled routine with its own products takes (the sweep's
+# head dimension 4 takes the blocked path).
+WIDE_MODELS = {
+    "gpt2-e16": _hf(
+        "GPT2Config",
+        "GPT2Model",
+        {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 64, "n_positions": 32}
+        | {"attn_pdrop": P, "resid_pdrop": P, "embd_pdrop": P},
+        TEXT,
+    ),
+    "bert-e16": _hf("BertConfig", "BertModel", BERT_LIKE | {"hidden_size": 64, "intermediate_size": 64}, TEXT),
+    "t5-e16": _hf(
+        "T5Config",
+        "T5Model",
+        {"d_model": 64, "d_kv": 16, "d_ff": 64, "num_layers": 1, "num_heads": 4, "vocab_size": 64}
+        | {"relative_attention_num_buckets": 8, "dropout_rate": P, "decoder_start_token_id": 0},
+        SEQ2SEQ,
+    ),
+}
+
+
+@pytest.mark.parametrize("wide", list(WIDE_MODELS))
+def test_own_products_train_as_the_blocked_path(wide, monkeypatch):
+    """A converted model with head dimension 16 trains through the routine with its own products (where the
+    compiled kernel's avx2 or avx512 variant runs) and gives the blocked path's outputs and gradients, to
+    float32 rounding: the same masks, the same arithmetic in another order."""
+    from xdrop._kernels.host import _native
+    from xdrop._kernels.torch import _attention as _attention_torch
+
+    lib = _native.library()
+    if lib is None or lib.attention_mm is None:
+        pytest.skip(f"no own-products routine in this build or CPU (variant {_native.build_info().variant})")
+    calls, routine = [], lib.attention_mm
+    monkeypatch.setattr(lib, "attention_mm", lambda *a: calls.append(1) or routine(*a))
+    runs = []
+    for own in (True, False):
+        monkeypatch.setattr(_attention_torch, "OWN_PRODUCTS", own)
+        torch.manual_seed(0)
+        model, inputs = WIDE_MODELS[wide]()
+        xt.replace_dropout(model, seed=SEED)
+        outs = _run(model, inputs)
+        sum(o.float().sum() for o in outs).backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        runs.append((outs, grads))
+    assert calls, "the routine with its own products never ran"
+    (outs, grads), (want_outs, want_grads) = runs
+    assert len(grads) == len(want_grads) > 0
+    for got, want in zip([*outs, *grads], [*want_outs, *want_grads], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
