@@ -339,8 +339,18 @@ def _backward_mm(
     for j, part in enumerate(parts):
         gk, gv = (dks[j], dvs[j]) if split else (dk[part[0]], dv[part[0]])
         table.append((*part, gk.data_ptr(), gv.data_ptr()))
-    tensors = (q.data_ptr(), k.data_ptr(), v.data_ptr(), dout.data_ptr(), 0, lse.data_ptr(), dq.data_ptr())
-    _run_mm(kernel, (*tensors, e, v.shape[2]), table, _fused_args(q, k, bias, args))
+    tensors = (
+        q.data_ptr(),
+        k.data_ptr(),
+        v.data_ptr(),
+        dout.data_ptr(),
+        0,
+        lse.data_ptr(),
+        dq.data_ptr(),
+        e,
+        v.shape[2],
+    )
+    _run_mm(kernel, tensors, table, _fused_args(q, k, bias, args))
     if split:
         index = torch.tensor([part[0] for part in parts])
         dk.index_add_(0, index, dks)
