@@ -391,14 +391,15 @@ def _philox_outputs(fn, *args):
 
 
 def test_a_shared_mask_is_drawn_once_not_per_head():
-    """broadcast_dropout's (L, S) mask: XLA computes its Philox words over L x S elements, not per batch and head."""
+    """broadcast_dropout's (L, S) mask: XLA computes its Philox words over L x S elements, not per batch and head
+    (the XLA path: E = 16 would take the host routine on the CPU)."""
     length = keys = 64
     q = jnp.ones((2, 8, length, 16), jnp.float32)
     for k_len in (keys, keys + 2):  # lane order, and key order
         k = jnp.ones((2, 8, k_len, 16), jnp.float32)
 
         def loss(q, k, shared):
-            return aj.attention(q, k, k, dropout_p=0.1, seed=1, shared_mask=shared).sum()
+            return aj.attention(q, k, k, dropout_p=0.1, seed=1, shared_mask=shared, host_kernel=False).sum()
 
         for shared in (True, False):
             counts = _philox_outputs(jax.jit(jax.grad(loss), static_argnums=2), q, k, shared)
@@ -431,3 +432,118 @@ def test_temporaries_smaller_than_the_weights_and_than_flax(shared):
                                            deterministic=False).sum()  # fmt: skip
 
     assert temp(ours) < weights <= temp(flax)
+
+
+# -- the host routine on the CPU (_attention_host: E and Ev multiples of 16, no bias, no mask) --------------
+
+
+@pytest.fixture
+def host_calls(monkeypatch):
+    """The calls of the compiled routine made through the JAX host path (skips where it is not built)."""
+    from xdrop._kernels.host import _native
+    from xdrop._kernels.jax import _attention_host
+
+    lib = _native.library()
+    if lib is None or lib.attention_mm is None:
+        pytest.skip("the host routine needs the compiled kernel's avx2 or avx512 variant (this CPU or build lacks it)")
+    calls, routine = [], lib.attention_mm
+    monkeypatch.setattr(lib, "attention_mm", lambda *a: calls.append(1) or routine(*a))
+    monkeypatch.setattr(_attention_host, "HOST", True)
+    return calls
+
+
+HOST_CASES = {
+    "plain": {"lead": (2, 3), "p": 0.3},
+    "shared": {"lead": (2, 3), "p": 0.3, "shared_mask": True},
+    "causal": {"lead": (2, 3), "p": 0.4, "is_causal": True},
+    "causal shared": {"lead": (3,), "p": 0.4, "is_causal": True, "shared_mask": True},
+    "no dropout": {"lead": (2,), "p": 0.0},
+    "all dropped": {"lead": (2,), "p": 1.0},
+    "no lead": {"lead": (), "p": 0.5, "scale": 0.3},
+    "more keys": {"lead": (2,), "p": 0.2, "keys": 45},
+}
+
+
+@pytest.mark.parametrize("name", list(HOST_CASES))
+def test_host_routine_matches_the_xla_path(host_calls, name):
+    """Values and gradients of the host routine against the XLA path (same mask bits, float32 rounding),
+    eagerly and under jit; the routine was called."""
+    c = dict(HOST_CASES[name])
+    lead, p, keys = c.pop("lead"), c.pop("p"), c.pop("keys", 21)
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=lead, length=13, keys=keys, e=16, ev=32))
+    w = jnp.asarray(rand((*lead, 13, 32), 5), jnp.float32)
+
+    def loss(q, k, v, host):
+        return (aj.attention(q, k, v, dropout_p=p, seed=SEED, step=STEP, host_kernel=host, **c) * w).sum()
+
+    want = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, False)
+    assert not host_calls
+    step = jax.value_and_grad(loss, argnums=(0, 1, 2))
+    for fn in (step, jax.jit(step, static_argnums=3)):
+        got = fn(q, k, v, True)
+        for g, x in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, x, rtol=2e-5, atol=2e-5)
+    assert len(host_calls) >= 4  # forward and backward, eager and jitted
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_host_routine_mask_bits_equal_keep_mask(host_calls, shared, p):
+    keys = 48
+    q, k = jnp.zeros((2, 3, 5, 16)), jnp.zeros((2, 3, keys, 16))
+    v = jnp.broadcast_to(jnp.eye(keys, dtype=jnp.float32), (2, 3, keys, keys))
+    got = np.asarray(aj.attention(q, k, v, dropout_p=p, seed=SEED, step=STEP, shared_mask=shared)) != 0
+    want = am.keep((5, keys) if shared else (2, 3, 5, keys), p, SEED, STEP)
+    assert np.array_equal(got, np.broadcast_to(want, got.shape))
+    assert host_calls
+
+
+def test_host_routine_traced_seed_vmap_and_half_types(host_calls):
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(4, 2), length=9, keys=12, e=16, ev=16))
+
+    def f(q, k, v, seed=SEED, step=STEP):
+        return aj.attention(q, k, v, dropout_p=0.5, seed=seed, step=step)
+
+    traced = jax.jit(lambda q, s, t: f(q, k, v, s, t))(q, jnp.asarray([7, 2], jnp.uint32), jnp.asarray(3, jnp.uint32))
+    np.testing.assert_allclose(traced, f(q, k, v, 2**33 + 7, 3), rtol=1e-6, atol=1e-6)
+    got = jax.vmap(f)(q, k, v)  # each slice its own call, as on XLA
+    for i in range(4):
+        np.testing.assert_allclose(got[i], f(q[i], k[i], v[i]), rtol=1e-6, atol=1e-6)
+        on_xla = aj.attention(q[i], k[i], v[i], dropout_p=0.5, seed=SEED, step=STEP, host_kernel=False)
+        np.testing.assert_allclose(got[i], on_xla, rtol=2e-5, atol=2e-5)
+    halves = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    half = f(*halves)  # computed in float32, rounded once
+    assert half.dtype == jnp.bfloat16
+    assert np.array_equal(half, f(*(x.astype(jnp.float32) for x in halves)).astype(jnp.bfloat16))
+    assert host_calls
+
+
+def test_calls_the_host_routine_cannot_take_stay_on_xla(host_calls):
+    """E not a multiple of 16, a bias, a boolean mask, or host_kernel=False: XLA's operations."""
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(2,), length=5, keys=6, e=16, ev=16))
+    aj.attention(q[..., :8], k[..., :8], v, dropout_p=0.5, seed=1)
+    aj.attention(q, k, v, jnp.zeros((5, 6)), dropout_p=0.5, seed=1)
+    aj.attention(q, k, v, dropout_p=0.5, seed=1, mask=jnp.ones((6,), bool))
+    aj.attention(q, k, v, dropout_p=0.5, seed=1, host_kernel=False)
+    assert not host_calls
+    aj.attention(q, k, v, dropout_p=0.5, seed=1)
+    assert host_calls
+    with pytest.raises(TypeError, match="host_kernel must be True or False"):
+        aj.attention(q, k, v, host_kernel="yes")
+
+
+def test_host_kernel_false_exports_with_jax_export():
+    """A host callback does not serialize; with host_kernel=False the function exports and draws the same bits."""
+    from jax import export
+
+    q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(2,), length=5, keys=8, e=16, ev=16))
+
+    def f(q, step):
+        return aj.attention(q, k, v, dropout_p=0.5, seed=SEED, step=step, host_kernel=False)
+
+    exported = export.export(jax.jit(f))(
+        jax.ShapeDtypeStruct(q.shape, jnp.float32), jax.ShapeDtypeStruct((), jnp.uint32)
+    )
+    restored = export.deserialize(exported.serialize())
+    got = restored.call(q, jnp.uint32(3))
+    np.testing.assert_allclose(got, aj.attention(q, k, v, dropout_p=0.5, seed=SEED, step=3), rtol=2e-5, atol=2e-5)

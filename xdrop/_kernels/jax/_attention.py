@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 from ..._lib._stream import KEEP_ALL_OR_NONE, TWO32, keep_count, scale_for
 from ..._lib._traced import TracedU64, jax_u64
 from ...random._philox import DEFAULT_ROUNDS, philox_rounds
+from . import _attention_host
 from ._dropout import _global_index, _keep_at, _words
 
 __all__ = ["attention", "backward", "forward"]
@@ -135,6 +136,7 @@ class _Config(NamedTuple):
     empty_rows: str
     lanes: bool  # k, v, bias, mask come in lane order (see _keep)
     block: int = 0  # at most so many weights per step of the loop (see _Blocks); the contract does not loop
+    host: bool = False  # forward and backward through the host routine (_attention_host), no loop
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, keep: Any, cols: Any, cfg: _Config) -> tuple[Any, Any]:
@@ -346,17 +348,25 @@ def _custom() -> Any:
     import jax
     import numpy as np
 
+    def run(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: _Config) -> tuple[Any, Any]:
+        if cfg.host:
+            return _attention_host.forward(q, k, v, words, cfg)
+        return _blocked_forward(q, k, v, bias, mask, words, cfg)
+
     @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
     def fn(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: _Config) -> Any:
-        return _blocked_forward(q, k, v, bias, mask, words, cfg)[0]
+        return run(q, k, v, bias, mask, words, cfg)[0]
 
     def fwd(q: Any, k: Any, v: Any, bias: Any, mask: Any, words: Any, cfg: _Config) -> Any:
-        out, lse = _blocked_forward(q, k, v, bias, mask, words, cfg)
+        out, lse = run(q, k, v, bias, mask, words, cfg)
         return out, (q, k, v, bias, mask, words, out, lse)
 
     def bwd(cfg: _Config, res: Any, dout: Any) -> Any:
         q, k, v, bias, mask, words, out, lse = res
-        dq, dk, dv, dbias = _blocked_backward(dout, q, k, v, bias, mask, out, lse, words, cfg)
+        if cfg.host:
+            dq, dk, dv, dbias = (*_attention_host.backward(dout, q, k, v, lse, words, cfg), None)
+        else:
+            dq, dk, dv, dbias = _blocked_backward(dout, q, k, v, bias, mask, out, lse, words, cfg)
         dmask = None if mask is None else np.zeros(mask.shape, jax.dtypes.float0)
         dwords = tuple(np.zeros(w.shape, jax.dtypes.float0) for w in words)
         return dq, dk, dv, dbias, dmask, dwords
@@ -443,6 +453,7 @@ def attention(
     mask: Any = None,
     shared_mask: bool = False,
     empty_rows: str = "nan",
+    host_kernel: bool = True,
 ) -> Any:
     """Scaled dot-product attention of JAX arrays with xdrop's dropout, differentiable by ``jax.grad``.
 
@@ -474,6 +485,13 @@ def attention(
         weights (torch 2.13's math path, and
         :func:`xdrop.scaled_dot_product_attention`), the last two without
         gradient to q, k or bias.
+
+    host_kernel : bool
+        On the CPU, run the forward and backward through the host kernel's
+        compiled routine (host callbacks; see
+        :mod:`xdrop._kernels.jax._attention_host`) where it takes the call;
+        False keeps XLA's operations everywhere, as ``jax.export`` needs (a
+        host callback does not serialize). The bits are the same.
 
     Returns
     -------
@@ -525,9 +543,21 @@ def attention(
     if empty_rows not in ("nan", "uniform", "zero"):
         raise ValueError(f"empty_rows must be 'nan', 'uniform' or 'zero', got empty_rows={empty_rows!r}")
     keys = k.shape[-2]
+    cfg = _Config(float(dropout_p), scale, is_causal, bool(shared_mask), empty_rows, False, BLOCK)
     lanes = dropout_p > 0.0 and keys % 4 == 0 and keep_count(dropout_p) not in KEEP_ALL_OR_NONE
-    if lanes:  # the keys in lane order (see _keep); attention does not depend on the order of the keys
-        k, v = _lane_order(k, -2), _lane_order(v, -2)
-        bias, mask = (x if x is None or x.ndim == 0 or x.shape[-1] == 1 else _lane_order(x, -1) for x in (bias, mask))
-    cfg = _Config(float(dropout_p), scale, is_causal, bool(shared_mask), empty_rows, lanes, BLOCK)
-    return _custom()(q, k, v, bias, mask, words, cfg)
+
+    def on_xla(q: Any, k: Any, v: Any) -> Any:
+        b, m = bias, mask
+        if lanes:  # the keys in lane order (see _keep); attention does not depend on the order of the keys
+            k, v = _lane_order(k, -2), _lane_order(v, -2)
+            b, m = (x if x is None or x.ndim == 0 or x.shape[-1] == 1 else _lane_order(x, -1) for x in (b, m))
+        return _custom()(q, k, v, b, m, words, cfg._replace(lanes=lanes))
+
+    if not check_flag(host_kernel, "host_kernel") or _attention_host.routine(q, k, v, bias, mask) is None:
+        return on_xla(q, k, v)
+    import jax
+
+    def on_host(q: Any, k: Any, v: Any) -> Any:
+        return _custom()(q, k, v, None, None, words, cfg._replace(host=True))
+
+    return jax.lax.platform_dependent(q, k, v, cpu=on_host, default=on_xla)

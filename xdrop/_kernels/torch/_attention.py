@@ -37,7 +37,8 @@ go through one compiled routine (``Kernels.attention_mm``): the problems and
 their rows cut into parts that torch's OpenMP threads take in turn, each part
 tile by tile of query rows, xdrop's own matrix kernels, the row pass below and
 the mask in one call; nothing of ``L * S`` leaves the routine (see
-``_mm_parts`` for the backward's ``dk``, ``dv`` where rows are split).
+``xdrop._kernels.host._attention_mm.parts`` for the backward's ``dk``, ``dv``
+where rows are split).
 
 Otherwise, on the CPU with the compiled kernel, a block is three steps: torch's matmul
 writes ``q k^T`` into a buffer allocated once per call; the compiled pass
@@ -57,15 +58,13 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-from collections.abc import Iterator, Sequence
-from functools import partial
-from itertools import pairwise
+from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
 
 from ..._lib._stream import KEEP_ALL_OR_NONE, keep_count, scale_for
+from ..host import _attention_mm as attention_mm
 
 # Elements of one block's score matrix: 2**22 (16 MiB in float32). Few blocks make few torch calls:
 # on a busy machine each call's parallel region can wait a time slice for its threads (measured: 16
@@ -243,26 +242,6 @@ def _mm_kernel(q: Any, v: Any) -> Any:
     return None if lib is None else lib.attention_mm
 
 
-# Calls per thread of the compiled routine with own products: the threads share them out as they finish.
-MM_CALLS_PER_THREAD = 4
-
-
-def _mm_parts(n: int, length: int, backward: bool) -> list[tuple[int, int, int, int]]:
-    """``(n0, n1, i0, i1)``: about ``MM_CALLS_PER_THREAD`` calls per thread of ``torch.get_num_threads()``,
-    runs of whole problems where there are enough problems, else each problem's rows in parts. In the
-    backward, rows are split only where there are fewer problems than threads (each such part adds into
-    its own ``dk`` and ``dv``)."""
-    threads = max(1, torch.get_num_threads())
-    want = threads * MM_CALLS_PER_THREAD
-    if n >= (threads if backward else want):
-        count = min(n, want)
-        cuts = [n * t // count for t in range(count + 1)]
-        return [(a, b, 0, length) for a, b in pairwise(cuts) if b > a]
-    per = -(-(threads if backward else want) // n)
-    cuts = [length * t // per for t in range(per + 1)]
-    return [(i, i + 1, a, b) for i in range(n) for a, b in pairwise(cuts) if b > a]
-
-
 def _openmp_parallel() -> int:
     """The address of ``GOMP_parallel`` in the OpenMP runtime that torch's intra-op threads belong to, or 0.
 
@@ -302,131 +281,32 @@ def _gomp_address(folder: str) -> int:
     return 0
 
 
-def _run_mm(kernel: Any, tensors: tuple[int, ...], parts: Sequence[tuple[int, ...]], fixed: tuple[Any, ...]) -> None:
-    """The parts (``(n0, n1, i0, i1, dk address, dv address)``) through the compiled routine, on torch's
-    threads: its OpenMP runtime's where found, else a pool of Python threads, one call per part."""
-    table = torch.tensor(parts, dtype=torch.int64)
+def _parallel_args() -> tuple[int, int]:
+    """``(threads, parallel)`` for the host routine: torch's intra-op thread count and its OpenMP entry."""
     threads = torch.get_num_threads()
-    parallel = _openmp_parallel() if threads > 1 else 0
-    if parallel or threads <= 1 or len(parts) == 1:
-        kernel(*tensors, table.data_ptr(), len(parts), parallel, threads, *fixed)
-        return
-    row = table.stride(0) * table.element_size()
-    _in_parallel([partial(kernel, *tensors, table.data_ptr() + j * row, 1, 0, 1, *fixed) for j in range(len(parts))])
+    return threads, _openmp_parallel() if threads > 1 else 0
 
 
 def _forward_mm(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, args: tuple[Any, ...]) -> None:
     """Fill ``out`` and ``lse`` with the compiled routine, products included."""
-    n, length, e = q.shape
-    tensors = (q.data_ptr(), k.data_ptr(), v.data_ptr(), 0, out.data_ptr(), lse.data_ptr(), 0, e, v.shape[2])
-    parts = [(*part, 0, 0) for part in _mm_parts(n, length, backward=False)]
-    _run_mm(kernel, tensors, parts, _fused_args(q, k, bias, args))
+    fixed = _fused_args(q, k, bias, args)  # .numpy(): views, the routine writes torch's own buffers
+    attention_mm.forward(kernel, q.numpy(), k.numpy(), v.numpy(), out.numpy(), lse.numpy(), fixed, *_parallel_args())
 
 
 def _backward_mm(
     kernel: Any, q: Any, k: Any, v: Any, bias: Any, grads_of: tuple[Any, ...], args: tuple[Any, ...]
 ) -> None:
-    """Write ``dq`` and accumulate ``dk``, ``dv`` with the compiled routine, products included. Where a
-    problem's rows are split into parts, each part adds into its own ``dk``, ``dv``, summed after."""
+    """Write ``dq`` and accumulate ``dk``, ``dv`` with the compiled routine, products included."""
     dout, lse, dq, dk, dv, _ = grads_of
-    n, length, e = q.shape
     lse = lse.detach().to(q.dtype).contiguous()
-    parts = _mm_parts(n, length, backward=True)
-    split = len(parts) > n
-    if split:
-        dks, dvs = dk.new_zeros((len(parts), *dk.shape[1:])), dv.new_zeros((len(parts), *dv.shape[1:]))
-    table = []
-    for j, part in enumerate(parts):
-        gk, gv = (dks[j], dvs[j]) if split else (dk[part[0]], dv[part[0]])
-        table.append((*part, gk.data_ptr(), gv.data_ptr()))
-    tensors = (
-        q.data_ptr(),
-        k.data_ptr(),
-        v.data_ptr(),
-        dout.data_ptr(),
-        0,
-        lse.data_ptr(),
-        dq.data_ptr(),
-        e,
-        v.shape[2],
-    )
-    _run_mm(kernel, tensors, table, _fused_args(q, k, bias, args))
-    if split:
-        index = torch.tensor([part[0] for part in parts])
-        dk.index_add_(0, index, dks)
-        dv.index_add_(0, index, dvs)
+    grads = tuple(t.numpy() for t in (dout, lse, dq, dk, dv))
+    fixed = _fused_args(q, k, bias, args)
+    attention_mm.backward(kernel, q.numpy(), k.numpy(), v.numpy(), grads, fixed, *_parallel_args())
 
 
 # Below this many scores a block's compiled pass runs on the calling thread alone: handing parts to
 # other threads costs more than it saves.
 SPLIT_MIN = 1 << 15
-
-# Thread pools by (process, size): a forked child (a DataLoader worker) inherits the dict, not the threads.
-_pools: dict[tuple[int, int], Any] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(threads: int) -> Any:
-    """This process's pool of ``threads - 1`` threads (the calling thread is the last one)."""
-    key = (os.getpid(), threads)
-    with _pools_lock:
-        if key not in _pools:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
-        return _pools[key]
-
-
-def _join(parts: list[Any]) -> None:
-    """Wait for every part, then raise the first error (a Ctrl-C included).
-
-    The parts write the caller's tensors through their addresses: the caller must not
-    unwind (and free them) while one still runs, so an interrupt waits for the rest first.
-    """
-    from concurrent.futures import wait
-
-    interrupted: BaseException | None = None
-    while True:
-        try:
-            wait(parts)
-            break
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-    for part in parts:
-        part.result()
-    if interrupted is not None:
-        raise interrupted
-
-
-def _in_parallel(calls: list[Any]) -> None:
-    """Run the calls on the calling thread and ``torch.get_num_threads() - 1`` pool threads, each taking
-    the next call not yet taken until none is left (a thread slowed by another process on its core, or by
-    torch's OpenMP threads still spinning after the last operation, takes fewer); return when all are done.
-    """
-    threads = min(torch.get_num_threads(), len(calls))
-    if threads <= 1:
-        for call in calls:
-            call()
-        return
-    order = iter(range(len(calls)))  # next() on it is atomic under the GIL
-    failed: list[BaseException] = []
-
-    def work() -> None:
-        for i in order:
-            if failed:
-                return
-            try:
-                calls[i]()
-            except BaseException as exc:
-                failed.append(exc)
-                raise
-
-    pool = _pool(threads)
-    parts = [pool.submit(work) for _ in range(threads - 1)]
-    try:
-        work()
-    finally:
-        _join(parts)
 
 
 def _split(kernel: Any, keys: int, item: int) -> Any:
@@ -439,7 +319,7 @@ def _split(kernel: Any, keys: int, item: int) -> Any:
     threads = torch.get_num_threads()
     if threads <= 1:
         return kernel
-    pool = _pool(threads)
+    pool = attention_mm.pool(threads)
 
     def call(s: int, dp: int, lse: int, row0: int, rows: int, *fixed: Any) -> None:
         if rows < 2 or rows * keys < SPLIT_MIN:
@@ -461,7 +341,7 @@ def _split(kernel: Any, keys: int, item: int) -> Any:
         try:
             kernel(s, dp, lse, row0, per, *fixed)
         finally:
-            _join(parts)
+            attention_mm.join(parts)
 
     return call
 
@@ -538,7 +418,7 @@ def forward(
 def _fused_args(q: Any, k: Any, bias: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """What the compiled routine takes after a block's ``(s, dp, lse, row0, rows)``, fixed for one call."""
     scale, is_causal, seed, step, kk, a = args
-    return (q.shape[1], k.shape[1], scale, *_bias_args(bias), is_causal, seed, step, kk, a)
+    return (q.shape[1], k.shape[1], scale, *_bias_args(bias), is_causal, seed, step, kk, a, False)
 
 
 def _forward_fused(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, args: tuple[Any, ...]) -> None:

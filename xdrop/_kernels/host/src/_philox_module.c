@@ -9,7 +9,7 @@
  *   dropout_f32_V(x_address, out_address, start, n, seed, step, k, scale)   (and _f64_)
  *   dropout_f32_buf_V(x, out, seed, step, k, scale)                         (and _f64_)
  *   attention_f32_V(s, dp, lse, row0, rows, L, S, scale, bias, so, si, sl, ss, inner, causal,
- *                   seed, step, k, a)                                       (and _f64_)
+ *                   seed, step, k, a, shared)                               (and _f64_)
  * attention_ runs one block of the attention operator (xd_attn in
  * philox_dropout.c): forward where dp is 0, else backward; bias 0 for none.
  * For avx512 and avx2 also attention_mm_f32_V(q, k, v, dout, out, lse, dq, E, Ev,
@@ -145,14 +145,15 @@ static int xd_double_arg(PyObject *o, double *v) {
 }
 
 /* args[0 ..) as xd_attn's fields from L on: (L, S, scale, bias, so, si, sl, ss, inner, causal, seed, step,
- * k, a), the 14 arguments every attention call ends with. */
+ * k, a, shared), the 15 arguments every attention call ends with. */
 static int xd_attn_fields(const char *name, PyObject *const *args, xd_attn *p) {
     void *bias;
     if (xd_u64_arg(args[0], &p->length) || xd_u64_arg(args[1], &p->keys) || xd_double_arg(args[2], &p->scale)
         || xd_address(args[3], &bias) || xd_i64_arg(args[4], &p->so) || xd_i64_arg(args[5], &p->si)
         || xd_i64_arg(args[6], &p->sl) || xd_i64_arg(args[7], &p->ss) || xd_u64_arg(args[8], &p->inner)
         || (p->causal = PyObject_IsTrue(args[9])) < 0 || xd_u64_arg(args[10], &p->seed)
-        || xd_u64_arg(args[11], &p->step) || xd_u64_arg(args[12], &p->k) || xd_double_arg(args[13], &p->a))
+        || xd_u64_arg(args[11], &p->step) || xd_u64_arg(args[12], &p->k) || xd_double_arg(args[13], &p->a)
+        || (p->shared = PyObject_IsTrue(args[14])) < 0)
         return -1;
     p->bias = bias;
     if (p->length == 0 || p->inner == 0) {
@@ -165,7 +166,7 @@ static int xd_attn_fields(const char *name, PyObject *const *args, xd_attn *p) {
 
 /* The block of an attention_ call: (s, dp, lse) addresses and its xd_attn. */
 static int xd_attn_args(const char *name, PyObject *const *args, Py_ssize_t nargs, void *buf[3], xd_attn *p) {
-    if (xd_check_nargs(name, nargs, 19) || xd_address(args[0], &buf[0]) || xd_address(args[1], &buf[1])
+    if (xd_check_nargs(name, nargs, 20) || xd_address(args[0], &buf[0]) || xd_address(args[1], &buf[1])
         || xd_address(args[2], &buf[2]) || xd_u64_arg(args[3], &p->row0) || xd_u64_arg(args[4], &p->rows))
         return -1;
     return xd_attn_fields(name, args + 5, p);
@@ -207,7 +208,7 @@ static PyObject *xd_attention_mm(PyObject *const *args, Py_ssize_t nargs, int av
     xd_attn p = {0};
     xd_attn_io t = {0};
     int rc;
-    if (xd_check_nargs("attention_mm_f32", nargs, 27)) return NULL;
+    if (xd_check_nargs("attention_mm_f32", nargs, 28)) return NULL;
     for (int i = 0; i < 7; i++)
         if (xd_address(args[i], &a[i])) return NULL;
     void *parallel;

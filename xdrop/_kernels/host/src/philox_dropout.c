@@ -693,7 +693,8 @@ XD_HOST_KERNELS(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_c
 /* ---- Attention: a block's softmax, keep mask and dropout, one row at a time.
  * A block is the flat rows row0 .. row0 + rows - 1 of the (N * L, S) weights,
  * all S keys of each: flat row f is query i = f % L of problem n = f / L, and
- * the keep decision of its key j is stream v1's at flat index f * S + j, drawn
+ * the keep decision of its key j is stream v1's at flat index f * S + j (i * S
+ * + j where one mask serves every problem: xd_attn.shared), drawn
  * by the variant's chunk routine (xd_mask's bits). The scores arrive as the raw
  * products q k^T (a BLAS matmul wrote them into s); each row is short enough to
  * stay in L1 while it is read a few times, and the softmax is exact (the whole
@@ -710,6 +711,7 @@ typedef struct {
     int causal;                      /* key j > query i is masked out */
     xd_u64 seed, step, k;            /* the stream, K */
     double a;                        /* the dropout scale, exact in the element type */
+    int shared;                      /* one (L, S) mask for every problem: the mask's flat row is qi, not f */
 } xd_attn;
 
 /* The row routines are inlined into each variant's exported ones, so that
@@ -921,8 +923,8 @@ XD_ATTN_ROWS(double, xd_u64, f64, xd_exp_f64, log)
             xd_u64 f = p->row0 + r, n = f / p->length, qi = f % p->length;                                       \
             xd_u64 len = p->causal && qi + 1 < S ? qi + 1 : S;                                                   \
             if (drop)                                                                                            \
-                XD_FOR_EACH(CHUNK_FN, &xd_c, f * S, len, CHUNK_FN(&xd_c, xd_at, XD_CHUNK, keep + xd_i0),         \
-                            keep[i] = KEEP);                                                                     \
+                XD_FOR_EACH(CHUNK_FN, &xd_c, (p->shared ? qi : f) * S, len,                                      \
+                            CHUNK_FN(&xd_c, xd_at, XD_CHUNK, keep + xd_i0), keep[i] = KEEP);                     \
             const T *b = bias == NULL ? NULL                                                                     \
                                       : bias + (int64_t)(n / p->inner) * p->so + (int64_t)(n % p->inner) * p->si \
                                             + (int64_t)qi * p->sl;                                               \
@@ -1199,7 +1201,8 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
         xd_u64 qi = q0 + r, f = n * L + qi;                                                                      \
         xd_u64 len = p->causal && qi + 1 < S ? qi + 1 : S;                                                       \
         if (drop)                                                                                                \
-            XD_FOR_EACH(CHUNK_FN, &xd_c, f * S, len, CHUNK_FN(&xd_c, xd_at, XD_CHUNK, keep + xd_i0), keep[i] = KEEP); \
+            XD_FOR_EACH(CHUNK_FN, &xd_c, (p->shared ? qi : f) * S, len,                                          \
+                        CHUNK_FN(&xd_c, xd_at, XD_CHUNK, keep + xd_i0), keep[i] = KEEP);                         \
         const float *b = bias == NULL ? NULL                                                                     \
                                       : bias + (int64_t)(n / p->inner) * p->so + (int64_t)(n % p->inner) * p->si \
                                             + (int64_t)qi * p->sl;                                               \
