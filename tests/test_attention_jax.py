@@ -9,6 +9,7 @@ against eager calls.
 from __future__ import annotations
 
 import math
+import re
 
 import attention_math as am
 import numpy as np
@@ -439,16 +440,14 @@ def test_temporaries_smaller_than_the_weights_and_than_flax(shared):
 
 @pytest.fixture
 def host_calls(monkeypatch):
-    """The calls of the compiled routine made through the JAX host path (skips where it is not built)."""
-    from xdrop._kernels.host import _native
+    """The XLA FFI targets the JAX host path traced calls of (skips where the handlers are not built)."""
     from xdrop._kernels.jax import _attention_host
 
-    lib = _native.library()
-    if lib is None or lib.attention_mm is None:
-        pytest.skip("the host routine needs the compiled kernel's avx2 or avx512 variant (this CPU or build lacks it)")
-    calls, routine = [], lib.attention_mm
-    monkeypatch.setattr(lib, "attention_mm", lambda *a: calls.append(1) or routine(*a))
     monkeypatch.setattr(_attention_host, "HOST", True)
+    if _attention_host.routine(jnp.zeros((1, 16)), jnp.zeros((1, 16)), jnp.zeros((1, 16)), None, None) is None:
+        pytest.skip("the host routine needs the compiled kernel's avx2 or avx512 variant and jax.ffi")
+    calls, target = [], _attention_host._target
+    monkeypatch.setattr(_attention_host, "_target", lambda lib, d: calls.append(d) or target(lib, d))
     return calls
 
 
@@ -483,7 +482,9 @@ def test_host_routine_matches_the_xla_path(host_calls, name):
         got = fn(q, k, v, True)
         for g, x in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(g, x, rtol=2e-5, atol=2e-5)
-    assert len(host_calls) >= 4  # forward and backward, eager and jitted
+    assert host_calls.count("fwd") >= 2 and host_calls.count("bwd") >= 2  # eager and jitted
+    text = jax.jit(jax.grad(loss), static_argnums=3).lower(q, k, v, True).compile().as_text()
+    assert "xdrop_attention_fwd" in text and "xdrop_attention_bwd" in text
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -533,7 +534,8 @@ def test_calls_the_host_routine_cannot_take_stay_on_xla(host_calls):
 
 
 def test_host_kernel_false_exports_with_jax_export():
-    """A host callback does not serialize; with host_kernel=False the function exports and draws the same bits."""
+    """The host routine's custom calls do not serialize; with host_kernel=False the function exports and draws
+    the same bits."""
     from jax import export
 
     q, k, v = (jnp.asarray(a, jnp.float32) for a in _inputs(lead=(2,), length=5, keys=8, e=16, ev=16))
@@ -547,3 +549,28 @@ def test_host_kernel_false_exports_with_jax_export():
     restored = export.deserialize(exported.serialize())
     got = restored.call(q, jnp.uint32(3))
     np.testing.assert_allclose(got, aj.attention(q, k, v, dropout_p=0.5, seed=SEED, step=3), rtol=2e-5, atol=2e-5)
+
+
+def test_flax_layout_takes_the_host_routine_without_transposes(host_calls):
+    """Flax's (B, L, H, E) arrays go to the handlers as they are (heads inner): no transpose in the
+    compiled step, and the values of the XLA path."""
+    linen_free = pytest.importorskip("xdrop.flax", reason="flax is not installed")
+    key = jax.random.key(3)
+    q, k, v = (jax.random.normal(s, (2, 20, 3, 16), jnp.float32) for s in jax.random.split(key, 3))
+    w = jax.random.normal(key, (2, 20, 3, 16), jnp.float32)
+
+    def loss(q, k, v):
+        out = linen_free.dot_product_attention(q, k, v, dropout_rng=key, dropout_rate=0.3, is_causal=True)
+        return (out * w).sum()
+
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    text = step.lower(q, k, v).compile().as_text()
+    assert "xdrop_attention_bwd" in text
+    assert not re.search(r"f32\[2,\d+,\d+,16\]\{[\d,]*\} (transpose|copy)\(", text)  # no op moves an operand
+    got = step(q, k, v)
+    from xdrop._kernels.jax import _attention_host
+
+    _attention_host.HOST = False  # restored by the fixture's monkeypatch
+    want = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+    for g, x in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, x, rtol=2e-5, atol=2e-5)

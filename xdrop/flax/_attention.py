@@ -166,5 +166,6 @@ def dot_product_attention(
         mask=mask,
         shared_mask=broadcast_dropout,
         empty_rows="uniform",
+        heads_inner=True,  # q, k, v are Flax's arrays with the axes swapped
     )
     return jnp.swapaxes(out, -3, -2)

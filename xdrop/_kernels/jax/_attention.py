@@ -137,6 +137,7 @@ class _Config(NamedTuple):
     lanes: bool  # k, v, bias, mask come in lane order (see _keep)
     block: int = 0  # at most so many weights per step of the loop (see _Blocks); the contract does not loop
     host: bool = False  # forward and backward through the host routine (_attention_host), no loop
+    heads_inner: bool = False  # q, k, v are (B, L, H, E): Flax's layout (_attention_host)
 
 
 def _forward(q: Any, k: Any, v: Any, bias: Any, mask: Any, keep: Any, cols: Any, cfg: _Config) -> tuple[Any, Any]:
@@ -454,6 +455,7 @@ def attention(
     shared_mask: bool = False,
     empty_rows: str = "nan",
     host_kernel: bool = True,
+    heads_inner: bool = False,
 ) -> Any:
     """Scaled dot-product attention of JAX arrays with xdrop's dropout, differentiable by ``jax.grad``.
 
@@ -488,10 +490,14 @@ def attention(
 
     host_kernel : bool
         On the CPU, run the forward and backward through the host kernel's
-        compiled routine (host callbacks; see
+        compiled routine (XLA custom calls; see
         :mod:`xdrop._kernels.jax._attention_host`) where it takes the call;
         False keeps XLA's operations everywhere, as ``jax.export`` needs (a
-        host callback does not serialize). The bits are the same.
+        custom call does not serialize). The bits are the same.
+    heads_inner : bool
+        q, k, v of 4 dims are Flax's ``(B, L, H, E)`` arrays with axes 1 and 2
+        swapped: the host routine takes the arrays as they were, so XLA's
+        transposes around the call cancel. Values are the same.
 
     Returns
     -------
@@ -558,6 +564,11 @@ def attention(
     import jax
 
     def on_host(q: Any, k: Any, v: Any) -> Any:
-        return _custom()(q, k, v, None, None, words, cfg._replace(host=True))
+        if not (heads_inner and q.ndim == 4):
+            return _custom()(q, k, v, None, None, words, cfg._replace(host=True))
+        # the routine reads Flax's (B, L, H, E) arrays as they are: the swaps cancel with the caller's
+        q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
+        out = _custom()(q, k, v, None, None, words, cfg._replace(host=True, heads_inner=True))
+        return jnp.swapaxes(out, 1, 2)
 
     return jax.lax.platform_dependent(q, k, v, cpu=on_host, default=on_xla)

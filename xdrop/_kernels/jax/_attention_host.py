@@ -1,34 +1,38 @@
-"""JAX attention on the CPU through the host kernel's compiled routine: two host callbacks.
+"""JAX attention on the CPU through the host kernel's compiled routine: two XLA custom calls.
 
 Where a call runs on the CPU (``jax.lax.platform_dependent``: the choice is
 made when the function is lowered) and the routine can take it (float32,
 float16 or bfloat16; feature sizes E and Ev multiples of 16; no bias, no
 boolean mask, at least one query and one key; the compiled kernel's avx2 or
-avx512 variant), the forward and the backward of
-:func:`xdrop._kernels.jax._attention.attention` are ``jax.pure_callback``
-calls of :mod:`xdrop._kernels.host._attention_mm`, the routine torch's CPU
-attention runs: xdrop's own matrix products, the row pass and the mask in one
-pass over tiles of query rows, on the process's cores. What autograd keeps is
-the same as the XLA path's (the inputs, out and one log-sum-exp per row), and
-the keep decisions are stream v1's at the same flat indices (a shared mask:
+avx512 variant; ``jax.ffi``), the forward and the backward of
+:func:`xdrop._kernels.jax._attention.attention` are ``jax.ffi.ffi_call``
+custom calls of the extension's handlers (``xla_attention.c``), which run the
+routine torch's CPU attention runs on XLA's own buffers: xdrop's own matrix
+products, the row pass and the mask in one pass over tiles of query rows, on
+POSIX threads, one per core the process may use. What autograd keeps is the
+same as the XLA path's (the inputs, out and one log-sum-exp per row), and the
+keep decisions are stream v1's at the same flat indices (a shared mask:
 ``(L, S)``'s), so the two paths agree to rounding and draw the same bits.
+Flax's ``(B, L, H, E)`` arrays go to the handlers as they are
+(``heads_inner``): no transpose around the calls.
 
 Why: XLA:CPU computes the Philox words at about 1 ns each (a million-weight
-mask took 1.05 ms, on a 2-core AMD EPYC, family 26) and its matrix products
-at Eigen's speed, and the O(L) residual design draws the mask and computes
+mask took 1.05 ms on a 2-core AMD EPYC, family 26) and its matrix products at
+Eigen's speed, and the O(L) residual design draws the mask and computes
 ``q k^T`` again in the backward; the routine draws the words with AVX-512 or
-AVX2 and runs its own FMA tiles.
+AVX2 and runs its own FMA tiles. A ``jax.pure_callback`` version of the same
+calls took 1 to 2 ms more per step at L = 256 (Python, copies and page faults
+around each call).
 
-A host callback does not serialize: ``jax.export`` of such a function fails
-(JAX names the callback). Pass ``host_kernel=False`` to
-:func:`~xdrop._kernels.jax._attention.attention` (and to
-:func:`xdrop.flax.dot_product_attention`) to keep every platform on XLA.
+A custom call of this kind does not serialize: ``jax.export`` of such a
+function fails (JAX names the target). Pass ``host_kernel=False`` to
+:func:`~xdrop._kernels.jax._attention.attention` to keep every platform on
+XLA's operations.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -43,7 +47,7 @@ HOST = True
 
 
 def routine(q: Any, k: Any, v: Any, bias: Any, mask: Any) -> Any:
-    """The compiled routine where the call can take it on the CPU, else None."""
+    """The compiled kernel (``_native.Kernels``) whose handlers take the call on the CPU, else None."""
     import jax.numpy as jnp
 
     if not HOST or bias is not None or mask is not None:
@@ -56,55 +60,60 @@ def routine(q: Any, k: Any, v: Any, bias: Any, mask: Any) -> Any:
     from ..host import _native
 
     lib = _native.library()
-    return None if lib is None else lib.attention_mm
-
-
-def _fixed(cfg: Any, length: int, keys: int, words: Any) -> tuple[Any, ...]:
-    """The routine's trailing arguments: sizes, scale, no bias, the stream and the dropout scale."""
-    w = [int(x) for x in np.asarray(words, dtype=np.uint32)]
-    kk = keep_count(cfg.dropout_p)
-    a = scale_for(kk, np, np.float32)
-    seed, step = w[0] | w[1] << 32, w[2] | w[3] << 32
-    return (length, keys, cfg.scale, 0, 0, 0, 0, 0, 1, cfg.is_causal, seed, step, kk, a, cfg.shared)
-
-
-def _problems(*arrays: Any) -> list[Any]:
-    """The arrays as C-contiguous float32 ``(N, rows, features)`` NumPy arrays (views where they are)."""
-    return [np.ascontiguousarray(np.asarray(x), np.float32).reshape(-1, *x.shape[-2:]) for x in arrays]
-
-
-def _forward_host(q: Any, k: Any, v: Any, words: Any, *, cfg: Any, kernel: Any) -> tuple[Any, Any]:
-    lead = q.shape[:-2]
-    q3, k3, v3 = _problems(q, k, v)
-    n, length, _ = q3.shape
-    out = np.empty((n, length, v3.shape[2]), np.float32)
-    lse = np.empty((n, length), np.float32)
-    fixed = _fixed(cfg, length, k3.shape[1], words)
-    attention_mm.forward(kernel, q3, k3, v3, out, lse, fixed, attention_mm.cpu_threads(), 0)
-    return out.reshape(*lead, *out.shape[1:]), lse.reshape(*lead, length)
-
-
-def _backward_host(dout: Any, q: Any, k: Any, v: Any, lse: Any, words: Any, *, cfg: Any, kernel: Any) -> Any:
-    shapes = (q.shape, k.shape, v.shape)
-    dout3, q3, k3, v3 = _problems(dout, q, k, v)
-    lse2 = np.ascontiguousarray(np.asarray(lse), np.float32).reshape(q3.shape[:2])
-    dq, dk, dv = np.empty_like(q3), np.zeros_like(k3), np.zeros_like(v3)
-    fixed = _fixed(cfg, q3.shape[1], k3.shape[1], words)
-    attention_mm.backward(kernel, q3, k3, v3, (dout3, lse2, dq, dk, dv), fixed, attention_mm.cpu_threads(), 0)
-    return tuple(g.reshape(s) for g, s in zip((dq, dk, dv), shapes, strict=True))
-
-
-def _call(fn: Any, shapes: Any, *args: Any) -> Any:
-    """``jax.pure_callback``, one call per slice under ``jax.vmap`` (each slice its own call, as on XLA)."""
+    if lib is None or lib.attention_mm is None or not hasattr(lib.handle, "xla_handlers"):
+        return None
     import jax
 
-    return jax.pure_callback(fn, shapes, *args, vmap_method="sequential")
+    return lib if hasattr(jax, "ffi") and hasattr(jax.ffi, "ffi_call") else None
 
 
-def _operands(words: Any, *arrays: Any) -> tuple[Any, ...]:
+_registered: list[str] = []
+
+
+def _target(lib: Any, direction: str) -> str:
+    """The XLA FFI target of the variant's handler (``fwd`` or ``bwd``), registered on first use."""
+    import jax
+
+    name = f"xdrop_attention_{direction}_{lib.variant}"
+    if name not in _registered:
+        for key, capsule in lib.handle.xla_handlers().items():
+            if key.endswith(lib.variant):
+                jax.ffi.register_ffi_target(f"xdrop_{key}", capsule, platform="cpu")
+                _registered.append(f"xdrop_{key}")
+    return name
+
+
+def _params(words: Any, cfg: Any, q_ndim: int) -> Any:
+    """The handlers' uint32[12]: the seed's and step's words (traced or not), then K, the scale and the
+    dropout scale (float64 bits), the flags and the thread count, fixed when the function is traced."""
     import jax.numpy as jnp
 
-    return (*(x.astype(jnp.float32) for x in arrays), jnp.stack([jnp.asarray(w, jnp.uint32) for w in words]))
+    kk = keep_count(cfg.dropout_p)
+    a = float(scale_for(kk, np, np.float32))
+    doubles = np.array([cfg.scale, a], np.float64).view(np.uint32)  # little-endian: low word first
+    flags = cfg.is_causal | cfg.shared << 1 | _heads_inner(cfg, q_ndim) << 2
+    fixed = np.array([kk & 0xFFFFFFFF, kk >> 32, *doubles, flags, attention_mm.cpu_threads()], np.uint32)
+    return jnp.concatenate([jnp.stack([jnp.asarray(w, jnp.uint32) for w in words]), jnp.asarray(fixed)])
+
+
+def _heads_inner(cfg: Any, q_ndim: int) -> bool:
+    """Whether the call takes ``(B, rows, H, F)`` arrays (Flax's layout) rather than ``(..., rows, F)``."""
+    return bool(cfg.heads_inner) and q_ndim == 4
+
+
+def _problems(cfg: Any, *arrays: Any) -> list[Any]:
+    """The arrays as float32, ``(B, rows, H, F)`` with heads inner (as they are), else ``(N, rows, F)``."""
+    import jax.numpy as jnp
+
+    inner = _heads_inner(cfg, arrays[0].ndim)
+    return [x.astype(jnp.float32) if inner else x.astype(jnp.float32).reshape(-1, *x.shape[-2:]) for x in arrays]
+
+
+def _ffi(lib: Any, direction: str, shapes: Any) -> Any:
+    """The variant's handler as a JAX function (each slice one call under ``jax.vmap``)."""
+    import jax
+
+    return jax.ffi.ffi_call(_target(lib, direction), shapes, vmap_method="sequential")
 
 
 def forward(q: Any, k: Any, v: Any, words: Any, cfg: Any) -> tuple[Any, Any]:
@@ -112,11 +121,13 @@ def forward(q: Any, k: Any, v: Any, words: Any, cfg: Any) -> tuple[Any, Any]:
     import jax
     import jax.numpy as jnp
 
-    kernel = routine(q, k, v, None, None)
+    lib = routine(q, k, v, None, None)
+    q3, k3, v3 = _problems(cfg, q, k, v)
     struct: Any = jax.ShapeDtypeStruct
-    shapes = (struct((*q.shape[:-1], v.shape[-1]), jnp.float32), struct(q.shape[:-1], jnp.float32))
-    out, lse = _call(partial(_forward_host, cfg=cfg, kernel=kernel), shapes, *_operands(words, q, k, v))
-    return out.astype(v.dtype), lse
+    lse_shape = (q.shape[0], q.shape[2], q.shape[1]) if _heads_inner(cfg, q.ndim) else q3.shape[:-1]
+    shapes = (struct((*q3.shape[:-1], v3.shape[-1]), jnp.float32), struct(lse_shape, jnp.float32))
+    out, lse = _ffi(lib, "fwd", shapes)(q3, k3, v3, _params(words, cfg, q.ndim))
+    return out.reshape(*q.shape[:-1], v.shape[-1]).astype(v.dtype), lse  # lse: for backward alone
 
 
 def backward(dout: Any, q: Any, k: Any, v: Any, lse: Any, words: Any, cfg: Any) -> tuple[Any, Any, Any]:
@@ -124,9 +135,10 @@ def backward(dout: Any, q: Any, k: Any, v: Any, lse: Any, words: Any, cfg: Any) 
     import jax
     import jax.numpy as jnp
 
-    kernel = routine(q, k, v, None, None)
+    lib = routine(q, k, v, None, None)
+    dout3, q3, k3, v3 = _problems(cfg, dout, q, k, v)
     struct: Any = jax.ShapeDtypeStruct
-    shapes = tuple(struct(x.shape, jnp.float32) for x in (q, k, v))
-    grads = _call(partial(_backward_host, cfg=cfg, kernel=kernel), shapes, *_operands(words, dout, q, k, v, lse))
-    dq, dk, dv = (g.astype(x.dtype) for g, x in zip(grads, (q, k, v), strict=True))
+    shapes = tuple(struct(x.shape, jnp.float32) for x in (q3, k3, v3))
+    grads = _ffi(lib, "bwd", shapes)(dout3, q3, k3, v3, lse, _params(words, cfg, q.ndim))
+    dq, dk, dv = (g.reshape(x.shape).astype(x.dtype) for g, x in zip(grads, (q, k, v), strict=True))
     return dq, dk, dv

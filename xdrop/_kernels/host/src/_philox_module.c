@@ -24,6 +24,10 @@
 #include <Python.h>
 
 #include "philox_dropout.c"
+#if defined(XD_HAVE_AVX2) && !defined(_WIN32)
+#define XD_HAVE_XLA_FFI 1
+#include "xla_attention.c"
+#endif
 
 /* Below this many elements the GIL is kept: releasing it costs more than the kernel. */
 #define XD_RELEASE_MIN 4096
@@ -244,6 +248,38 @@ static PyObject *xd_attention_mm_py_avx2(PyObject *self, PyObject *const *args, 
 }
 #endif
 
+#ifdef XD_HAVE_XLA_FFI
+/* xla_handlers(): {name: PyCapsule} of the XLA FFI handlers in xla_attention.c, for jax.ffi's
+ * register_ffi_target (names "attention_fwd_V" and "attention_bwd_V", V avx512 or avx2). */
+static PyObject *xd_xla_handlers_py(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    struct {
+        const char *name;
+        void *(*fn)(const xd_ffi_frame *);
+    } all[] = {
+        {"attention_fwd_avx512", xd_ffi_attention_fwd_avx512},
+        {"attention_bwd_avx512", xd_ffi_attention_bwd_avx512},
+        {"attention_fwd_avx2", xd_ffi_attention_fwd_avx2},
+        {"attention_bwd_avx2", xd_ffi_attention_bwd_avx2},
+    };
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        void *fn;
+        memcpy(&fn, &all[i].fn, sizeof fn);
+        PyObject *capsule = PyCapsule_New(fn, NULL, NULL);
+        if (capsule == NULL || PyDict_SetItemString(out, all[i].name, capsule) != 0) {
+            Py_XDECREF(capsule);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(capsule);
+    }
+    return out;
+}
+#endif
+
 static PyObject *xd_variants_py(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -287,6 +323,9 @@ static PyMethodDef xd_methods[] = {
     XD_METHODS("_avx512", _avx512),
     XD_FAST("attention_mm_f32_avx512", xd_attention_mm_py_avx512, "Parts of float32 attention, own products."),
     XD_FAST("attention_mm_f32_avx2", xd_attention_mm_py_avx2, "Parts of float32 attention, own products."),
+#endif
+#ifdef XD_HAVE_XLA_FFI
+    {"xla_handlers", xd_xla_handlers_py, METH_NOARGS, "The XLA FFI handlers of the attention, as PyCapsules."},
 #endif
     {NULL, NULL, 0, NULL},
 };
