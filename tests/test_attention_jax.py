@@ -551,22 +551,27 @@ def test_host_kernel_false_exports_with_jax_export():
     np.testing.assert_allclose(got, aj.attention(q, k, v, dropout_p=0.5, seed=SEED, step=3), rtol=2e-5, atol=2e-5)
 
 
-def test_flax_layout_takes_the_host_routine_without_transposes(host_calls):
+@pytest.mark.parametrize("shape", [(2, 20, 3, 16), (1, 33, 1, 32)], ids=str)  # one problem: rows split
+@pytest.mark.parametrize("broadcast", [True, False])
+def test_flax_layout_takes_the_host_routine_without_transposes(host_calls, shape, broadcast):
     """Flax's (B, L, H, E) arrays go to the handlers as they are (heads inner): no transpose in the
     compiled step, and the values of the XLA path."""
     linen_free = pytest.importorskip("xdrop.flax", reason="flax is not installed")
     key = jax.random.key(3)
-    q, k, v = (jax.random.normal(s, (2, 20, 3, 16), jnp.float32) for s in jax.random.split(key, 3))
-    w = jax.random.normal(key, (2, 20, 3, 16), jnp.float32)
+    q, k, v = (jax.random.normal(s, shape, jnp.float32) for s in jax.random.split(key, 3))
+    w = jax.random.normal(key, shape, jnp.float32)
 
     def loss(q, k, v):
-        out = linen_free.dot_product_attention(q, k, v, dropout_rng=key, dropout_rate=0.3, is_causal=True)
+        out = linen_free.dot_product_attention(
+            q, k, v, dropout_rng=key, dropout_rate=0.3, is_causal=True, broadcast_dropout=broadcast
+        )
         return (out * w).sum()
 
     step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
     text = step.lower(q, k, v).compile().as_text()
     assert "xdrop_attention_bwd" in text
-    assert not re.search(r"f32\[2,\d+,\d+,16\]\{[\d,]*\} (transpose|copy)\(", text)  # no op moves an operand
+    moves = rf"f32\[{shape[0]},\d+,\d+,{shape[3]}\]\{{[\d,]*\}} (transpose|copy)\("
+    assert not re.search(moves, text)  # no op moves an operand
     got = step(q, k, v)
     from xdrop._kernels.jax import _attention_host
 

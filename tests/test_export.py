@@ -405,3 +405,28 @@ def test_jax_export_serialized_round_trip_equals_numpy():
     for step in (0, 1, 7, 2**32 - 1):
         got = np.asarray(restored.call(jnp.asarray(x), jnp.uint32(step)))
         assert _same(got, xdrop.dropout(x, 0.3, seed=seed, step=step)), f"step {step}"
+
+
+def test_jax_export_of_flax_attention_needs_host_kernel_false():
+    """On the CPU the attention's custom calls do not serialize: ``jax.export`` says so, naming the target;
+    with ``host_kernel=False`` the function exports and gives the same values."""
+    pytest.importorskip("flax", reason="xdrop.flax needs flax")
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    import xdrop.flax
+    from xdrop._kernels.jax import _attention_host
+
+    q = jnp.asarray(np.random.default_rng(1).standard_normal((1, 8, 2, 16)), jnp.float32)
+    spec = jax.ShapeDtypeStruct(q.shape, jnp.float32)
+
+    def attend(q, host):
+        return xdrop.flax.dot_product_attention(q, q, q, dropout_rate=0.5, seed=3, host_kernel=host)
+
+    if _attention_host.routine(q, q, q, None, None) is not None:
+        with pytest.raises(ValueError, match="xdrop_attention_fwd"):
+            export.export(jax.jit(lambda q: attend(q, True)))(spec)
+    exported = export.export(jax.jit(lambda q: attend(q, False)))(spec)
+    restored = export.deserialize(exported.serialize())
+    np.testing.assert_allclose(restored.call(q), attend(q, True), rtol=2e-5, atol=2e-5)

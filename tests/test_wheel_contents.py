@@ -81,3 +81,14 @@ def test_the_extension_must_be_there_exactly_when_compiled():
 def test_files_outside_the_package_are_reported():
     found = wheel_contents.problems([*good(True), "tests/conftest.py"], ROOT, True)
     assert found == ["outside the package and its metadata: tests/conftest.py"]
+
+
+def test_a_c_file_the_extension_includes_is_compiled_only():
+    """A ``.c`` file the extension's source ``#include``s is compiled in: in the wheel it is a stray, unless a
+    meson.build installs it (``philox_dropout.c``, which the CUDA path compiles at run time)."""
+    compiled = wheel_contents.compiled_only(ROOT)
+    assert "xdrop/_kernels/host/src/xla_attention.c" in compiled
+    assert "xdrop/_kernels/host/src/philox_dropout.c" not in compiled
+    source = "xdrop/_kernels/host/src/xla_attention.c"
+    found = wheel_contents.problems([*good(True), source], ROOT, True)
+    assert found == [f"unexpected in the wheel (no tracked, installed source): {source}"]

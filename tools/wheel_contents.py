@@ -3,7 +3,9 @@
 
 Expected are the files of ``xdrop/`` that git tracks, less the build's own
 (every ``meson.build``) and the C sources compiled into an extension (the
-sources of the ``extension_module`` calls in the ``meson.build`` files), plus
+sources of the ``extension_module`` calls in the ``meson.build`` files, and
+the ``.c`` files they ``#include``, unless a ``py.install_sources`` list also
+installs one), plus
 the extension itself in a compiled wheel (none in the others) and the
 metadata. A file the build took from the working tree that git does not track
 (an in-place build's ``.so``, ``__pycache__``, a module not yet added) is
@@ -26,6 +28,8 @@ METADATA = {"METADATA", "WHEEL", "RECORD", "entry_points.txt", "licenses/LICENSE
 EXTENSION_CALL = re.compile(
     r"extension_module\(\s*'(?P<name>\w+)',\s*'(?P<source>[^']+)',\s*subdir:\s*'(?P<subdir>[^']+)'", re.S
 )
+INCLUDE_C = re.compile(r'^#include "(?P<file>[\w.]+\.c)"', re.M)
+INSTALL_LIST = re.compile(r"py\.install_sources\(\s*\[(?P<files>[^\]]*)\]", re.S)
 
 
 def meson_files(root: Path) -> list[Path]:
@@ -43,13 +47,30 @@ def extensions(root: Path) -> list[tuple[str, str, str]]:
     return found
 
 
+def compiled_only(root: Path) -> set[str]:
+    """The extensions' sources and the ``.c`` files they include, less those a meson.build installs."""
+    installed = set()
+    for path in meson_files(root):
+        for m in INSTALL_LIST.finditer(path.read_text()):
+            installed |= {
+                (path.parent / name).relative_to(root).as_posix() for name in re.findall(r"'([^']+)'", m["files"])
+            }
+    out = set()
+    for _, _, source in extensions(root):
+        out.add(source)
+        folder = (root / source).parent
+        for m in INCLUDE_C.finditer((root / source).read_text()):
+            out.add((folder / m["file"]).relative_to(root).as_posix())
+    return out - installed
+
+
 def expected(root: Path) -> set[str]:
     """The package files every wheel holds: tracked, less meson.build files and compiled-only sources."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", PACKAGE], cwd=root, check=True, capture_output=True, text=True
     ).stdout
     tracked = {p for p in listed.split("\0") if p}
-    compiled = {source for _, _, source in extensions(root)}
+    compiled = compiled_only(root)
     return {p for p in tracked if Path(p).name != "meson.build" and p not in compiled}
 
 

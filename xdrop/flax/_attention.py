@@ -77,6 +77,7 @@ def dot_product_attention(
     *,
     seed: Any = None,
     step: Any = 0,
+    host_kernel: bool = True,
 ) -> jax.Array:
     """Drop-in ``flax.nnx.dot_product_attention`` / ``flax.linen.dot_product_attention`` drawing xdrop's stream.
 
@@ -111,6 +112,10 @@ def dot_product_attention(
     seed, step : int or JAX integer, keyword-only
         An explicit seed and step instead of the key's (bind them with
         ``functools.partial``; traced ``uint32`` values work under ``jit``).
+    host_kernel : bool, keyword-only
+        On the CPU, run through the host kernel's compiled routine (two XLA
+        custom calls) where it takes the call; False keeps XLA's operations,
+        as ``jax.export`` needs. The bits are the same.
 
     Returns
     -------
@@ -166,6 +171,7 @@ def dot_product_attention(
         mask=mask,
         shared_mask=broadcast_dropout,
         empty_rows="uniform",
+        host_kernel=host_kernel,
         heads_inner=True,  # q, k, v are Flax's arrays with the axes swapped
     )
     return jnp.swapaxes(out, -3, -2)

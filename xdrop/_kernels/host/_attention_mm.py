@@ -1,16 +1,16 @@
 """Attention with the host kernel's own products (``Kernels.attention_mm``): parts, threads and buffers.
 
-torch's CPU attention (:mod:`xdrop._kernels.torch._attention`) and JAX's on
-the CPU (:mod:`xdrop._kernels.jax._attention_host`) both run the compiled
-routine through :func:`forward` and :func:`backward`, on NumPy views of their
-own buffers: q ``(N, L, E)``, k ``(N, S, E)``, v ``(N, S, Ev)`` float32,
+torch's CPU attention (:mod:`xdrop._kernels.torch._attention`) runs the
+compiled routine through :func:`forward` and :func:`backward`, on NumPy views
+of its tensors: q ``(N, L, E)``, k ``(N, S, E)``, v ``(N, S, Ev)`` float32,
 C-contiguous. ``fixed`` is what every attention call of the routine ends with
 (``L, S, scale, bias, so, si, sl, ss, inner, causal, seed, step, k, a,
 shared``; see ``_philox_module.c``). The problems and their query rows are cut
 into parts (:func:`parts`) that ``threads`` threads take in turn: the team of
 the OpenMP runtime whose ``GOMP_parallel`` is at address ``parallel``, or,
 where that is 0, the calling thread and a pool of Python threads (the routine
-releases the GIL).
+releases the GIL). JAX calls the same routine from XLA custom calls
+(``src/xla_attention.c``, which cuts the parts the same way in C).
 """
 
 from __future__ import annotations

@@ -973,11 +973,14 @@ XD_ATTN_KERNELS(_avx512, XD_AVX512, xd_ctx_avx512, xd_ctx_avx512_init, xd_keep_c
 /* The tensors of one call: q (N, L, E), k (N, S, E), v (N, S, Ev), out and dout
  * (N, L, Ev), lse (N, L), dq (N, L, E), all C-contiguous from problem 0; dk
  * (S, E) and dv (S, Ev) per problem from problem n0's (they accumulate). The
- * call covers problems n0 .. n1 - 1, query rows i0 .. i1 - 1 of each. */
+ * call covers problems n0 .. n1 - 1, query rows i0 .. i1 - 1 of each. With
+ * heads = H > 1 the arrays but lse are (B, rows, H, F) (heads inner, Flax's
+ * layout; problem n = b H + h), and with dheads = H so are dk and dv. */
 typedef struct {
     const float *q, *k, *v, *dout;
     float *out, *lse, *dq, *dk, *dv;
     xd_u64 e, ev, n0, n1, i0, i1;
+    xd_u64 heads, dheads; /* 0 or 1: as above; H: heads inner, below */
 } xd_attn_io;
 
 /* A microkernel NAME(MR, NV, kn, a, ars, aks, b, ldb, c, ldc, alpha, acc) of an ISA whose vector type VT
@@ -1045,12 +1048,12 @@ XD_GEMM_FN(xd_gemm_avx2, XD_AVX2, 8, 2, XD_MK_ROWS(xd_mk_avx2, 1) XD_MK_ROWS(xd_
 
 /* dst (cols x ld, row x at dst + x * ld) = src^T for src (rows x cols, row-major), columns rows .. ld - 1
  * zero: 16 source rows at a time, so that each destination row is written 16 floats at a time. */
-static void xd_transpose_f32(const float *src, xd_u64 rows, xd_u64 cols, float *dst, xd_u64 ld) {
+static void xd_transpose_f32(const float *src, xd_u64 rows, xd_u64 cols, xd_u64 lds, float *dst, xd_u64 ld) {
     for (xd_u64 y = 0; y < ld; y += 16) {
         xd_u64 h = y >= rows ? 0 : rows - y < 16 ? rows - y : 16;
         for (xd_u64 x = 0; x < cols; x++) {
             float *d = dst + x * ld + y;
-            for (xd_u64 u = 0; u < h; u++) d[u] = src[(y + u) * cols + x];
+            for (xd_u64 u = 0; u < h; u++) d[u] = src[(y + u) * lds + x];
             for (xd_u64 u = h; u < 16 && y + u < ld; u++) d[u] = 0.0f;
         }
     }
@@ -1115,14 +1118,16 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
     ATTR static void xd_attn_mm_fwd_f32##SUFFIX(const xd_attn *p, const xd_attn_io *t, const xd_attn_ws *ws) {     \
         XD_MM_SETUP(CTX, INIT);                                                                                    \
         for (xd_u64 n = t->n0; n < t->n1; n++) {                                                                   \
-            const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;                                           \
-            xd_transpose_f32(kn, S, E, kt, S16);                                                                   \
+            const float *kn = XD_MM_AT(t->k, n, S, E, H), *vn = XD_MM_AT(t->v, n, S, Ev, H);                     \
+            xd_transpose_f32(kn, S, E, H * E, kt, S16);                                                            \
             for (xd_u64 q0 = t->i0; q0 < t->i1; q0 += R) {                                                         \
                 XD_MM_TILE_SETUP;                                                                                  \
-                GEMM(rows, j16, E, t->q + f0 * E, (int64_t)E, 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);      \
+                const float *qt = XD_MM_AT(t->q, n, L, E, H) + q0 * H * E;                                         \
+                GEMM(rows, j16, E, qt, (int64_t)(H * E), 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);           \
                 XD_MM_ROWS(CHUNK_FN,                                                                               \
                            xd_attn_fwd_row_f32(p, s + r * S16, b, len, drop ? keep : NULL, none, t->lse + f))       \
-                GEMM(rows, Ev, jmax, s, (int64_t)S16, 1, vn, (int64_t)Ev, t->out + f0 * Ev, (int64_t)Ev, 1.0f, 0); \
+                float *o = XD_MM_AT(t->out, n, L, Ev, H) + q0 * H * Ev;                                            \
+                GEMM(rows, Ev, jmax, s, (int64_t)S16, 1, vn, (int64_t)(H * Ev), o, (int64_t)(H * Ev), 1.0f, 0);    \
             }                                                                                                      \
         }                                                                                                          \
     }                                                                                                              \
@@ -1130,21 +1135,24 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
         XD_MM_SETUP(CTX, INIT);                                                                                    \
         float *vt = ws->vt, *dp = ws->dp, sc = (float)p->scale;                                                    \
         for (xd_u64 n = t->n0; n < t->n1; n++) {                                                                   \
-            const float *kn = t->k + n * S * E, *vn = t->v + n * S * Ev;                                           \
-            float *dkn = t->dk + (n - t->n0) * S * E, *dvn = t->dv + (n - t->n0) * S * Ev;                         \
-            xd_transpose_f32(kn, S, E, kt, S16);                                                                   \
-            xd_transpose_f32(vn, S, Ev, vt, S16);                                                                  \
+            const float *kn = XD_MM_AT(t->k, n, S, E, H), *vn = XD_MM_AT(t->v, n, S, Ev, H);                     \
+            float *dkn = t->dk + (XD_MM_OFF(n, S, E, D) - XD_MM_OFF(t->n0, S, E, D));                              \
+            float *dvn = t->dv + (XD_MM_OFF(n, S, Ev, D) - XD_MM_OFF(t->n0, S, Ev, D));                            \
+            xd_transpose_f32(kn, S, E, H * E, kt, S16);                                                            \
+            xd_transpose_f32(vn, S, Ev, H * Ev, vt, S16);                                                          \
             for (xd_u64 q0 = t->i0; q0 < t->i1; q0 += R) {                                                         \
                 XD_MM_TILE_SETUP;                                                                                  \
-                const float *qt = t->q + f0 * E, *g = t->dout + f0 * Ev;                                           \
-                GEMM(rows, j16, E, qt, (int64_t)E, 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);                 \
-                GEMM(rows, j16, Ev, g, (int64_t)Ev, 1, vt, (int64_t)S16, dp, (int64_t)S16, 1.0f, 0);               \
+                const float *qt = XD_MM_AT(t->q, n, L, E, H) + q0 * H * E;                                         \
+                const float *g = XD_MM_AT(t->dout, n, L, Ev, H) + q0 * H * Ev;                                     \
+                float *dq = XD_MM_AT(t->dq, n, L, E, H) + q0 * H * E;                                              \
+                GEMM(rows, j16, E, qt, (int64_t)(H * E), 1, kt, (int64_t)S16, s, (int64_t)S16, 1.0f, 0);           \
+                GEMM(rows, j16, Ev, g, (int64_t)(H * Ev), 1, vt, (int64_t)S16, dp, (int64_t)S16, 1.0f, 0);         \
                 XD_MM_ROWS(CHUNK_FN, xd_attn_bwd_row_f32(p, s + r * S16, dp + r * S16, w, b, len,                  \
                                                          drop ? keep : NULL, none, t->lse[f]))                     \
                 /* s: the dropped weights; dp: dS. dv += s^T dout, dq = scale dS k, dk += scale dS^T q. */         \
-                GEMM(jmax, Ev, rows, s, 1, (int64_t)S16, g, (int64_t)Ev, dvn, (int64_t)Ev, 1.0f, 1);               \
-                GEMM(rows, E, jmax, dp, (int64_t)S16, 1, kn, (int64_t)E, t->dq + f0 * E, (int64_t)E, sc, 0);       \
-                GEMM(jmax, E, rows, dp, 1, (int64_t)S16, qt, (int64_t)E, dkn, (int64_t)E, sc, 1);                  \
+                GEMM(jmax, Ev, rows, s, 1, (int64_t)S16, g, (int64_t)(H * Ev), dvn, (int64_t)(D * Ev), 1.0f, 1);   \
+                GEMM(rows, E, jmax, dp, (int64_t)S16, 1, kn, (int64_t)(H * E), dq, (int64_t)(H * E), sc, 0);       \
+                GEMM(jmax, E, rows, dp, 1, (int64_t)S16, qt, (int64_t)(H * E), dkn, (int64_t)(D * E), sc, 1);      \
             }                                                                                                      \
         }                                                                                                          \
     }                                                                                                              \
@@ -1179,9 +1187,17 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
         return job.failed ? -1 : 0;                                                                                \
     }
 
-/* What both directions set up: sizes, the tile's rows, the stream, the thread's buffers. */
+/* Where problem n's rows of F floats start in an array of `rows` rows per problem: problem n = b H + h at
+ * (b, 0, h) of a (B, rows, H, F) array, rows H F floats apart; with H = 1, (N, rows, F) C-contiguous. */
+#define XD_MM_OFF(n, rows, F, H) (((n) / (H)) * (rows) * (H) * (F) + ((n) % (H)) * (F))
+#define XD_MM_AT(base, n, rows, F, H) ((base) + XD_MM_OFF(n, rows, F, H))
+
+/* What both directions set up: sizes, the layouts (H: q, k, v, out and their gradients; D: dk and dv),
+ * the tile's rows, the stream, the thread's buffers. */
 #define XD_MM_SETUP(CTX, INIT)                                                           \
     xd_u64 L = p->length, S = p->keys, E = t->e, Ev = t->ev, S16 = (S + 15) / 16 * 16;  \
+    xd_u64 H = t->heads > 1 ? t->heads : 1, D = t->dheads > 1 ? t->dheads : 1;           \
+    (void)D;                                                                             \
     xd_u64 R = xd_mm_rows(S16);                                                          \
     int none = p->k == 0, drop = !none && !(p->k >> 32);                                 \
     const float *bias = (const float *)p->bias;                                          \
@@ -1193,7 +1209,7 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
 
 /* A tile: its rows, its first flat row, and the keys any of its rows sees (jmax; j16 rounded up to 16). */
 #define XD_MM_TILE_SETUP                                                                 \
-    xd_u64 rows = t->i1 - q0 < R ? t->i1 - q0 : R, f0 = n * L + q0;                      \
+    xd_u64 rows = t->i1 - q0 < R ? t->i1 - q0 : R;                                       \
     xd_u64 jmax = p->causal && q0 + rows < S ? q0 + rows : S, j16 = (jmax + 15) / 16 * 16
 
 #define XD_MM_ROWS(CHUNK_FN, ROW_CALL)                                                                           \

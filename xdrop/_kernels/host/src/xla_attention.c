@@ -13,7 +13,7 @@
  * all float32 C-contiguous but params: seed (2 words, low first), step (2), K (2), scale and the dropout
  * scale as float64 bits (2 each, low word first), flags (1: causal, 2: one (L, S) mask for every problem,
  * 4: heads inner, below), threads. With flag 4 the arrays are (B, rows, H, F) (Flax's layout: problem
- * n = b H + h), lse (B, H, L).
+ * n = b H + h), read and written where they are; lse (B, H, L).
  */
 #include <pthread.h>
 
@@ -174,17 +174,6 @@ static double xd_ffi_f64(const xd_u32 *w) {
     return x;
 }
 
-/* Rows of F floats between (B, L, H, F) memory (Flax's layout, heads inner) and (B * H, L, F)
- * contiguous: gather (into dense) or scatter (back). */
-static void xd_heads_copy(float *dense, float *inner, int64_t B, int64_t H, int64_t L, int64_t F, int gather) {
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t l = 0; l < L; l++)
-            for (int64_t h = 0; h < H; h++) {
-                float *d = dense + ((b * H + h) * L + l) * F, *x = inner + ((b * L + l) * H + h) * F;
-                memcpy(gather ? d : x, gather ? x : d, (size_t)F * sizeof *d);
-            }
-}
-
 /* The buffer's float32 data if its dims are (B, rows, H, F) (heads inner: rank 4) or (B * H, rows, F),
  * else NULL; F = 0 for lse, (B, H, L) or (B * H, L) whatever the layout. */
 static float *xd_ffi_f32(const xd_ffi_buffer *b, int heads_inner, int64_t B, int64_t H, int64_t rows, int64_t F) {
@@ -200,15 +189,16 @@ static float *xd_ffi_f32(const xd_ffi_buffer *b, int heads_inner, int64_t B, int
 typedef int (*xd_mm_run_fn)(const xd_attn *, const xd_attn_io *, const int64_t *, xd_u64, int, xd_parallel_fn,
                             unsigned);
 
-/* The call on t's contiguous (N, rows, features) arrays: the parts, the threads, and in the backward
- * dk and dv zeroed first (the routine adds into them) or summed from per-part buffers. Returns the
- * routine's status (-1: out of memory). */
-static int xd_ffi_run(const xd_attn *p, const xd_attn_io *t, xd_u64 n, xd_u64 threads, int backward,
-                      xd_mm_run_fn run) {
+/* The call: the parts, the threads, and in the backward dk and dv zeroed first (the routine adds into
+ * them) or summed from per-part buffers, in part order (the sums do not depend on the threads). t's
+ * arrays are (N, rows, F), or (B, rows, H, F) where t->heads = H > 1. Returns the routine's status
+ * (-1: out of memory). */
+static int xd_ffi_run(const xd_attn *p, xd_attn_io *t, xd_u64 n, xd_u64 threads, int backward, xd_mm_run_fn run) {
     int64_t *table = (int64_t *)malloc((size_t)(n + 8 * threads + 1) * 6 * sizeof *table);
     if (table == NULL) return -1;
     xd_u64 count = xd_ffi_parts(n, p->length, threads, backward, table);
-    size_t ke = (size_t)(p->keys * t->e), ve = (size_t)(p->keys * t->ev);
+    xd_u64 S = p->keys, E = t->e, Ev = t->ev, H = t->heads > 1 ? t->heads : 1;
+    size_t ke = (size_t)(S * E), ve = (size_t)(S * Ev);
     int split = backward && count > n; /* a problem's rows in several parts: each adds into its own dk, dv */
     float *partial = split ? (float *)calloc(count * (ke + ve), sizeof *partial) : NULL;
     if (split && partial == NULL) {
@@ -219,18 +209,23 @@ static int xd_ffi_run(const xd_attn *p, const xd_attn_io *t, xd_u64 n, xd_u64 th
         memset(t->dk, 0, n * ke * sizeof *t->dk);
         memset(t->dv, 0, n * ve * sizeof *t->dv);
     }
+    t->dheads = split ? 1 : H; /* the per-part buffers are (S, F) */
     for (xd_u64 j = 0; j < count; j++) {
         int64_t *r = table + 6 * j;
-        float *dk = !backward ? NULL : split ? partial + j * (ke + ve) : t->dk + (size_t)r[0] * ke;
-        float *dv = !backward ? NULL : split ? partial + j * (ke + ve) + ke : t->dv + (size_t)r[0] * ve;
+        xd_u64 n0 = (xd_u64)r[0];
+        float *dk = !backward ? NULL : split ? partial + j * (ke + ve) : XD_MM_AT(t->dk, n0, S, E, H);
+        float *dv = !backward ? NULL : split ? partial + j * (ke + ve) + ke : XD_MM_AT(t->dv, n0, S, Ev, H);
         r[4] = (int64_t)(intptr_t)dk, r[5] = (int64_t)(intptr_t)dv;
     }
     int rc = run(p, t, table, count, backward, threads > 1 ? xd_pthread_parallel : NULL, (unsigned)threads);
-    for (xd_u64 j = 0; rc == 0 && split && j < count; j++) { /* in part order: sums independent of threads */
+    for (xd_u64 j = 0; rc == 0 && split && j < count; j++) {
         xd_u64 at = (xd_u64)table[6 * j];
         const float *pk = partial + j * (ke + ve), *pv = pk + ke;
-        for (size_t i = 0; i < ke; i++) t->dk[at * ke + i] += pk[i];
-        for (size_t i = 0; i < ve; i++) t->dv[at * ve + i] += pv[i];
+        float *dk = XD_MM_AT(t->dk, at, S, E, H), *dv = XD_MM_AT(t->dv, at, S, Ev, H);
+        for (xd_u64 r = 0; r < S; r++) {
+            for (xd_u64 i = 0; i < E; i++) dk[r * H * E + i] += pk[r * E + i];
+            for (xd_u64 i = 0; i < Ev; i++) dv[r * H * Ev + i] += pv[r * Ev + i];
+        }
     }
     free(partial);
     free(table);
@@ -282,35 +277,8 @@ static void *xd_ffi_attention(const xd_ffi_frame *f, int backward, xd_mm_run_fn 
     p.causal = (int)(w[10] & 1), p.shared = (int)(w[10] >> 1 & 1);
     xd_u64 threads = w[11] ? w[11] : 1;
     if (threads > XD_MAX_THREADS) threads = XD_MAX_THREADS;
-    if (!heads_inner) {
-        int rc = xd_ffi_run(&p, &t, n, threads, backward, run);
-        return rc == 0 ? NULL : xd_ffi_error(f, XD_FFI_RESOURCE_EXHAUSTED, "xdrop attention: out of memory");
-    }
-    /* Heads inner: the routine's contiguous problems in one scratch block, rows gathered and scattered
-     * (row copies: a fraction of the products' time, and less than XLA's transposes around the call). */
-    size_t nq = n * (size_t)(L * E), nk = n * (size_t)(S * E), nv = n * (size_t)(S * Ev), no = n * (size_t)(L * Ev);
-    size_t total = 2 * nq + 2 * nk + 2 * nv + 2 * no;
-    float *block = (float *)malloc(total * sizeof *block);
-    if (block == NULL) return xd_ffi_error(f, XD_FFI_RESOURCE_EXHAUSTED, "xdrop attention: out of memory");
-    xd_attn_io d = t;
-    float *q = block, *k = q + nq, *v = k + nk, *o = v + nv, *dq = o + no, *dk = dq + nq, *dv = dk + nk;
-    xd_heads_copy(q, (float *)t.q, B, H, L, E, 1), xd_heads_copy(k, (float *)t.k, B, H, S, E, 1);
-    xd_heads_copy(v, (float *)t.v, B, H, S, Ev, 1);
-    d.q = q, d.k = k, d.v = v;
-    if (backward) {
-        xd_heads_copy(o, (float *)t.dout, B, H, L, Ev, 1);
-        d.dout = o, d.dq = dq, d.dk = dk, d.dv = dv;
-    } else {
-        d.out = o;
-    }
-    int rc = xd_ffi_run(&p, &d, n, threads, backward, run);
-    if (rc == 0 && backward) {
-        xd_heads_copy(dq, t.dq, B, H, L, E, 0), xd_heads_copy(dk, t.dk, B, H, S, E, 0);
-        xd_heads_copy(dv, t.dv, B, H, S, Ev, 0);
-    } else if (rc == 0) {
-        xd_heads_copy(o, t.out, B, H, L, Ev, 0);
-    }
-    free(block);
+    t.heads = (xd_u64)H * (xd_u64)heads_inner; /* 0: (N, rows, F) */
+    int rc = xd_ffi_run(&p, &t, n, threads, backward, run);
     return rc == 0 ? NULL : xd_ffi_error(f, XD_FFI_RESOURCE_EXHAUSTED, "xdrop attention: out of memory");
 }
 
