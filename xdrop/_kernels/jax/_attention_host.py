@@ -33,6 +33,7 @@ XLA's operations.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -57,17 +58,23 @@ def routine(q: Any, k: Any, v: Any, bias: Any, mask: Any) -> Any:
     (length, e), keys, ev = q.shape[-2:], k.shape[-2], v.shape[-1]
     if not (math.prod(q.shape[:-2]) and length and keys and e and ev) or e % 16 or ev % 16:
         return None
+    return _library()
+
+
+def _library() -> Any:
+    """The compiled kernel if it has the handlers (avx2/avx512 variants, POSIX) and JAX has ``jax.ffi``."""
+    import jax
+
     from ..host import _native
 
     lib = _native.library()
     if lib is None or lib.attention_mm is None or not hasattr(lib.handle, "xla_handlers"):
         return None
-    import jax
-
     return lib if hasattr(jax, "ffi") and hasattr(jax.ffi, "ffi_call") else None
 
 
-_registered: list[str] = []
+_registered: set[str] = set()
+_registering = threading.Lock()
 
 
 def _target(lib: Any, direction: str) -> str:
@@ -75,11 +82,12 @@ def _target(lib: Any, direction: str) -> str:
     import jax
 
     name = f"xdrop_attention_{direction}_{lib.variant}"
-    if name not in _registered:
-        for key, capsule in lib.handle.xla_handlers().items():
-            if key.endswith(lib.variant):
-                jax.ffi.register_ffi_target(f"xdrop_{key}", capsule, platform="cpu")
-                _registered.append(f"xdrop_{key}")
+    with _registering:  # two threads tracing at once register it once
+        if name not in _registered:
+            for key, capsule in lib.handle.xla_handlers().items():
+                if key.endswith(lib.variant) and f"xdrop_{key}" not in _registered:
+                    jax.ffi.register_ffi_target(f"xdrop_{key}", capsule, platform="cpu")
+                    _registered.add(f"xdrop_{key}")
     return name
 
 
@@ -121,7 +129,7 @@ def forward(q: Any, k: Any, v: Any, words: Any, cfg: Any) -> tuple[Any, Any]:
     import jax
     import jax.numpy as jnp
 
-    lib = routine(q, k, v, None, None)
+    lib = _library()  # attention() chose this path: routine() took the call
     q3, k3, v3 = _problems(cfg, q, k, v)
     struct: Any = jax.ShapeDtypeStruct
     lse_shape = (q.shape[0], q.shape[2], q.shape[1]) if _heads_inner(cfg, q.ndim) else q3.shape[:-1]
@@ -135,7 +143,7 @@ def backward(dout: Any, q: Any, k: Any, v: Any, lse: Any, words: Any, cfg: Any) 
     import jax
     import jax.numpy as jnp
 
-    lib = routine(q, k, v, None, None)
+    lib = _library()
     dout3, q3, k3, v3 = _problems(cfg, dout, q, k, v)
     struct: Any = jax.ShapeDtypeStruct
     shapes = tuple(struct(x.shape, jnp.float32) for x in (q3, k3, v3))
