@@ -1207,7 +1207,7 @@ typedef void (*xd_parallel_fn)(void (*fn)(void *), void *data, unsigned threads,
     xd_u32 *keep = ws->keep;                                                             \
     (void)w
 
-/* A tile: its rows, its first flat row, and the keys any of its rows sees (jmax; j16 rounded up to 16). */
+/* A tile: its rows, and the keys any of its rows sees (jmax; j16 rounded up to 16). */
 #define XD_MM_TILE_SETUP                                                                 \
     xd_u64 rows = t->i1 - q0 < R ? t->i1 - q0 : R;                                       \
     xd_u64 jmax = p->causal && q0 + rows < S ? q0 + rows : S, j16 = (jmax + 15) / 16 * 16
