@@ -9,9 +9,10 @@ avx512 variant; ``jax.ffi``), the forward and the backward of
 custom calls of the extension's handlers (``xla_attention.c``), which run the
 routine torch's CPU attention runs on XLA's own buffers: xdrop's own matrix
 products, the row pass and the mask in one pass over tiles of query rows, on
-POSIX threads, one per core the process may use. What autograd keeps is the
-same as the XLA path's (the inputs, out and one log-sum-exp per row), and the
-keep decisions are stream v1's at the same flat indices (a shared mask:
+XLA's own intra-op threads (one task per core the process may use; POSIX
+threads where the runtime has no pool for custom calls). What autograd keeps
+is the same as the XLA path's (the inputs, out and one log-sum-exp per row),
+and the keep decisions are stream v1's at the same flat indices (a shared mask:
 ``(L, S)``'s), so the two paths agree to rounding and draw the same bits.
 Flax's ``(B, L, H, E)`` arrays go to the handlers as they are
 (``heads_inner``): no transpose around the calls.

@@ -1,7 +1,8 @@
 /*
  * The own-products attention (xd_attn_mm_run in philox_dropout.c) as XLA:CPU custom-call handlers of
  * XLA's typed FFI, which jax.ffi registers and calls with XLA's own buffers: no Python, no copy, no GIL
- * during a step. Included by _philox_module.c where the avx2/avx512 variants are built (POSIX threads).
+ * during a step, the parts on XLA's own intra-op threads. Included by _philox_module.c where the
+ * avx2/avx512 variants are built (and POSIX threads, the fallback).
  *
  * The structs are the parts of XLA's FFI C API that a handler of plain buffers reads, declared here in
  * the layout of xla/ffi/api/c_api.h (API major version 0; jaxlib ships that header). XLA keeps that
@@ -16,6 +17,7 @@
  * n = b H + h), read and written where they are; lse (B, H, L).
  */
 #include <pthread.h>
+#include <stddef.h>
 
 typedef struct xd_ffi_ext {
     size_t struct_size;
@@ -50,9 +52,28 @@ typedef struct {
 typedef struct {
     size_t struct_size;
     xd_ffi_ext *ext;
+    void *error;
+} xd_ffi_error_destroy_args;
+
+typedef struct {
+    size_t struct_size;
+    xd_ffi_ext *ext;
+    void *ctx;
+    void (*task)(void *);
+    void *data;
+} xd_ffi_schedule_args;
+
+typedef struct {
+    size_t struct_size;
+    xd_ffi_ext *ext;
     xd_ffi_version api_version;
     const void *internal;
     void *(*error_create)(xd_ffi_error_args *);
+    void *error_get_message;
+    void (*error_destroy)(xd_ffi_error_destroy_args *);
+    void *handler_register, *stream_get, *type_register, *context_get, *state_set, *state_get;
+    void *memory_allocate, *memory_free;
+    void *(*pool_schedule)(xd_ffi_schedule_args *); /* absent from runtimes whose struct is shorter */
 } xd_ffi_api;
 
 typedef struct {
@@ -141,6 +162,84 @@ static void xd_pthread_parallel(void (*fn)(void *), void *data, unsigned threads
     for (unsigned i = 0; i < started; i++) pthread_join(ids[i], NULL);
 }
 
+/* GOMP_parallel's contract on XLA's own intra-op threads (XLA_FFI_ThreadPool_Schedule: on XLA:CPU the
+ * pool that runs all compute tasks), for the handler running on this thread (xd_frame). XLA promises
+ * neither when a task starts nor that tasks run in parallel, so the caller runs fn(data) itself, then
+ * closes the gate and waits only for the tasks that had started; a task that starts later does nothing
+ * (fn's threads take parts until none is left, so the work is done either way). The gate lives on the
+ * heap until its last holder lets go. Where the runtime has no such pool: POSIX threads. */
+static __thread const xd_ffi_frame *xd_frame;
+
+typedef struct {
+    void (*fn)(void *);
+    void *data;
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    int closed, running, refs;
+} xd_gate;
+
+static void xd_gate_release(xd_gate *g) {
+    pthread_mutex_lock(&g->mu);
+    int last = --g->refs == 0;
+    pthread_mutex_unlock(&g->mu);
+    if (last) {
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->idle);
+        free(g);
+    }
+}
+
+static void xd_gate_task(void *arg) {
+    xd_gate *g = (xd_gate *)arg;
+    pthread_mutex_lock(&g->mu);
+    int go = !g->closed;
+    g->running += go;
+    pthread_mutex_unlock(&g->mu);
+    if (go) {
+        g->fn(g->data);
+        pthread_mutex_lock(&g->mu);
+        if (--g->running == 0) pthread_cond_broadcast(&g->idle);
+        pthread_mutex_unlock(&g->mu);
+    }
+    xd_gate_release(g);
+}
+
+static int xd_has_pool(const xd_ffi_frame *f) {
+    return f != NULL && f->api->struct_size >= offsetof(xd_ffi_api, pool_schedule) + sizeof f->api->pool_schedule
+           && f->api->pool_schedule != NULL;
+}
+
+static void xd_xla_parallel(void (*fn)(void *), void *data, unsigned threads, unsigned flags) {
+    const xd_ffi_frame *f = xd_frame;
+    xd_gate *g = xd_has_pool(f) ? (xd_gate *)malloc(sizeof *g) : NULL;
+    if (g == NULL) {
+        xd_pthread_parallel(fn, data, threads, flags);
+        return;
+    }
+    g->fn = fn, g->data = data, g->closed = 0, g->running = 0, g->refs = 1;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->idle, NULL);
+    for (unsigned i = 1; i < threads; i++) {
+        pthread_mutex_lock(&g->mu);
+        g->refs++; /* the task's */
+        pthread_mutex_unlock(&g->mu);
+        xd_ffi_schedule_args a = {sizeof a, NULL, f->ctx, xd_gate_task, g};
+        void *err = f->api->pool_schedule(&a);
+        if (err != NULL) { /* no pool after all: the task was not taken */
+            xd_ffi_error_destroy_args d = {sizeof d, NULL, err};
+            f->api->error_destroy(&d);
+            xd_gate_release(g);
+            break;
+        }
+    }
+    fn(data);
+    pthread_mutex_lock(&g->mu);
+    g->closed = 1;
+    while (g->running > 0) pthread_cond_wait(&g->idle, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    xd_gate_release(g);
+}
+
 /* The parts of a call (n0, n1, i0, i1, dk, dv addresses; xdrop/_kernels/host/_attention_mm.py's parts(),
  * the same cuts): about 4 per thread, runs of whole problems where there are enough of them, else each
  * problem's rows in parts; in the backward rows are split only where there are fewer problems than
@@ -217,7 +316,7 @@ static int xd_ffi_run(const xd_attn *p, xd_attn_io *t, xd_u64 n, xd_u64 threads,
         float *dv = !backward ? NULL : split ? partial + j * (ke + ve) + ke : XD_MM_AT(t->dv, n0, S, Ev, H);
         r[4] = (int64_t)(intptr_t)dk, r[5] = (int64_t)(intptr_t)dv;
     }
-    int rc = run(p, t, table, count, backward, threads > 1 ? xd_pthread_parallel : NULL, (unsigned)threads);
+    int rc = run(p, t, table, count, backward, threads > 1 ? xd_xla_parallel : NULL, (unsigned)threads);
     for (xd_u64 j = 0; rc == 0 && split && j < count; j++) {
         xd_u64 at = (xd_u64)table[6 * j];
         const float *pk = partial + j * (ke + ve), *pv = pk + ke;
@@ -278,7 +377,9 @@ static void *xd_ffi_attention(const xd_ffi_frame *f, int backward, xd_mm_run_fn 
     xd_u64 threads = w[11] ? w[11] : 1;
     if (threads > XD_MAX_THREADS) threads = XD_MAX_THREADS;
     t.heads = (xd_u64)H * (xd_u64)heads_inner; /* 0: (N, rows, F) */
+    xd_frame = f;
     int rc = xd_ffi_run(&p, &t, n, threads, backward, run);
+    xd_frame = NULL;
     return rc == 0 ? NULL : xd_ffi_error(f, XD_FFI_RESOURCE_EXHAUSTED, "xdrop attention: out of memory");
 }
 
