@@ -189,11 +189,12 @@ MM_SHAPES = [(6, 13, 16, 16, 32), (6, 7, 1, 16, 16), (6, 9, 37, 32, 16), (2, 70,
 
 
 @pytest.mark.parametrize("shape", MM_SHAPES, ids=str)
-@pytest.mark.parametrize("openmp", [True, False], ids=["openmp", "python-threads"])
+@pytest.mark.parametrize("openmp", [True, False], ids=["openmp", "posix-threads"])
 def test_own_products_equal_the_torch_operations(own_products, shape, openmp, monkeypatch):
     """The routine that also runs the products (float32, E and Ev multiples of 16) against every block
     through torch operations: the same mask bits, values within a few float32 roundings, for each bias
-    form, causal or not, p = 0, 0.25 and 1, on two threads through torch's OpenMP runtime or Python's."""
+    form, causal or not, p = 0, 0.25 and 1, on two threads through torch's OpenMP runtime or the routine's
+    own POSIX threads."""
     lib = own_products
     monkeypatch.setattr(_native, "library", lambda variant=None: lib)
     if not openmp:
@@ -252,7 +253,7 @@ def test_own_products_mask_bits_and_half_types(own_products, monkeypatch):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 def test_own_products_in_a_forked_child(own_products, monkeypatch):
-    """In a process forked after the routine ran on torch's OpenMP threads, it runs on Python threads:
+    """In a process forked after the routine ran on torch's OpenMP threads, it runs on POSIX threads:
     GNU OpenMP's threads do not survive a fork, and a parallel region there waits for them for ever."""
     import time
 

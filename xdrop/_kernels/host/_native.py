@@ -55,9 +55,9 @@ class Kernels:
     character and raises ``ValueError`` when their sizes differ.
     ``attention[itemsize](s, dp, lse, ...)`` runs one float32 (4) or float64
     (8) block of the attention operator in place (``xdrop._kernels.torch._attention``);
-    ``attention_mm(q, k, v, dout, out, lse, dq, E, Ev, parts, count, parallel,
-    threads, ...)`` runs parts of it with the products included (float32; the
-    avx512 and avx2 variants, ``None`` for base).
+    ``attention_mm(q, k, v, dout, out, lse, dq, dk, dv, N, E, Ev, threads,
+    parallel, ...)`` runs all of it with the products included (float32; the
+    avx512 and avx2 variants where POSIX threads exist, ``None`` elsewhere).
     """
 
     def __init__(self, module: ModuleType, variant: str) -> None:

@@ -34,13 +34,13 @@ XLA's operations.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from typing import Any
 
 import numpy as np
 
 from ..._lib._stream import keep_count, scale_for
-from ..host import _attention_mm as attention_mm
 
 __all__ = ["backward", "forward", "routine"]
 
@@ -101,8 +101,16 @@ def _params(words: Any, cfg: Any, q_ndim: int) -> Any:
     a = float(scale_for(kk, np, np.float32))
     doubles = np.array([cfg.scale, a], np.float64).view(np.uint32)  # little-endian: low word first
     flags = cfg.is_causal | cfg.shared << 1 | _heads_inner(cfg, q_ndim) << 2
-    fixed = np.array([kk & 0xFFFFFFFF, kk >> 32, *doubles, flags, attention_mm.cpu_threads()], np.uint32)
+    fixed = np.array([kk & 0xFFFFFFFF, kk >> 32, *doubles, flags, _cpu_threads()], np.uint32)
     return jnp.concatenate([jnp.stack([jnp.asarray(w, jnp.uint32) for w in words]), jnp.asarray(fixed)])
+
+
+def _cpu_threads() -> int:
+    """The cores this process may run on (its affinity where the platform tells it, else the CPU count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _heads_inner(cfg: Any, q_ndim: int) -> bool:

@@ -33,12 +33,11 @@ stay finite. With no keys (``S = 0``) out is 0 and lse -inf.
 
 On the CPU with the compiled kernel's avx2 or avx512 variant, float32 problems
 whose feature sizes are multiples of 16 (half types are computed in float32)
-go through one compiled routine (``Kernels.attention_mm``): the problems and
-their rows cut into parts that torch's OpenMP threads take in turn, each part
-tile by tile of query rows, xdrop's own matrix kernels, the row pass below and
-the mask in one call; nothing of ``L * S`` leaves the routine (see
-``xdrop._kernels.host._attention_mm.parts`` for the backward's ``dk``, ``dv``
-where rows are split).
+go through one compiled routine (``Kernels.attention_mm``, ``xd_attn_mm_call``
+in ``src/xla_attention.c``): the problems and their rows cut into parts that
+torch's OpenMP threads take in turn, each part tile by tile of query rows,
+xdrop's own matrix kernels, the row pass below and the mask in one call;
+nothing of ``L * S`` leaves the routine.
 
 Otherwise, on the CPU with the compiled kernel, a block is three steps: torch's matmul
 writes ``q k^T`` into a buffer allocated once per call; the compiled pass
@@ -58,13 +57,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
 
 from ..._lib._stream import KEEP_ALL_OR_NONE, keep_count, scale_for
-from ..host import _attention_mm as attention_mm
 
 # Elements of one block's score matrix: 2**22 (16 MiB in float32). Few blocks make few torch calls:
 # on a busy machine each call's parallel region can wait a time slice for its threads (measured: 16
@@ -248,7 +247,7 @@ def _openmp_parallel() -> int:
     Threads of that runtime spin for a while after each torch operation; threads of ours started beside
     them would share the cores with the spinning ones (measured: the backward at L = 256 took longer on two
     threads than on one). Found where torch runs OpenMP and its runtime is a library file in torch's folder
-    (the Linux wheels' ``libgomp``); elsewhere 0, and the parts run on a pool of Python threads. 0 also in a
+    (the Linux wheels' ``libgomp``); elsewhere 0, and the parts run on the routine's POSIX threads. 0 also in a
     process forked from the one that found it: GNU OpenMP's threads do not survive a fork, and a parallel
     region there would wait for them for ever (as torch's own operations do).
     """
@@ -281,32 +280,72 @@ def _gomp_address(folder: str) -> int:
     return 0
 
 
-def _parallel_args() -> tuple[int, int]:
-    """``(threads, parallel)`` for the host routine: torch's intra-op thread count and its OpenMP entry."""
+def _run_mm(kernel: Any, tensors: tuple[Any, ...], n: int, e: int, ev: int, fixed: tuple[Any, ...]) -> None:
+    """One call of the compiled routine over all ``n`` problems (``tensors``: q, k, v, dout, out, lse, dq,
+    dk, dv, None where unused) on torch's intra-op thread count, through its OpenMP runtime where found
+    (else the routine's own POSIX threads). It returns when every part is written (the GIL released)."""
     threads = torch.get_num_threads()
-    return threads, _openmp_parallel() if threads > 1 else 0
+    parallel = _openmp_parallel() if threads > 1 else 0
+    kernel(*(0 if t is None else t.data_ptr() for t in tensors), n, e, ev, threads, parallel, *fixed)
 
 
 def _forward_mm(kernel: Any, q: Any, k: Any, v: Any, bias: Any, out: Any, lse: Any, args: tuple[Any, ...]) -> None:
     """Fill ``out`` and ``lse`` with the compiled routine, products included."""
-    fixed = _fused_args(q, k, bias, args)  # .numpy(): views, the routine writes torch's own buffers
-    attention_mm.forward(kernel, q.numpy(), k.numpy(), v.numpy(), out.numpy(), lse.numpy(), fixed, *_parallel_args())
+    n, _, e = q.shape
+    tensors = (q, k, v, None, out, lse, None, None, None)
+    _run_mm(kernel, tensors, n, e, v.shape[2], _fused_args(q, k, bias, args))
 
 
 def _backward_mm(
     kernel: Any, q: Any, k: Any, v: Any, bias: Any, grads_of: tuple[Any, ...], args: tuple[Any, ...]
 ) -> None:
-    """Write ``dq`` and accumulate ``dk``, ``dv`` with the compiled routine, products included."""
+    """Write ``dq``, ``dk`` and ``dv`` with the compiled routine, products included."""
     dout, lse, dq, dk, dv, _ = grads_of
     lse = lse.detach().to(q.dtype).contiguous()
-    grads = tuple(t.numpy() for t in (dout, lse, dq, dk, dv))
-    fixed = _fused_args(q, k, bias, args)
-    attention_mm.backward(kernel, q.numpy(), k.numpy(), v.numpy(), grads, fixed, *_parallel_args())
+    n, _, e = q.shape
+    tensors = (q, k, v, dout, None, lse, dq, dk, dv)
+    _run_mm(kernel, tensors, n, e, v.shape[2], _fused_args(q, k, bias, args))
 
 
 # Below this many scores a block's compiled pass runs on the calling thread alone: handing parts to
 # other threads costs more than it saves.
 SPLIT_MIN = 1 << 15
+
+# Thread pools by (process, size): a forked child (a DataLoader worker) inherits the dict, not the threads.
+_pools: dict[tuple[int, int], Any] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> Any:
+    """This process's pool of ``threads - 1`` threads (the calling thread is the last one)."""
+    key = (os.getpid(), threads)
+    with _pools_lock:
+        if key not in _pools:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pools[key] = ThreadPoolExecutor(threads - 1, thread_name_prefix="xdrop-attention")
+        return _pools[key]
+
+
+def _join(parts: list[Any]) -> None:
+    """Wait for every part, then raise the first error (a Ctrl-C included).
+
+    The parts write the caller's tensors through their addresses: the caller must not
+    unwind (and free them) while one still runs, so an interrupt waits for the rest first.
+    """
+    from concurrent.futures import wait
+
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            wait(parts)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    for part in parts:
+        part.result()
+    if interrupted is not None:
+        raise interrupted
 
 
 def _split(kernel: Any, keys: int, item: int) -> Any:
@@ -319,7 +358,7 @@ def _split(kernel: Any, keys: int, item: int) -> Any:
     threads = torch.get_num_threads()
     if threads <= 1:
         return kernel
-    pool = attention_mm.pool(threads)
+    pool = _pool(threads)
 
     def call(s: int, dp: int, lse: int, row0: int, rows: int, *fixed: Any) -> None:
         if rows < 2 or rows * keys < SPLIT_MIN:
@@ -341,7 +380,7 @@ def _split(kernel: Any, keys: int, item: int) -> Any:
         try:
             kernel(s, dp, lse, row0, per, *fixed)
         finally:
-            attention_mm.join(parts)
+            _join(parts)
 
     return call
 

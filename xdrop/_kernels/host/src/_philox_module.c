@@ -12,9 +12,10 @@
  *                   seed, step, k, a, shared)                               (and _f64_)
  * attention_ runs one block of the attention operator (xd_attn in
  * philox_dropout.c): forward where dp is 0, else backward; bias 0 for none.
- * For avx512 and avx2 also attention_mm_f32_V(q, k, v, dout, out, lse, dq, E, Ev,
- * parts, count, parallel, threads, L, S, ...as attention_ from L): parts of
- * problems and rows, the products included (xd_attn_mm_run).
+ * For avx512 and avx2 (with POSIX threads) also attention_mm_f32_V(q, k, v,
+ * dout, out, lse, dq, dk, dv, N, E, Ev, threads, parallel, L, S, ...as
+ * attention_ from L): the whole operator, the products included
+ * (xd_attn_mm_call in xla_attention.c), and xla_handlers().
  * The address forms release the GIL for large n, so threads run in parallel;
  * the _buf forms take two C-contiguous buffers (NumPy arrays) of the same
  * byte length and spare the caller fetching addresses: per-call cost is what
@@ -201,40 +202,42 @@ XD_WRAP_ATTENTION(_avx512, double, 64)
 XD_WRAP_VARIANT(_avx2)
 XD_WRAP_VARIANT(_avx512)
 
-/* attention_mm_f32_V(q, k, v, dout, out, lse, dq, E, Ev, parts, count, parallel, threads,
- * <xd_attn_fields>): the parts (count x 6 int64 at address parts, see xd_attn_mm_run) of the attention
- * operator with xdrop's own products, forward where dout is 0, else backward; on `threads` threads through
- * the OpenMP entry point at address parallel (0: the calling thread alone); the GIL released. V: avx512
+#endif
+
+#ifdef XD_HAVE_XLA_FFI
+/* attention_mm_f32_V(q, k, v, dout, out, lse, dq, dk, dv, N, E, Ev, threads, parallel, <xd_attn_fields>):
+ * the attention operator with xdrop's own products over all N problems (xd_attn_mm_call), forward where
+ * dout is 0 (out, lse written), else backward (dq written, dk and dv overwritten); on `threads` threads
+ * through the OpenMP entry point at address parallel (0: POSIX threads); the GIL released. V: avx512
  * or avx2. */
 static PyObject *xd_attention_mm(PyObject *const *args, Py_ssize_t nargs, int avx512) {
-    void *a[8];
+    void *a[9];
     xd_u64 v[4];
     xd_attn p = {0};
     xd_attn_io t = {0};
-    int rc;
-    if (xd_check_nargs("attention_mm_f32", nargs, 28)) return NULL;
-    for (int i = 0; i < 7; i++)
-        if (xd_address(args[i], &a[i])) return NULL;
     void *parallel;
-    if (xd_u64_args(args, 7, 2, v) || xd_address(args[9], &a[7]) || xd_u64_args(args, 10, 1, &v[2])
-        || xd_address(args[11], &parallel) || xd_u64_args(args, 12, 1, &v[3])
-        || xd_attn_fields("attention_mm_f32", args + 13, &p))
+    int rc;
+    if (xd_check_nargs("attention_mm_f32", nargs, 29)) return NULL;
+    for (int i = 0; i < 9; i++)
+        if (xd_address(args[i], &a[i])) return NULL;
+    if (xd_u64_args(args, 9, 4, v) || xd_address(args[13], &parallel)
+        || xd_attn_fields("attention_mm_f32", args + 14, &p))
         return NULL;
-    if (v[0] % 16 || v[1] % 16 || v[0] == 0 || v[1] == 0 || p.keys == 0) {
+    if (v[0] == 0 || v[1] % 16 || v[2] % 16 || v[1] == 0 || v[2] == 0 || p.keys == 0) {
         PyErr_Format(PyExc_ValueError,
-                     "attention_mm_f32: E and Ev must be positive multiples of 16 and S positive, got %llu, %llu "
-                     "and %llu",
-                     (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)p.keys);
+                     "attention_mm_f32: N positive, E and Ev positive multiples of 16 and S positive, got %llu, "
+                     "%llu, %llu and %llu",
+                     (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
+                     (unsigned long long)p.keys);
         return NULL;
     }
     t.q = (const float *)a[0], t.k = (const float *)a[1], t.v = (const float *)a[2], t.dout = (const float *)a[3];
-    t.out = (float *)a[4], t.lse = (float *)a[5], t.dq = (float *)a[6];
-    t.e = v[0], t.ev = v[1];
+    t.out = (float *)a[4], t.lse = (float *)a[5], t.dq = (float *)a[6], t.dk = (float *)a[7], t.dv = (float *)a[8];
+    t.e = v[1], t.ev = v[2];
     xd_parallel_fn fn;
     memcpy(&fn, &parallel, sizeof fn);
-    int (*run)(const xd_attn *, const xd_attn_io *, const int64_t *, xd_u64, int, xd_parallel_fn, unsigned) =
-        avx512 ? xd_attn_mm_run_avx512 : xd_attn_mm_run_avx2;
-    Py_BEGIN_ALLOW_THREADS rc = run(&p, &t, (const int64_t *)a[7], v[2], t.dout != NULL, fn, (unsigned)v[3]);
+    xd_mm_run_fn run = avx512 ? xd_attn_mm_run_avx512 : xd_attn_mm_run_avx2;
+    Py_BEGIN_ALLOW_THREADS rc = xd_attn_mm_call(&p, &t, v[0], v[3], t.dout != NULL, run, fn);
     Py_END_ALLOW_THREADS if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
@@ -321,10 +324,10 @@ static PyMethodDef xd_methods[] = {
 #ifdef XD_HAVE_AVX2
     XD_METHODS("_avx2", _avx2),
     XD_METHODS("_avx512", _avx512),
-    XD_FAST("attention_mm_f32_avx512", xd_attention_mm_py_avx512, "Parts of float32 attention, own products."),
-    XD_FAST("attention_mm_f32_avx2", xd_attention_mm_py_avx2, "Parts of float32 attention, own products."),
 #endif
 #ifdef XD_HAVE_XLA_FFI
+    XD_FAST("attention_mm_f32_avx512", xd_attention_mm_py_avx512, "Float32 attention, own products."),
+    XD_FAST("attention_mm_f32_avx2", xd_attention_mm_py_avx2, "Float32 attention, own products."),
     {"xla_handlers", xd_xla_handlers_py, METH_NOARGS, "The XLA FFI handlers of the attention, as PyCapsules."},
 #endif
     {NULL, NULL, 0, NULL},

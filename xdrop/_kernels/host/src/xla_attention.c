@@ -1,8 +1,10 @@
 /*
- * The own-products attention (xd_attn_mm_run in philox_dropout.c) as XLA:CPU custom-call handlers of
- * XLA's typed FFI, which jax.ffi registers and calls with XLA's own buffers: no Python, no copy, no GIL
- * during a step, the parts on XLA's own intra-op threads. Included by _philox_module.c where the
- * avx2/avx512 variants are built (and POSIX threads, the fallback).
+ * One call of the own-products attention (xd_attn_mm_run in philox_dropout.c) over all its problems
+ * (xd_attn_mm_call: parts, threads, dk and dv), which the module's attention_mm wrappers (torch) and
+ * XLA:CPU custom-call handlers of XLA's typed FFI both make. jax.ffi registers the handlers and calls
+ * them with XLA's own buffers: no Python, no copy, no GIL during a step, the parts on XLA's own
+ * intra-op threads. Included by _philox_module.c where the avx2/avx512 variants are built and POSIX
+ * threads exist.
  *
  * The structs are the parts of XLA's FFI C API that a handler of plain buffers reads, declared here in
  * the layout of xla/ffi/api/c_api.h (API major version 0; jaxlib ships that header). XLA keeps that
@@ -240,11 +242,10 @@ static void xd_xla_parallel(void (*fn)(void *), void *data, unsigned threads, un
     xd_gate_release(g);
 }
 
-/* The parts of a call (n0, n1, i0, i1, dk, dv addresses; xdrop/_kernels/host/_attention_mm.py's parts(),
- * the same cuts): about 4 per thread, runs of whole problems where there are enough of them, else each
+/* The parts of a call (n0, n1, i0, i1, dk, dv addresses): about 4 per thread, runs of whole problems where there are enough of them, else each
  * problem's rows in parts; in the backward rows are split only where there are fewer problems than
  * threads. Returns the count; table holds n + 8 * threads rows at least. */
-static xd_u64 xd_ffi_parts(xd_u64 n, xd_u64 length, xd_u64 threads, int backward, int64_t *table) {
+static xd_u64 xd_attn_mm_parts(xd_u64 n, xd_u64 length, xd_u64 threads, int backward, int64_t *table) {
     xd_u64 want = threads * 4, count = 0, floor = backward ? threads : want;
     if (n >= floor) {
         xd_u64 c = n < want ? n : want;
@@ -288,14 +289,18 @@ static float *xd_ffi_f32(const xd_ffi_buffer *b, int heads_inner, int64_t B, int
 typedef int (*xd_mm_run_fn)(const xd_attn *, const xd_attn_io *, const int64_t *, xd_u64, int, xd_parallel_fn,
                             unsigned);
 
-/* The call: the parts, the threads, and in the backward dk and dv zeroed first (the routine adds into
- * them) or summed from per-part buffers, in part order (the sums do not depend on the threads). t's
- * arrays are (N, rows, F), or (B, rows, H, F) where t->heads = H > 1. Returns the routine's status
- * (-1: out of memory). */
-static int xd_ffi_run(const xd_attn *p, xd_attn_io *t, xd_u64 n, xd_u64 threads, int backward, xd_mm_run_fn run) {
+/* One call of the routine over all n problems, for the XLA handlers and the module's attention_mm
+ * wrappers (torch): the parts, the threads (through `parallel`, GOMP_parallel's contract; NULL: POSIX
+ * threads), and in the backward dk and dv zeroed first (the routine adds into them) or summed from
+ * per-part buffers, in part order (the sums do not depend on the threads). t's arrays are
+ * (N, rows, F), or (B, rows, H, F) where t->heads = H > 1. Returns the routine's status (-1: out of
+ * memory). */
+static int xd_attn_mm_call(const xd_attn *p, xd_attn_io *t, xd_u64 n, xd_u64 threads, int backward, xd_mm_run_fn run,
+                           xd_parallel_fn parallel) {
+    threads = threads == 0 ? 1 : threads > XD_MAX_THREADS ? XD_MAX_THREADS : threads;
     int64_t *table = (int64_t *)malloc((size_t)(n + 8 * threads + 1) * 6 * sizeof *table);
     if (table == NULL) return -1;
-    xd_u64 count = xd_ffi_parts(n, p->length, threads, backward, table);
+    xd_u64 count = xd_attn_mm_parts(n, p->length, threads, backward, table);
     xd_u64 S = p->keys, E = t->e, Ev = t->ev, H = t->heads > 1 ? t->heads : 1;
     size_t ke = (size_t)(S * E), ve = (size_t)(S * Ev);
     int split = backward && count > n; /* a problem's rows in several parts: each adds into its own dk, dv */
@@ -316,7 +321,8 @@ static int xd_ffi_run(const xd_attn *p, xd_attn_io *t, xd_u64 n, xd_u64 threads,
         float *dv = !backward ? NULL : split ? partial + j * (ke + ve) + ke : XD_MM_AT(t->dv, n0, S, Ev, H);
         r[4] = (int64_t)(intptr_t)dk, r[5] = (int64_t)(intptr_t)dv;
     }
-    int rc = run(p, t, table, count, backward, threads > 1 ? xd_xla_parallel : NULL, (unsigned)threads);
+    parallel = parallel != NULL ? parallel : xd_pthread_parallel;
+    int rc = run(p, t, table, count, backward, threads > 1 ? parallel : NULL, (unsigned)threads);
     for (xd_u64 j = 0; rc == 0 && split && j < count; j++) {
         xd_u64 at = (xd_u64)table[6 * j];
         const float *pk = partial + j * (ke + ve), *pv = pk + ke;
@@ -374,11 +380,10 @@ static void *xd_ffi_attention(const xd_ffi_frame *f, int backward, xd_mm_run_fn 
     p.k = (xd_u64)w[4] | (xd_u64)w[5] << 32;
     p.scale = xd_ffi_f64(w + 6), p.a = xd_ffi_f64(w + 8);
     p.causal = (int)(w[10] & 1), p.shared = (int)(w[10] >> 1 & 1);
-    xd_u64 threads = w[11] ? w[11] : 1;
-    if (threads > XD_MAX_THREADS) threads = XD_MAX_THREADS;
+    xd_u64 threads = w[11];
     t.heads = (xd_u64)H * (xd_u64)heads_inner; /* 0: (N, rows, F) */
     xd_frame = f;
-    int rc = xd_ffi_run(&p, &t, n, threads, backward, run);
+    int rc = xd_attn_mm_call(&p, &t, n, threads, backward, run, xd_xla_parallel);
     xd_frame = NULL;
     return rc == 0 ? NULL : xd_ffi_error(f, XD_FFI_RESOURCE_EXHAUSTED, "xdrop attention: out of memory");
 }
